@@ -1,0 +1,195 @@
+//! Weighted ALS (Hu, Koren, Volinsky 2008) over sharded sides.
+//!
+//! One half-step, solving side S against the fixed other side O:
+//! 1. O's owners send each worker exactly the O-vectors its S-rows touch (one buffer per
+//!    destination, per the routing tables) and send per-virtual-shard partial Grams to worker 0;
+//! 2. worker 0 sums the partials in virtual-shard order and broadcasts OᵀO, so every worker
+//!    holds the same Gram whatever the worker count;
+//! 3. every worker solves its S-rows; optionally the objective partials go to worker 0.
+//!
+//! Every floating-point sum runs in an order fixed by global keys, never by worker layout, so
+//! the factors are bit-identical for any number of workers.
+
+pub mod kernels;
+
+use crate::cluster::{Body, Comm, CommError};
+use crate::job::{Als, RegScaling};
+use crate::report::Log;
+use crate::side::Side;
+use serde::Serialize;
+use std::time::Instant;
+use timely::worker::Worker;
+
+/// The objective after one half-step.
+#[derive(Clone, Debug, Serialize)]
+pub struct ObjectivePoint {
+    /// 1-based iteration.
+    pub iteration: usize,
+    /// "users" or "items": the side just solved.
+    pub half: &'static str,
+    /// Value of the weighted objective.
+    pub value: f64,
+}
+
+/// What training reports (complete on worker 0).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TrainReport {
+    /// Objective after each half-step of each logged iteration.
+    pub objective: Vec<ObjectivePoint>,
+    /// Wall seconds per iteration.
+    pub iteration_secs: Vec<f64>,
+    /// Per half-step, per worker: seconds spent solving (load balance).
+    pub solve_secs_per_worker: Vec<Vec<f64>>,
+    /// Bytes of factor vectors sent between different workers per half-step (all workers).
+    pub vector_bytes_per_half_step: Vec<u64>,
+    /// Entities whose system was not positive definite (their vector was zeroed).
+    pub singular: u64,
+}
+
+/// Runs `als.iterations` iterations (users, then items) on this worker's sides.
+pub fn train(worker: &mut Worker, comm: &mut Comm, als: &Als, users: &mut Side, items: &mut Side, log: &Log) -> Result<TrainReport, CommError> {
+    let mut rep = TrainReport::default();
+    let mut g_users = vec![0.0f32; users.gathered_keys.len() * als.factors];
+    let mut g_items = vec![0.0f32; items.gathered_keys.len() * als.factors];
+    for it in 1..=als.iterations {
+        let t = Instant::now();
+        let want_loss = als.loss_every > 0 && (it % als.loss_every == 0 || it == als.iterations);
+        for half in ["users", "items"] {
+            let (s, o, buf) = if half == "users" {
+                (&mut *users, &*items, &mut g_users)
+            } else {
+                (&mut *items, &*users, &mut g_items)
+            };
+            let h = half_step(worker, comm, als, s, o, buf, want_loss)?;
+            if comm.index == 0 {
+                if let Some(value) = h.objective {
+                    rep.objective.push(ObjectivePoint { iteration: it, half, value });
+                }
+                rep.solve_secs_per_worker.push(h.solve_secs);
+                rep.vector_bytes_per_half_step.push(h.vector_bytes);
+                rep.singular += h.singular;
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        rep.iteration_secs.push(secs);
+        match rep.objective.last() {
+            Some(p) if p.iteration == it => log.info(&format!("iteration {it}/{}: objective {:.6e} ({secs:.2}s)", als.iterations, p.value)),
+            _ => log.info(&format!("iteration {it}/{} ({secs:.2}s)", als.iterations)),
+        }
+    }
+    Ok(rep)
+}
+
+struct Half {
+    objective: Option<f64>,
+    solve_secs: Vec<f64>,
+    vector_bytes: u64,
+    singular: u64,
+}
+
+fn lambda_of(als: &Als, degree: usize) -> f64 {
+    match als.regularization_scaling {
+        RegScaling::None => als.regularization,
+        RegScaling::Count => als.regularization * degree as f64,
+    }
+}
+
+fn half_step(worker: &mut Worker, comm: &mut Comm, als: &Als, s: &mut Side, o: &Side, gathered: &mut [f32], want_loss: bool) -> Result<Half, CommError> {
+    let d = als.factors;
+    // 1. Vectors along interaction edges, partial Grams to worker 0.
+    let bytes0 = comm.vector_bytes_sent;
+    for (dest, rows) in &o.send_plan {
+        let mut buf = Vec::with_capacity(rows.len() * d);
+        for &r in rows {
+            buf.extend_from_slice(o.row(r as usize));
+        }
+        comm.send(*dest, Body::Vectors(buf));
+    }
+    let mut parts = Vec::with_capacity(o.vshards.len());
+    for (j, &vs) in o.vshards.iter().enumerate() {
+        let (a, b) = (o.starts[j], o.starts[j + 1]);
+        let mut g = vec![0.0f32; d * d];
+        kernels::gram(&o.factors[a * d..b * d], b - a, d, &mut g);
+        let reg: f64 = (a..b)
+            .map(|r| lambda_of(als, o.degree(r)) * o.row(r).iter().map(|&x| x as f64 * x as f64).sum::<f64>())
+            .sum();
+        parts.push((vs, g, reg));
+    }
+    comm.send(0, Body::GramParts(parts));
+    let mut all_parts = Vec::new();
+    for (from, b) in comm.exchange(worker, "train: exchange vectors")? {
+        match b {
+            Body::Vectors(v) => {
+                let &(_, off, len) = s.recv.iter().find(|r| r.0 == from).expect("routing table");
+                assert_eq!(v.len(), len * d, "vector buffer from worker {from} has the wrong size");
+                gathered[off * d..(off + len) * d].copy_from_slice(&v);
+            }
+            Body::GramParts(mut p) => all_parts.append(&mut p),
+            _ => unreachable!(),
+        }
+    }
+    // 2. Worker 0 sums in virtual-shard order and broadcasts.
+    if comm.index == 0 {
+        all_parts.sort_by_key(|p| p.0);
+        let mut sum = vec![0.0f64; d * d];
+        let mut reg = 0.0;
+        for (_, g, r) in &all_parts {
+            sum.iter_mut().zip(g).for_each(|(s, &x)| *s += x as f64);
+            reg += r;
+        }
+        comm.broadcast(Body::GramSum(sum.iter().map(|&x| x as f32).collect(), reg));
+    }
+    let mut gram = Vec::new();
+    let mut other_reg = 0.0;
+    for (_, b) in comm.exchange(worker, "train: gram")? {
+        if let Body::GramSum(g, r) = b {
+            gram = g;
+            other_reg = r;
+        }
+    }
+    // 3. Solve every owned row.
+    let t = Instant::now();
+    let mut solver = kernels::Solver::new(d);
+    let mut singular = 0u64;
+    let mut loss_parts = Vec::new();
+    for (j, &vs) in s.vshards.iter().enumerate() {
+        let mut loss = 0.0f64;
+        for r in s.starts[j]..s.starts[j + 1] {
+            let (a, b) = (s.indptr[r], s.indptr[r + 1]);
+            let lam = lambda_of(als, b - a);
+            let x = &mut s.factors[r * d..(r + 1) * d];
+            if !solver.solve(&gram, lam as f32, gathered, &s.cols[a..b], &s.conf[a..b], x) {
+                singular += 1;
+            }
+            if want_loss {
+                loss += kernels::entity_loss(&gram, lam, gathered, &s.cols[a..b], &s.conf[a..b], x);
+            }
+        }
+        loss_parts.push((vs, loss));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    comm.send(0, Body::Scalars(loss_parts));
+    comm.send(0, Body::Counts(vec![(secs * 1e9) as u64, comm.vector_bytes_sent - bytes0, singular]));
+    let mut parts = Vec::new();
+    let mut solve_secs = vec![0.0; comm.peers];
+    let (mut vector_bytes, mut singular) = (0, 0);
+    for (from, b) in comm.exchange(worker, "train: solve")? {
+        match b {
+            Body::Scalars(mut p) => parts.append(&mut p),
+            Body::Counts(c) => {
+                solve_secs[from] = c[0] as f64 / 1e9;
+                vector_bytes += c[1];
+                singular += c[2];
+            }
+            _ => unreachable!(),
+        }
+    }
+    parts.sort_by_key(|p| p.0);
+    let objective = (want_loss && comm.index == 0).then(|| parts.iter().map(|p| p.1).sum::<f64>() + other_reg);
+    Ok(Half {
+        objective,
+        solve_secs,
+        vector_bytes,
+        singular,
+    })
+}

@@ -1,0 +1,403 @@
+//! Ingest: events → consolidated, capped, sharded interactions in CSR form on both sides.
+//!
+//! Supersteps (all through [`Comm`], so they work across processes):
+//! 1. every worker parses its byte range of the input and routes events to the user's owner;
+//! 2. user owners sum duplicate (user, item) events, drop pairs whose sum is ≤ 0, apply the
+//!    per-user cap and the holdout split, and route pairs to the item's owner;
+//! 3. item owners apply the per-item cap, number their items (per virtual shard, by raw id)
+//!    and send item keys back;
+//! 4. user owners number their users, build the user-side CSR and send (item, user, c) edges
+//!    so the item owners build theirs;
+//! 5. each side asks the owners of the other side for exactly the vectors it will need every
+//!    half-step: the routing tables.
+
+pub mod parse;
+pub mod read;
+
+use crate::cluster::{owner, Body, Comm, CommError};
+use crate::generate::{Generator, Spec};
+use crate::ids::{mix64, RawId, SplitMix};
+use crate::job::Job;
+use crate::side::{key, unkey, Side};
+use parse::Event;
+use read::ReadStats;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use timely::worker::Worker;
+
+/// Whole-job ingest counters (complete on worker 0 only).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct IngestStats {
+    /// What the readers saw.
+    pub read: ReadStats,
+    /// Distinct (user, item) training pairs.
+    pub pairs: u64,
+    /// Users with at least one training pair.
+    pub users: u64,
+    /// Items with at least one training pair.
+    pub items: u64,
+    /// Pairs whose summed weight was ≤ 0 (removed).
+    pub nonpositive_pairs: u64,
+    /// Pairs dropped by `max_per_user`.
+    pub dropped_user_cap: u64,
+    /// Pairs dropped by `max_per_item`.
+    pub dropped_item_cap: u64,
+    /// Held-out pairs (for evaluation).
+    pub test_pairs: u64,
+    /// Held-out pairs whose item has no training data.
+    pub test_unknown_item: u64,
+}
+
+/// What ingest leaves on one worker.
+pub struct Ingested {
+    /// Users owned by this worker.
+    pub users: Side,
+    /// Items owned by this worker.
+    pub items: Side,
+    /// Held-out pairs of this worker's users: (user id, item key or `u64::MAX`).
+    pub test: Vec<(RawId, u64)>,
+    /// Counters (complete on worker 0).
+    pub stats: IngestStats,
+}
+
+/// Runs ingest on this worker. `files` empty means the built-in demo data.
+pub fn ingest(worker: &mut Worker, comm: &mut Comm, job: &Job, files: &[PathBuf]) -> Result<Ingested, CommError> {
+    let peers = comm.peers;
+    let v = job.shards.virtual_shards;
+    let me = comm.index;
+
+    // 1. Read and route events to user owners.
+    let mut out: Vec<Vec<Event>> = vec![Vec::new(); peers];
+    let read = if files.is_empty() {
+        Ok(read_demo(job, me, peers, |e| out[owner(e.user.vshard(v), peers)].push(e)))
+    } else {
+        read::read_part(files, &job.input, me, peers, |e| {
+            out[owner(e.user.vshard(v), peers)].push(e)
+        })
+    };
+    match read {
+        Ok(st) => {
+            comm.send(0, Body::Read(st));
+            for (w, evs) in out.into_iter().enumerate() {
+                comm.send(w, Body::Events(evs));
+            }
+        }
+        Err(e) => comm.broadcast(Body::Abort(e)),
+    }
+    let mut events = Vec::new();
+    let mut stats = IngestStats::default();
+    for (_, b) in comm.exchange(worker, "ingest: read")? {
+        match b {
+            Body::Events(mut e) => events.append(&mut e),
+            Body::Read(st) => stats.read.merge(&st),
+            _ => unreachable!(),
+        }
+    }
+
+    // 2. Consolidate per (user, item), cap per user, split off the holdout.
+    let mut counts = [0u64; 8]; // pairs, users, items, nonpositive, ucap, icap, test, test_unknown
+    events.sort_unstable_by(|a, b| (&a.user, &a.item).cmp(&(&b.user, &b.item)));
+    let mut pairs: Vec<(RawId, RawId, f64, i64)> = Vec::new();
+    for e in events {
+        match pairs.last_mut() {
+            Some(p) if p.0 == e.user && p.1 == e.item => {
+                p.2 += e.weight as f64;
+                p.3 = p.3.max(e.ts);
+            }
+            _ => pairs.push((e.user, e.item, e.weight as f64, e.ts)),
+        }
+    }
+    let before = pairs.len();
+    pairs.retain(|p| p.2 > 0.0);
+    counts[3] = (before - pairs.len()) as u64;
+    let cap = job.confidence.max_per_user as usize;
+    let mut kept: Vec<(RawId, RawId, f64, i64)> = Vec::with_capacity(pairs.len());
+    let mut test_out: Vec<Vec<(RawId, RawId)>> = vec![Vec::new(); peers];
+    let mut train_out: Vec<Vec<(RawId, RawId, f32, i64)>> = vec![Vec::new(); peers];
+    let mut i = 0;
+    while i < pairs.len() {
+        let mut j = i;
+        while j < pairs.len() && pairs[j].0 == pairs[i].0 {
+            j += 1;
+        }
+        let group = &mut pairs[i..j];
+        if cap > 0 && group.len() > cap {
+            group.sort_by(|a, b| recency(a.3, &a.1, b.3, &b.1));
+            counts[4] += (group.len() - cap) as u64;
+            kept.extend(group[..cap].iter().cloned());
+        } else {
+            kept.extend(group.iter().cloned());
+        }
+        i = j;
+    }
+    drop(pairs);
+    let holdout = job.eval.holdout;
+    for (u, it, w, ts) in kept {
+        let dest = owner(it.vshard(v), peers);
+        if holdout > 0.0 && unit(job.eval.seed, &u, &it) < holdout {
+            test_out[dest].push((u, it));
+        } else {
+            train_out[dest].push((u, it, w as f32, ts));
+        }
+    }
+    for (w, (tr, te)) in train_out.into_iter().zip(test_out).enumerate() {
+        comm.send(w, Body::Pairs(tr));
+        comm.send(w, Body::TestPairs(te));
+    }
+    let mut pairs = Vec::new();
+    let mut tests = Vec::new();
+    for (_, b) in comm.exchange(worker, "ingest: consolidate")? {
+        match b {
+            Body::Pairs(mut p) => pairs.append(&mut p),
+            Body::TestPairs(mut p) => tests.append(&mut p),
+            _ => unreachable!(),
+        }
+    }
+
+    // 3. Cap per item, number items, send keys back.
+    pairs.sort_unstable_by(|a, b| a.1.cmp(&b.1).then_with(|| recency(a.3, &a.0, b.3, &b.0)));
+    let icap = job.confidence.max_per_item as usize;
+    let mut by_vshard: BTreeMap<u32, Vec<RawId>> = BTreeMap::new();
+    let mut keep = vec![true; pairs.len()];
+    let mut i = 0;
+    while i < pairs.len() {
+        let mut j = i;
+        while j < pairs.len() && pairs[j].1 == pairs[i].1 {
+            j += 1;
+        }
+        if icap > 0 && j - i > icap {
+            counts[5] += (j - i - icap) as u64;
+            keep[i + icap..j].iter_mut().for_each(|k| *k = false);
+        }
+        by_vshard.entry(pairs[i].1.vshard(v)).or_default().push(pairs[i].1.clone());
+        i = j;
+    }
+    let mut items = empty_side(me, peers, v, job.als.factors);
+    let mut item_key: std::collections::HashMap<RawId, u64> = Default::default();
+    for (j, &vs) in items.vshards.clone().iter().enumerate() {
+        let mut ids = by_vshard.remove(&vs).unwrap_or_default();
+        ids.sort_unstable();
+        for (l, id) in ids.iter().enumerate() {
+            item_key.insert(id.clone(), key(vs, l as u32));
+        }
+        items.ids.extend(ids);
+        items.starts[j + 1] = items.ids.len();
+    }
+    let mut back: Vec<Vec<(RawId, u64, f32)>> = vec![Vec::new(); peers];
+    for ((u, it, w, _), k) in pairs.into_iter().zip(keep) {
+        if k {
+            let dest = owner(u.vshard(v), peers);
+            back[dest].push((u, item_key[&it], w));
+        }
+    }
+    let mut tback: Vec<Vec<(RawId, u64)>> = vec![Vec::new(); peers];
+    for (u, it) in tests {
+        let dest = owner(u.vshard(v), peers);
+        tback[dest].push((u, item_key.get(&it).copied().unwrap_or(u64::MAX)));
+    }
+    drop(item_key);
+    for (w, (b, t)) in back.into_iter().zip(tback).enumerate() {
+        comm.send(w, Body::ItemKeyed(b));
+        comm.send(w, Body::TestKeyed(t));
+    }
+    let mut keyed = Vec::new();
+    let mut test = Vec::new();
+    for (_, b) in comm.exchange(worker, "ingest: number items")? {
+        match b {
+            Body::ItemKeyed(mut p) => keyed.append(&mut p),
+            Body::TestKeyed(mut p) => test.append(&mut p),
+            _ => unreachable!(),
+        }
+    }
+    counts[6] = test.len() as u64;
+    counts[7] = test.iter().filter(|t| t.1 == u64::MAX).count() as u64;
+
+    // 4. Number users, build the user CSR, send edges to item owners.
+    keyed.sort_unstable_by(|a, b| (a.0.vshard(v), &a.0, a.1).cmp(&(b.0.vshard(v), &b.0, b.1)));
+    let mut users = empty_side(me, peers, v, job.als.factors);
+    let mut edges: Vec<Vec<(u64, u64, f32)>> = vec![Vec::new(); peers];
+    let mut other: Vec<u64> = Vec::with_capacity(keyed.len());
+    let mut j = 0; // position in users.vshards
+    let mut local = 0u32;
+    users.indptr.push(0);
+    for (n, (u, ik, w)) in keyed.iter().enumerate() {
+        let new_user = n == 0 || keyed[n - 1].0 != *u;
+        if new_user {
+            let vs = u.vshard(v);
+            while users.vshards[j] != vs {
+                j += 1;
+                users.starts[j] = users.ids.len();
+                local = 0;
+            }
+            if n > 0 {
+                users.indptr.push(other.len());
+            }
+            users.ids.push(u.clone());
+            local += 1;
+        }
+        let c = job.confidence.of(*w as f64);
+        other.push(*ik);
+        users.conf.push(c);
+        edges[owner(unkey(*ik).0, peers)].push((*ik, key(users.vshards[j], local - 1), c));
+    }
+    if !keyed.is_empty() {
+        users.indptr.push(other.len());
+    }
+    for s in users.starts[j + 1..].iter_mut() {
+        *s = users.ids.len();
+    }
+    drop(keyed);
+    for (w, e) in edges.into_iter().enumerate() {
+        comm.send(w, Body::Edges(e));
+    }
+    let mut iedges = Vec::new();
+    for (_, b) in comm.exchange(worker, "ingest: build CSR")? {
+        match b {
+            Body::Edges(mut e) => iedges.append(&mut e),
+            _ => unreachable!(),
+        }
+    }
+    iedges.sort_unstable_by_key(|e| (e.0, e.1));
+    let mut iother = Vec::with_capacity(iedges.len());
+    items.indptr = vec![0; items.rows() + 1];
+    for &(ik, uk, c) in &iedges {
+        let r = items.row_of(ik, peers);
+        items.indptr[r + 1] += 1;
+        iother.push(uk);
+        items.conf.push(c);
+    }
+    for r in 0..items.rows() {
+        items.indptr[r + 1] += items.indptr[r];
+    }
+    drop(iedges);
+
+    // 5. Routing tables, and the counters to worker 0.
+    counts[0] = other.len() as u64;
+    counts[1] = users.rows() as u64;
+    counts[2] = items.rows() as u64;
+    request(comm, &mut users, &other, 1);
+    request(comm, &mut items, &iother, 0);
+    comm.send(0, Body::Counts(counts.to_vec()));
+    let mut total = [0u64; 8];
+    for (from, b) in comm.exchange(worker, "ingest: routing")? {
+        match b {
+            Body::Request(side, keys) => {
+                let s = if side == 0 { &mut users } else { &mut items };
+                let rows = keys.iter().map(|&k| s.row_of(k, peers) as u32).collect();
+                s.send_plan.push((from, rows));
+            }
+            Body::Counts(c) => total.iter_mut().zip(c).for_each(|(t, c)| *t += c),
+            _ => unreachable!(),
+        }
+    }
+    [
+        stats.pairs,
+        stats.users,
+        stats.items,
+        stats.nonpositive_pairs,
+        stats.dropped_user_cap,
+        stats.dropped_item_cap,
+        stats.test_pairs,
+        stats.test_unknown_item,
+    ] = total;
+
+    init_factors(&mut users, job.als.seed, 0);
+    init_factors(&mut items, job.als.seed, 1);
+    Ok(Ingested {
+        users,
+        items,
+        test,
+        stats,
+    })
+}
+
+/// Newest first; ties (and inputs without timestamps) broken by the id's stable hash.
+fn recency(ta: i64, a: &RawId, tb: i64, b: &RawId) -> std::cmp::Ordering {
+    tb.cmp(&ta)
+        .then_with(|| a.stable_hash().cmp(&b.stable_hash()))
+        .then_with(|| a.cmp(b))
+}
+
+/// A uniform number in [0, 1) fixed by (seed, user, item).
+fn unit(seed: u64, u: &RawId, i: &RawId) -> f64 {
+    let h = mix64(seed ^ mix64(u.stable_hash() ^ mix64(i.stable_hash())));
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn empty_side(me: usize, peers: usize, v: u32, dim: usize) -> Side {
+    let vshards: Vec<u32> = (me as u32..v).step_by(peers).collect();
+    Side {
+        starts: vec![0; vshards.len() + 1],
+        vshards,
+        dim,
+        ..Side::default()
+    }
+}
+
+/// Turns the CSR's global keys into gathered indices and asks each owner for its vectors.
+fn request(comm: &mut Comm, side: &mut Side, other: &[u64], other_side: u8) {
+    let mut keys = other.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    // Group by owner; the gathered array is owner by owner, keys ascending within an owner.
+    let mut by_owner: Vec<Vec<u64>> = vec![Vec::new(); comm.peers];
+    for &k in &keys {
+        by_owner[owner(unkey(k).0, comm.peers)].push(k);
+    }
+    let mut gathered = Vec::with_capacity(keys.len());
+    for (w, ks) in by_owner.into_iter().enumerate() {
+        if !ks.is_empty() {
+            side.recv.push((w, gathered.len(), ks.len()));
+            gathered.extend_from_slice(&ks);
+            comm.send(w, Body::Request(other_side, ks));
+        }
+    }
+    let pos: std::collections::HashMap<u64, u32> =
+        gathered.iter().enumerate().map(|(i, &k)| (k, i as u32)).collect();
+    side.cols = other.iter().map(|k| pos[k]).collect();
+    side.gathered_keys = gathered;
+}
+
+/// Initial vectors, uniform in [0, 0.01) as in `implicit`, seeded by (seed, side, raw id).
+fn init_factors(side: &mut Side, seed: u64, tag: u64) {
+    let d = side.dim;
+    side.factors = vec![0.0; side.rows() * d];
+    for (r, id) in side.ids.iter().enumerate() {
+        let mut rng = SplitMix::new(mix64(seed ^ mix64(tag ^ mix64(id.stable_hash()))));
+        for x in &mut side.factors[r * d..(r + 1) * d] {
+            *x = rng.next_f64() as f32 * 0.01;
+        }
+    }
+}
+
+/// This worker's share of the built-in demo data (chunks `me, me+W, …`).
+fn read_demo(job: &Job, me: usize, peers: usize, mut sink: impl FnMut(Event)) -> ReadStats {
+    let d = &job.input.demo;
+    let g = Generator::new(Spec {
+        users: d.users,
+        items: d.items,
+        nnz: d.nnz,
+        rank: d.rank,
+        seed: d.seed,
+    });
+    let mut st = ReadStats::default();
+    let mut c = me as u64;
+    while c < g.chunks() {
+        g.chunk(c, |u, i, n| {
+            st.lines += 1;
+            if job.input.min_weight.is_some_and(|m| (n as f64) < m) {
+                st.below_min_weight += 1;
+                return;
+            }
+            st.events += 1;
+            sink(Event {
+                user: RawId::Num(u),
+                item: RawId::Num(i),
+                weight: n as f32,
+                ts: i64::MIN,
+            })
+        });
+        c += peers as u64;
+    }
+    st
+}

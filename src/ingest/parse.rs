@@ -1,0 +1,340 @@
+//! One input line → one event. No allocation per line for numeric ids.
+
+use crate::ids::RawId;
+use crate::job::{Column, Format};
+
+/// Largest accepted |weight|: beyond this, confidences overflow f32 arithmetic.
+pub const MAX_ABS_WEIGHT: f64 = 1e9;
+
+/// One parsed event.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    /// User id.
+    pub user: RawId,
+    /// Item id.
+    pub item: RawId,
+    /// Weight (negative = removal, e.g. an "unfavorite").
+    pub weight: f32,
+    /// Timestamp, `i64::MIN` when the input has none.
+    pub ts: i64,
+}
+
+/// Column positions resolved for one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Columns {
+    /// User column.
+    pub user: usize,
+    /// Item column.
+    pub item: usize,
+    /// Weight column.
+    pub weight: Option<usize>,
+    /// Timestamp column.
+    pub ts: Option<usize>,
+}
+
+impl Columns {
+    fn max(&self) -> usize {
+        self.user
+            .max(self.item)
+            .max(self.weight.unwrap_or(0))
+            .max(self.ts.unwrap_or(0))
+    }
+
+    /// Resolves job columns, using `header` (the file's first line split into fields) for names.
+    pub fn resolve(
+        user: &Column,
+        item: &Column,
+        weight: Option<&Column>,
+        ts: Option<&Column>,
+        header: Option<&[String]>,
+    ) -> Result<Columns, String> {
+        let one = |c: &Column, key: &str| -> Result<usize, String> {
+            match c {
+                Column::Index(i) => Ok(*i),
+                Column::Name(n) => {
+                    let h = header.ok_or_else(|| {
+                        format!("input.{key} = \"{n}\" names a column, but the file has no header line (set input.header = \"true\" or use a 0-based index)")
+                    })?;
+                    h.iter().position(|x| x == n).ok_or_else(|| {
+                        format!("input.{key} = \"{n}\": no such column in the header ({})", h.join(", "))
+                    })
+                }
+            }
+        };
+        Ok(Columns {
+            user: one(user, "user")?,
+            item: one(item, "item")?,
+            weight: weight.map(|c| one(c, "weight")).transpose()?,
+            ts: ts.map(|c| one(c, "timestamp")).transpose()?,
+        })
+    }
+}
+
+/// Why a line did not parse: the field and what was wrong.
+#[derive(Debug, PartialEq)]
+pub struct LineError {
+    /// Which field ("user", "weight", "columns", …).
+    pub field: &'static str,
+    /// What was wrong, with a hint where one helps.
+    pub message: String,
+}
+
+/// Splits `line` into field ranges, reusing `out`.
+pub fn split_fields(line: &[u8], format: Format, out: &mut Vec<(usize, usize)>) {
+    out.clear();
+    match format {
+        Format::Tsv | Format::Csv => {
+            let d = if format == Format::Tsv { b'\t' } else { b',' };
+            let mut start = 0;
+            for (i, &b) in line.iter().enumerate() {
+                if b == d {
+                    out.push((start, i));
+                    start = i + 1;
+                }
+            }
+            out.push((start, line.len()));
+        }
+        Format::Movielens => {
+            let mut start = 0;
+            let mut i = 0;
+            while i + 1 < line.len() {
+                if line[i] == b':' && line[i + 1] == b':' {
+                    out.push((start, i));
+                    i += 2;
+                    start = i;
+                } else {
+                    i += 1;
+                }
+            }
+            out.push((start, line.len()));
+        }
+        Format::Whitespace => {
+            let mut i = 0;
+            while i < line.len() {
+                while i < line.len() && (line[i] == b' ' || line[i] == b'\t') {
+                    i += 1;
+                }
+                if i == line.len() {
+                    break;
+                }
+                let s = i;
+                while i < line.len() && line[i] != b' ' && line[i] != b'\t' {
+                    i += 1;
+                }
+                out.push((s, i));
+            }
+        }
+    }
+}
+
+/// Strips a trailing `\r` (CRLF files) and surrounding spaces / CSV quotes from a field.
+fn clean(mut f: &[u8]) -> &[u8] {
+    while let [rest @ .., b' ' | b'\r'] = f {
+        f = rest;
+    }
+    while let [b' ', rest @ ..] = f {
+        f = rest;
+    }
+    if f.len() >= 2 && f[0] == b'"' && f[f.len() - 1] == b'"' {
+        f = &f[1..f.len() - 1];
+    }
+    f
+}
+
+fn number<T: std::str::FromStr>(f: &[u8]) -> Option<T> {
+    std::str::from_utf8(f).ok()?.parse().ok()
+}
+
+/// Parses one line (without its `\n`). `Ok(None)` for a blank line.
+pub fn parse_line(
+    line: &[u8],
+    format: Format,
+    cols: &Columns,
+    fields: &mut Vec<(usize, usize)>,
+) -> Result<Option<Event>, LineError> {
+    let trimmed = clean(line);
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    split_fields(line, format, fields);
+    let need = cols.max() + 1;
+    if fields.len() < need {
+        return Err(LineError {
+            field: "columns",
+            message: format!(
+                "{} column(s), need at least {need} (is input.format = \"{}\" right?)",
+                fields.len(),
+                format_name(format)
+            ),
+        });
+    }
+    let get = |i: usize| clean(&line[fields[i].0..fields[i].1]);
+    let id = |i: usize, field: &'static str| {
+        RawId::parse(get(i)).map_err(|e| LineError {
+            field,
+            message: e.to_string(),
+        })
+    };
+    let user = id(cols.user, "user")?;
+    let item = id(cols.item, "item")?;
+    let weight = match cols.weight {
+        None => 1.0,
+        Some(i) => {
+            let f = get(i);
+            let w: f64 = number(f).ok_or_else(|| LineError {
+                field: "weight",
+                message: format!("'{}' is not a number", String::from_utf8_lossy(f)),
+            })?;
+            if !w.is_finite() || w.abs() > MAX_ABS_WEIGHT {
+                return Err(LineError {
+                    field: "weight",
+                    message: format!(
+                        "{w} is not a finite number within ±{MAX_ABS_WEIGHT:e}"
+                    ),
+                });
+            }
+            w as f32
+        }
+    };
+    let ts = match cols.ts {
+        None => i64::MIN,
+        Some(i) => {
+            let f = get(i);
+            number::<i64>(f)
+                .or_else(|| number::<f64>(f).filter(|x| x.is_finite()).map(|x| x as i64))
+                .ok_or_else(|| LineError {
+                    field: "timestamp",
+                    message: format!("'{}' is not an integer", String::from_utf8_lossy(f)),
+                })?
+        }
+    };
+    Ok(Some(Event {
+        user,
+        item,
+        weight,
+        ts,
+    }))
+}
+
+/// Decides whether a first line is a header (for `header = "auto"`): it is when a numeric
+/// column does not parse as a number, or the id columns read like column names.
+pub fn looks_like_header(line: &[u8], format: Format, cols: &Columns) -> bool {
+    let mut fields = Vec::new();
+    split_fields(line, format, &mut fields);
+    let get = |i: usize| fields.get(i).map(|&(s, e)| clean(&line[s..e]));
+    let not_num = |i: Option<usize>| {
+        i.and_then(get)
+            .map(|f| number::<f64>(f).is_none())
+            .unwrap_or(false)
+    };
+    if not_num(cols.weight) || not_num(cols.ts) {
+        return true;
+    }
+    let name = |i: usize| {
+        get(i)
+            .map(|f| {
+                let s = String::from_utf8_lossy(f).to_ascii_lowercase();
+                matches!(
+                    s.as_str(),
+                    "user" | "userid" | "user_id" | "uid" | "users" | "item" | "itemid"
+                        | "item_id" | "iid" | "items" | "movie" | "movieid" | "movie_id"
+                        | "product" | "product_id" | "track" | "artist"
+                )
+            })
+            .unwrap_or(false)
+    };
+    name(cols.user) && name(cols.item)
+}
+
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Tsv => "tsv",
+        Format::Csv => "csv",
+        Format::Movielens => "movielens",
+        Format::Whitespace => "whitespace",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols(w: bool, t: bool) -> Columns {
+        Columns {
+            user: 0,
+            item: 1,
+            weight: w.then_some(2),
+            ts: t.then_some(3),
+        }
+    }
+
+    fn p(line: &str, f: Format, c: &Columns) -> Result<Option<Event>, LineError> {
+        parse_line(line.as_bytes(), f, c, &mut Vec::new())
+    }
+
+    #[test]
+    fn formats() {
+        let c = cols(true, true);
+        let e = p("1\t2\t3.5\t100", Format::Tsv, &c).unwrap().unwrap();
+        assert_eq!((e.user, e.item, e.weight, e.ts), (RawId::Num(1), RawId::Num(2), 3.5, 100));
+        let e = p("a,\"b\",1,5\r", Format::Csv, &c).unwrap().unwrap();
+        assert_eq!((e.user, e.item), (RawId::Str("a".into()), RawId::Str("b".into())));
+        assert_eq!(e.ts, 5);
+        let e = p("7::8::4::9", Format::Movielens, &c).unwrap().unwrap();
+        assert_eq!((e.item, e.weight), (RawId::Num(8), 4.0));
+        let e = p("  7  8\t1 2 ", Format::Whitespace, &c).unwrap().unwrap();
+        assert_eq!((e.user, e.ts), (RawId::Num(7), 2));
+        let e = p("u1\ti1", Format::Tsv, &cols(false, false)).unwrap().unwrap();
+        assert_eq!((e.weight, e.ts), (1.0, i64::MIN));
+        assert_eq!(p("", Format::Tsv, &c).unwrap(), None);
+        assert_eq!(p("\r", Format::Tsv, &c).unwrap(), None);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let c = cols(true, false);
+        assert_eq!(p("1\t2", Format::Tsv, &c).unwrap_err().field, "columns");
+        assert_eq!(p("1\t2\tx", Format::Tsv, &c).unwrap_err().field, "weight");
+        assert_eq!(p("1\t2\tNaN", Format::Tsv, &c).unwrap_err().field, "weight");
+        assert_eq!(p("1\t2\tinf", Format::Tsv, &c).unwrap_err().field, "weight");
+        assert_eq!(p("1\t2\t1e300", Format::Tsv, &c).unwrap_err().field, "weight");
+        assert_eq!(p("\t2\t1", Format::Tsv, &c).unwrap_err().field, "user");
+        assert_eq!(p("1\t\t1", Format::Tsv, &c).unwrap_err().field, "item");
+        let bad = b"\xff\xfe\t2\t1";
+        assert_eq!(
+            parse_line(bad, Format::Tsv, &c, &mut Vec::new()).unwrap_err().field,
+            "user"
+        );
+        assert_eq!(p("1\t2\t1\tx", Format::Tsv, &cols(true, true)).unwrap_err().field, "timestamp");
+        // Negative weights are removals, not errors.
+        assert_eq!(p("1\t2\t-1", Format::Tsv, &c).unwrap().unwrap().weight, -1.0);
+    }
+
+    #[test]
+    fn header_detection() {
+        let c = cols(true, false);
+        assert!(looks_like_header(b"user\titem\tcount", Format::Tsv, &c));
+        assert!(looks_like_header(b"a\tb\trating", Format::Tsv, &c));
+        assert!(!looks_like_header(b"1\t2\t3", Format::Tsv, &c));
+        assert!(!looks_like_header(b"alice\tbook\t3", Format::Tsv, &c));
+        assert!(looks_like_header(b"userId,movieId", Format::Csv, &cols(false, false)));
+    }
+
+    #[test]
+    fn named_columns() {
+        let h: Vec<String> = ["ts", "item", "user"].iter().map(|s| s.to_string()).collect();
+        let c = Columns::resolve(
+            &Column::Name("user".into()),
+            &Column::Name("item".into()),
+            None,
+            Some(&Column::Name("ts".into())),
+            Some(&h),
+        )
+        .unwrap();
+        assert_eq!(c, Columns { user: 2, item: 1, weight: None, ts: Some(0) });
+        let e = Columns::resolve(&Column::Name("u".into()), &Column::Index(1), None, None, Some(&h));
+        assert!(e.unwrap_err().contains("no such column"));
+        let e = Columns::resolve(&Column::Name("u".into()), &Column::Index(1), None, None, None);
+        assert!(e.unwrap_err().contains("no header"));
+    }
+}

@@ -1,0 +1,662 @@
+//! Job files: what to read, how to train, where to publish.
+//!
+//! A job is a TOML file with one table per stage. Every key has a default, unknown keys are
+//! rejected (`deny_unknown_fields`), and [`Job::validate`] names the bad key with its allowed
+//! range. `--set section.key=value` overrides are applied to the TOML tree before it is typed,
+//! so they are checked exactly like the file.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole job.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Job {
+    /// Where the events come from and how to parse them.
+    pub input: Input,
+    /// How event weights become confidences, and per-entity caps.
+    pub confidence: Confidence,
+    /// The factorisation.
+    pub als: Als,
+    /// Virtual sharding (fixed for a model's lifetime).
+    pub shards: Shards,
+    /// Candidate generation by locality-sensitive hashing.
+    pub lsh: Lsh,
+    /// Top-K recommendations per user.
+    pub recommend: Recommend,
+    /// Similar items per item.
+    pub similar: Similar,
+    /// Offline evaluation.
+    pub eval: Eval,
+    /// The model store.
+    pub output: Output,
+}
+
+/// Input file format.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Tab-separated.
+    Tsv,
+    /// Comma-separated (fields may be wrapped in double quotes; no embedded delimiters).
+    Csv,
+    /// MovieLens 1M/10M style: `user::item::rating::timestamp`.
+    Movielens,
+    /// Runs of spaces or tabs.
+    Whitespace,
+}
+
+/// Whether the first line of each file is a header.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Header {
+    /// A header when a numeric column does not parse or the id columns read like names.
+    Auto,
+    /// Always a header.
+    True,
+    /// Never a header.
+    False,
+}
+
+/// A column, by 0-based position or by header name.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Column {
+    /// 0-based position.
+    Index(usize),
+    /// Name in the header line (needs a header).
+    Name(String),
+}
+
+/// What to do with a line that does not parse.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BadLines {
+    /// Stop with an error naming file, line and field.
+    Fail,
+    /// Skip it, count it, keep a few samples for the report.
+    Skip,
+}
+
+/// `[input]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Input {
+    /// Files, directories or globs (`*`, `?` in the last component). Relative paths are
+    /// resolved against the job file's directory. Empty: the built-in demo data.
+    pub path: Vec<String>,
+    /// Line format.
+    pub format: Format,
+    /// Header handling.
+    pub header: Header,
+    /// User id column.
+    pub user: Column,
+    /// Item id column.
+    pub item: Column,
+    /// Weight column (absent: every event weighs 1).
+    pub weight: Option<Column>,
+    /// Timestamp column (integer; used to keep the most recent events under a cap).
+    pub timestamp: Option<Column>,
+    /// Rows whose weight is below this are dropped before anything else (e.g. 4 turns star
+    /// ratings into positives). Absent: keep all rows.
+    pub min_weight: Option<f64>,
+    /// Malformed lines: fail (default) or skip.
+    pub bad_lines: BadLines,
+    /// Built-in demo data (used when `path` is empty): synthetic users, items, rows.
+    pub demo: Demo,
+}
+
+/// Built-in synthetic data for `jobs/quickstart.toml`: nothing to download.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Demo {
+    /// Users.
+    pub users: u64,
+    /// Items.
+    pub items: u64,
+    /// Rows.
+    pub nnz: u64,
+    /// Planted rank.
+    pub rank: u32,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for Demo {
+    fn default() -> Self {
+        Demo {
+            users: 20_000,
+            items: 5_000,
+            nnz: 400_000,
+            rank: 16,
+            seed: 1,
+        }
+    }
+}
+
+impl Default for Input {
+    fn default() -> Self {
+        Input {
+            path: Vec::new(),
+            format: Format::Tsv,
+            header: Header::Auto,
+            user: Column::Index(0),
+            item: Column::Index(1),
+            weight: None,
+            timestamp: None,
+            min_weight: None,
+            bad_lines: BadLines::Fail,
+            demo: Demo::default(),
+        }
+    }
+}
+
+/// Confidence scheme.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// c = 1 + alpha * w
+    Linear,
+    /// c = 1 + alpha * ln(1 + w / epsilon)
+    Log,
+}
+
+/// `[confidence]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Confidence {
+    /// Scheme.
+    pub scheme: Scheme,
+    /// alpha (≥ 0).
+    pub alpha: f64,
+    /// epsilon for the log scheme (> 0).
+    pub epsilon: f64,
+    /// Keep at most this many items per user (most recent first when timestamps exist). 0 = no cap.
+    pub max_per_user: u64,
+    /// Keep at most this many users per item. 0 = no cap.
+    pub max_per_item: u64,
+}
+
+impl Default for Confidence {
+    fn default() -> Self {
+        Confidence {
+            scheme: Scheme::Linear,
+            alpha: 40.0,
+            epsilon: 1.0,
+            max_per_user: 0,
+            max_per_item: 0,
+        }
+    }
+}
+
+impl Confidence {
+    /// The confidence of a pair with summed weight `w` (> 0).
+    pub fn of(&self, w: f64) -> f32 {
+        match self.scheme {
+            Scheme::Linear => (1.0 + self.alpha * w) as f32,
+            Scheme::Log => (1.0 + self.alpha * (1.0 + w / self.epsilon).ln()) as f32,
+        }
+    }
+}
+
+/// Per-entity linear solver.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Solver {
+    /// Exact Cholesky solve (never increases the objective).
+    Cholesky,
+    /// Warm-started conjugate gradient, `cg_steps` steps.
+    Cg,
+}
+
+/// How lambda scales per entity.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RegScaling {
+    /// Constant lambda (as `implicit`).
+    None,
+    /// lambda times the entity's interaction count (Spark's ALS-WR).
+    Count,
+}
+
+/// `[als]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Als {
+    /// Latent dimension d.
+    pub factors: usize,
+    /// lambda.
+    pub regularization: f64,
+    /// Scaling of lambda.
+    pub regularization_scaling: RegScaling,
+    /// Full iterations (a user half-step then an item half-step).
+    pub iterations: usize,
+    /// Solver.
+    pub solver: Solver,
+    /// Conjugate-gradient steps per entity and half-step (solver = "cg").
+    pub cg_steps: usize,
+    /// Seed for the initial vectors.
+    pub seed: u64,
+    /// Compute and log the objective every this many iterations (0 = never).
+    pub loss_every: usize,
+}
+
+impl Default for Als {
+    fn default() -> Self {
+        Als {
+            factors: 64,
+            regularization: 0.01,
+            regularization_scaling: RegScaling::None,
+            iterations: 15,
+            solver: Solver::Cholesky,
+            cg_steps: 3,
+            seed: 42,
+            loss_every: 1,
+        }
+    }
+}
+
+/// `[shards]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shards {
+    /// Number of virtual shards V.
+    #[serde(rename = "virtual")]
+    pub virtual_shards: u32,
+}
+
+impl Default for Shards {
+    fn default() -> Self {
+        Shards {
+            virtual_shards: 256,
+        }
+    }
+}
+
+/// Hashing of vectors before bucketing.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transform {
+    /// Hash raw vectors (Etsy's method).
+    None,
+    /// Maximum-inner-product transform per norm band.
+    Mips,
+}
+
+/// `[lsh]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lsh {
+    /// Bits per table.
+    pub planes: u32,
+    /// Tables.
+    pub tables: u32,
+    /// Buckets holding more items are dropped (0 = no limit).
+    pub max_bucket: u64,
+    /// Transform.
+    pub transform: Transform,
+    /// Norm bands for norm-ranging LSH (1 = one global band).
+    pub norm_bands: u32,
+    /// The N highest-norm items are candidates for every user (0 = off).
+    pub head: u64,
+    /// Multi-probe: extra buckets per table from flipping the lowest-margin bits.
+    pub probes: u32,
+    /// Seed for the hyperplanes.
+    pub seed: u64,
+}
+
+impl Default for Lsh {
+    fn default() -> Self {
+        Lsh {
+            planes: 8,
+            tables: 16,
+            max_bucket: 0,
+            transform: Transform::Mips,
+            norm_bands: 8,
+            head: 200,
+            probes: 2,
+            seed: 7,
+        }
+    }
+}
+
+/// How recommendations are found.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// LSH candidates (plus the head list).
+    Lsh,
+    /// Score every item (blocked GEMM).
+    Exact,
+    /// Most popular items (baseline).
+    Popular,
+}
+
+/// `[recommend]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recommend {
+    /// Items per user (0 = no recommendation stage).
+    pub k: usize,
+    /// Mode.
+    pub mode: Mode,
+    /// Never recommend an item the user already has.
+    pub exclude_seen: bool,
+}
+
+impl Default for Recommend {
+    fn default() -> Self {
+        Recommend {
+            k: 10,
+            mode: Mode::Exact,
+            exclude_seen: true,
+        }
+    }
+}
+
+/// `[similar]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Similar {
+    /// Similar items per item (0 = off).
+    pub k: usize,
+}
+
+/// `[eval]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Eval {
+    /// Hold out this fraction of each user's interactions (0 = none).
+    pub holdout: f64,
+    /// Held-out interactions file (same format as the input); exclusive with holdout.
+    pub test: Option<String>,
+    /// Cut-off for the metrics.
+    pub k: usize,
+    /// Seed of the holdout split and the LSH-recall sample.
+    pub seed: u64,
+    /// Users sampled to measure LSH recall against exact top-k (0 = off).
+    pub recall_sample: usize,
+}
+
+impl Default for Eval {
+    fn default() -> Self {
+        Eval {
+            holdout: 0.0,
+            test: None,
+            k: 10,
+            seed: 3,
+            recall_sample: 2000,
+        }
+    }
+}
+
+/// `[output]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Output {
+    /// Model store directory (relative paths resolve against the working directory).
+    pub store: String,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output {
+            store: "models/default".into(),
+        }
+    }
+}
+
+/// A job error: which key, what is wrong.
+#[derive(Debug)]
+pub struct JobError(pub String);
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for JobError {}
+
+impl Job {
+    /// Reads a job file, applies `section.key=value` overrides, types and validates it.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Job, JobError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| JobError(format!("cannot read job file {}: {e}", path.display())))?;
+        let mut job = Job::parse(&text, overrides)
+            .map_err(|e| JobError(format!("job file {}: {}", path.display(), e.0)))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        job.input.path = job
+            .input
+            .path
+            .iter()
+            .map(|p| resolve(base, p))
+            .collect();
+        if let Some(t) = &job.eval.test {
+            job.eval.test = Some(resolve(base, t));
+        }
+        Ok(job)
+    }
+
+    /// Parses job text with overrides (paths are left as written).
+    pub fn parse(text: &str, overrides: &[String]) -> Result<Job, JobError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            JobError(format!("invalid TOML: {}", e.to_string().trim()))
+        })?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let job: Job = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| JobError(e.to_string().trim().replace('\n', " ")))?;
+        job.validate()?;
+        Ok(job)
+    }
+
+    /// Checks every value against its allowed range; the error names the key.
+    pub fn validate(&self) -> Result<(), JobError> {
+        fn bad(key: &str, allowed: &str, got: impl std::fmt::Display) -> Result<(), JobError> {
+            Err(JobError(format!(
+                "{key} = {got} is out of range: allowed {allowed}"
+            )))
+        }
+        let a = &self.als;
+        if !(1..=1024).contains(&a.factors) {
+            return bad("als.factors", "1..=1024", a.factors);
+        }
+        if !(a.regularization.is_finite() && a.regularization >= 0.0) {
+            return bad("als.regularization", "a finite number >= 0", a.regularization);
+        }
+        if a.iterations > 10_000 {
+            return bad("als.iterations", "0..=10000", a.iterations);
+        }
+        if !(1..=1024).contains(&a.cg_steps) {
+            return bad("als.cg_steps", "1..=1024", a.cg_steps);
+        }
+        let c = &self.confidence;
+        if !(c.alpha.is_finite() && c.alpha >= 0.0) {
+            return bad("confidence.alpha", "a finite number >= 0", c.alpha);
+        }
+        if !(c.epsilon.is_finite() && c.epsilon > 0.0) {
+            return bad("confidence.epsilon", "a finite number > 0", c.epsilon);
+        }
+        if !(1..=65_536).contains(&self.shards.virtual_shards) {
+            return bad("shards.virtual", "1..=65536", self.shards.virtual_shards);
+        }
+        if let Some(m) = self.input.min_weight {
+            if !m.is_finite() {
+                return bad("input.min_weight", "a finite number", m);
+            }
+        }
+        if let (Column::Index(u), Column::Index(i)) = (&self.input.user, &self.input.item) {
+            if u == i {
+                return Err(JobError(format!(
+                    "input.user and input.item are both column {u}: they must differ"
+                )));
+            }
+        }
+        let d = &self.input.demo;
+        if d.users == 0 || d.items == 0 || d.rank == 0 {
+            return bad(
+                "input.demo",
+                "users, items, rank >= 1",
+                format!("{}/{}/{}", d.users, d.items, d.rank),
+            );
+        }
+        let l = &self.lsh;
+        if !(1..=64).contains(&l.planes) {
+            return bad("lsh.planes", "1..=64", l.planes);
+        }
+        if !(1..=1024).contains(&l.tables) {
+            return bad("lsh.tables", "1..=1024", l.tables);
+        }
+        if !(1..=64).contains(&l.norm_bands) {
+            return bad("lsh.norm_bands", "1..=64", l.norm_bands);
+        }
+        if l.probes > l.planes {
+            return bad("lsh.probes", "0..=lsh.planes", l.probes);
+        }
+        if self.recommend.k > 10_000 {
+            return bad("recommend.k", "0..=10000", self.recommend.k);
+        }
+        if self.similar.k > 10_000 {
+            return bad("similar.k", "0..=10000", self.similar.k);
+        }
+        let e = &self.eval;
+        if !(0.0..1.0).contains(&e.holdout) {
+            return bad("eval.holdout", "0 <= holdout < 1", e.holdout);
+        }
+        if e.holdout > 0.0 && e.test.is_some() {
+            return Err(JobError(
+                "eval.holdout and eval.test are exclusive: set one of them".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&e.k) {
+            return bad("eval.k", "1..=10000", e.k);
+        }
+        if self.output.store.is_empty() {
+            return Err(JobError("output.store must name a directory".into()));
+        }
+        Ok(())
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> String {
+    let pb = PathBuf::from(p);
+    if pb.is_absolute() {
+        p.to_string()
+    } else {
+        base.join(pb).to_string_lossy().into_owned()
+    }
+}
+
+/// Applies one `section.key=value` override. The value is read as a TOML value when it
+/// parses as one (numbers, booleans, arrays, quoted strings), else as a bare string.
+fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), JobError> {
+    let (key, value) = spec.split_once('=').ok_or_else(|| {
+        JobError(format!(
+            "--set {spec}: expected section.key=value, e.g. --set als.factors=128"
+        ))
+    })?;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err(JobError(format!(
+            "--set {spec}: the key must be section.key, e.g. als.factors"
+        )));
+    }
+    let value = value.trim();
+    let parsed: toml::Value = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| {
+            JobError(format!("--set {spec}: {p} is not a section"))
+        })?;
+    }
+    let last = parts[parts.len() - 1];
+    // `input.path` is a list; a single string is the natural thing to type.
+    let parsed = match (last, parsed) {
+        ("path", toml::Value::String(s)) => toml::Value::Array(vec![toml::Value::String(s)]),
+        (_, v) => v,
+    };
+    cur.insert(last.to_string(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let j = Job::parse("", &[]).unwrap();
+        assert_eq!(j, Job::default());
+    }
+
+    #[test]
+    fn reference_job_lists_every_default() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/jobs/reference.toml"
+        ))
+        .unwrap();
+        let j = Job::parse(&text, &[]).unwrap();
+        assert_eq!(j, Job::default(), "jobs/reference.toml drifted from the defaults");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Job::parse("[als]\nfactor = 3\n", &[]).unwrap_err();
+        assert!(e.0.contains("factor"), "{}", e.0);
+        let e = Job::parse("[alss]\n", &[]).unwrap_err();
+        assert!(e.0.contains("alss"), "{}", e.0);
+    }
+
+    #[test]
+    fn ranges_are_named() {
+        for (text, key) in [
+            ("[als]\nfactors = 0", "als.factors"),
+            ("[als]\nregularization = -1.0", "als.regularization"),
+            ("[confidence]\nalpha = -2.0", "confidence.alpha"),
+            ("[confidence]\nscheme = \"log\"\nepsilon = 0.0", "confidence.epsilon"),
+            ("[shards]\nvirtual = 0", "shards.virtual"),
+            ("[lsh]\nplanes = 65", "lsh.planes"),
+            ("[eval]\nholdout = 1.5", "eval.holdout"),
+        ] {
+            let e = Job::parse(text, &[]).unwrap_err();
+            assert!(e.0.contains(key), "{text}: {}", e.0);
+            assert!(e.0.contains("allowed"), "{text}: {}", e.0);
+        }
+        let e = Job::parse("[als]\nfactors = \"many\"", &[]).unwrap_err();
+        assert!(e.0.contains("factors"), "{}", e.0);
+    }
+
+    #[test]
+    fn overrides_apply_and_validate() {
+        let j = Job::parse(
+            "[als]\nfactors = 8",
+            &[
+                "als.factors=16".into(),
+                "output.store=models/x".into(),
+                "input.path=data/a.tsv".into(),
+                "confidence.scheme=log".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(j.als.factors, 16);
+        assert_eq!(j.output.store, "models/x");
+        assert_eq!(j.input.path, vec!["data/a.tsv".to_string()]);
+        assert_eq!(j.confidence.scheme, Scheme::Log);
+        let e = Job::parse("", &["als.factors=0".into()]).unwrap_err();
+        assert!(e.0.contains("als.factors"));
+        let e = Job::parse("", &["als.nope=1".into()]).unwrap_err();
+        assert!(e.0.contains("nope"), "{}", e.0);
+        assert!(Job::parse("", &["factors".into()]).is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! recflow: implicit-feedback recommenders (weighted ALS + LSH) as distributed batch jobs on
+//! timely dataflow.
+//!
+//! Data flows one way through the modules: [`job`] (what to do) → [`ingest`] (events into
+//! sharded interactions) → [`als`] (factors) → [`store`] (a published, versioned model), with
+//! [`cluster`] carrying every worker-to-worker message and [`run`] driving the stages.
+#![warn(missing_docs)]
+
+pub mod als;
+pub mod cluster;
+pub mod export;
+pub mod generate;
+pub mod ids;
+pub mod ingest;
+pub mod job;
+pub mod report;
+pub mod run;
+pub mod side;
+pub mod store;

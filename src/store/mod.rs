@@ -1,0 +1,165 @@
+//! The model store: versioned directories published atomically.
+//!
+//! `<store>/<version>/` holds `manifest.json`, `users/vs-NNNNN.bin`, `items/vs-NNNNN.bin`
+//! and output parts. A version is written under `<store>/.staging-<version>`, every file is
+//! synced, the directory is renamed into place, and only then is `<store>/CURRENT` replaced
+//! (write a temporary file, sync, rename). A crash at any moment leaves the previous
+//! `CURRENT` naming a complete version.
+
+pub mod format;
+
+use crate::ids::RawId;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Manifest schema version.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// A file recorded in the manifest.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct FileRecord {
+    /// Path relative to the version directory.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// CRC-32 of the whole file.
+    pub crc32: u32,
+    /// Rows (entities or lines) in it.
+    pub rows: u64,
+}
+
+/// Writes `bytes` to `path` and syncs it.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut f = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e} (is the disk full?)", path.display()))
+}
+
+fn sync_dir(path: &Path) -> Result<(), String> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("cannot sync directory {}: {e}", path.display()))
+}
+
+/// Writes a file under a version directory and returns its manifest record.
+pub fn write_part(dir: &Path, rel: &str, bytes: &[u8], rows: u64) -> Result<FileRecord, String> {
+    write_synced(&dir.join(rel), bytes)?;
+    Ok(FileRecord {
+        path: rel.to_string(),
+        bytes: bytes.len() as u64,
+        crc32: crc32fast::hash(bytes),
+        rows,
+    })
+}
+
+/// Published versions (`vNNNNNN` directories), ascending.
+pub fn versions(store: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(store)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.len() == 7 && n.starts_with('v') && n[1..].bytes().all(|b| b.is_ascii_digit()))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The version `CURRENT` names, if any.
+pub fn current(store: &Path) -> Result<Option<String>, String> {
+    match fs::read_to_string(store.join("CURRENT")) {
+        Ok(s) => {
+            let v = s.trim().to_string();
+            if !store.join(&v).join("manifest.json").is_file() {
+                return Err(format!("{}/CURRENT names '{v}', which has no manifest", store.display()));
+            }
+            Ok(Some(v))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}/CURRENT: {e}", store.display())),
+    }
+}
+
+/// Creates the store (if needed) and a fresh staging directory for the next version.
+/// Returns (version name, staging path).
+pub fn begin(store: &Path) -> Result<(String, PathBuf), String> {
+    fs::create_dir_all(store).map_err(|e| format!("cannot create model store {}: {e}", store.display()))?;
+    let next = versions(store)
+        .last()
+        .map(|v| v[1..].parse::<u32>().unwrap_or(0) + 1)
+        .unwrap_or(1);
+    let version = format!("v{next:06}");
+    let staging = store.join(format!(".staging-{version}-{}", std::process::id()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| format!("cannot clear {}: {e}", staging.display()))?;
+    }
+    for sub in ["users", "items", "recs", "similar", "buckets"] {
+        fs::create_dir_all(staging.join(sub)).map_err(|e| {
+            format!("cannot create {} (is the store writable?): {e}", staging.join(sub).display())
+        })?;
+    }
+    Ok((version, staging))
+}
+
+/// Writes the manifest, moves the staging directory into place and points `CURRENT` at it.
+pub fn publish(store: &Path, staging: &Path, version: &str, manifest: &serde_json::Value) -> Result<PathBuf, String> {
+    let text = serde_json::to_string_pretty(manifest).expect("manifest serialises");
+    write_synced(&staging.join("manifest.json"), text.as_bytes())?;
+    for sub in ["users", "items", "recs", "similar", "buckets", ""] {
+        sync_dir(&staging.join(sub))?;
+    }
+    let dest = store.join(version);
+    fs::rename(staging, &dest).map_err(|e| format!("cannot move {} to {}: {e}", staging.display(), dest.display()))?;
+    sync_dir(store)?;
+    let tmp = store.join(format!(".CURRENT.tmp-{}", std::process::id()));
+    write_synced(&tmp, format!("{version}\n").as_bytes())?;
+    fs::rename(&tmp, store.join("CURRENT")).map_err(|e| format!("cannot replace {}/CURRENT: {e}", store.display()))?;
+    sync_dir(store)?;
+    Ok(dest)
+}
+
+/// Resolves `version` (or CURRENT) to a version directory and reads its manifest.
+pub fn open(store: &Path, version: Option<&str>) -> Result<(PathBuf, serde_json::Value), String> {
+    let v = match version {
+        Some(v) => v.to_string(),
+        None => current(store)?.ok_or_else(|| {
+            format!("{} has no published model (no CURRENT file): run a job with output.store = \"{}\" first", store.display(), store.display())
+        })?,
+    };
+    let dir = store.join(&v);
+    let path = dir.join("manifest.json");
+    let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: not a valid manifest: {e}", path.display()))?;
+    let fv = m["format_version"].as_u64().unwrap_or(0);
+    if fv != MANIFEST_VERSION as u64 {
+        return Err(format!("{}: manifest format {fv}, this recflow reads {MANIFEST_VERSION}", path.display()));
+    }
+    Ok((dir, m))
+}
+
+/// Loads every factor file of one side (`"users"` or `"items"`), verifying manifest checksums.
+/// Returns (ids, row-major factors, dim).
+pub fn load_side(dir: &Path, manifest: &serde_json::Value, side: &str) -> Result<(Vec<RawId>, Vec<f32>, usize), String> {
+    let files: Vec<FileRecord> = serde_json::from_value(manifest["files"].clone())
+        .map_err(|e| format!("{}: bad file list in manifest: {e}", dir.display()))?;
+    let dim = manifest["factors"].as_u64().unwrap_or(0) as usize;
+    let mut ids = Vec::new();
+    let mut factors = Vec::new();
+    for f in files.iter().filter(|f| f.path.starts_with(&format!("{side}/"))) {
+        let path = dir.join(&f.path);
+        let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc32 {
+            return Err(format!("{}: size or checksum differs from the manifest: the file is corrupted", path.display()));
+        }
+        let ff = format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        if ff.dim != dim {
+            return Err(format!("{}: dimension {} but the manifest says {dim}", path.display(), ff.dim));
+        }
+        ids.extend(ff.ids);
+        factors.extend(ff.factors);
+    }
+    Ok((ids, factors, dim))
+}
