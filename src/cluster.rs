@@ -118,7 +118,7 @@ impl Comm {
                     move |_cap, _info| {
                         move |(input, _frontier), _output| {
                             input.for_each(|cap, data| {
-                                let t = *cap.time();
+                                let t = *cap.least().expect("a totally ordered stamp");
                                 sink.borrow_mut().extend(data.drain(..).map(|e| (t, e)));
                             });
                         }
