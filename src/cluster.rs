@@ -57,8 +57,10 @@ pub enum Body {
     Text(String),
     /// Scored candidates: (user key, item key, score).
     Scored(Vec<(u64, u64, f32)>),
-    /// Raw ids with vectors: (side, vshard, key, id, vector) for bucket/index building.
-    Entities(Vec<(u64, RawId, Vec<f32>)>),
+    /// A block of entities: keys, raw ids, interaction counts and row-major vectors.
+    Block(Vec<u64>, Vec<RawId>, Vec<u32>, Vec<f32>),
+    /// Evaluation partial sums per virtual shard.
+    Metrics(Vec<(u32, crate::eval::Metrics)>),
     /// An error on the sender: everybody stops with it.
     Abort(String),
 }
@@ -164,7 +166,11 @@ impl Comm {
     /// Ends the superstep: waits until every message of it has arrived, then returns this
     /// worker's messages ordered by (sender, sequence), so results never depend on arrival
     /// order. An [`Body::Abort`] from any worker turns into an error here.
-    pub fn exchange(&mut self, worker: &mut Worker, stage: &str) -> Result<Vec<(usize, Body)>, CommError> {
+    pub fn exchange(
+        &mut self,
+        worker: &mut Worker,
+        stage: &str,
+    ) -> Result<Vec<(usize, Body)>, CommError> {
         let epoch = *self.input.time();
         self.input.advance_to(epoch + 1);
         let start = Instant::now();
@@ -178,8 +184,9 @@ impl Comm {
             }
         }
         // Faster peers may already have sent messages of later supersteps: keep those.
-        let (mut got, later): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut *self.inbox.borrow_mut()).into_iter().partition(|(t, _)| *t <= epoch);
+        let (mut got, later): (Vec<_>, Vec<_>) = std::mem::take(&mut *self.inbox.borrow_mut())
+            .into_iter()
+            .partition(|(t, _)| *t <= epoch);
         *self.inbox.borrow_mut() = later;
         got.sort_by_key(|(_, e)| (e.from, e.seq));
         let mut out = Vec::with_capacity(got.len());
@@ -194,7 +201,12 @@ impl Comm {
 
     /// Runs a superstep whose only purpose is to agree on success: if `local` is an error,
     /// every worker gets it (so no worker waits for a peer that gave up).
-    pub fn agree<T>(&mut self, worker: &mut Worker, stage: &str, local: Result<T, String>) -> Result<T, CommError> {
+    pub fn agree<T>(
+        &mut self,
+        worker: &mut Worker,
+        stage: &str,
+        local: Result<T, String>,
+    ) -> Result<T, CommError> {
         if let Err(e) = &local {
             self.broadcast(Body::Abort(e.clone()));
         }

@@ -15,7 +15,11 @@ pub enum ExportFormat {
 }
 
 /// Rows of one side sorted by raw id.
-pub fn sorted_side(dir: &Path, manifest: &serde_json::Value, side: &str) -> Result<(Vec<RawId>, Vec<f32>, usize), String> {
+pub fn sorted_side(
+    dir: &Path,
+    manifest: &serde_json::Value,
+    side: &str,
+) -> Result<(Vec<RawId>, Vec<f32>, usize), String> {
     let (ids, factors, d) = store::load_side(dir, manifest, side)?;
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by(|&a, &b| ids[a].cmp(&ids[b]));
@@ -35,7 +39,8 @@ fn create(path: &Path) -> Result<std::io::BufWriter<std::fs::File>, String> {
 
 /// Writes a row-major f32 matrix as a version-1.0 `.npy` file.
 pub fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<(), String> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -49,11 +54,18 @@ pub fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<
     for x in data {
         out.extend_from_slice(&x.to_le_bytes());
     }
-    w.write_all(&out).and_then(|_| w.flush()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    w.write_all(&out)
+        .and_then(|_| w.flush())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// `recflow export`.
-pub fn export(store_path: &Path, version: Option<&str>, out: &Path, format: ExportFormat) -> Result<Vec<String>, String> {
+pub fn export(
+    store_path: &Path,
+    version: Option<&str>,
+    out: &Path,
+    format: ExportFormat,
+) -> Result<Vec<String>, String> {
     let (dir, manifest) = store::open(store_path, version)?;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut written = Vec::new();
@@ -72,9 +84,11 @@ pub fn export(store_path: &Path, version: Option<&str>, out: &Path, format: Expo
                         let _ = write!(line, "\t{x}");
                     }
                     line.push('\n');
-                    w.write_all(line.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    w.write_all(line.as_bytes())
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 }
-                w.flush().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                w.flush()
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 written.push(path.display().to_string());
             }
             ExportFormat::Npy => {
@@ -83,9 +97,11 @@ pub fn export(store_path: &Path, version: Option<&str>, out: &Path, format: Expo
                 let idp = out.join(format!("{singular}_ids.txt"));
                 let mut w = create(&idp)?;
                 for id in &ids {
-                    writeln!(w, "{id}").map_err(|e| format!("cannot write {}: {e}", idp.display()))?;
+                    writeln!(w, "{id}")
+                        .map_err(|e| format!("cannot write {}: {e}", idp.display()))?;
                 }
-                w.flush().map_err(|e| format!("cannot write {}: {e}", idp.display()))?;
+                w.flush()
+                    .map_err(|e| format!("cannot write {}: {e}", idp.display()))?;
                 written.push(path.display().to_string());
                 written.push(idp.display().to_string());
             }

@@ -63,9 +63,9 @@ impl Generator {
             topic_items[(mix64(spec.seed ^ mix64(i ^ 0xabcd)) % rank as u64) as usize].push(i);
         }
         // A topic that got no item borrows one, so every topic can be sampled.
-        for t in 0..rank {
-            if topic_items[t].is_empty() {
-                topic_items[t].push(t as u64 % spec.items);
+        for (t, items) in topic_items.iter_mut().enumerate() {
+            if items.is_empty() {
+                items.push(t as u64 % spec.items);
             }
         }
         let topic_cdf = topic_items.iter().map(|v| zipf_cdf(v.len(), 0.8)).collect();
@@ -184,7 +184,13 @@ mod tests {
 
     #[test]
     fn deterministic_and_in_range() {
-        let spec = Spec { users: 100, items: 50, nnz: 1000, rank: 4, seed: 9 };
+        let spec = Spec {
+            users: 100,
+            items: 50,
+            nnz: 1000,
+            rank: 4,
+            seed: 9,
+        };
         let mut a = Vec::new();
         write_tsv(spec.clone(), &mut a, 1).unwrap();
         let mut b = Vec::new();
@@ -200,13 +206,22 @@ mod tests {
 
     #[test]
     fn activity_is_skewed() {
-        let g = Generator::new(Spec { users: 1000, items: 1000, nnz: 100_000, rank: 8, seed: 1 });
+        let g = Generator::new(Spec {
+            users: 1000,
+            items: 1000,
+            nnz: 100_000,
+            rank: 8,
+            seed: 1,
+        });
         let mut per_user = vec![0u32; 1000];
         for c in 0..g.chunks() {
             g.chunk(c, |u, _, _| per_user[u as usize] += 1);
         }
         per_user.sort_unstable();
         let top: u32 = per_user[990..].iter().sum();
-        assert!(top > 5_000, "top 1% of users should carry >5% of rows, got {top}");
+        assert!(
+            top > 5_000,
+            "top 1% of users should carry >5% of rows, got {top}"
+        );
     }
 }

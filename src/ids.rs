@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn ordering_numbers_then_strings() {
-        let mut v = vec![
+        let mut v = [
             RawId::parse(b"b").unwrap(),
             RawId::parse(b"10").unwrap(),
             RawId::parse(b"a").unwrap(),
@@ -193,20 +193,30 @@ mod tests {
         assert_eq!(s, ["9", "10", "a", "b"]);
     }
 
+    const PINNED_NUM_1: u64 = 0xc1b4bb728dd96dc3;
+    const PINNED_STR_A: u64 = 0xef55bf683d76609a;
+
     #[test]
     fn hash_is_stable_and_spreads() {
         // Pinned values: changing the hash silently re-shards every stored model.
-        assert_eq!(RawId::Num(1).stable_hash(), RawId::Num(1).stable_hash());
+        assert_eq!(RawId::Num(1).stable_hash(), PINNED_NUM_1);
+        assert_eq!(RawId::Str("a".into()).stable_hash(), PINNED_STR_A);
         let mut counts = [0u32; 16];
         for i in 0..16_000u64 {
             counts[RawId::Num(i).vshard(16) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
         let mut counts = [0u32; 8];
         for i in 0..8000u64 {
             counts[RawId::Str(format!("user-{i}").into()).vshard(8) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

@@ -423,26 +423,29 @@ impl Job {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Job, JobError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| JobError(format!("cannot read job file {}: {e}", path.display())))?;
-        let mut job = Job::parse(&text, overrides)
-            .map_err(|e| JobError(format!("job file {}: {}", path.display(), e.0)))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        job.input.path = job
-            .input
-            .path
-            .iter()
-            .map(|p| resolve(base, p))
-            .collect();
-        if let Some(t) = &job.eval.test {
-            job.eval.test = Some(resolve(base, t));
-        }
-        Ok(job)
+        Job::parse_in(&text, overrides, Some(base))
+            .map_err(|e| JobError(format!("job file {}: {}", path.display(), e.0)))
     }
 
     /// Parses job text with overrides (paths are left as written).
     pub fn parse(text: &str, overrides: &[String]) -> Result<Job, JobError> {
+        Job::parse_in(text, overrides, None)
+    }
+
+    /// Parses job text; relative paths written in the file resolve against `base`, paths given
+    /// in overrides stay relative to the working directory (where the user typed them).
+    pub fn parse_in(
+        text: &str,
+        overrides: &[String],
+        base: Option<&Path>,
+    ) -> Result<Job, JobError> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             JobError(format!("invalid TOML: {}", e.to_string().trim()))
         })?;
+        if let Some(base) = base {
+            resolve_paths(&mut table, base);
+        }
         for o in overrides {
             apply_override(&mut table, o)?;
         }
@@ -465,7 +468,11 @@ impl Job {
             return bad("als.factors", "1..=1024", a.factors);
         }
         if !(a.regularization.is_finite() && a.regularization >= 0.0) {
-            return bad("als.regularization", "a finite number >= 0", a.regularization);
+            return bad(
+                "als.regularization",
+                "a finite number >= 0",
+                a.regularization,
+            );
         }
         if a.iterations > 10_000 {
             return bad("als.iterations", "0..=10000", a.iterations);
@@ -531,6 +538,11 @@ impl Job {
                 "eval.holdout and eval.test are exclusive: set one of them".into(),
             ));
         }
+        if e.test.is_some() {
+            return Err(JobError(
+                "eval.test (a separate held-out file) is not supported yet: use eval.holdout, or `recflow eval` once it lands".into(),
+            ));
+        }
         if !(1..=10_000).contains(&e.k) {
             return bad("eval.k", "1..=10000", e.k);
         }
@@ -538,6 +550,27 @@ impl Job {
             return Err(JobError("output.store must name a directory".into()));
         }
         Ok(())
+    }
+}
+
+fn resolve_paths(table: &mut toml::Table, base: &Path) {
+    if let Some(toml::Value::Table(input)) = table.get_mut("input") {
+        match input.get_mut("path") {
+            Some(toml::Value::Array(a)) => {
+                for v in a.iter_mut() {
+                    if let toml::Value::String(s) = v {
+                        *s = resolve(base, s);
+                    }
+                }
+            }
+            Some(toml::Value::String(s)) => *s = resolve(base, s),
+            _ => {}
+        }
+    }
+    if let Some(toml::Value::Table(eval)) = table.get_mut("eval") {
+        if let Some(toml::Value::String(s)) = eval.get_mut("test") {
+            *s = resolve(base, s);
+        }
     }
 }
 
@@ -575,9 +608,9 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), JobError> {
         let entry = cur
             .entry(p.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry.as_table_mut().ok_or_else(|| {
-            JobError(format!("--set {spec}: {p} is not a section"))
-        })?;
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| JobError(format!("--set {spec}: {p} is not a section")))?;
     }
     let last = parts[parts.len() - 1];
     // `input.path` is a list; a single string is the natural thing to type.
@@ -601,13 +634,15 @@ mod tests {
 
     #[test]
     fn reference_job_lists_every_default() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/jobs/reference.toml"
-        ))
-        .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/reference.toml"))
+                .unwrap();
         let j = Job::parse(&text, &[]).unwrap();
-        assert_eq!(j, Job::default(), "jobs/reference.toml drifted from the defaults");
+        assert_eq!(
+            j,
+            Job::default(),
+            "jobs/reference.toml drifted from the defaults"
+        );
     }
 
     #[test]
@@ -624,7 +659,10 @@ mod tests {
             ("[als]\nfactors = 0", "als.factors"),
             ("[als]\nregularization = -1.0", "als.regularization"),
             ("[confidence]\nalpha = -2.0", "confidence.alpha"),
-            ("[confidence]\nscheme = \"log\"\nepsilon = 0.0", "confidence.epsilon"),
+            (
+                "[confidence]\nscheme = \"log\"\nepsilon = 0.0",
+                "confidence.epsilon",
+            ),
             ("[shards]\nvirtual = 0", "shards.virtual"),
             ("[lsh]\nplanes = 65", "lsh.planes"),
             ("[eval]\nholdout = 1.5", "eval.holdout"),

@@ -8,11 +8,13 @@
 
 pub mod als;
 pub mod cluster;
+pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod ids;
 pub mod ingest;
 pub mod job;
+pub mod recommend;
 pub mod report;
 pub mod run;
 pub mod side;

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "recflow", version, about = "Train implicit-feedback recommenders (weighted ALS + LSH) as batch jobs on timely dataflow")]
+#[command(
+    name = "recflow",
+    version,
+    about = "Train implicit-feedback recommenders (weighted ALS + LSH) as batch jobs on timely dataflow"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -93,7 +97,9 @@ fn main() -> ExitCode {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default_hook(info);
-        eprintln!("error: internal error (a bug in recflow); please report it with the message above");
+        eprintln!(
+            "error: internal error (a bug in recflow); please report it with the message above"
+        );
         std::process::exit(101);
     }));
     let cli = Cli::parse();
@@ -107,7 +113,8 @@ fn main() -> ExitCode {
 }
 
 fn read_hostfile(path: &PathBuf) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read hostfile {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read hostfile {}: {e}", path.display()))?;
     Ok(text
         .lines()
         .map(str::trim)
@@ -118,18 +125,35 @@ fn read_hostfile(path: &PathBuf) -> Result<Vec<String>, String> {
 
 fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
     match cmd {
-        Cmd::Run { job, workers, processes, process, hostfile, set, quiet, deadline_secs } => {
+        Cmd::Run {
+            job,
+            workers,
+            processes,
+            process,
+            hostfile,
+            set,
+            quiet,
+            deadline_secs,
+        } => {
             let j = Job::load(&job, &set).map_err(|e| (2, e.0))?;
             if workers == 0 || processes == 0 || process >= processes {
                 return Err((2, format!("bad layout: -w {workers} -n {processes} -p {process} (need w >= 1, n >= 1, p < n)")));
             }
             let hosts = match &hostfile {
                 Some(h) => read_hostfile(h).map_err(|e| (2, e))?,
-                None if processes > 1 => (0..processes).map(|i| format!("127.0.0.1:{}", 2101 + i)).collect(),
+                None if processes > 1 => (0..processes)
+                    .map(|i| format!("127.0.0.1:{}", 2101 + i))
+                    .collect(),
                 None => Vec::new(),
             };
             if processes > 1 && hosts.len() != processes {
-                return Err((2, format!("the hostfile lists {} hosts for -n {processes} processes", hosts.len())));
+                return Err((
+                    2,
+                    format!(
+                        "the hostfile lists {} hosts for -n {processes} processes",
+                        hosts.len()
+                    ),
+                ));
             }
             let opts = RunOptions {
                 workers,
@@ -145,23 +169,49 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             }
             Ok(())
         }
-        Cmd::Generate { users, items, nnz, rank, seed, out, threads } => {
+        Cmd::Generate {
+            users,
+            items,
+            nnz,
+            rank,
+            seed,
+            out,
+            threads,
+        } => {
             if users == 0 || items == 0 || rank == 0 {
                 return Err((2, "--users, --items and --rank must be at least 1".into()));
             }
-            let spec = recflow::generate::Spec { users, items, nnz, rank, seed };
-            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let spec = recflow::generate::Spec {
+                users,
+                items,
+                nnz,
+                rank,
+                seed,
+            };
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
             let tmp = out.with_extension("tmp");
-            let f = std::fs::File::create(&tmp).map_err(|e| (1, format!("cannot create {}: {e}", tmp.display())))?;
+            let f = std::fs::File::create(&tmp)
+                .map_err(|e| (1, format!("cannot create {}: {e}", tmp.display())))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 22, f);
             recflow::generate::write_tsv(spec, &mut w, threads)
                 .and_then(|_| std::io::Write::flush(&mut w))
                 .map_err(|e| (1, format!("cannot write {}: {e}", tmp.display())))?;
-            std::fs::rename(&tmp, &out).map_err(|e| (1, format!("cannot rename to {}: {e}", out.display())))?;
+            std::fs::rename(&tmp, &out)
+                .map_err(|e| (1, format!("cannot rename to {}: {e}", out.display())))?;
             Ok(())
         }
-        Cmd::Export { store, version, out, format } => {
-            let files = recflow::export::export(&store, version.as_deref(), &out, format).map_err(|e| (1, e))?;
+        Cmd::Export {
+            store,
+            version,
+            out,
+            format,
+        } => {
+            let files = recflow::export::export(&store, version.as_deref(), &out, format)
+                .map_err(|e| (1, e))?;
             for f in files {
                 println!("{f}");
             }
@@ -198,16 +248,39 @@ fn print_summary(m: &serde_json::Value, dir: &std::path::Path) {
         let line: Vec<String> = obj
             .iter()
             .filter(|p| p["half"] == "items")
-            .map(|p| format!("{}:{:.4e}", p["iteration"], p["value"].as_f64().unwrap_or(f64::NAN)))
+            .map(|p| {
+                format!(
+                    "{}:{:.4e}",
+                    p["iteration"],
+                    p["value"].as_f64().unwrap_or(f64::NAN)
+                )
+            })
             .collect();
         if !line.is_empty() {
             println!("  objective  {}", line.join(" "));
         }
     }
-    if let Some(metrics) = m.get("metrics").and_then(|x| x.as_object()) {
-        for (k, v) in metrics {
-            println!("  {k:<10} {v}");
-        }
+    if let Some(r) = m.get("recommend").filter(|r| !r.is_null()) {
+        println!(
+            "  recommend  {} lines, mode {}, {} users without candidates",
+            r["lines"], r["mode"], r["users_without_recs"]
+        );
+    }
+    if let Some(x) = m.get("metrics").filter(|x| !x.is_null()) {
+        let f = |k: &str| {
+            x[k].as_f64()
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "  metrics    @{}: precision {}  map {}  ndcg {}  auc {}  ({} users)",
+            x["k"],
+            f("precision"),
+            f("map"),
+            f("ndcg"),
+            f("auc"),
+            x["users"]
+        );
     }
 }
 

@@ -4,6 +4,7 @@ use crate::als::{self, TrainReport};
 use crate::cluster::{Body, Comm, CommError};
 use crate::ingest::{self, IngestStats};
 use crate::job::Job;
+use crate::recommend::{self, Recs};
 use crate::report::Log;
 use crate::side::Side;
 use crate::store::{self, FileRecord};
@@ -76,8 +77,10 @@ pub fn run(job: Job, opts: RunOptions) -> Result<Option<Summary>, String> {
     let job = Arc::new(job);
     let files = Arc::new(files);
     let o = opts.clone();
-    let guards = timely::execute(config, move |worker| run_worker(worker, &job, &files, &o).map_err(|e| e.0))
-        .map_err(|e| format!("cannot start workers: {e}"))?;
+    let guards = timely::execute(config, move |worker| {
+        run_worker(worker, &job, &files, &o).map_err(|e| e.0)
+    })
+    .map_err(|e| format!("cannot start workers: {e}"))?;
     let mut summary = None;
     let mut first_err = None;
     for r in guards.join() {
@@ -98,14 +101,23 @@ pub fn run(job: Job, opts: RunOptions) -> Result<Option<Summary>, String> {
     }
 }
 
-fn run_worker(worker: &mut Worker, job: &Job, files: &[PathBuf], opts: &RunOptions) -> Result<Option<Summary>, CommError> {
+fn run_worker(
+    worker: &mut Worker,
+    job: &Job,
+    files: &[PathBuf],
+    opts: &RunOptions,
+) -> Result<Option<Summary>, CommError> {
     let mut comm = Comm::new(worker, opts.deadline);
     let leader = comm.index == 0;
     let log = Log::new(leader && !opts.quiet);
     let started = Instant::now();
     log.info(&format!(
         "ingest: {} with {} worker(s)",
-        if files.is_empty() { "built-in demo data".to_string() } else { format!("{} file(s)", files.len()) },
+        if files.is_empty() {
+            "built-in demo data".to_string()
+        } else {
+            format!("{} file(s)", files.len())
+        },
         comm.peers
     ));
     let t = Instant::now();
@@ -132,13 +144,52 @@ fn run_worker(worker: &mut Worker, job: &Job, files: &[PathBuf], opts: &RunOptio
     }
 
     let t = Instant::now();
-    let train = als::train(worker, &mut comm, &job.als, &mut data.users, &mut data.items, &log)?;
+    let train = als::train(
+        worker,
+        &mut comm,
+        &job.als,
+        &mut data.users,
+        &mut data.items,
+        &log,
+    )?;
     let train_secs = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let out = publish(worker, &mut comm, job, &data.users, &data.items, &data.stats, &train, ingest_secs, train_secs, started)?;
+    let recs = if job.recommend.k > 0 || !job_has_no_eval(job) {
+        let r = recommend::recommend(worker, &mut comm, job, &data.users, &data.items, &data.test)?;
+        log.info(&format!(
+            "recommend: {} lines ({:?} mode, {:.2}s)",
+            r.lines,
+            job.recommend.mode,
+            t.elapsed().as_secs_f64()
+        ));
+        Some(r)
+    } else {
+        None
+    };
+    let rec_secs = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let timings =
+        json!({ "ingest_secs": ingest_secs, "train_secs": train_secs, "recommend_secs": rec_secs });
+    let out = publish(
+        worker,
+        &mut comm,
+        job,
+        &data.users,
+        &data.items,
+        &data.stats,
+        &train,
+        recs.as_ref(),
+        timings,
+        started,
+    )?;
     if let Some(s) = &out {
-        log.info(&format!("published {} ({:.2}s)", s.version_dir.display(), t.elapsed().as_secs_f64()));
+        log.info(&format!(
+            "published {} ({:.2}s)",
+            s.version_dir.display(),
+            t.elapsed().as_secs_f64()
+        ));
     }
     Ok(out)
 }
@@ -147,8 +198,19 @@ fn side_files(dir: &Path, side: &Side, name: &str, tag: u8) -> Result<Vec<FileRe
     let mut recs = Vec::new();
     for (j, &vs) in side.vshards.iter().enumerate() {
         let (a, b) = (side.starts[j], side.starts[j + 1]);
-        let bytes = store::format::encode(tag, vs, side.dim, &side.ids[a..b], &side.factors[a * side.dim..b * side.dim]);
-        recs.push(store::write_part(dir, &format!("{name}/vs-{vs:05}.bin"), &bytes, (b - a) as u64)?);
+        let bytes = store::format::encode(
+            tag,
+            vs,
+            side.dim,
+            &side.ids[a..b],
+            &side.factors[a * side.dim..b * side.dim],
+        );
+        recs.push(store::write_part(
+            dir,
+            &format!("{name}/vs-{vs:05}.bin"),
+            &bytes,
+            (b - a) as u64,
+        )?);
     }
     Ok(recs)
 }
@@ -162,8 +224,8 @@ fn publish(
     items: &Side,
     stats: &IngestStats,
     train: &TrainReport,
-    ingest_secs: f64,
-    train_secs: f64,
+    recs: Option<&Recs>,
+    mut timings: serde_json::Value,
     started: Instant,
 ) -> Result<Option<crate::run::Summary>, CommError> {
     let store_path = PathBuf::from(&job.output.store);
@@ -185,6 +247,14 @@ fn publish(
     // 2. Every worker writes (and syncs) the files of the shards it owns.
     let mine = side_files(&staging, users, "users", 0).and_then(|mut r| {
         r.extend(side_files(&staging, items, "items", 1)?);
+        if let Some(recs) = recs.filter(|_| job.recommend.k > 0) {
+            r.push(store::write_part(
+                &staging,
+                &format!("recs/part-{:05}.tsv", comm.index),
+                &recs.tsv,
+                recs.lines,
+            )?);
+        }
         Ok(r)
     });
     match mine {
@@ -201,6 +271,7 @@ fn publish(
     let mut summary = None;
     if comm.index == 0 {
         files.sort_by(|a, b| a.path.cmp(&b.path));
+        timings["total_secs"] = json!(started.elapsed().as_secs_f64());
         let manifest = json!({
             "format_version": store::MANIFEST_VERSION,
             "recflow_version": env!("CARGO_PKG_VERSION"),
@@ -213,16 +284,22 @@ fn publish(
             "factors": job.als.factors,
             "counts": stats,
             "train": train,
-            "timings": {
-                "ingest_secs": ingest_secs,
-                "train_secs": train_secs,
-                "total_secs": started.elapsed().as_secs_f64(),
-            },
+            "timings": timings,
+            "recommend": recs.map(|r| json!({
+                "k": job.recommend.k,
+                "mode": job.recommend.mode,
+                "lines": r.lines,
+                "users_without_recs": r.users_without_recs,
+            })),
+            "metrics": recs.filter(|_| !job_has_no_eval(job)).map(|r| r.metrics.report(job.eval.k)),
             "files": files,
         });
         match store::publish(&store_path, &staging, version, &manifest) {
             Ok(dir) => {
-                summary = Some(Summary { version_dir: dir, manifest });
+                summary = Some(Summary {
+                    version_dir: dir,
+                    manifest,
+                });
                 comm.broadcast(Body::Text("ok".into()));
             }
             Err(e) => comm.broadcast(Body::Abort(e)),
@@ -230,4 +307,8 @@ fn publish(
     }
     comm.exchange(worker, "publish: commit")?;
     Ok(summary)
+}
+
+fn job_has_no_eval(job: &Job) -> bool {
+    job.eval.holdout <= 0.0 && job.eval.test.is_none()
 }

@@ -46,7 +46,15 @@ impl Solver {
     /// rows `cols[j]` of `gathered` (row-major, `d` wide). The sum is one GEMM over the
     /// entity's scaled block. Returns false if the matrix was not positive definite even
     /// after a small diagonal jitter (then `x` is zeroed).
-    pub fn solve(&mut self, g: &[f32], lambda: f32, gathered: &[f32], cols: &[u32], conf: &[f32], x: &mut [f32]) -> bool {
+    pub fn solve(
+        &mut self,
+        g: &[f32],
+        lambda: f32,
+        gathered: &[f32],
+        cols: &[u32],
+        conf: &[f32],
+        x: &mut [f32],
+    ) -> bool {
         let d = self.d;
         let n = cols.len();
         self.yu.resize(n * d, 0.0);
@@ -57,7 +65,11 @@ impl Solver {
             let dst = &mut self.yu[j * d..(j + 1) * d];
             dst.copy_from_slice(y);
             let s = c - 1.0;
-            for ((b, bb), &v) in self.bu[j * d..(j + 1) * d].iter_mut().zip(self.b.iter_mut()).zip(y) {
+            for ((b, bb), &v) in self.bu[j * d..(j + 1) * d]
+                .iter_mut()
+                .zip(self.b.iter_mut())
+                .zip(y)
+            {
                 *b = s * v;
                 *bb += c * v;
             }
@@ -101,7 +113,15 @@ impl Solver {
         let stack = faer::dyn_stack::MemStack::new(&mut self.stack);
         // `a` is symmetric, so its row-major view is its own transpose: lower = upper.
         let a = MatMut::from_column_major_slice_mut(&mut self.a, d, d);
-        if llt::factor::cholesky_in_place(a, Default::default(), Par::Seq, stack, Default::default()).is_err() {
+        if llt::factor::cholesky_in_place(
+            a,
+            Default::default(),
+            Par::Seq,
+            stack,
+            Default::default(),
+        )
+        .is_err()
+        {
             return false;
         }
         let l = MatRef::from_column_major_slice(&self.a, d, d);
@@ -113,7 +133,14 @@ impl Solver {
 
 /// Objective contribution of one solved entity, without touching zeros:
 /// `xᵀGx + Σ_j [c_j (1 − s_j)² − s_j²] + λ‖x‖²` with `s_j = x·y_j`.
-pub fn entity_loss(g: &[f32], lambda: f64, gathered: &[f32], cols: &[u32], conf: &[f32], x: &[f32]) -> f64 {
+pub fn entity_loss(
+    g: &[f32],
+    lambda: f64,
+    gathered: &[f32],
+    cols: &[u32],
+    conf: &[f32],
+    x: &[f32],
+) -> f64 {
     let d = x.len();
     let mut quad = 0.0f64;
     for i in 0..d {
@@ -149,7 +176,9 @@ mod tests {
             gram(&y, n, d, &mut g);
             for a in 0..d {
                 for b in 0..d {
-                    let want: f64 = (0..n).map(|i| y[i * d + a] as f64 * y[i * d + b] as f64).sum();
+                    let want: f64 = (0..n)
+                        .map(|i| y[i * d + a] as f64 * y[i * d + b] as f64)
+                        .sum();
                     assert!((g[a * d + b] as f64 - want).abs() < 1e-3 * (1.0 + want.abs()));
                 }
             }
@@ -157,7 +186,14 @@ mod tests {
     }
 
     /// Dense reference: Gaussian elimination in f64 on the explicitly built system.
-    fn naive_solve(g: &[f32], lambda: f64, ys: &[f32], cols: &[u32], conf: &[f32], d: usize) -> Vec<f64> {
+    fn naive_solve(
+        g: &[f32],
+        lambda: f64,
+        ys: &[f32],
+        cols: &[u32],
+        conf: &[f32],
+        d: usize,
+    ) -> Vec<f64> {
         let mut a = vec![vec![0.0f64; d + 1]; d];
         for i in 0..d {
             for j in 0..d {
@@ -174,13 +210,16 @@ mod tests {
             }
         }
         for p in 0..d {
-            let piv = (p..d).max_by(|&x, &y| a[x][p].abs().total_cmp(&a[y][p].abs())).unwrap();
+            let piv = (p..d)
+                .max_by(|&x, &y| a[x][p].abs().total_cmp(&a[y][p].abs()))
+                .unwrap();
             a.swap(p, piv);
             for r in 0..d {
                 if r != p {
                     let f = a[r][p] / a[p][p];
-                    for c in p..=d {
-                        a[r][c] -= f * a[p][c];
+                    let pivot_row = a[p].clone();
+                    for (x, &y) in a[r][p..].iter_mut().zip(&pivot_row[p..]) {
+                        *x -= f * y;
                     }
                 }
             }
@@ -202,7 +241,10 @@ mod tests {
             assert!(s.solve(&g, 0.5, &ys, &cols, &conf, &mut x));
             let want = naive_solve(&g, 0.5, &ys, &cols, &conf, d);
             for (a, b) in x.iter().zip(&want) {
-                assert!((*a as f64 - b).abs() < 1e-3 * (1.0 + b.abs()), "{x:?} vs {want:?}");
+                assert!(
+                    (*a as f64 - b).abs() < 1e-3 * (1.0 + b.abs()),
+                    "{x:?} vs {want:?}"
+                );
             }
         }
     }
@@ -248,6 +290,9 @@ mod tests {
             }
         }
         let got = entity_loss(&g, 0.3, &ys, &cols, &conf, &x);
-        assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "{got} vs {want}");
+        assert!(
+            (got - want).abs() < 1e-4 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
     }
 }

@@ -47,7 +47,14 @@ pub struct TrainReport {
 }
 
 /// Runs `als.iterations` iterations (users, then items) on this worker's sides.
-pub fn train(worker: &mut Worker, comm: &mut Comm, als: &Als, users: &mut Side, items: &mut Side, log: &Log) -> Result<TrainReport, CommError> {
+pub fn train(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    als: &Als,
+    users: &mut Side,
+    items: &mut Side,
+    log: &Log,
+) -> Result<TrainReport, CommError> {
     let mut rep = TrainReport::default();
     let mut g_users = vec![0.0f32; users.gathered_keys.len() * als.factors];
     let mut g_items = vec![0.0f32; items.gathered_keys.len() * als.factors];
@@ -63,7 +70,11 @@ pub fn train(worker: &mut Worker, comm: &mut Comm, als: &Als, users: &mut Side, 
             let h = half_step(worker, comm, als, s, o, buf, want_loss)?;
             if comm.index == 0 {
                 if let Some(value) = h.objective {
-                    rep.objective.push(ObjectivePoint { iteration: it, half, value });
+                    rep.objective.push(ObjectivePoint {
+                        iteration: it,
+                        half,
+                        value,
+                    });
                 }
                 rep.solve_secs_per_worker.push(h.solve_secs);
                 rep.vector_bytes_per_half_step.push(h.vector_bytes);
@@ -73,7 +84,10 @@ pub fn train(worker: &mut Worker, comm: &mut Comm, als: &Als, users: &mut Side, 
         let secs = t.elapsed().as_secs_f64();
         rep.iteration_secs.push(secs);
         match rep.objective.last() {
-            Some(p) if p.iteration == it => log.info(&format!("iteration {it}/{}: objective {:.6e} ({secs:.2}s)", als.iterations, p.value)),
+            Some(p) if p.iteration == it => log.info(&format!(
+                "iteration {it}/{}: objective {:.6e} ({secs:.2}s)",
+                als.iterations, p.value
+            )),
             _ => log.info(&format!("iteration {it}/{} ({secs:.2}s)", als.iterations)),
         }
     }
@@ -94,7 +108,15 @@ fn lambda_of(als: &Als, degree: usize) -> f64 {
     }
 }
 
-fn half_step(worker: &mut Worker, comm: &mut Comm, als: &Als, s: &mut Side, o: &Side, gathered: &mut [f32], want_loss: bool) -> Result<Half, CommError> {
+fn half_step(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    als: &Als,
+    s: &mut Side,
+    o: &Side,
+    gathered: &mut [f32],
+    want_loss: bool,
+) -> Result<Half, CommError> {
     let d = als.factors;
     // 1. Vectors along interaction edges, partial Grams to worker 0.
     let bytes0 = comm.vector_bytes_sent;
@@ -111,7 +133,10 @@ fn half_step(worker: &mut Worker, comm: &mut Comm, als: &Als, s: &mut Side, o: &
         let mut g = vec![0.0f32; d * d];
         kernels::gram(&o.factors[a * d..b * d], b - a, d, &mut g);
         let reg: f64 = (a..b)
-            .map(|r| lambda_of(als, o.degree(r)) * o.row(r).iter().map(|&x| x as f64 * x as f64).sum::<f64>())
+            .map(|r| {
+                lambda_of(als, o.degree(r))
+                    * o.row(r).iter().map(|&x| x as f64 * x as f64).sum::<f64>()
+            })
             .sum();
         parts.push((vs, g, reg));
     }
@@ -121,7 +146,11 @@ fn half_step(worker: &mut Worker, comm: &mut Comm, als: &Als, s: &mut Side, o: &
         match b {
             Body::Vectors(v) => {
                 let &(_, off, len) = s.recv.iter().find(|r| r.0 == from).expect("routing table");
-                assert_eq!(v.len(), len * d, "vector buffer from worker {from} has the wrong size");
+                assert_eq!(
+                    v.len(),
+                    len * d,
+                    "vector buffer from worker {from} has the wrong size"
+                );
                 gathered[off * d..(off + len) * d].copy_from_slice(&v);
             }
             Body::GramParts(mut p) => all_parts.append(&mut p),
@@ -169,7 +198,14 @@ fn half_step(worker: &mut Worker, comm: &mut Comm, als: &Als, s: &mut Side, o: &
     }
     let secs = t.elapsed().as_secs_f64();
     comm.send(0, Body::Scalars(loss_parts));
-    comm.send(0, Body::Counts(vec![(secs * 1e9) as u64, comm.vector_bytes_sent - bytes0, singular]));
+    comm.send(
+        0,
+        Body::Counts(vec![
+            (secs * 1e9) as u64,
+            comm.vector_bytes_sent - bytes0,
+            singular,
+        ]),
+    );
     let mut parts = Vec::new();
     let mut solve_secs = vec![0.0; comm.peers];
     let (mut vector_bytes, mut singular) = (0, 0);
@@ -185,7 +221,8 @@ fn half_step(worker: &mut Worker, comm: &mut Comm, als: &Als, s: &mut Side, o: &
         }
     }
     parts.sort_by_key(|p| p.0);
-    let objective = (want_loss && comm.index == 0).then(|| parts.iter().map(|p| p.1).sum::<f64>() + other_reg);
+    let objective =
+        (want_loss && comm.index == 0).then(|| parts.iter().map(|p| p.1).sum::<f64>() + other_reg);
     Ok(Half {
         objective,
         solve_secs,

@@ -61,7 +61,12 @@ pub struct Ingested {
 }
 
 /// Runs ingest on this worker. `files` empty means the built-in demo data.
-pub fn ingest(worker: &mut Worker, comm: &mut Comm, job: &Job, files: &[PathBuf]) -> Result<Ingested, CommError> {
+pub fn ingest(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    job: &Job,
+    files: &[PathBuf],
+) -> Result<Ingested, CommError> {
     let peers = comm.peers;
     let v = job.shards.virtual_shards;
     let me = comm.index;
@@ -69,7 +74,9 @@ pub fn ingest(worker: &mut Worker, comm: &mut Comm, job: &Job, files: &[PathBuf]
     // 1. Read and route events to user owners.
     let mut out: Vec<Vec<Event>> = vec![Vec::new(); peers];
     let read = if files.is_empty() {
-        Ok(read_demo(job, me, peers, |e| out[owner(e.user.vshard(v), peers)].push(e)))
+        Ok(read_demo(job, me, peers, |e| {
+            out[owner(e.user.vshard(v), peers)].push(e)
+        }))
     } else {
         read::read_part(files, &job.input, me, peers, |e| {
             out[owner(e.user.vshard(v), peers)].push(e)
@@ -169,7 +176,10 @@ pub fn ingest(worker: &mut Worker, comm: &mut Comm, job: &Job, files: &[PathBuf]
             counts[5] += (j - i - icap) as u64;
             keep[i + icap..j].iter_mut().for_each(|k| *k = false);
         }
-        by_vshard.entry(pairs[i].1.vshard(v)).or_default().push(pairs[i].1.clone());
+        by_vshard
+            .entry(pairs[i].1.vshard(v))
+            .or_default()
+            .push(pairs[i].1.clone());
         i = j;
     }
     let mut items = empty_side(me, peers, v, job.als.factors);
@@ -352,8 +362,11 @@ fn request(comm: &mut Comm, side: &mut Side, other: &[u64], other_side: u8) {
             comm.send(w, Body::Request(other_side, ks));
         }
     }
-    let pos: std::collections::HashMap<u64, u32> =
-        gathered.iter().enumerate().map(|(i, &k)| (k, i as u32)).collect();
+    let pos: std::collections::HashMap<u64, u32> = gathered
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| (k, i as u32))
+        .collect();
     side.cols = other.iter().map(|k| pos[k]).collect();
     side.gathered_keys = gathered;
 }

@@ -56,7 +56,10 @@ impl Columns {
                         format!("input.{key} = \"{n}\" names a column, but the file has no header line (set input.header = \"true\" or use a 0-based index)")
                     })?;
                     h.iter().position(|x| x == n).ok_or_else(|| {
-                        format!("input.{key} = \"{n}\": no such column in the header ({})", h.join(", "))
+                        format!(
+                            "input.{key} = \"{n}\": no such column in the header ({})",
+                            h.join(", ")
+                        )
                     })
                 }
             }
@@ -188,9 +191,7 @@ pub fn parse_line(
             if !w.is_finite() || w.abs() > MAX_ABS_WEIGHT {
                 return Err(LineError {
                     field: "weight",
-                    message: format!(
-                        "{w} is not a finite number within ±{MAX_ABS_WEIGHT:e}"
-                    ),
+                    message: format!("{w} is not a finite number within ±{MAX_ABS_WEIGHT:e}"),
                 });
             }
             w as f32
@@ -236,9 +237,23 @@ pub fn looks_like_header(line: &[u8], format: Format, cols: &Columns) -> bool {
                 let s = String::from_utf8_lossy(f).to_ascii_lowercase();
                 matches!(
                     s.as_str(),
-                    "user" | "userid" | "user_id" | "uid" | "users" | "item" | "itemid"
-                        | "item_id" | "iid" | "items" | "movie" | "movieid" | "movie_id"
-                        | "product" | "product_id" | "track" | "artist"
+                    "user"
+                        | "userid"
+                        | "user_id"
+                        | "uid"
+                        | "users"
+                        | "item"
+                        | "itemid"
+                        | "item_id"
+                        | "iid"
+                        | "items"
+                        | "movie"
+                        | "movieid"
+                        | "movie_id"
+                        | "product"
+                        | "product_id"
+                        | "track"
+                        | "artist"
                 )
             })
             .unwrap_or(false)
@@ -276,15 +291,23 @@ mod tests {
     fn formats() {
         let c = cols(true, true);
         let e = p("1\t2\t3.5\t100", Format::Tsv, &c).unwrap().unwrap();
-        assert_eq!((e.user, e.item, e.weight, e.ts), (RawId::Num(1), RawId::Num(2), 3.5, 100));
+        assert_eq!(
+            (e.user, e.item, e.weight, e.ts),
+            (RawId::Num(1), RawId::Num(2), 3.5, 100)
+        );
         let e = p("a,\"b\",1,5\r", Format::Csv, &c).unwrap().unwrap();
-        assert_eq!((e.user, e.item), (RawId::Str("a".into()), RawId::Str("b".into())));
+        assert_eq!(
+            (e.user, e.item),
+            (RawId::Str("a".into()), RawId::Str("b".into()))
+        );
         assert_eq!(e.ts, 5);
         let e = p("7::8::4::9", Format::Movielens, &c).unwrap().unwrap();
         assert_eq!((e.item, e.weight), (RawId::Num(8), 4.0));
         let e = p("  7  8\t1 2 ", Format::Whitespace, &c).unwrap().unwrap();
         assert_eq!((e.user, e.ts), (RawId::Num(7), 2));
-        let e = p("u1\ti1", Format::Tsv, &cols(false, false)).unwrap().unwrap();
+        let e = p("u1\ti1", Format::Tsv, &cols(false, false))
+            .unwrap()
+            .unwrap();
         assert_eq!((e.weight, e.ts), (1.0, i64::MIN));
         assert_eq!(p("", Format::Tsv, &c).unwrap(), None);
         assert_eq!(p("\r", Format::Tsv, &c).unwrap(), None);
@@ -297,17 +320,30 @@ mod tests {
         assert_eq!(p("1\t2\tx", Format::Tsv, &c).unwrap_err().field, "weight");
         assert_eq!(p("1\t2\tNaN", Format::Tsv, &c).unwrap_err().field, "weight");
         assert_eq!(p("1\t2\tinf", Format::Tsv, &c).unwrap_err().field, "weight");
-        assert_eq!(p("1\t2\t1e300", Format::Tsv, &c).unwrap_err().field, "weight");
+        assert_eq!(
+            p("1\t2\t1e300", Format::Tsv, &c).unwrap_err().field,
+            "weight"
+        );
         assert_eq!(p("\t2\t1", Format::Tsv, &c).unwrap_err().field, "user");
         assert_eq!(p("1\t\t1", Format::Tsv, &c).unwrap_err().field, "item");
         let bad = b"\xff\xfe\t2\t1";
         assert_eq!(
-            parse_line(bad, Format::Tsv, &c, &mut Vec::new()).unwrap_err().field,
+            parse_line(bad, Format::Tsv, &c, &mut Vec::new())
+                .unwrap_err()
+                .field,
             "user"
         );
-        assert_eq!(p("1\t2\t1\tx", Format::Tsv, &cols(true, true)).unwrap_err().field, "timestamp");
+        assert_eq!(
+            p("1\t2\t1\tx", Format::Tsv, &cols(true, true))
+                .unwrap_err()
+                .field,
+            "timestamp"
+        );
         // Negative weights are removals, not errors.
-        assert_eq!(p("1\t2\t-1", Format::Tsv, &c).unwrap().unwrap().weight, -1.0);
+        assert_eq!(
+            p("1\t2\t-1", Format::Tsv, &c).unwrap().unwrap().weight,
+            -1.0
+        );
     }
 
     #[test]
@@ -317,12 +353,19 @@ mod tests {
         assert!(looks_like_header(b"a\tb\trating", Format::Tsv, &c));
         assert!(!looks_like_header(b"1\t2\t3", Format::Tsv, &c));
         assert!(!looks_like_header(b"alice\tbook\t3", Format::Tsv, &c));
-        assert!(looks_like_header(b"userId,movieId", Format::Csv, &cols(false, false)));
+        assert!(looks_like_header(
+            b"userId,movieId",
+            Format::Csv,
+            &cols(false, false)
+        ));
     }
 
     #[test]
     fn named_columns() {
-        let h: Vec<String> = ["ts", "item", "user"].iter().map(|s| s.to_string()).collect();
+        let h: Vec<String> = ["ts", "item", "user"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let c = Columns::resolve(
             &Column::Name("user".into()),
             &Column::Name("item".into()),
@@ -331,10 +374,30 @@ mod tests {
             Some(&h),
         )
         .unwrap();
-        assert_eq!(c, Columns { user: 2, item: 1, weight: None, ts: Some(0) });
-        let e = Columns::resolve(&Column::Name("u".into()), &Column::Index(1), None, None, Some(&h));
+        assert_eq!(
+            c,
+            Columns {
+                user: 2,
+                item: 1,
+                weight: None,
+                ts: Some(0)
+            }
+        );
+        let e = Columns::resolve(
+            &Column::Name("u".into()),
+            &Column::Index(1),
+            None,
+            None,
+            Some(&h),
+        );
         assert!(e.unwrap_err().contains("no such column"));
-        let e = Columns::resolve(&Column::Name("u".into()), &Column::Index(1), None, None, None);
+        let e = Columns::resolve(
+            &Column::Name("u".into()),
+            &Column::Index(1),
+            None,
+            None,
+            None,
+        );
         assert!(e.unwrap_err().contains("no header"));
     }
 }

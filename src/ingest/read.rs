@@ -234,7 +234,12 @@ pub fn read_part(
                     st.lines += 1;
                     let text = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
                     let ln = line_number(path, line_start);
-                    let msg = format!("{name}:{ln}: field {}: {}: '{}'", e.field, e.message, text.trim_end());
+                    let msg = format!(
+                        "{name}:{ln}: field {}: {}: '{}'",
+                        e.field,
+                        e.message,
+                        text.trim_end()
+                    );
                     match input.bad_lines {
                         BadLines::Fail => {
                             return Err(format!(
@@ -318,7 +323,11 @@ mod tests {
         assert!(l[0].ends_with("a.tsv"));
         let g = list_files(&[format!("{d}/*.tsv")]).unwrap();
         assert_eq!(g, l);
-        assert!(list_files(&[format!("{d}/nope")]).unwrap_err().contains("no such file"));
-        assert!(list_files(&[format!("{d}/*.csv")]).unwrap_err().contains("matches no file"));
+        assert!(list_files(&[format!("{d}/nope")])
+            .unwrap_err()
+            .contains("no such file"));
+        assert!(list_files(&[format!("{d}/*.csv")])
+            .unwrap_err()
+            .contains("matches no file"));
     }
 }

@@ -81,7 +81,10 @@ impl<'a> Reader<'a> {
 /// Decodes and verifies a factor file. Errors say what is wrong; the caller adds the path.
 pub fn decode(bytes: &[u8]) -> Result<FactorFile, String> {
     if bytes.len() < HEADER + 4 {
-        return Err(format!("too short ({} bytes) to be a factor file", bytes.len()));
+        return Err(format!(
+            "too short ({} bytes) to be a factor file",
+            bytes.len()
+        ));
     }
     if &bytes[..8] != MAGIC {
         return Err("not a recflow factor file (bad magic number)".into());
@@ -94,7 +97,9 @@ pub fn decode(bytes: &[u8]) -> Result<FactorFile, String> {
     let mut r = Reader { b: body, at: 8 };
     let version = r.u32()?;
     if version != VERSION {
-        return Err(format!("format version {version}, this recflow reads {VERSION}"));
+        return Err(format!(
+            "format version {version}, this recflow reads {VERSION}"
+        ));
     }
     let side = r.take(4)?[0];
     if side > 1 {
@@ -106,35 +111,49 @@ pub fn decode(bytes: &[u8]) -> Result<FactorFile, String> {
     if dim == 0 || dim > 1 << 16 {
         return Err(format!("implausible dimension {dim}"));
     }
-    // Each row needs at least 9 id bytes and 4·dim factor bytes: bound before allocating.
+    // Each row needs at least 4 id bytes and 4·dim factor bytes: bound before allocating.
     let remaining = body.len() - r.at;
-    if rows.saturating_mul(9 + 4 * dim) > remaining {
-        return Err(format!("header claims {rows} rows of dimension {dim}, but only {remaining} bytes follow"));
+    if rows.saturating_mul(4 + 4 * dim) > remaining {
+        return Err(format!(
+            "header claims {rows} rows of dimension {dim}, but only {remaining} bytes follow"
+        ));
     }
     let mut ids = Vec::with_capacity(rows);
     for _ in 0..rows {
         match r.take(1)?[0] {
-            0 => ids.push(RawId::Num(u64::from_le_bytes(r.take(8)?.try_into().unwrap()))),
+            0 => ids.push(RawId::Num(u64::from_le_bytes(
+                r.take(8)?.try_into().unwrap(),
+            ))),
             1 => {
                 let n = u16::from_le_bytes(r.take(2)?.try_into().unwrap()) as usize;
                 if n == 0 || n > MAX_ID_LEN {
                     return Err(format!("id length {n} out of range"));
                 }
-                let s = std::str::from_utf8(r.take(n)?).map_err(|_| "id is not UTF-8".to_string())?;
+                let s =
+                    std::str::from_utf8(r.take(n)?).map_err(|_| "id is not UTF-8".to_string())?;
                 ids.push(RawId::Str(s.into()));
             }
             t => return Err(format!("bad id tag {t}")),
         }
     }
     let fbytes = r.take(rows * dim * 4)?;
-    let factors: Vec<f32> = fbytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let factors: Vec<f32> = fbytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     if r.at != body.len() {
         return Err(format!("{} unexpected trailing bytes", body.len() - r.at));
     }
     if let Some(p) = factors.iter().position(|x| !x.is_finite()) {
         return Err(format!("non-finite factor at position {p}"));
     }
-    Ok(FactorFile { side, vshard, dim, ids, factors })
+    Ok(FactorFile {
+        side,
+        vshard,
+        dim,
+        ids,
+        factors,
+    })
 }
 
 #[cfg(test)]

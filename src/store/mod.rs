@@ -60,7 +60,9 @@ pub fn versions(store: &Path) -> Vec<String> {
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.len() == 7 && n.starts_with('v') && n[1..].bytes().all(|b| b.is_ascii_digit()))
+                .filter(|n| {
+                    n.len() == 7 && n.starts_with('v') && n[1..].bytes().all(|b| b.is_ascii_digit())
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -74,7 +76,10 @@ pub fn current(store: &Path) -> Result<Option<String>, String> {
         Ok(s) => {
             let v = s.trim().to_string();
             if !store.join(&v).join("manifest.json").is_file() {
-                return Err(format!("{}/CURRENT names '{v}', which has no manifest", store.display()));
+                return Err(format!(
+                    "{}/CURRENT names '{v}', which has no manifest",
+                    store.display()
+                ));
             }
             Ok(Some(v))
         }
@@ -86,7 +91,8 @@ pub fn current(store: &Path) -> Result<Option<String>, String> {
 /// Creates the store (if needed) and a fresh staging directory for the next version.
 /// Returns (version name, staging path).
 pub fn begin(store: &Path) -> Result<(String, PathBuf), String> {
-    fs::create_dir_all(store).map_err(|e| format!("cannot create model store {}: {e}", store.display()))?;
+    fs::create_dir_all(store)
+        .map_err(|e| format!("cannot create model store {}: {e}", store.display()))?;
     let next = versions(store)
         .last()
         .map(|v| v[1..].parse::<u32>().unwrap_or(0) + 1)
@@ -94,29 +100,45 @@ pub fn begin(store: &Path) -> Result<(String, PathBuf), String> {
     let version = format!("v{next:06}");
     let staging = store.join(format!(".staging-{version}-{}", std::process::id()));
     if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(|e| format!("cannot clear {}: {e}", staging.display()))?;
+        fs::remove_dir_all(&staging)
+            .map_err(|e| format!("cannot clear {}: {e}", staging.display()))?;
     }
     for sub in ["users", "items", "recs", "similar", "buckets"] {
         fs::create_dir_all(staging.join(sub)).map_err(|e| {
-            format!("cannot create {} (is the store writable?): {e}", staging.join(sub).display())
+            format!(
+                "cannot create {} (is the store writable?): {e}",
+                staging.join(sub).display()
+            )
         })?;
     }
     Ok((version, staging))
 }
 
 /// Writes the manifest, moves the staging directory into place and points `CURRENT` at it.
-pub fn publish(store: &Path, staging: &Path, version: &str, manifest: &serde_json::Value) -> Result<PathBuf, String> {
+pub fn publish(
+    store: &Path,
+    staging: &Path,
+    version: &str,
+    manifest: &serde_json::Value,
+) -> Result<PathBuf, String> {
     let text = serde_json::to_string_pretty(manifest).expect("manifest serialises");
     write_synced(&staging.join("manifest.json"), text.as_bytes())?;
     for sub in ["users", "items", "recs", "similar", "buckets", ""] {
         sync_dir(&staging.join(sub))?;
     }
     let dest = store.join(version);
-    fs::rename(staging, &dest).map_err(|e| format!("cannot move {} to {}: {e}", staging.display(), dest.display()))?;
+    fs::rename(staging, &dest).map_err(|e| {
+        format!(
+            "cannot move {} to {}: {e}",
+            staging.display(),
+            dest.display()
+        )
+    })?;
     sync_dir(store)?;
     let tmp = store.join(format!(".CURRENT.tmp-{}", std::process::id()));
     write_synced(&tmp, format!("{version}\n").as_bytes())?;
-    fs::rename(&tmp, store.join("CURRENT")).map_err(|e| format!("cannot replace {}/CURRENT: {e}", store.display()))?;
+    fs::rename(&tmp, store.join("CURRENT"))
+        .map_err(|e| format!("cannot replace {}/CURRENT: {e}", store.display()))?;
     sync_dir(store)?;
     Ok(dest)
 }
@@ -131,32 +153,51 @@ pub fn open(store: &Path, version: Option<&str>) -> Result<(PathBuf, serde_json:
     };
     let dir = store.join(&v);
     let path = dir.join("manifest.json");
-    let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: not a valid manifest: {e}", path.display()))?;
+    let text =
+        fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let m: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a valid manifest: {e}", path.display()))?;
     let fv = m["format_version"].as_u64().unwrap_or(0);
     if fv != MANIFEST_VERSION as u64 {
-        return Err(format!("{}: manifest format {fv}, this recflow reads {MANIFEST_VERSION}", path.display()));
+        return Err(format!(
+            "{}: manifest format {fv}, this recflow reads {MANIFEST_VERSION}",
+            path.display()
+        ));
     }
     Ok((dir, m))
 }
 
 /// Loads every factor file of one side (`"users"` or `"items"`), verifying manifest checksums.
 /// Returns (ids, row-major factors, dim).
-pub fn load_side(dir: &Path, manifest: &serde_json::Value, side: &str) -> Result<(Vec<RawId>, Vec<f32>, usize), String> {
+pub fn load_side(
+    dir: &Path,
+    manifest: &serde_json::Value,
+    side: &str,
+) -> Result<(Vec<RawId>, Vec<f32>, usize), String> {
     let files: Vec<FileRecord> = serde_json::from_value(manifest["files"].clone())
         .map_err(|e| format!("{}: bad file list in manifest: {e}", dir.display()))?;
     let dim = manifest["factors"].as_u64().unwrap_or(0) as usize;
     let mut ids = Vec::new();
     let mut factors = Vec::new();
-    for f in files.iter().filter(|f| f.path.starts_with(&format!("{side}/"))) {
+    for f in files
+        .iter()
+        .filter(|f| f.path.starts_with(&format!("{side}/")))
+    {
         let path = dir.join(&f.path);
         let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc32 {
-            return Err(format!("{}: size or checksum differs from the manifest: the file is corrupted", path.display()));
+            return Err(format!(
+                "{}: size or checksum differs from the manifest: the file is corrupted",
+                path.display()
+            ));
         }
         let ff = format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         if ff.dim != dim {
-            return Err(format!("{}: dimension {} but the manifest says {dim}", path.display(), ff.dim));
+            return Err(format!(
+                "{}: dimension {} but the manifest says {dim}",
+                path.display(),
+                ff.dim
+            ));
         }
         ids.extend(ff.ids);
         factors.extend(ff.factors);

@@ -1,0 +1,135 @@
+//! Ranking metrics at k for implicit feedback.
+//!
+//! Definitions follow `implicit`'s `ranking_metrics_at_k`: precision = hits / Σ_u min(k, |T_u|),
+//! MAP over min(k, |T_u|), NDCG with binary gains and the ideal DCG over min(k, |T_u|) items.
+//! AUC is the exact per-user AUC over all unseen items when full scores are available.
+
+use serde::{Deserialize, Serialize};
+
+/// Sums over evaluated users; combine with [`Metrics::merge`], finish with [`Metrics::report`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Metrics {
+    /// Users with at least one held-out item.
+    pub users: u64,
+    /// Hits in the top k.
+    pub hits: u64,
+    /// Σ_u min(k, |T_u|).
+    pub relevant: u64,
+    /// Σ_u AP@k.
+    pub ap: f64,
+    /// Σ_u NDCG@k.
+    pub ndcg: f64,
+    /// Σ_u AUC (over users where it was computed).
+    pub auc: f64,
+    /// Users with an AUC.
+    pub auc_users: u64,
+}
+
+impl Metrics {
+    /// Adds one user's ranked list (`recs`, best first) against held-out `test` items.
+    pub fn add_user(&mut self, k: usize, recs: &[u64], test: &[u64]) {
+        if test.is_empty() {
+            return;
+        }
+        let rel = k.min(test.len());
+        let (mut hits, mut ap, mut dcg) = (0u64, 0.0, 0.0);
+        for (i, r) in recs.iter().take(k).enumerate() {
+            if test.contains(r) {
+                hits += 1;
+                ap += hits as f64 / (i + 1) as f64;
+                dcg += 1.0 / ((i + 2) as f64).log2();
+            }
+        }
+        let idcg: f64 = (0..rel).map(|i| 1.0 / ((i + 2) as f64).log2()).sum();
+        self.users += 1;
+        self.hits += hits;
+        self.relevant += rel as u64;
+        self.ap += ap / rel as f64;
+        self.ndcg += dcg / idcg;
+    }
+
+    /// Adds one user's AUC.
+    pub fn add_auc(&mut self, auc: f64) {
+        self.auc += auc;
+        self.auc_users += 1;
+    }
+
+    /// Adds another partial sum.
+    pub fn merge(&mut self, o: &Metrics) {
+        self.users += o.users;
+        self.hits += o.hits;
+        self.relevant += o.relevant;
+        self.ap += o.ap;
+        self.ndcg += o.ndcg;
+        self.auc += o.auc;
+        self.auc_users += o.auc_users;
+    }
+
+    /// Final values as JSON: precision, map, ndcg, auc (null without AUC), users.
+    pub fn report(&self, k: usize) -> serde_json::Value {
+        let n = self.users.max(1) as f64;
+        serde_json::json!({
+            "k": k,
+            "users": self.users,
+            "precision": self.hits as f64 / self.relevant.max(1) as f64,
+            "map": self.ap / n,
+            "ndcg": self.ndcg / n,
+            "auc": if self.auc_users > 0 { Some(self.auc / self.auc_users as f64) } else { None },
+        })
+    }
+}
+
+/// Exact AUC of one user: the share of (held-out, negative) pairs ordered correctly, where
+/// negatives are all items neither seen nor held out; ties count one half.
+pub fn auc(scores: &[f32], test: &[usize], excluded: &[usize]) -> Option<f64> {
+    let mut neg: Vec<f32> = scores.to_vec();
+    let mut drop: Vec<usize> = test.iter().chain(excluded).copied().collect();
+    drop.sort_unstable();
+    drop.dedup();
+    for &i in drop.iter().rev() {
+        neg.swap_remove(i);
+    }
+    if neg.is_empty() || test.is_empty() {
+        return None;
+    }
+    neg.sort_unstable_by(|a, b| a.total_cmp(b));
+    let mut good = 0.0;
+    for &t in test {
+        let s = scores[t];
+        let below = neg.partition_point(|&x| x < s);
+        let ties = neg[below..].partition_point(|&x| x <= s);
+        good += below as f64 + 0.5 * ties as f64;
+    }
+    Some(good / (test.len() * neg.len()) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_by_hand() {
+        let mut m = Metrics::default();
+        // k=3, test {1, 9}: hits at ranks 1 and 3.
+        m.add_user(3, &[1, 5, 9], &[1, 9]);
+        let r = m.report(3);
+        assert_eq!(r["precision"], 1.0);
+        assert!((r["map"].as_f64().unwrap() - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+        let ndcg = (1.0 + 1.0 / 4f64.log2()) / (1.0 + 1.0 / 3f64.log2());
+        assert!((r["ndcg"].as_f64().unwrap() - ndcg).abs() < 1e-12);
+        m.add_user(3, &[2, 3, 4], &[7]);
+        assert_eq!(m.report(3)["precision"], 2.0 / 3.0);
+        m.add_user(3, &[2], &[]); // no held-out items: not counted
+        assert_eq!(m.users, 2);
+    }
+
+    #[test]
+    fn auc_by_hand() {
+        // scores: item0 .9 (test), item1 .5, item2 .7 (seen), item3 .1
+        let s = [0.9, 0.5, 0.7, 0.1];
+        assert_eq!(auc(&s, &[0], &[2]), Some(1.0));
+        assert_eq!(auc(&s, &[3], &[2]), Some(0.0));
+        assert_eq!(auc(&s, &[1], &[]), Some(1.0 / 3.0));
+        assert_eq!(auc(&[0.5, 0.5, 0.2], &[0], &[]), Some(0.75));
+    }
+}

@@ -1,0 +1,297 @@
+//! Top-K recommendations for every user, without the items they already have, and their
+//! evaluation on held-out pairs.
+//!
+//! `exact` gathers all item vectors on every worker (one block per worker, all-gather) and
+//! scores each worker's users in blocks with one GEMM per block; `popular` ranks items by
+//! interaction count. Each worker writes the lines of the users it owns.
+
+use crate::cluster::{Body, Comm, CommError};
+use crate::eval::{self, Metrics};
+use crate::ids::{mix64, RawId};
+use crate::job::{Job, Mode};
+use crate::side::Side;
+use faer::{Accum, MatMut, MatRef, Par};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use timely::worker::Worker;
+
+/// The whole item side, gathered on one worker, ordered by global key.
+pub struct Catalog {
+    /// Global keys, ascending.
+    pub keys: Vec<u64>,
+    /// Raw ids.
+    pub ids: Vec<RawId>,
+    /// Interaction counts.
+    pub degrees: Vec<u32>,
+    /// Row-major vectors.
+    pub factors: Vec<f32>,
+}
+
+impl Catalog {
+    /// Index of a global key.
+    pub fn index(&self, key: u64) -> Option<usize> {
+        self.keys.binary_search(&key).ok()
+    }
+}
+
+/// All-gathers the item side (every worker ends with the same catalog).
+pub fn gather_items(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    items: &Side,
+) -> Result<Catalog, CommError> {
+    let keys: Vec<u64> = (0..items.rows()).map(|r| items.key_of(r)).collect();
+    let degrees = (0..items.rows()).map(|r| items.degree(r) as u32).collect();
+    comm.broadcast(Body::Block(
+        keys,
+        items.ids.clone(),
+        degrees,
+        items.factors.clone(),
+    ));
+    let d = items.dim;
+    let mut rows: Vec<(u64, RawId, u32, usize, usize)> = Vec::new();
+    let mut blocks = Vec::new();
+    for (_, b) in comm.exchange(worker, "recommend: gather items")? {
+        if let Body::Block(k, i, g, f) = b {
+            let bi = blocks.len();
+            for (j, ((k, i), g)) in k.into_iter().zip(i).zip(g).enumerate() {
+                rows.push((k, i, g, bi, j));
+            }
+            blocks.push(f);
+        }
+    }
+    rows.sort_unstable_by_key(|r| r.0);
+    let mut cat = Catalog {
+        keys: Vec::with_capacity(rows.len()),
+        ids: Vec::with_capacity(rows.len()),
+        degrees: Vec::with_capacity(rows.len()),
+        factors: Vec::with_capacity(rows.len() * d),
+    };
+    for (k, i, g, bi, j) in rows {
+        cat.keys.push(k);
+        cat.ids.push(i);
+        cat.degrees.push(g);
+        cat.factors
+            .extend_from_slice(&blocks[bi][j * d..(j + 1) * d]);
+    }
+    Ok(cat)
+}
+
+/// What the recommendation stage leaves on one worker.
+pub struct Recs {
+    /// This worker's part file (`user<TAB>item<TAB>score<TAB>rank`).
+    pub tsv: Vec<u8>,
+    /// Lines in it.
+    pub lines: u64,
+    /// Users with no candidate at all (no line written).
+    pub users_without_recs: u64,
+    /// Evaluation sums (whole job on worker 0 after the merge, summed in vshard order).
+    pub metrics: Metrics,
+}
+
+/// Deterministic order: higher score first, then smaller key.
+fn better(a: (f32, u64), b: (f32, u64)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Top `k` of `scores` (by [`better`]) among indices not `excluded` (sorted), best first.
+pub fn top_k(scores: &[f32], keys: &[u64], excluded: &[usize], k: usize) -> Vec<usize> {
+    let mut cand: Vec<usize> = Vec::with_capacity(scores.len());
+    let mut e = excluded.iter().peekable();
+    for i in 0..scores.len() {
+        if e.peek() == Some(&&i) {
+            e.next();
+            continue;
+        }
+        cand.push(i);
+    }
+    let cmp = |&a: &usize, &b: &usize| better((scores[a], keys[a]), (scores[b], keys[b]));
+    if cand.len() > k && k > 0 {
+        cand.select_nth_unstable_by(k - 1, cmp);
+        cand.truncate(k);
+    }
+    cand.sort_unstable_by(cmp);
+    cand.truncate(k);
+    cand
+}
+
+/// Recommends for this worker's users and evaluates against `test` (user id, item key).
+pub fn recommend(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    job: &Job,
+    users: &Side,
+    items: &Side,
+    test: &[(RawId, u64)],
+) -> Result<Recs, CommError> {
+    let k = job.recommend.k;
+    let ek = job.eval.k;
+    let cat = gather_items(worker, comm, items)?;
+    let n = cat.keys.len();
+    let d = users.dim;
+    // Held-out items per user row, as catalogue indices.
+    let row_of: HashMap<&RawId, usize> = users
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(r, id)| (id, r))
+        .collect();
+    let mut tests: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (u, ik) in test {
+        if let Some(&r) = row_of.get(u) {
+            let e = tests.entry(r).or_default();
+            if let Some(i) = cat.index(*ik) {
+                e.push(i);
+            } else {
+                e.push(usize::MAX); // an item with no training data: never recommended
+            }
+        }
+    }
+    let popular: Vec<usize> = {
+        let mut p: Vec<usize> = (0..n).collect();
+        p.sort_unstable_by(|&a, &b| {
+            cat.degrees[b]
+                .cmp(&cat.degrees[a])
+                .then(cat.keys[a].cmp(&cat.keys[b]))
+        });
+        p
+    };
+    let auc_rate = (20_000.0 / n.max(1) as f64).min(1.0);
+    let mut out = Recs {
+        tsv: Vec::new(),
+        lines: 0,
+        users_without_recs: 0,
+        metrics: Metrics::default(),
+    };
+    // Per-vshard sums, so the totals do not depend on which worker summed what.
+    let mut parts: Vec<(u32, Metrics)> = users
+        .vshards
+        .iter()
+        .map(|&v| (v, Metrics::default()))
+        .collect();
+    let block = (4_000_000 / n.max(1)).clamp(1, 256);
+    let mut scores = vec![0.0f32; block * n];
+    let mut line = String::new();
+    let mut r0 = 0;
+    while r0 < users.rows() {
+        let r1 = (r0 + block).min(users.rows());
+        let b = r1 - r0;
+        if job.recommend.mode == Mode::Exact || !tests.is_empty() {
+            let x = MatRef::from_row_major_slice(&users.factors[r0 * d..r1 * d], b, d);
+            let y = MatRef::from_row_major_slice(&cat.factors, n, d);
+            let s = MatMut::from_row_major_slice_mut(&mut scores[..b * n], b, n);
+            faer::linalg::matmul::matmul(s, Accum::Replace, x, y.transpose(), 1.0f32, Par::Seq);
+        }
+        for r in r0..r1 {
+            let row = &scores[(r - r0) * n..(r - r0 + 1) * n];
+            let mut seen: Vec<usize> = users.cols[users.indptr[r]..users.indptr[r + 1]]
+                .iter()
+                .filter_map(|&c| cat.index(users.gathered_keys[c as usize]))
+                .collect();
+            seen.sort_unstable();
+            let excluded: &[usize] = if job.recommend.exclude_seen {
+                &seen
+            } else {
+                &[]
+            };
+            let list = match job.recommend.mode {
+                Mode::Popular => popular
+                    .iter()
+                    .copied()
+                    .filter(|i| excluded.binary_search(i).is_err())
+                    .take(k.max(ek))
+                    .collect(),
+                _ => top_k(row, &cat.keys, excluded, k.max(ek)),
+            };
+            if list.is_empty() && k > 0 {
+                out.users_without_recs += 1;
+            }
+            for (rank, &i) in list.iter().take(k).enumerate() {
+                line.clear();
+                let score = if job.recommend.mode == Mode::Popular {
+                    cat.degrees[i] as f32
+                } else {
+                    row[i]
+                };
+                let _ = writeln!(
+                    line,
+                    "{}\t{}\t{}\t{}",
+                    users.ids[r],
+                    cat.ids[i],
+                    score,
+                    rank + 1
+                );
+                out.tsv.extend_from_slice(line.as_bytes());
+                out.lines += 1;
+            }
+            if let Some(t) = tests.get(&r) {
+                let j = users.starts.partition_point(|&s| s <= r) - 1;
+                let m = &mut parts[j].1;
+                let keys: Vec<u64> = list.iter().map(|&i| i as u64).collect();
+                let tk: Vec<u64> = t.iter().map(|&i| i as u64).collect();
+                m.add_user(ek, &keys, &tk);
+                let sampled = (mix64(users.ids[r].stable_hash() ^ job.eval.seed) >> 11) as f64
+                    / (1u64 << 53) as f64
+                    <= auc_rate;
+                if sampled && job.recommend.mode != Mode::Popular {
+                    let known: Vec<usize> =
+                        t.iter().copied().filter(|&i| i != usize::MAX).collect();
+                    if let Some(a) = eval::auc(row, &known, &seen) {
+                        m.add_auc(a);
+                    }
+                }
+            }
+        }
+        r0 = r1;
+    }
+    comm.send(0, Body::Metrics(parts));
+    comm.send(0, Body::Counts(vec![out.users_without_recs, out.lines]));
+    let mut all = Vec::new();
+    let (mut without, mut lines) = (0, 0);
+    for (_, b) in comm.exchange(worker, "recommend: metrics")? {
+        match b {
+            Body::Metrics(mut m) => all.append(&mut m),
+            Body::Counts(c) => {
+                without += c[0];
+                lines += c[1];
+            }
+            _ => unreachable!(),
+        }
+    }
+    if comm.index == 0 {
+        all.sort_by_key(|p| p.0);
+        all.iter().for_each(|(_, m)| out.metrics.merge(m));
+        out.users_without_recs = without;
+        out.lines = lines;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SplitMix;
+
+    #[test]
+    fn top_k_matches_brute_force() {
+        let mut r = SplitMix::new(5);
+        for n in [1usize, 5, 50, 300] {
+            // Coarse scores so that ties happen; ties break by smaller key.
+            let scores: Vec<f32> = (0..n).map(|_| (r.below(7) as f32) / 7.0).collect();
+            let keys: Vec<u64> = (0..n as u64).map(|i| i * 3).collect();
+            let excluded: Vec<usize> = (0..n).filter(|i| i % 4 == 1).collect();
+            for k in [0, 1, 3, 10, 400] {
+                let got = top_k(&scores, &keys, &excluded, k);
+                let mut all: Vec<usize> = (0..n).filter(|i| !excluded.contains(i)).collect();
+                all.sort_by(|&a, &b| {
+                    scores[b]
+                        .partial_cmp(&scores[a])
+                        .unwrap()
+                        .then(keys[a].cmp(&keys[b]))
+                });
+                all.truncate(k);
+                assert_eq!(got, all, "n={n} k={k}");
+            }
+        }
+    }
+}
