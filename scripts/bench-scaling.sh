@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Scaling of ALS with worker threads (and processes) on synthetic data.
+# Usage: scripts/bench-scaling.sh [RECFLOW_BIN] [OUT_DIR]
+#   env: USERS ITEMS NNZ FACTORS ITERS WORKERS ("1 2 4 8 16") PROCS ("4x4": processes x threads)
+set -euo pipefail
+BIN=${1:-target/release/recflow}
+OUT=${2:-target/bench}
+USERS=${USERS:-1000000}; ITEMS=${ITEMS:-100000}; NNZ=${NNZ:-10000000}
+FACTORS=${FACTORS:-64}; ITERS=${ITERS:-3}
+WORKERS=${WORKERS:-"1 2 4 8 16"}
+mkdir -p "$OUT"
+DATA="$OUT/synth-${USERS}-${ITEMS}-${NNZ}.tsv"
+if [ ! -f "$DATA" ]; then
+  /usr/bin/time -f "generate: %e s, %M KB" "$BIN" generate --users "$USERS" --items "$ITEMS" --nnz "$NNZ" --seed 1 --out "$DATA"
+fi
+cat > "$OUT/job.toml" <<JOB
+[input]
+path = ["$(realpath "$DATA")"]
+weight = 2
+[confidence]
+alpha = 1.0
+[als]
+factors = $FACTORS
+regularization = 0.01
+iterations = $ITERS
+loss_every = 0
+[recommend]
+k = 0
+JOB
+printf "%-8s %-10s %-12s %-12s %-10s %s\n" layout ingest_s iter_s_median train_s peak_rss_mb traffic
+for w in $WORKERS; do
+  rm -rf "$OUT/store"
+  /usr/bin/time -f "%M" -o "$OUT/rss" "$BIN" run "$OUT/job.toml" -w "$w" -q --set output.store="$OUT/store" > /dev/null
+  python3 - "$w" "$(cat "$OUT/rss")" "$OUT"/store/v*/manifest.json <<'PY'
+import json,sys,statistics
+m=json.load(open(sys.argv[3]))
+it=m["train"]["iteration_secs"]
+vb=m["train"]["vector_bytes_per_half_step"]
+print(f"1x{sys.argv[1]:<6} {m['timings']['ingest_secs']:<10.2f} {statistics.median(it):<12.3f} {m['timings']['train_secs']:<12.2f} {int(sys.argv[2])//1024:<10} vector_MB/half-step {[round(b/1e6,1) for b in vb[:2]]}")
+PY
+done
