@@ -13,7 +13,7 @@
 pub mod kernels;
 
 use crate::cluster::{Body, Comm, CommError};
-use crate::job::{Als, RegScaling};
+use crate::job::{Als, RegScaling, Solver};
 use crate::report::Log;
 use crate::side::Side;
 use serde::Serialize;
@@ -187,8 +187,21 @@ fn half_step(
             let (a, b) = (s.indptr[r], s.indptr[r + 1]);
             let lam = lambda_of(als, b - a);
             let x = &mut s.factors[r * d..(r + 1) * d];
-            if !solver.solve(&gram, lam as f32, gathered, &s.cols[a..b], &s.conf[a..b], x) {
-                singular += 1;
+            match als.solver {
+                Solver::Cholesky => {
+                    if !solver.solve(&gram, lam as f32, gathered, &s.cols[a..b], &s.conf[a..b], x) {
+                        singular += 1;
+                    }
+                }
+                Solver::Cg => solver.cg(
+                    &gram,
+                    lam as f32,
+                    gathered,
+                    &s.cols[a..b],
+                    &s.conf[a..b],
+                    x,
+                    als.cg_steps,
+                ),
             }
             if want_loss {
                 loss += kernels::entity_loss(&gram, lam, gathered, &s.cols[a..b], &s.conf[a..b], x);
