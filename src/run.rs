@@ -78,7 +78,16 @@ pub fn run(job: Job, opts: RunOptions) -> Result<Option<Summary>, String> {
     let files = Arc::new(files);
     let o = opts.clone();
     let guards = timely::execute(config, move |worker| {
-        run_worker(worker, &job, &files, &o).map_err(|e| e.0)
+        let r = run_worker(worker, &job, &files, &o).map_err(|e| e.0);
+        if let Err(e) = &r {
+            if o.processes > 1 {
+                // timely would keep stepping the dataflow until every peer finishes it, which a
+                // dead or stopped peer never does: fail this process now, cleanly.
+                eprintln!("error: process {}: {e}", o.process);
+                std::process::exit(1);
+            }
+        }
+        r
     })
     .map_err(|e| format!("cannot start workers: {e}"))?;
     let mut summary = None;

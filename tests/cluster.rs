@@ -1,0 +1,128 @@
+//! Multi-process runs on loopback: same model as one process, clean failure when a peer dies
+//! or hangs.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_recflow");
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+fn job() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/quickstart.toml").display().to_string()
+}
+
+fn spawn_cluster(dir: &Path, procs: usize, threads: usize, store: &Path, extra: &[&str]) -> Vec<Child> {
+    let hosts = dir.join(format!("hosts-{}", procs));
+    let text: Vec<String> = free_ports(procs).iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    std::fs::write(&hosts, text.join("\n")).unwrap();
+    (0..procs)
+        .map(|p| {
+            Command::new(BIN)
+                .args(["run", &job(), "-q", "-n", &procs.to_string(), "-p", &p.to_string(), "-w", &threads.to_string()])
+                .arg("--hostfile")
+                .arg(&hosts)
+                .args(["--set", &format!("output.store={}", store.display())])
+                .args(["--set", "input.demo.nnz=60000", "--set", "input.demo.users=3000", "--set", "input.demo.items=800"])
+                .args(extra.iter().flat_map(|s| ["--set", s]))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn export(store: &Path, out: &Path) -> (Vec<u8>, Vec<u8>) {
+    let st = Command::new(BIN).arg("export").arg(store).arg("--out").arg(out).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    (std::fs::read(out.join("users.tsv")).unwrap(), std::fs::read(out.join("items.tsv")).unwrap())
+}
+
+#[test]
+fn processes_and_threads_give_the_same_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut models = Vec::new();
+    for (procs, threads) in [(1, 1), (2, 1), (3, 1), (2, 2)] {
+        let store = tmp.path().join(format!("s{procs}x{threads}"));
+        for c in spawn_cluster(tmp.path(), procs, threads, &store, &[]) {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{procs}x{threads}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        models.push(export(&store, &tmp.path().join(format!("e{procs}x{threads}"))));
+    }
+    for m in &models[1..] {
+        assert!(*m == models[0], "model differs between process layouts");
+    }
+}
+
+fn wait_all(children: &mut [Child], limit: Duration) -> Vec<Option<i32>> {
+    let start = Instant::now();
+    let mut codes = vec![None; children.len()];
+    while start.elapsed() < limit && codes.iter().any(|c| c.is_none()) {
+        for (c, code) in children.iter_mut().zip(codes.iter_mut()) {
+            if code.is_none() {
+                if let Some(s) = c.try_wait().unwrap() {
+                    *code = Some(s.code().unwrap_or(-1));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    codes
+}
+
+#[test]
+fn a_killed_peer_fails_the_others_quickly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    let mut cs = spawn_cluster(tmp.path(), 3, 1, &store, &["als.iterations=10000"]);
+    std::thread::sleep(Duration::from_secs(2));
+    cs[1].kill().unwrap(); // SIGKILL
+    let mut rest: Vec<Child> = vec![cs.remove(0), cs.remove(1)];
+    let codes = wait_all(&mut rest, Duration::from_secs(10));
+    for c in rest.iter_mut() {
+        let _ = c.kill();
+    }
+    assert!(codes.iter().all(|c| matches!(c, Some(x) if *x != 0)), "survivors did not fail within 10 s: {codes:?}");
+    assert!(!store.join("CURRENT").exists());
+}
+
+#[test]
+fn a_stopped_peer_fails_the_others_at_the_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    let hosts = tmp.path().join("h");
+    let text: Vec<String> = free_ports(2).iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    std::fs::write(&hosts, text.join("\n")).unwrap();
+    let mut cs: Vec<Child> = (0..2)
+        .map(|p| {
+            Command::new(BIN)
+                .args(["run", &job(), "-q", "-n", "2", "-p", &p.to_string(), "--deadline-secs", "3"])
+                .arg("--hostfile")
+                .arg(&hosts)
+                .args(["--set", &format!("output.store={}", store.display()), "--set", "als.iterations=10000"])
+                .args(["--set", "input.demo.nnz=60000", "--set", "input.demo.users=3000", "--set", "input.demo.items=800"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = cs[1].id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let mut first = vec![cs.remove(0)];
+    let codes = wait_all(&mut first, Duration::from_secs(15));
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    let _ = cs[0].wait();
+    let _ = first[0].kill();
+    assert!(matches!(codes[0], Some(x) if x != 0), "process 0 did not fail after its peer stopped: {codes:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(first[0].stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("did not complete within") && err.contains("stage"), "{err}");
+}
