@@ -8,26 +8,57 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_recflow");
 
 fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let ls: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
     ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
 fn job() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/quickstart.toml").display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("jobs/quickstart.toml")
+        .display()
+        .to_string()
 }
 
-fn spawn_cluster(dir: &Path, procs: usize, threads: usize, store: &Path, extra: &[&str]) -> Vec<Child> {
+fn spawn_cluster(
+    dir: &Path,
+    procs: usize,
+    threads: usize,
+    store: &Path,
+    extra: &[&str],
+) -> Vec<Child> {
     let hosts = dir.join(format!("hosts-{}", procs));
-    let text: Vec<String> = free_ports(procs).iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let text: Vec<String> = free_ports(procs)
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
     std::fs::write(&hosts, text.join("\n")).unwrap();
     (0..procs)
         .map(|p| {
             Command::new(BIN)
-                .args(["run", &job(), "-q", "-n", &procs.to_string(), "-p", &p.to_string(), "-w", &threads.to_string()])
+                .args([
+                    "run",
+                    &job(),
+                    "-q",
+                    "-n",
+                    &procs.to_string(),
+                    "-p",
+                    &p.to_string(),
+                    "-w",
+                    &threads.to_string(),
+                ])
                 .arg("--hostfile")
                 .arg(&hosts)
                 .args(["--set", &format!("output.store={}", store.display())])
-                .args(["--set", "input.demo.nnz=60000", "--set", "input.demo.users=3000", "--set", "input.demo.items=800"])
+                .args([
+                    "--set",
+                    "input.demo.nnz=60000",
+                    "--set",
+                    "input.demo.users=3000",
+                    "--set",
+                    "input.demo.items=800",
+                ])
                 .args(extra.iter().flat_map(|s| ["--set", s]))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -38,9 +69,22 @@ fn spawn_cluster(dir: &Path, procs: usize, threads: usize, store: &Path, extra: 
 }
 
 fn export(store: &Path, out: &Path) -> (Vec<u8>, Vec<u8>) {
-    let st = Command::new(BIN).arg("export").arg(store).arg("--out").arg(out).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    (std::fs::read(out.join("users.tsv")).unwrap(), std::fs::read(out.join("items.tsv")).unwrap())
+    let st = Command::new(BIN)
+        .arg("export")
+        .arg(store)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    (
+        std::fs::read(out.join("users.tsv")).unwrap(),
+        std::fs::read(out.join("items.tsv")).unwrap(),
+    )
 }
 
 #[test]
@@ -51,9 +95,16 @@ fn processes_and_threads_give_the_same_model() {
         let store = tmp.path().join(format!("s{procs}x{threads}"));
         for c in spawn_cluster(tmp.path(), procs, threads, &store, &[]) {
             let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{procs}x{threads}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{procs}x{threads}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        models.push(export(&store, &tmp.path().join(format!("e{procs}x{threads}"))));
+        models.push(export(
+            &store,
+            &tmp.path().join(format!("e{procs}x{threads}")),
+        ));
     }
     for m in &models[1..] {
         assert!(*m == models[0], "model differs between process layouts");
@@ -88,7 +139,10 @@ fn a_killed_peer_fails_the_others_quickly() {
     for c in rest.iter_mut() {
         let _ = c.kill();
     }
-    assert!(codes.iter().all(|c| matches!(c, Some(x) if *x != 0)), "survivors did not fail within 10 s: {codes:?}");
+    assert!(
+        codes.iter().all(|c| matches!(c, Some(x) if *x != 0)),
+        "survivors did not fail within 10 s: {codes:?}"
+    );
     assert!(!store.join("CURRENT").exists());
 }
 
@@ -97,16 +151,41 @@ fn a_stopped_peer_fails_the_others_at_the_deadline() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("s");
     let hosts = tmp.path().join("h");
-    let text: Vec<String> = free_ports(2).iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let text: Vec<String> = free_ports(2)
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
     std::fs::write(&hosts, text.join("\n")).unwrap();
     let mut cs: Vec<Child> = (0..2)
         .map(|p| {
             Command::new(BIN)
-                .args(["run", &job(), "-q", "-n", "2", "-p", &p.to_string(), "--deadline-secs", "3"])
+                .args([
+                    "run",
+                    &job(),
+                    "-q",
+                    "-n",
+                    "2",
+                    "-p",
+                    &p.to_string(),
+                    "--deadline-secs",
+                    "3",
+                ])
                 .arg("--hostfile")
                 .arg(&hosts)
-                .args(["--set", &format!("output.store={}", store.display()), "--set", "als.iterations=10000"])
-                .args(["--set", "input.demo.nnz=60000", "--set", "input.demo.users=3000", "--set", "input.demo.items=800"])
+                .args([
+                    "--set",
+                    &format!("output.store={}", store.display()),
+                    "--set",
+                    "als.iterations=10000",
+                ])
+                .args([
+                    "--set",
+                    "input.demo.nnz=60000",
+                    "--set",
+                    "input.demo.users=3000",
+                    "--set",
+                    "input.demo.items=800",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -115,14 +194,24 @@ fn a_stopped_peer_fails_the_others_at_the_deadline() {
         .collect();
     std::thread::sleep(Duration::from_secs(2));
     let pid = cs[1].id().to_string();
-    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
     let mut first = vec![cs.remove(0)];
     let codes = wait_all(&mut first, Duration::from_secs(15));
     let _ = Command::new("kill").args(["-KILL", &pid]).status();
     let _ = cs[0].wait();
     let _ = first[0].kill();
-    assert!(matches!(codes[0], Some(x) if x != 0), "process 0 did not fail after its peer stopped: {codes:?}");
+    assert!(
+        matches!(codes[0], Some(x) if x != 0),
+        "process 0 did not fail after its peer stopped: {codes:?}"
+    );
     let mut err = String::new();
     std::io::Read::read_to_string(first[0].stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert!(err.contains("did not complete within") && err.contains("stage"), "{err}");
+    assert!(
+        err.contains("did not complete within") && err.contains("stage"),
+        "{err}"
+    );
 }

@@ -372,3 +372,35 @@ fn cli_reports_job_errors_with_the_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
 }
+
+#[test]
+fn caps_keep_the_most_recent_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    // user 0 has items 0..20 at times 0..20; everybody else a few items.
+    for i in 0..20 {
+        text.push_str(&format!("0\t{i}\t1\t{i}\n"));
+    }
+    for u in 1..30 {
+        for k in 0..3 {
+            text.push_str(&format!("{u}\t{}\t1\t5\n", (u + k) % 20));
+        }
+    }
+    let f = write(tmp.path(), "ts.tsv", text.as_bytes());
+    let job = Job::parse(
+        "[input]\nweight = 2\ntimestamp = 3\n[confidence]\nmax_per_user = 5\nmax_per_item = 1000\n[als]\nfactors = 2\niterations = 1\n[recommend]\nk = 20\nexclude_seen = true\n",
+        &[format!("input.path={}", f.display()), format!("output.store={}", tmp.path().join("s").display())],
+    )
+    .unwrap();
+    let s = run(job, opts(2)).unwrap().unwrap();
+    assert_eq!(s.manifest["counts"]["dropped_user_cap"], 15);
+    // The 5 most recent items (15..20) are user 0's seen items; the older ones are recommendable.
+    let recs = read_sorted_recs(&s.version_dir);
+    let mine: Vec<u32> = recs
+        .iter()
+        .filter(|l| l.starts_with("0\t"))
+        .map(|l| l.split('\t').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(mine.len(), 15);
+    assert!(mine.iter().all(|&i| i < 15), "{mine:?}");
+}

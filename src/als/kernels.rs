@@ -313,6 +313,60 @@ mod tests {
         }
     }
 
+    /// The full weighted least-squares problem of one user, built densely over every item
+    /// (c = 1 and p = 0 for unobserved items), with no Gram trick.
+    #[test]
+    fn solve_matches_the_full_dense_weighted_problem() {
+        let mut r = SplitMix::new(8);
+        let (m, d) = (25, 5);
+        let ys = rand_mat(&mut r, m * d);
+        let cols = [2u32, 3, 11, 19];
+        let conf = [4.0f32, 1.5, 9.0, 2.0];
+        let lambda = 0.3;
+        let mut c_full = vec![1.0f64; m];
+        let mut p_full = vec![0.0f64; m];
+        for (&c, &i) in conf.iter().zip(&cols) {
+            c_full[i as usize] = c as f64;
+            p_full[i as usize] = 1.0;
+        }
+        // Normal equations (Yᵀ C Y + λI) x = Yᵀ C p, solved by Gaussian elimination.
+        let mut a = vec![vec![0.0f64; d + 1]; d];
+        for i in 0..m {
+            let y = &ys[i * d..(i + 1) * d];
+            for p in 0..d {
+                for q in 0..d {
+                    a[p][q] += c_full[i] * y[p] as f64 * y[q] as f64;
+                }
+                a[p][d] += c_full[i] * p_full[i] * y[p] as f64;
+            }
+        }
+        for (p, row) in a.iter_mut().enumerate() {
+            row[p] += lambda;
+        }
+        for p in 0..d {
+            for q in 0..d {
+                if q != p {
+                    let f = a[q][p] / a[p][p];
+                    let pivot = a[p].clone();
+                    for (x, y) in a[q].iter_mut().zip(&pivot) {
+                        *x -= f * y;
+                    }
+                }
+            }
+        }
+        let want: Vec<f64> = (0..d).map(|p| a[p][d] / a[p][p]).collect();
+        let mut g = vec![0.0; d * d];
+        gram(&ys, m, d, &mut g);
+        let mut x = vec![0.0; d];
+        assert!(Solver::new(d).solve(&g, lambda as f32, &ys, &cols, &conf, &mut x));
+        for (a, b) in x.iter().zip(&want) {
+            assert!(
+                (*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()),
+                "{x:?} vs {want:?}"
+            );
+        }
+    }
+
     #[test]
     fn cg_converges_to_the_exact_solve() {
         let mut r = SplitMix::new(6);
