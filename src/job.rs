@@ -523,12 +523,6 @@ impl Job {
         if l.probes > l.planes {
             return bad("lsh.probes", "0..=lsh.planes", l.probes);
         }
-        if self.recommend.mode == Mode::Lsh {
-            return Err(JobError(
-                "recommend.mode = \"lsh\" is not implemented yet: use \"exact\" or \"popular\""
-                    .into(),
-            ));
-        }
         if self.similar.k > 0 {
             return Err(JobError(
                 "similar.k > 0: similar items are not implemented yet; set similar.k = 0".into(),

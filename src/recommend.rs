@@ -9,6 +9,7 @@ use crate::cluster::{Body, Comm, CommError};
 use crate::eval::{self, Metrics};
 use crate::ids::{mix64, RawId};
 use crate::job::{Job, Mode};
+use crate::lsh::Index;
 use crate::side::Side;
 use faer::{Accum, MatMut, MatRef, Par};
 use std::collections::HashMap;
@@ -87,6 +88,19 @@ pub struct Recs {
     pub users_without_recs: u64,
     /// Evaluation sums (whole job on worker 0 after the merge, summed in vshard order).
     pub metrics: Metrics,
+    /// LSH: this worker's bucket part file and its line count.
+    pub buckets: Option<(Vec<u8>, u64)>,
+    /// LSH: bucket statistics, candidates scored per user and recall against exact top-k
+    /// (complete on worker 0).
+    pub lsh: Option<serde_json::Value>,
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn unit(h: u64) -> f64 {
+    (mix64(h) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Deterministic order: higher score first, then smaller key.
@@ -157,11 +171,32 @@ pub fn recommend(
         p
     };
     let auc_rate = (20_000.0 / n.max(1) as f64).min(1.0);
+    let mode = job.recommend.mode;
+    let index = (mode == Mode::Lsh).then(|| Index::build(&job.lsh, &cat.factors, &cat.keys, d));
+    // Users sampled for LSH recall: a hash-based share, the same whatever the worker count.
+    comm.broadcast(Body::Counts(vec![users.rows() as u64]));
+    let mut total_users = 0u64;
+    for (_, b) in comm.exchange(worker, "recommend: count users")? {
+        if let Body::Counts(c) = b {
+            total_users += c[0];
+        }
+    }
+    let recall_rate = job.eval.recall_sample as f64 / total_users.max(1) as f64;
+    let lsh_n = if index.is_some() { n } else { 0 };
+    let mut mark = vec![u32::MAX; lsh_n];
+    let mut cand: Vec<usize> = Vec::new();
+    let mut cand_scores = vec![0.0f32; lsh_n];
+    // candidates scored, users, recall hits, recall total
+    let mut lsh_counts = [0u64; 4];
     let mut out = Recs {
         tsv: Vec::new(),
         lines: 0,
         users_without_recs: 0,
         metrics: Metrics::default(),
+        buckets: index
+            .as_ref()
+            .map(|ix| ix.bucket_lines(&cat.ids, comm.index, comm.peers)),
+        lsh: None,
     };
     // Per-vshard sums, so the totals do not depend on which worker summed what.
     let mut parts: Vec<(u32, Metrics)> = users
@@ -176,7 +211,7 @@ pub fn recommend(
     while r0 < users.rows() {
         let r1 = (r0 + block).min(users.rows());
         let b = r1 - r0;
-        if job.recommend.mode == Mode::Exact || !tests.is_empty() {
+        if mode == Mode::Exact || (mode == Mode::Popular && !tests.is_empty()) {
             let x = MatRef::from_row_major_slice(&users.factors[r0 * d..r1 * d], b, d);
             let y = MatRef::from_row_major_slice(&cat.factors, n, d);
             let s = MatMut::from_row_major_slice_mut(&mut scores[..b * n], b, n);
@@ -194,13 +229,47 @@ pub fn recommend(
             } else {
                 &[]
             };
-            let list = match job.recommend.mode {
-                Mode::Popular => popular
+            let list: Vec<usize> = match (mode, &index) {
+                (Mode::Popular, _) => popular
                     .iter()
                     .copied()
                     .filter(|i| excluded.binary_search(i).is_err())
                     .take(k.max(ek))
                     .collect(),
+                (Mode::Lsh, Some(ix)) => {
+                    let x = users.row(r);
+                    cand.clear();
+                    ix.candidates(x, |i| {
+                        let i = i as usize;
+                        if mark[i] != r as u32 && excluded.binary_search(&i).is_err() {
+                            mark[i] = r as u32;
+                            cand.push(i);
+                        }
+                    });
+                    lsh_counts[0] += cand.len() as u64;
+                    lsh_counts[1] += 1;
+                    let mut best: Vec<(f32, u64, usize)> = cand
+                        .iter()
+                        .map(|&i| (dot(x, &cat.factors[i * d..(i + 1) * d]), cat.keys[i], i))
+                        .collect();
+                    best.sort_unstable_by(|a, b| better((a.0, a.1), (b.0, b.1)));
+                    best.truncate(k.max(ek));
+                    for &(sc, _, i) in &best {
+                        cand_scores[i] = sc;
+                    }
+                    if unit(users.ids[r].stable_hash() ^ job.eval.seed ^ 0x5eed) < recall_rate {
+                        let full: Vec<f32> = (0..n)
+                            .map(|i| dot(x, &cat.factors[i * d..(i + 1) * d]))
+                            .collect();
+                        let exact = top_k(&full, &cat.keys, excluded, ek);
+                        lsh_counts[2] += exact
+                            .iter()
+                            .filter(|i| best.iter().take(ek).any(|b| b.2 == **i))
+                            .count() as u64;
+                        lsh_counts[3] += exact.len() as u64;
+                    }
+                    best.into_iter().map(|b| b.2).collect()
+                }
                 _ => top_k(row, &cat.keys, excluded, k.max(ek)),
             };
             if list.is_empty() && k > 0 {
@@ -208,10 +277,10 @@ pub fn recommend(
             }
             for (rank, &i) in list.iter().take(k).enumerate() {
                 line.clear();
-                let score = if job.recommend.mode == Mode::Popular {
-                    cat.degrees[i] as f32
-                } else {
-                    row[i]
+                let score = match mode {
+                    Mode::Popular => cat.degrees[i] as f32,
+                    Mode::Lsh => cand_scores[i],
+                    Mode::Exact => row[i],
                 };
                 let _ = writeln!(
                     line,
@@ -230,10 +299,8 @@ pub fn recommend(
                 let keys: Vec<u64> = list.iter().map(|&i| i as u64).collect();
                 let tk: Vec<u64> = t.iter().map(|&i| i as u64).collect();
                 m.add_user(ek, &keys, &tk);
-                let sampled = (mix64(users.ids[r].stable_hash() ^ job.eval.seed) >> 11) as f64
-                    / (1u64 << 53) as f64
-                    <= auc_rate;
-                if sampled && job.recommend.mode != Mode::Popular {
+                let sampled = unit(users.ids[r].stable_hash() ^ job.eval.seed) <= auc_rate;
+                if sampled && mode == Mode::Exact {
                     let known: Vec<usize> =
                         t.iter().copied().filter(|&i| i != usize::MAX).collect();
                     if let Some(a) = eval::auc(row, &known, &seen) {
@@ -245,15 +312,27 @@ pub fn recommend(
         r0 = r1;
     }
     comm.send(0, Body::Metrics(parts));
-    comm.send(0, Body::Counts(vec![out.users_without_recs, out.lines]));
+    comm.send(
+        0,
+        Body::Counts(vec![
+            out.users_without_recs,
+            out.lines,
+            lsh_counts[0],
+            lsh_counts[1],
+            lsh_counts[2],
+            lsh_counts[3],
+        ]),
+    );
     let mut all = Vec::new();
     let (mut without, mut lines) = (0, 0);
+    let mut lc = [0u64; 4];
     for (_, b) in comm.exchange(worker, "recommend: metrics")? {
         match b {
             Body::Metrics(mut m) => all.append(&mut m),
             Body::Counts(c) => {
                 without += c[0];
                 lines += c[1];
+                lc.iter_mut().zip(&c[2..]).for_each(|(a, b)| *a += b);
             }
             _ => unreachable!(),
         }
@@ -263,6 +342,17 @@ pub fn recommend(
         all.iter().for_each(|(_, m)| out.metrics.merge(m));
         out.users_without_recs = without;
         out.lines = lines;
+        if let Some(ix) = &index {
+            let per_user = lc[0] as f64 / lc[1].max(1) as f64;
+            out.lsh = Some(serde_json::json!({
+                "buckets": ix.stats(),
+                "candidates_per_user": per_user,
+                "catalog_share": per_user / n.max(1) as f64,
+                "recall_at_k": if lc[3] > 0 { Some(lc[2] as f64 / lc[3] as f64) } else { None },
+                "recall_k": ek,
+                "recall_users": (lc[3] as f64 / ek.max(1) as f64).round(),
+            }));
+        }
     }
     Ok(out)
 }

@@ -256,6 +256,14 @@ fn publish(
     // 2. Every worker writes (and syncs) the files of the shards it owns.
     let mine = side_files(&staging, users, "users", 0).and_then(|mut r| {
         r.extend(side_files(&staging, items, "items", 1)?);
+        if let Some((b, n)) = recs.and_then(|r| r.buckets.as_ref()) {
+            r.push(store::write_part(
+                &staging,
+                &format!("buckets/part-{:05}.tsv", comm.index),
+                b,
+                *n,
+            )?);
+        }
         if let Some(recs) = recs.filter(|_| job.recommend.k > 0) {
             r.push(store::write_part(
                 &staging,
@@ -299,6 +307,7 @@ fn publish(
                 "mode": job.recommend.mode,
                 "lines": r.lines,
                 "users_without_recs": r.users_without_recs,
+                "lsh": r.lsh,
             })),
             "metrics": recs.filter(|_| !job_has_no_eval(job)).map(|r| r.metrics.report(job.eval.k)),
             "files": files,

@@ -404,3 +404,97 @@ fn caps_keep_the_most_recent_events() {
     assert_eq!(mine.len(), 15);
     assert!(mine.iter().all(|&i| i < 15), "{mine:?}");
 }
+
+#[test]
+fn lsh_recommendations_are_identical_across_workers_and_exclude_seen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for w in [1, 3] {
+        let s = run(
+            small_job(
+                &tmp.path().join(format!("s{w}")),
+                &[
+                    "recommend.mode=lsh",
+                    "lsh.planes=3",
+                    "lsh.tables=4",
+                    "lsh.head=10",
+                ],
+            ),
+            opts(w),
+        )
+        .unwrap()
+        .unwrap();
+        let mut buckets = Vec::new();
+        for e in std::fs::read_dir(s.version_dir.join("buckets")).unwrap() {
+            buckets.extend(
+                std::fs::read_to_string(e.unwrap().path())
+                    .unwrap()
+                    .lines()
+                    .map(String::from),
+            );
+        }
+        buckets.sort();
+        outs.push((
+            read_sorted_recs(&s.version_dir),
+            buckets,
+            s.manifest["recommend"]["lsh"].clone(),
+            s.manifest["metrics"].clone(),
+        ));
+    }
+    assert_eq!(outs[0], outs[1]);
+    let lsh = &outs[0].2;
+    assert!(lsh["candidates_per_user"].as_f64().unwrap() > 10.0);
+    assert!(lsh["recall_at_k"].as_f64().unwrap() > 0.0);
+    // Every item of 300 appears once per table in the bucket files (no cap).
+    assert_eq!(
+        outs[0].1.len() as u64,
+        4 * (300 - 10) as u64 - lsh["buckets"]["dropped_memberships"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn lsh_with_enough_tables_recovers_exact_top_k() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exact = run(
+        small_job(&tmp.path().join("e"), &["recommend.mode=exact"]),
+        opts(2),
+    )
+    .unwrap()
+    .unwrap();
+    let lsh = run(
+        small_job(
+            &tmp.path().join("l"),
+            &[
+                "recommend.mode=lsh",
+                "lsh.planes=1",
+                "lsh.tables=64",
+                "lsh.head=0",
+                "lsh.probes=0",
+                "eval.recall_sample=100000",
+            ],
+        ),
+        opts(2),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(lsh.manifest["recommend"]["lsh"]["recall_at_k"], 1.0);
+    // Same (user, item, rank); scores may differ in the last bit (GEMM vs dot products).
+    let strip = |v: Vec<String>| -> Vec<String> {
+        v.iter()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                format!("{}\t{}\t{}", f[0], f[1], f[3])
+            })
+            .collect()
+    };
+    let (a, b) = (
+        strip(read_sorted_recs(&exact.version_dir)),
+        strip(read_sorted_recs(&lsh.version_dir)),
+    );
+    let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    assert!(
+        a.len() == b.len() && differ == 0,
+        "{differ} of {} lines differ",
+        a.len()
+    );
+}

@@ -1,0 +1,363 @@
+//! Locality-sensitive hashing of factor vectors into buckets, for candidate generation.
+//!
+//! Random hyperplanes through the origin give a `planes`-bit code per table; `tables`
+//! independent tables. Items are split into `norm_bands` bands by norm (equal counts, largest
+//! norms first); with `transform = "mips"` each item becomes `[y/M, √(1 − ‖y‖²/M²)]` with M its
+//! band's largest norm and each user `[x/‖x‖, 0]`, so that angular collisions follow inner
+//! products within a band (norm-ranging LSH, Yan et al. 2018). The `head` highest-norm items are
+//! candidates for everybody. Multi-probe also visits the buckets reached by flipping the
+//! user's `probes` lowest-margin bits. `planes = 12, tables = 50, max_bucket = 10000,
+//! transform = "none", norm_bands = 1, head = 0, probes = 0` is Etsy's method.
+
+use crate::ids::{mix64, SplitMix};
+use crate::job::{Lsh, Transform};
+use std::collections::HashMap;
+
+/// Bucket index over a catalogue of items.
+pub struct Index {
+    cfg: Lsh,
+    dim: usize,
+    /// `tables × planes` hyperplanes of dimension `dim + 1`, row-major.
+    planes: Vec<f32>,
+    /// Items in each (table, band, code) bucket, ascending.
+    buckets: HashMap<(u32, u32, u64), Vec<u32>>,
+    /// Candidates for every user.
+    pub head: Vec<u32>,
+    /// Buckets dropped for holding more than `max_bucket` items.
+    pub dropped_buckets: u64,
+    /// (item, table) memberships lost with them.
+    pub dropped_memberships: u64,
+}
+
+/// Bucket-size statistics for the manifest.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BucketStats {
+    /// Buckets kept.
+    pub buckets: u64,
+    /// Largest kept bucket.
+    pub max_size: u64,
+    /// Mean kept bucket size.
+    pub mean_size: f64,
+    /// Buckets dropped for size.
+    pub dropped_buckets: u64,
+    /// Item-table memberships lost with them.
+    pub dropped_memberships: u64,
+    /// Items in the head list.
+    pub head: u64,
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+impl Index {
+    /// Builds the index over row-major `items` (`n × dim`); `keys` break norm ties.
+    pub fn build(cfg: &Lsh, items: &[f32], keys: &[u64], dim: usize) -> Index {
+        let n = keys.len();
+        let p = cfg.planes as usize;
+        let mut planes = Vec::with_capacity(cfg.tables as usize * p * (dim + 1));
+        for t in 0..cfg.tables as u64 {
+            for j in 0..p as u64 {
+                let mut r = SplitMix::new(mix64(cfg.seed ^ mix64(t << 32 | j)));
+                planes.extend((0..=dim).map(|_| r.next_normal() as f32));
+            }
+        }
+        let norms: Vec<f32> = (0..n)
+            .map(|i| norm(&items[i * dim..(i + 1) * dim]))
+            .collect();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            norms[b as usize]
+                .total_cmp(&norms[a as usize])
+                .then(keys[a as usize].cmp(&keys[b as usize]))
+        });
+        let h = (cfg.head as usize).min(n);
+        let mut head: Vec<u32> = order[..h].to_vec();
+        head.sort_unstable();
+        let rest = &order[h..];
+        let bands = cfg.norm_bands as usize;
+        let mut idx = Index {
+            cfg: cfg.clone(),
+            dim,
+            planes,
+            buckets: HashMap::new(),
+            head,
+            dropped_buckets: 0,
+            dropped_memberships: 0,
+        };
+        let mut z = vec![0.0f32; dim + 1];
+        for (b, chunk) in rest.chunks(rest.len().div_ceil(bands).max(1)).enumerate() {
+            let m = chunk
+                .first()
+                .map(|&i| norms[i as usize])
+                .unwrap_or(1.0)
+                .max(f32::MIN_POSITIVE);
+            for &i in chunk {
+                let y = &items[i as usize * dim..(i as usize + 1) * dim];
+                match cfg.transform {
+                    Transform::None => {
+                        z[..dim].copy_from_slice(y);
+                        z[dim] = 0.0;
+                    }
+                    Transform::Mips => {
+                        z[..dim].iter_mut().zip(y).for_each(|(z, &y)| *z = y / m);
+                        z[dim] = (1.0 - (norms[i as usize] / m).powi(2)).max(0.0).sqrt();
+                    }
+                }
+                for t in 0..cfg.tables {
+                    let (code, _) = idx.code(t, &z);
+                    idx.buckets.entry((t, b as u32, code)).or_default().push(i);
+                }
+            }
+        }
+        if cfg.max_bucket > 0 {
+            let (mut db, mut dm) = (0, 0);
+            idx.buckets.retain(|_, v| {
+                let keep = v.len() as u64 <= cfg.max_bucket;
+                if !keep {
+                    db += 1;
+                    dm += v.len() as u64;
+                }
+                keep
+            });
+            idx.dropped_buckets = db;
+            idx.dropped_memberships = dm;
+        }
+        for v in idx.buckets.values_mut() {
+            v.sort_unstable();
+        }
+        idx
+    }
+
+    /// Code of `z` (length dim + 1) in table `t`, and the per-bit margins |plane·z|.
+    fn code(&self, t: u32, z: &[f32]) -> (u64, Vec<f32>) {
+        let p = self.cfg.planes as usize;
+        let w = self.dim + 1;
+        let mut code = 0u64;
+        let mut margins = Vec::with_capacity(p);
+        for j in 0..p {
+            let h = &self.planes[(t as usize * p + j) * w..(t as usize * p + j + 1) * w];
+            let s: f32 = h.iter().zip(z).map(|(a, b)| a * b).sum();
+            if s >= 0.0 {
+                code |= 1 << j;
+            }
+            margins.push(s.abs());
+        }
+        (code, margins)
+    }
+
+    /// Calls `f` for every candidate item of a user vector `x` (an item may come more than once).
+    pub fn candidates(&self, x: &[f32], mut f: impl FnMut(u32)) {
+        self.head.iter().for_each(|&i| f(i));
+        let mut z = vec![0.0f32; self.dim + 1];
+        let nx = match self.cfg.transform {
+            Transform::Mips => norm(x).max(f32::MIN_POSITIVE),
+            Transform::None => 1.0,
+        };
+        z[..self.dim]
+            .iter_mut()
+            .zip(x)
+            .for_each(|(z, &x)| *z = x / nx);
+        for t in 0..self.cfg.tables {
+            let (code, margins) = self.code(t, &z);
+            let mut bits: Vec<usize> = (0..margins.len()).collect();
+            bits.sort_by(|&a, &b| margins[a].total_cmp(&margins[b]).then(a.cmp(&b)));
+            let probes = std::iter::once(code).chain(
+                bits.iter()
+                    .take(self.cfg.probes as usize)
+                    .map(|&j| code ^ (1 << j)),
+            );
+            for c in probes {
+                for b in 0..self.cfg.norm_bands {
+                    if let Some(v) = self.buckets.get(&(t, b, c)) {
+                        v.iter().for_each(|&i| f(i));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Size statistics.
+    pub fn stats(&self) -> BucketStats {
+        let sizes: Vec<u64> = self.buckets.values().map(|v| v.len() as u64).collect();
+        BucketStats {
+            buckets: sizes.len() as u64,
+            max_size: sizes.iter().copied().max().unwrap_or(0),
+            mean_size: sizes.iter().sum::<u64>() as f64 / sizes.len().max(1) as f64,
+            dropped_buckets: self.dropped_buckets,
+            dropped_memberships: self.dropped_memberships,
+            head: self.head.len() as u64,
+        }
+    }
+
+    /// Buckets of the tables with `t % parts == part`, as `table<TAB>code<TAB>item` lines with
+    /// the band folded into the code (`band << planes | code`), sorted.
+    pub fn bucket_lines(
+        &self,
+        item_ids: &[crate::ids::RawId],
+        part: usize,
+        parts: usize,
+    ) -> (Vec<u8>, u64) {
+        let mut keys: Vec<&(u32, u32, u64)> = self
+            .buckets
+            .keys()
+            .filter(|k| k.0 as usize % parts == part)
+            .collect();
+        keys.sort_unstable();
+        let mut out = Vec::new();
+        let mut n = 0;
+        for k in keys {
+            let code = (k.1 as u64) << self.cfg.planes | k.2;
+            for &i in &self.buckets[k] {
+                out.extend_from_slice(
+                    format!("{}\t{}\t{}\n", k.0, code, item_ids[i as usize]).as_bytes(),
+                );
+                n += 1;
+            }
+        }
+        (out, n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Lsh {
+        Lsh {
+            planes: 4,
+            tables: 8,
+            max_bucket: 0,
+            transform: Transform::Mips,
+            norm_bands: 2,
+            head: 0,
+            probes: 0,
+            seed: 1,
+        }
+    }
+
+    fn random(n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut r = SplitMix::new(seed);
+        (0..n * d).map(|_| r.next_normal() as f32).collect()
+    }
+
+    #[test]
+    fn enough_tables_find_everything() {
+        // One plane per table and many tables: every item collides with every query somewhere.
+        let (n, d) = (40, 6);
+        let items = random(n, d, 2);
+        let keys: Vec<u64> = (0..n as u64).collect();
+        let c = Lsh {
+            planes: 1,
+            tables: 64,
+            ..cfg()
+        };
+        let idx = Index::build(&c, &items, &keys, d);
+        let x = random(1, d, 3);
+        let mut seen = vec![false; n];
+        idx.candidates(&x, |i| seen[i as usize] = true);
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn reference_settings_are_plain_hyperplane_lsh() {
+        // transform none, one band: an item and a query share a bucket in table t exactly when
+        // every plane puts them on the same side.
+        let (n, d) = (200, 5);
+        let items = random(n, d, 4);
+        let keys: Vec<u64> = (0..n as u64).collect();
+        let c = Lsh {
+            planes: 3,
+            tables: 5,
+            max_bucket: 0,
+            transform: Transform::None,
+            norm_bands: 1,
+            head: 0,
+            probes: 0,
+            seed: 9,
+        };
+        let idx = Index::build(&c, &items, &keys, d);
+        let x = random(1, d, 5);
+        let mut got = vec![0u32; n];
+        idx.candidates(&x, |i| got[i as usize] += 1);
+        for i in 0..n {
+            let mut want = 0;
+            for t in 0..5usize {
+                let same = (0..3).all(|j| {
+                    let h = &idx.planes[(t * 3 + j) * (d + 1)..(t * 3 + j + 1) * (d + 1)];
+                    let a: f32 = h
+                        .iter()
+                        .zip(&items[i * d..(i + 1) * d])
+                        .map(|(p, v)| p * v)
+                        .sum();
+                    let b: f32 = h.iter().zip(&x).map(|(p, v)| p * v).sum();
+                    (a >= 0.0) == (b >= 0.0)
+                });
+                want += same as u32;
+            }
+            assert_eq!(got[i], want, "item {i}");
+        }
+    }
+
+    #[test]
+    fn oversized_buckets_are_dropped_and_counted() {
+        let (n, d) = (100, 4);
+        let items = random(n, d, 6);
+        let keys: Vec<u64> = (0..n as u64).collect();
+        let c = Lsh {
+            planes: 1,
+            tables: 3,
+            max_bucket: 30,
+            norm_bands: 1,
+            ..cfg()
+        };
+        let idx = Index::build(&c, &items, &keys, d);
+        // One plane splits 100 items in two halves, so most buckets exceed 30.
+        assert!(idx.dropped_buckets > 0);
+        assert!(idx.buckets.values().all(|v| v.len() <= 30));
+        let lost: u64 = idx.dropped_memberships;
+        let kept: u64 = idx.buckets.values().map(|v| v.len() as u64).sum();
+        assert_eq!(lost + kept, 300);
+    }
+
+    #[test]
+    fn mips_transform_keeps_inner_product_order_within_a_band() {
+        // For the transformed vectors, cosine with [x/|x|, 0] is x·y / (|x| M): the same order
+        // as the inner product.
+        let (n, d) = (50, 4);
+        let items = random(n, d, 7);
+        let x = random(1, d, 8);
+        let m = (0..n)
+            .map(|i| norm(&items[i * d..(i + 1) * d]))
+            .fold(0.0f32, f32::max);
+        let nx = norm(&x);
+        let mut by_ip: Vec<usize> = (0..n).collect();
+        let ip = |i: usize| {
+            items[i * d..(i + 1) * d]
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| a * b)
+                .sum::<f32>()
+        };
+        by_ip.sort_by(|&a, &b| ip(b).total_cmp(&ip(a)));
+        let cos = |i: usize| {
+            let y = &items[i * d..(i + 1) * d];
+            let z: Vec<f32> = y
+                .iter()
+                .map(|v| v / m)
+                .chain(std::iter::once(
+                    (1.0 - (norm(y) / m).powi(2)).max(0.0).sqrt(),
+                ))
+                .collect();
+            let q: Vec<f32> = x
+                .iter()
+                .map(|v| v / nx)
+                .chain(std::iter::once(0.0))
+                .collect();
+            z.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>() / norm(&z)
+        };
+        for w in by_ip.windows(2) {
+            assert!(cos(w[0]) >= cos(w[1]) - 1e-6);
+        }
+    }
+}
