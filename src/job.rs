@@ -289,7 +289,7 @@ pub enum Transform {
 pub struct Lsh {
     /// Bits per table.
     pub planes: u32,
-    /// Tables.
+    /// Tables (0 = no hash tables: the head list alone, the measured best so far).
     pub tables: u32,
     /// Buckets holding more items are dropped (0 = no limit).
     pub max_bucket: u64,
@@ -308,12 +308,12 @@ pub struct Lsh {
 impl Default for Lsh {
     fn default() -> Self {
         Lsh {
-            planes: 8,
-            tables: 16,
+            planes: 10,
+            tables: 0,
             max_bucket: 0,
             transform: Transform::Mips,
             norm_bands: 8,
-            head: 200,
+            head: 1000,
             probes: 2,
             seed: 7,
         }
@@ -514,8 +514,8 @@ impl Job {
         if !(1..=64).contains(&l.planes) {
             return bad("lsh.planes", "1..=64", l.planes);
         }
-        if !(1..=1024).contains(&l.tables) {
-            return bad("lsh.tables", "1..=1024", l.tables);
+        if l.tables > 1024 {
+            return bad("lsh.tables", "0..=1024 (0 = head list only)", l.tables);
         }
         if !(1..=64).contains(&l.norm_bands) {
             return bad("lsh.norm_bands", "1..=64", l.norm_bands);

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Recall-versus-cost sweep for LSH candidate generation on generated data.
+# Trains once per setting (same seed, so the same model), prints recall@10 against exact top-10
+# and the share of the catalogue scored per user, for LSH settings and for the head list alone.
+# Usage: scripts/lsh-sweep.sh [RECFLOW_BIN] [OUT_DIR]
+#   env: USERS ITEMS NNZ WORKERS SAMPLE
+set -euo pipefail
+BIN=${1:-target/release/recflow}
+OUT=${2:-target/lsh-sweep}
+USERS=${USERS:-200000}; ITEMS=${ITEMS:-50000}; NNZ=${NNZ:-2000000}
+WORKERS=${WORKERS:-2}; SAMPLE=${SAMPLE:-2000}
+mkdir -p "$OUT"
+DATA="$OUT/synth-${USERS}-${ITEMS}-${NNZ}.tsv"
+[ -f "$DATA" ] || "$BIN" generate --users "$USERS" --items "$ITEMS" --nnz "$NNZ" --seed 2 --out "$DATA"
+cat > "$OUT/job.toml" <<JOB
+[input]
+path = ["$(realpath "$DATA")"]
+weight = 2
+[confidence]
+alpha = 1.0
+[als]
+factors = 64
+regularization = 0.01
+iterations = 10
+loss_every = 0
+[recommend]
+k = 10
+mode = "lsh"
+[eval]
+recall_sample = $SAMPLE
+JOB
+run() { # label, --set args...
+  local label=$1; shift
+  rm -rf "$OUT/store"
+  "$BIN" run "$OUT/job.toml" -w "$WORKERS" -q --set output.store="$OUT/store" "$@" > /dev/null
+  python3 - "$label" "$OUT"/store/v*/manifest.json <<'PY'
+import json, sys
+m = json.load(open(sys.argv[2]))
+l = m["recommend"]["lsh"]
+print(f"{sys.argv[1]:<48} recall@10 {l['recall_at_k']:.3f}  catalog_share {l['catalog_share']:.4f}  cand/user {l['candidates_per_user']:.0f}  rec_s {m['timings']['recommend_secs']:.1f}")
+PY
+}
+# Etsy's reference settings.
+run "reference p12 r50 cap10000 none" --set lsh.planes=12 --set lsh.tables=50 --set lsh.max_bucket=10000 --set lsh.transform=none --set lsh.norm_bands=1 --set lsh.head=0 --set lsh.probes=0
+# Head list alone (tables with 64 planes never collide in practice).
+for h in 250 500 1000 2000 4000; do
+  run "head $h alone" --set lsh.head=$h --set lsh.planes=64 --set lsh.tables=1 --set lsh.probes=0 --set lsh.norm_bands=1
+done
+# Norm-ranged MIPS LSH + head.
+for h in 100 250 500; do
+  for pt in "8 8" "8 16" "10 16" "6 16"; do
+    set -- $pt
+    for b in 4 8 16; do
+      run "mips p$1 r$2 bands$b probes2 head$h" --set lsh.head=$h --set lsh.planes=$1 --set lsh.tables=$2 --set lsh.norm_bands=$b --set lsh.probes=2 --set lsh.transform=mips
+    done
+  done
+done
