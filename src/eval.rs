@@ -103,6 +103,112 @@ pub fn auc(scores: &[f32], test: &[usize], excluded: &[usize]) -> Option<f64> {
     Some(good / (test.len() * neg.len()) as f64)
 }
 
+/// Reads `user item …` pairs (tab, comma, space or `::` separated; a header line is skipped
+/// when its second column is not an id-like token shared with later lines).
+fn read_pairs(path: &std::path::Path) -> Result<Vec<(String, String, Option<usize>)>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&text);
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = if line.contains("::") {
+            line.split("::").collect()
+        } else {
+            line.split(['\t', ',', ' '])
+                .filter(|x| !x.is_empty())
+                .collect()
+        };
+        if f.len() < 2 {
+            return Err(format!(
+                "{}:{}: need at least two columns (user, item): '{line}'",
+                path.display(),
+                n + 1
+            ));
+        }
+        let rank = f.get(3).and_then(|r| r.parse().ok());
+        out.push((
+            f[0].trim_matches('"').to_string(),
+            f[1].trim_matches('"').to_string(),
+            rank,
+        ));
+    }
+    Ok(out)
+}
+
+/// `recflow eval`: metrics at `k` of any recommendation file(s) (`user item [score rank]`,
+/// ranked by the rank column when present, else by line order) against held-out `test` pairs.
+/// Users are evaluated when they have held-out items and appear in `train`.
+pub fn eval_files(
+    recs: &std::path::Path,
+    train: &std::path::Path,
+    test: &std::path::Path,
+    k: usize,
+) -> Result<serde_json::Value, String> {
+    use std::collections::{HashMap, HashSet};
+    let files: Vec<std::path::PathBuf> = if recs.is_dir() {
+        let mut v: Vec<_> = std::fs::read_dir(recs)
+            .map_err(|e| format!("cannot list {}: {e}", recs.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![recs.to_path_buf()]
+    };
+    let mut lists: HashMap<String, Vec<(usize, usize, String)>> = HashMap::new();
+    let mut order = 0;
+    for f in &files {
+        for (u, i, r) in read_pairs(f)? {
+            order += 1;
+            lists
+                .entry(u)
+                .or_default()
+                .push((r.unwrap_or(order), order, i));
+        }
+    }
+    let train_users: HashSet<String> = read_pairs(train)?.into_iter().map(|p| p.0).collect();
+    let mut tests: HashMap<String, Vec<String>> = HashMap::new();
+    for (u, i, _) in read_pairs(test)? {
+        if train_users.contains(&u) {
+            tests.entry(u).or_default().push(i);
+        }
+    }
+    let mut users: Vec<&String> = tests.keys().collect();
+    users.sort();
+    let mut m = Metrics::default();
+    let mut ids: HashMap<String, u64> = HashMap::new();
+    for u in users {
+        let mut l = lists.get(u).cloned().unwrap_or_default();
+        l.sort();
+        let mut id = |s: &str| -> u64 {
+            if let Some(&v) = ids.get(s) {
+                return v;
+            }
+            let n = ids.len() as u64;
+            ids.insert(s.to_string(), n);
+            n
+        };
+        // A repeated item counts once, at its best rank.
+        let mut rec: Vec<u64> = Vec::with_capacity(l.len());
+        for x in &l {
+            let i = id(&x.2);
+            if !rec.contains(&i) {
+                rec.push(i);
+            }
+        }
+        let mut t: Vec<u64> = tests[u].iter().map(|x| id(x)).collect();
+        t.sort_unstable();
+        t.dedup();
+        m.add_user(k, &rec, &t);
+    }
+    Ok(m.report(k))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -523,11 +523,6 @@ impl Job {
         if l.probes > l.planes {
             return bad("lsh.probes", "0..=lsh.planes", l.probes);
         }
-        if self.similar.k > 0 {
-            return Err(JobError(
-                "similar.k > 0: similar items are not implemented yet; set similar.k = 0".into(),
-            ));
-        }
         if self.recommend.k > 10_000 {
             return bad("recommend.k", "0..=10000", self.recommend.k);
         }

@@ -85,6 +85,21 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = ExportFormat::Tsv)]
         format: ExportFormat,
     },
+    /// Metrics of any recommendation file or directory against held-out pairs.
+    Eval {
+        /// Recommendation file or directory of part files (`user item score rank`).
+        #[arg(long)]
+        recs: PathBuf,
+        /// Training pairs (users absent from it are not evaluated).
+        #[arg(long)]
+        train: PathBuf,
+        /// Held-out pairs.
+        #[arg(long)]
+        test: PathBuf,
+        /// Cut-off.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+    },
     /// Show a store's versions, parameters, counts and metrics.
     Inspect {
         /// Model store directory.
@@ -218,6 +233,19 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             Ok(())
         }
         Cmd::Inspect { store } => inspect(&store).map_err(|e| (1, e)),
+        Cmd::Eval {
+            recs,
+            train,
+            test,
+            k,
+        } => {
+            if k == 0 {
+                return Err((2, "--k must be at least 1".into()));
+            }
+            let m = recflow::eval::eval_files(&recs, &train, &test, k).map_err(|e| (1, e))?;
+            println!("{}", serde_json::to_string_pretty(&m).expect("json"));
+            Ok(())
+        }
     }
 }
 

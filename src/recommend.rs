@@ -90,9 +90,95 @@ pub struct Recs {
     pub metrics: Metrics,
     /// LSH: this worker's bucket part file and its line count.
     pub buckets: Option<(Vec<u8>, u64)>,
+    /// Similar items: this worker's part file (`item<TAB>other<TAB>cosine<TAB>rank`) and lines.
+    pub similar: Option<(Vec<u8>, u64)>,
     /// LSH: bucket statistics, candidates scored per user and recall against exact top-k
     /// (complete on worker 0).
     pub lsh: Option<serde_json::Value>,
+}
+
+/// For each item this worker owns, the `k` most similar items by cosine: among all items, or
+/// among the item's LSH candidates (same buckets, probes and head list) when `index` is given.
+pub fn similar_items(
+    cat: &Catalog,
+    items: &Side,
+    index: Option<&Index>,
+    k: usize,
+) -> (Vec<u8>, u64) {
+    let n = cat.keys.len();
+    let d = items.dim;
+    let unit_rows = |f: &[f32]| -> Vec<f32> {
+        let mut v = f.to_vec();
+        for row in v.chunks_mut(d) {
+            let nn = dot(row, row).sqrt();
+            if nn > 0.0 {
+                row.iter_mut().for_each(|x| *x /= nn);
+            }
+        }
+        v
+    };
+    let all = unit_rows(&cat.factors);
+    let mine = unit_rows(&items.factors);
+    let mut out = Vec::new();
+    let mut lines = 0u64;
+    let mut line = String::new();
+    let block = (4_000_000 / n.max(1)).clamp(1, 256);
+    let mut scores = vec![0.0f32; block * n];
+    let mut mark = vec![u32::MAX; n];
+    let mut r0 = 0;
+    while r0 < items.rows() {
+        let r1 = (r0 + block).min(items.rows());
+        let b = r1 - r0;
+        if index.is_none() {
+            let x = MatRef::from_row_major_slice(&mine[r0 * d..r1 * d], b, d);
+            let y = MatRef::from_row_major_slice(&all, n, d);
+            let s = MatMut::from_row_major_slice_mut(&mut scores[..b * n], b, n);
+            faer::linalg::matmul::matmul(s, Accum::Replace, x, y.transpose(), 1.0f32, Par::Seq);
+        }
+        for r in r0..r1 {
+            let me = cat.index(items.key_of(r)).expect("own item in catalogue");
+            let x = &mine[r * d..(r + 1) * d];
+            let best: Vec<(f32, usize)> = match index {
+                None => {
+                    let row = &scores[(r - r0) * n..(r - r0 + 1) * n];
+                    top_k(row, &cat.keys, &[me], k)
+                        .into_iter()
+                        .map(|i| (row[i], i))
+                        .collect()
+                }
+                Some(ix) => {
+                    let mut cand = Vec::new();
+                    ix.candidates(&items.factors[r * d..(r + 1) * d], |i| {
+                        let i = i as usize;
+                        if i != me && mark[i] != r as u32 {
+                            mark[i] = r as u32;
+                            cand.push((dot(x, &all[i * d..(i + 1) * d]), i));
+                        }
+                    });
+                    cand.sort_unstable_by(|a, b| {
+                        better((a.0, cat.keys[a.1]), (b.0, cat.keys[b.1]))
+                    });
+                    cand.truncate(k);
+                    cand
+                }
+            };
+            for (rank, (score, i)) in best.into_iter().enumerate() {
+                line.clear();
+                let _ = writeln!(
+                    line,
+                    "{}\t{}\t{}\t{}",
+                    items.ids[r],
+                    cat.ids[i],
+                    score,
+                    rank + 1
+                );
+                out.extend_from_slice(line.as_bytes());
+                lines += 1;
+            }
+        }
+        r0 = r1;
+    }
+    (out, lines)
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -196,8 +282,13 @@ pub fn recommend(
         buckets: index
             .as_ref()
             .map(|ix| ix.bucket_lines(&cat.ids, comm.index, comm.peers)),
+        similar: None,
         lsh: None,
     };
+    if job.similar.k > 0 {
+        let ix = index.as_ref().filter(|_| job.lsh.tables > 0);
+        out.similar = Some(similar_items(&cat, items, ix, job.similar.k));
+    }
     // Per-vshard sums, so the totals do not depend on which worker summed what.
     let mut parts: Vec<(u32, Metrics)> = users
         .vshards

@@ -164,7 +164,7 @@ fn run_worker(
     let train_secs = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let recs = if job.recommend.k > 0 || !job_has_no_eval(job) {
+    let recs = if job.recommend.k > 0 || job.similar.k > 0 || !job_has_no_eval(job) {
         let r = recommend::recommend(worker, &mut comm, job, &data.users, &data.items, &data.test)?;
         log.info(&format!(
             "recommend: {} lines ({:?} mode, {:.2}s)",
@@ -256,6 +256,14 @@ fn publish(
     // 2. Every worker writes (and syncs) the files of the shards it owns.
     let mine = side_files(&staging, users, "users", 0).and_then(|mut r| {
         r.extend(side_files(&staging, items, "items", 1)?);
+        if let Some((b, n)) = recs.and_then(|r| r.similar.as_ref()) {
+            r.push(store::write_part(
+                &staging,
+                &format!("similar/part-{:05}.tsv", comm.index),
+                b,
+                *n,
+            )?);
+        }
         if let Some((b, n)) = recs.and_then(|r| r.buckets.as_ref()) {
             r.push(store::write_part(
                 &staging,

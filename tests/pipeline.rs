@@ -498,3 +498,127 @@ fn lsh_with_enough_tables_recovers_exact_top_k() {
         a.len()
     );
 }
+
+#[test]
+fn similar_items_match_brute_force_cosine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut parts = Vec::new();
+    for w in [1, 3] {
+        let store = tmp.path().join(format!("s{w}"));
+        let s = run(small_job(&store, &["similar.k=5"]), opts(w))
+            .unwrap()
+            .unwrap();
+        let mut lines = Vec::new();
+        for e in std::fs::read_dir(s.version_dir.join("similar")).unwrap() {
+            lines.extend(
+                std::fs::read_to_string(e.unwrap().path())
+                    .unwrap()
+                    .lines()
+                    .map(String::from),
+            );
+        }
+        lines.sort();
+        parts.push(lines);
+    }
+    assert_eq!(parts[0], parts[1]);
+    // Brute force from the exported item factors.
+    let out = tmp.path().join("x");
+    recflow::export::export(
+        &tmp.path().join("s1"),
+        None,
+        &out,
+        recflow::export::ExportFormat::Tsv,
+    )
+    .unwrap();
+    let items: Vec<(String, Vec<f64>)> = std::fs::read_to_string(out.join("items.tsv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f = l.split('\t');
+            let id = f.next().unwrap().to_string();
+            let v: Vec<f64> = f.map(|x| x.parse().unwrap()).collect();
+            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            (id, v.iter().map(|x| x / n).collect())
+        })
+        .collect();
+    assert_eq!(parts[0].len(), items.len() * 5);
+    for (id, v) in items.iter().take(40) {
+        let mut best: Vec<(f64, &String)> = items
+            .iter()
+            .filter(|o| &o.0 != id)
+            .map(|o| (o.1.iter().zip(v).map(|(a, b)| a * b).sum(), &o.0))
+            .collect();
+        best.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap());
+        let top1 = parts[0]
+            .iter()
+            .find(|l| l.starts_with(&format!("{id}\t")) && l.ends_with("\t1"))
+            .unwrap();
+        let got: Vec<&str> = top1.split('\t').collect();
+        assert!(got[1] != id.as_str(), "an item is its own neighbour");
+        let got_score: f64 = got[2].parse().unwrap();
+        assert!(
+            (got_score - best[0].0).abs() < 1e-4,
+            "{id}: {top1} vs {:?}",
+            best[0]
+        );
+    }
+}
+
+#[test]
+fn eval_command_agrees_with_the_pipeline() {
+    // Recommendations written by recflow, evaluated by `recflow eval` against a known split.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut train = String::new();
+    let mut test = String::new();
+    let g = recflow::generate::Generator::new(recflow::generate::Spec {
+        users: 300,
+        items: 150,
+        nnz: 6000,
+        rank: 4,
+        seed: 5,
+    });
+    let mut n = 0u64;
+    for c in 0..g.chunks() {
+        g.chunk(c, |u, i, _| {
+            n += 1;
+            if recflow::ids::mix64(n).is_multiple_of(5) {
+                test.push_str(&format!("{u}\t{i}\n"));
+            } else {
+                train.push_str(&format!("{u}\t{i}\n"));
+            }
+        });
+    }
+    let trp = write(tmp.path(), "train.tsv", train.as_bytes());
+    let tep = write(tmp.path(), "test.tsv", test.as_bytes());
+    let job = Job::parse(
+        "[als]\nfactors = 8\niterations = 5\n",
+        &[
+            format!("input.path={}", trp.display()),
+            format!("output.store={}", tmp.path().join("s").display()),
+        ],
+    )
+    .unwrap();
+    let s = run(job, opts(2)).unwrap().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recflow"))
+        .arg("eval")
+        .arg("--recs")
+        .arg(s.version_dir.join("recs"))
+        .arg("--train")
+        .arg(&trp)
+        .arg("--test")
+        .arg(&tep)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = m["precision"].as_f64().unwrap();
+    assert!(p > 0.05 && p <= 1.0, "{m}");
+    // A recommendation file of the test pairs themselves is perfect.
+    let perfect = write(tmp.path(), "perfect.tsv", test.as_bytes());
+    let m = recflow::eval::eval_files(&perfect, &trp, &tep, 10).unwrap();
+    assert_eq!(m["precision"], 1.0);
+}
