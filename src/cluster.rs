@@ -29,6 +29,8 @@ use timely::worker::Worker;
 pub enum Body {
     /// Parsed events, routed to the user's owner.
     Events(Vec<Event>),
+    /// Events of a separate held-out file (`eval.test`), routed like [`Body::Events`].
+    TestEvents(Vec<Event>),
     /// Consolidated (user, item, weight, timestamp) pairs, routed to the item's owner.
     Pairs(Vec<(RawId, RawId, f32, i64)>),
     /// Held-out (user, item) pairs, routed to the item's owner to learn the item key.

@@ -538,11 +538,6 @@ impl Job {
                 "eval.holdout and eval.test are exclusive: set one of them".into(),
             ));
         }
-        if e.test.is_some() {
-            return Err(JobError(
-                "eval.test (a separate held-out file) is not supported yet: use eval.holdout, or `recflow eval` once it lands".into(),
-            ));
-        }
         if !(1..=10_000).contains(&e.k) {
             return bad("eval.k", "1..=10000", e.k);
         }

@@ -617,6 +617,26 @@ fn eval_command_agrees_with_the_pipeline() {
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let p = m["precision"].as_f64().unwrap();
     assert!(p > 0.05 && p <= 1.0, "{m}");
+    // The same split through the job's eval.test gives the same metrics.
+    let job = Job::parse(
+        "[als]\nfactors = 8\niterations = 5\n",
+        &[
+            format!("input.path={}", trp.display()),
+            format!("eval.test={}", tep.display()),
+            format!("output.store={}", tmp.path().join("s2").display()),
+        ],
+    )
+    .unwrap();
+    let s2 = run(job, opts(3)).unwrap().unwrap();
+    let pm = &s2.manifest["metrics"];
+    assert!(
+        (pm["precision"].as_f64().unwrap() - p).abs() < 1e-12,
+        "{pm} vs {m}"
+    );
+    assert!(
+        (pm["ndcg"].as_f64().unwrap() - m["ndcg"].as_f64().unwrap()).abs() < 1e-9,
+        "{pm} vs {m}"
+    );
     // A recommendation file of the test pairs themselves is perfect.
     let perfect = write(tmp.path(), "perfect.tsv", test.as_bytes());
     let m = recflow::eval::eval_files(&perfect, &trp, &tep, 10).unwrap();

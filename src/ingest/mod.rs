@@ -82,20 +82,36 @@ pub fn ingest(
             out[owner(e.user.vshard(v), peers)].push(e)
         })
     };
+    // A separate held-out file (`eval.test`) is read the same way, split by byte range.
+    let mut test_ev: Vec<Vec<Event>> = vec![Vec::new(); peers];
+    let read = read.and_then(|st| match &job.eval.test {
+        None => Ok(st),
+        Some(t) => {
+            let files =
+                read::list_files(std::slice::from_ref(t)).map_err(|e| format!("eval.test: {e}"))?;
+            read::read_part(&files, &job.input, me, peers, |e| {
+                test_ev[owner(e.user.vshard(v), peers)].push(e)
+            })
+            .map(|_| st)
+        }
+    });
     match read {
         Ok(st) => {
             comm.send(0, Body::Read(st));
-            for (w, evs) in out.into_iter().enumerate() {
+            for (w, (evs, tev)) in out.into_iter().zip(test_ev).enumerate() {
                 comm.send(w, Body::Events(evs));
+                comm.send(w, Body::TestEvents(tev));
             }
         }
         Err(e) => comm.broadcast(Body::Abort(e)),
     }
     let mut events = Vec::new();
+    let mut test_events = Vec::new();
     let mut stats = IngestStats::default();
     for (_, b) in comm.exchange(worker, "ingest: read")? {
         match b {
             Body::Events(mut e) => events.append(&mut e),
+            Body::TestEvents(mut e) => test_events.append(&mut e),
             Body::Read(st) => stats.read.merge(&st),
             _ => unreachable!(),
         }
@@ -147,6 +163,26 @@ pub fn ingest(
             train_out[dest].push((u, it, w as f32, ts));
         }
     }
+    // Held-out file pairs: summed like training events, kept when the sum is positive.
+    test_events.sort_unstable_by(|a, b| (&a.user, &a.item).cmp(&(&b.user, &b.item)));
+    let mut j = 0;
+    while j < test_events.len() {
+        let mut k = j;
+        let mut w = 0.0f64;
+        while k < test_events.len()
+            && test_events[k].user == test_events[j].user
+            && test_events[k].item == test_events[j].item
+        {
+            w += test_events[k].weight as f64;
+            k += 1;
+        }
+        if w > 0.0 {
+            let e = &test_events[j];
+            test_out[owner(e.item.vshard(v), peers)].push((e.user.clone(), e.item.clone()));
+        }
+        j = k;
+    }
+    drop(test_events);
     for (w, (tr, te)) in train_out.into_iter().zip(test_out).enumerate() {
         comm.send(w, Body::Pairs(tr));
         comm.send(w, Body::TestPairs(te));
