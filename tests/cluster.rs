@@ -28,6 +28,19 @@ fn spawn_cluster(
     store: &Path,
     extra: &[&str],
 ) -> Vec<Child> {
+    spawn_cluster_with(dir, procs, threads, store, extra, &[])
+}
+
+/// Starts `procs` processes of `threads` threads; `extra` are job overrides, `flags` more
+/// `recflow run` flags.
+fn spawn_cluster_with(
+    dir: &Path,
+    procs: usize,
+    threads: usize,
+    store: &Path,
+    extra: &[&str],
+    flags: &[&str],
+) -> Vec<Child> {
     let hosts = dir.join(format!("hosts-{}", procs));
     let text: Vec<String> = free_ports(procs)
         .iter()
@@ -60,6 +73,7 @@ fn spawn_cluster(
                     "input.demo.items=800",
                 ])
                 .args(extra.iter().flat_map(|s| ["--set", s]))
+                .args(flags)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -150,48 +164,14 @@ fn a_killed_peer_fails_the_others_quickly() {
 fn a_stopped_peer_fails_the_others_at_the_deadline() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("s");
-    let hosts = tmp.path().join("h");
-    let text: Vec<String> = free_ports(2)
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect();
-    std::fs::write(&hosts, text.join("\n")).unwrap();
-    let mut cs: Vec<Child> = (0..2)
-        .map(|p| {
-            Command::new(BIN)
-                .args([
-                    "run",
-                    &job(),
-                    "-q",
-                    "-n",
-                    "2",
-                    "-p",
-                    &p.to_string(),
-                    "--deadline-secs",
-                    "3",
-                ])
-                .arg("--hostfile")
-                .arg(&hosts)
-                .args([
-                    "--set",
-                    &format!("output.store={}", store.display()),
-                    "--set",
-                    "als.iterations=10000",
-                ])
-                .args([
-                    "--set",
-                    "input.demo.nnz=60000",
-                    "--set",
-                    "input.demo.users=3000",
-                    "--set",
-                    "input.demo.items=800",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let mut cs = spawn_cluster_with(
+        tmp.path(),
+        2,
+        1,
+        &store,
+        &["als.iterations=10000"],
+        &["--deadline-secs", "3"],
+    );
     std::thread::sleep(Duration::from_secs(2));
     let pid = cs[1].id().to_string();
     assert!(Command::new("kill")

@@ -74,38 +74,33 @@ impl Solver {
                 *bb += c * v;
             }
         }
-        self.a.copy_from_slice(g);
-        for i in 0..d {
-            self.a[i * d + i] += lambda;
-        }
-        if n > 0 {
-            let yu = MatRef::from_row_major_slice(&self.yu[..n * d], n, d);
-            let bu = MatRef::from_row_major_slice(&self.bu[..n * d], n, d);
-            let a = MatMut::from_row_major_slice_mut(&mut self.a, d, d);
-            faer::linalg::matmul::matmul(a, Accum::Add, yu.transpose(), bu, 1.0f32, Par::Seq);
-        }
-        x.copy_from_slice(&self.b);
-        if self.cholesky_solve(x) {
-            return true;
-        }
-        // Not positive definite (λ = 0 and a degenerate Gram): retry with a tiny jitter.
+        // Not positive definite only with λ = 0 and a degenerate Gram: then retry once with a
+        // tiny jitter on the diagonal.
         let tr: f32 = (0..d).map(|i| g[i * d + i]).sum::<f32>().max(1.0);
-        self.a.copy_from_slice(g);
-        for i in 0..d {
-            self.a[i * d + i] += lambda + 1e-6 * tr;
-        }
-        if n > 0 {
-            let yu = MatRef::from_row_major_slice(&self.yu[..n * d], n, d);
-            let bu = MatRef::from_row_major_slice(&self.bu[..n * d], n, d);
-            let a = MatMut::from_row_major_slice_mut(&mut self.a, d, d);
-            faer::linalg::matmul::matmul(a, Accum::Add, yu.transpose(), bu, 1.0f32, Par::Seq);
-        }
-        x.copy_from_slice(&self.b);
-        if self.cholesky_solve(x) {
-            return true;
+        for shift in [lambda, lambda + 1e-6 * tr] {
+            self.build(g, shift, n);
+            x.copy_from_slice(&self.b);
+            if self.cholesky_solve(x) {
+                return true;
+            }
         }
         x.fill(0.0);
         false
+    }
+
+    /// `a = G + shift·I + Yuᵀ·Bu` (one GEMM over the entity's block).
+    fn build(&mut self, g: &[f32], shift: f32, n: usize) {
+        let d = self.d;
+        self.a[..d * d].copy_from_slice(g);
+        for i in 0..d {
+            self.a[i * d + i] += shift;
+        }
+        if n > 0 {
+            let yu = MatRef::from_row_major_slice(&self.yu[..n * d], n, d);
+            let bu = MatRef::from_row_major_slice(&self.bu[..n * d], n, d);
+            let a = MatMut::from_row_major_slice_mut(&mut self.a[..d * d], d, d);
+            faer::linalg::matmul::matmul(a, Accum::Add, yu.transpose(), bu, 1.0f32, Par::Seq);
+        }
     }
 
     /// Conjugate gradient warm-started from `x` (the previous iteration's vector), `steps`
@@ -176,7 +171,7 @@ impl Solver {
         let d = self.d;
         let stack = faer::dyn_stack::MemStack::new(&mut self.stack);
         // `a` is symmetric, so its row-major view is its own transpose: lower = upper.
-        let a = MatMut::from_column_major_slice_mut(&mut self.a, d, d);
+        let a = MatMut::from_column_major_slice_mut(&mut self.a[..d * d], d, d);
         if llt::factor::cholesky_in_place(
             a,
             Default::default(),
@@ -188,7 +183,7 @@ impl Solver {
         {
             return false;
         }
-        let l = MatRef::from_column_major_slice(&self.a, d, d);
+        let l = MatRef::from_column_major_slice(&self.a[..d * d], d, d);
         let rhs = MatMut::from_column_major_slice_mut(x, d, 1);
         llt::solve::solve_in_place(l, rhs, Par::Seq, stack);
         x.iter().all(|v| v.is_finite())
@@ -249,6 +244,28 @@ mod tests {
         }
     }
 
+    /// Solves the augmented system `a = [A | b]` by Gauss–Jordan elimination with partial
+    /// pivoting, in f64.
+    fn gauss(mut a: Vec<Vec<f64>>) -> Vec<f64> {
+        let d = a.len();
+        for p in 0..d {
+            let piv = (p..d)
+                .max_by(|&x, &y| a[x][p].abs().total_cmp(&a[y][p].abs()))
+                .unwrap();
+            a.swap(p, piv);
+            let pivot = a[p].clone();
+            for (r, row) in a.iter_mut().enumerate() {
+                if r != p {
+                    let f = row[p] / pivot[p];
+                    for (x, y) in row[p..].iter_mut().zip(&pivot[p..]) {
+                        *x -= f * y;
+                    }
+                }
+            }
+        }
+        (0..d).map(|i| a[i][d] / a[i][i]).collect()
+    }
+
     /// Dense reference: Gaussian elimination in f64 on the explicitly built system.
     fn naive_solve(
         g: &[f32],
@@ -273,22 +290,7 @@ mod tests {
                 a[i][d] += c as f64 * y[i] as f64;
             }
         }
-        for p in 0..d {
-            let piv = (p..d)
-                .max_by(|&x, &y| a[x][p].abs().total_cmp(&a[y][p].abs()))
-                .unwrap();
-            a.swap(p, piv);
-            for r in 0..d {
-                if r != p {
-                    let f = a[r][p] / a[p][p];
-                    let pivot_row = a[p].clone();
-                    for (x, &y) in a[r][p..].iter_mut().zip(&pivot_row[p..]) {
-                        *x -= f * y;
-                    }
-                }
-            }
-        }
-        (0..d).map(|i| a[i][d] / a[i][i]).collect()
+        gauss(a)
     }
 
     #[test]
@@ -343,18 +345,7 @@ mod tests {
         for (p, row) in a.iter_mut().enumerate() {
             row[p] += lambda;
         }
-        for p in 0..d {
-            for q in 0..d {
-                if q != p {
-                    let f = a[q][p] / a[p][p];
-                    let pivot = a[p].clone();
-                    for (x, y) in a[q].iter_mut().zip(&pivot) {
-                        *x -= f * y;
-                    }
-                }
-            }
-        }
-        let want: Vec<f64> = (0..d).map(|p| a[p][d] / a[p][p]).collect();
+        let want = gauss(a);
         let mut g = vec![0.0; d * d];
         gram(&ys, m, d, &mut g);
         let mut x = vec![0.0; d];
