@@ -14,6 +14,7 @@ pub mod generate;
 pub mod ids;
 pub mod ingest;
 pub mod job;
+pub mod launch;
 pub mod lsh;
 pub mod recommend;
 pub mod report;

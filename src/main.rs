@@ -154,7 +154,23 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             if workers == 0 || processes == 0 || process >= processes {
                 return Err((2, format!("bad layout: -w {workers} -n {processes} -p {process} (need w >= 1, n >= 1, p < n)")));
             }
+            // Flags win; otherwise Slurm or a Kubernetes indexed job may give the layout.
+            let (processes, process, env_hosts) = match (
+                processes,
+                recflow::launch::from_env(|k| std::env::var(k).ok()),
+            ) {
+                (1, Ok(Some(l))) => l,
+                (_, Err(e)) if processes == 1 => return Err((2, e)),
+                _ => (processes, process, Vec::new()),
+            };
+            if processes == 0 || process >= processes {
+                return Err((
+                    2,
+                    format!("bad layout: {processes} processes, this is process {process}"),
+                ));
+            }
             let hosts = match &hostfile {
+                None if !env_hosts.is_empty() => env_hosts,
                 Some(h) => read_hostfile(h).map_err(|e| (2, e))?,
                 None if processes > 1 => (0..processes)
                     .map(|i| format!("127.0.0.1:{}", 2101 + i))
