@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod job;
 pub mod launch;
 pub mod lsh;
+pub mod query;
 pub mod recommend;
 pub mod report;
 pub mod run;

@@ -100,6 +100,28 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         k: usize,
     },
+    /// Print a user's recommendations from the current version of a store.
+    Recommend {
+        /// Model store directory.
+        store: PathBuf,
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// At most this many.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+    },
+    /// Print an item's most similar items from the current version of a store.
+    Similar {
+        /// Model store directory.
+        store: PathBuf,
+        /// Item id.
+        #[arg(long)]
+        item: String,
+        /// At most this many.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+    },
     /// Show a store's versions, parameters, counts and metrics.
     Inspect {
         /// Model store directory.
@@ -249,6 +271,18 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             Ok(())
         }
         Cmd::Inspect { store } => inspect(&store).map_err(|e| (1, e)),
+        Cmd::Recommend { store, user, k } => {
+            for l in recflow::query::query(&store, "users", &user, k).map_err(|e| (1, e))? {
+                println!("{l}");
+            }
+            Ok(())
+        }
+        Cmd::Similar { store, item, k } => {
+            for l in recflow::query::query(&store, "items", &item, k).map_err(|e| (1, e))? {
+                println!("{l}");
+            }
+            Ok(())
+        }
         Cmd::Eval {
             recs,
             train,

@@ -642,3 +642,33 @@ fn eval_command_agrees_with_the_pipeline() {
     let m = recflow::eval::eval_files(&perfect, &trp, &tep, 10).unwrap();
     assert_eq!(m["precision"], 1.0);
 }
+
+#[test]
+fn query_commands_answer_known_and_unknown_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    run(small_job(&store, &["similar.k=3"]), opts(2))
+        .unwrap()
+        .unwrap();
+    let q = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_recflow"))
+            .args(args)
+            .arg(&store)
+            .output()
+            .unwrap()
+    };
+    let out = q(&["recommend", "--user", "5", "-k", "4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 4);
+    assert!(text.lines().all(|l| l.starts_with("5\t")));
+    let out = q(&["similar", "--item", "7"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 3);
+    let out = q(&["recommend", "--user", "no-such-user"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown user 'no-such-user'"));
+}

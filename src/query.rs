@@ -1,0 +1,56 @@
+//! Queries on a published model: recommendations for a user, similar items for an item.
+
+use crate::ids::RawId;
+use crate::store;
+use std::path::Path;
+
+/// Lines of `<version>/<dir>/part-*.tsv` whose first field is `id`, at most `k` (rank order).
+fn lines_for(dir: &Path, sub: &str, id: &str, k: usize) -> Result<Vec<String>, String> {
+    let d = dir.join(sub);
+    let mut parts: Vec<_> = std::fs::read_dir(&d)
+        .map_err(|e| format!("cannot list {}: {e}", d.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    parts.sort();
+    let prefix = format!("{id}\t");
+    let mut out = Vec::new();
+    for p in parts {
+        let text =
+            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        out.extend(
+            text.lines()
+                .filter(|l| l.starts_with(&prefix))
+                .map(String::from),
+        );
+    }
+    out.truncate(k);
+    Ok(out)
+}
+
+/// `recflow recommend` / `recflow similar`: `side` is "users" (recs) or "items" (similar).
+pub fn query(store_path: &Path, side: &str, id: &str, k: usize) -> Result<Vec<String>, String> {
+    let (dir, manifest) = store::open(store_path, None)?;
+    let version = manifest["version"].as_str().unwrap_or("?").to_string();
+    let (sub, what, key) = if side == "users" {
+        ("recs", "recommendations", "recommend.k")
+    } else {
+        ("similar", "similar items", "similar.k")
+    };
+    let lines = lines_for(&dir, sub, id, k)?;
+    if !lines.is_empty() {
+        return Ok(lines);
+    }
+    let (ids, _, _) = store::load_side(&dir, &manifest, side)?;
+    let raw = RawId::parse(id.as_bytes()).map_err(|e| format!("'{id}': {e}"))?;
+    let singular = if side == "users" { "user" } else { "item" };
+    if !ids.contains(&raw) {
+        return Err(format!(
+            "unknown {singular} '{id}': not in model {version} ({} {side})",
+            ids.len()
+        ));
+    }
+    Err(format!(
+        "{singular} '{id}' has no {what} in model {version} (was {key} 0, or are all items already seen?)"
+    ))
+}
