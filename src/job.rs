@@ -239,6 +239,8 @@ pub struct Als {
     pub seed: u64,
     /// Compute and log the objective every this many iterations (0 = never).
     pub loss_every: usize,
+    /// Write a checkpoint into the store every this many iterations (0 = never).
+    pub checkpoint_every: usize,
 }
 
 impl Default for Als {
@@ -252,6 +254,7 @@ impl Default for Als {
             cg_steps: 3,
             seed: 42,
             loss_every: 1,
+            checkpoint_every: 0,
         }
     }
 }

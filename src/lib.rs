@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod als;
+pub mod checkpoint;
 pub mod cluster;
 pub mod eval;
 pub mod export;

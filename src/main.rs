@@ -43,6 +43,10 @@ enum Cmd {
         /// No progress output.
         #[arg(short, long)]
         quiet: bool,
+        /// Continue from the store's last checkpoint (als.checkpoint_every); ends with the same
+        /// model an uninterrupted run makes.
+        #[arg(long)]
+        resume: bool,
         /// Seconds one superstep may wait for peers before the job fails.
         #[arg(long, default_value_t = 600)]
         deadline_secs: u64,
@@ -171,6 +175,7 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             set,
             quiet,
             deadline_secs,
+            resume,
         } => {
             let j = Job::load(&job, &set).map_err(|e| (2, e.0))?;
             if workers == 0 || processes == 0 || process >= processes {
@@ -215,6 +220,7 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 hosts,
                 quiet,
                 deadline: Duration::from_secs(deadline_secs.max(1)),
+                resume,
             };
             let summary = run(j, opts).map_err(|e| (1, e))?;
             if let Some(s) = summary {

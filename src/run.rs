@@ -1,6 +1,7 @@
 //! A whole job on every worker: ingest → train → recommend → publish.
 
 use crate::als::{self, TrainReport};
+use crate::checkpoint;
 use crate::cluster::{Body, Comm, CommError};
 use crate::ingest::{self, IngestStats};
 use crate::job::Job;
@@ -29,6 +30,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Longest wait for one superstep.
     pub deadline: Duration,
+    /// Continue from the store's last checkpoint.
+    pub resume: bool,
 }
 
 impl Default for RunOptions {
@@ -40,6 +43,7 @@ impl Default for RunOptions {
             hosts: Vec::new(),
             quiet: true,
             deadline: Duration::from_secs(600),
+            resume: false,
         }
     }
 }
@@ -153,6 +157,40 @@ fn run_worker(
     }
 
     let t = Instant::now();
+    let fp = checkpoint::fingerprint(job, &data.stats);
+    // Worker 0's counts define the fingerprint; everybody uses its value.
+    if leader {
+        comm.broadcast(Body::Text(fp));
+    }
+    let mut fp = String::new();
+    for (_, b) in comm.exchange(worker, "checkpoint: fingerprint")? {
+        if let Body::Text(t) = b {
+            fp = t;
+        }
+    }
+    let start = if opts.resume {
+        let it = checkpoint::resume(
+            worker,
+            &mut comm,
+            job,
+            &fp,
+            &mut data.users,
+            &mut data.items,
+        )?;
+        log.info(&format!(
+            "resuming after iteration {it} from the checkpoint"
+        ));
+        it
+    } else {
+        0
+    };
+    let every = job.als.checkpoint_every;
+    let mut after = |w: &mut Worker, c: &mut Comm, it: usize, u: &Side, i: &Side| {
+        if every > 0 && it.is_multiple_of(every) && it < job.als.iterations {
+            checkpoint::save(w, c, job, &fp, it, u, i)?;
+        }
+        Ok(())
+    };
     let train = als::train(
         worker,
         &mut comm,
@@ -160,6 +198,8 @@ fn run_worker(
         &mut data.users,
         &mut data.items,
         &log,
+        start,
+        &mut after,
     )?;
     let train_secs = t.elapsed().as_secs_f64();
 

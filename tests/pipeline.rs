@@ -672,3 +672,66 @@ fn query_commands_answer_known_and_unknown_ids() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown user 'no-such-user'"));
 }
+
+#[test]
+fn resume_from_checkpoint_gives_the_same_model_and_refuses_other_jobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    run(small_job(&full, &["als.iterations=6"]), opts(2))
+        .unwrap()
+        .unwrap();
+    let a = recflow::export::export(
+        &full,
+        None,
+        &tmp.path().join("ea"),
+        recflow::export::ExportFormat::Tsv,
+    )
+    .unwrap();
+    // A run that stops after iteration 3, with a checkpoint after iteration 2 ...
+    let part = tmp.path().join("part");
+    run(
+        small_job(&part, &["als.iterations=3", "als.checkpoint_every=2"]),
+        opts(3),
+    )
+    .unwrap()
+    .unwrap();
+    assert!(part.join(".checkpoint/state.json").is_file());
+    // ... is resumed (on another worker count) to the full 6 iterations.
+    let resume = RunOptions {
+        workers: 1,
+        resume: true,
+        ..RunOptions::default()
+    };
+    let s = run(small_job(&part, &["als.iterations=6"]), resume.clone())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.manifest["train"]["iteration_secs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let b = recflow::export::export(
+        &part,
+        None,
+        &tmp.path().join("eb"),
+        recflow::export::ExportFormat::Tsv,
+    )
+    .unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            std::fs::read(x).unwrap() == std::fs::read(y).unwrap(),
+            "{x} differs after resume"
+        );
+    }
+    // A checkpoint from another job is refused.
+    let e = run(
+        small_job(&part, &["als.iterations=6", "confidence.alpha=3"]),
+        resume.clone(),
+    )
+    .unwrap_err();
+    assert!(e.contains("different job"), "{e}");
+    let e = run(small_job(&tmp.path().join("none"), &[]), resume).unwrap_err();
+    assert!(e.contains("no checkpoint"), "{e}");
+}

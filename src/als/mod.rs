@@ -46,7 +46,12 @@ pub struct TrainReport {
     pub singular: u64,
 }
 
-/// Runs `als.iterations` iterations (users, then items) on this worker's sides.
+/// Called after each iteration with (worker, comm, iteration, users, items): checkpoints.
+pub type AfterIteration<'a> =
+    dyn FnMut(&mut Worker, &mut Comm, usize, &Side, &Side) -> Result<(), CommError> + 'a;
+
+/// Runs iterations `start + 1 ..= als.iterations` (users, then items) on this worker's sides.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     worker: &mut Worker,
     comm: &mut Comm,
@@ -54,11 +59,13 @@ pub fn train(
     users: &mut Side,
     items: &mut Side,
     log: &Log,
+    start: usize,
+    after: &mut AfterIteration<'_>,
 ) -> Result<TrainReport, CommError> {
     let mut rep = TrainReport::default();
     let mut g_users = vec![0.0f32; users.gathered_keys.len() * als.factors];
     let mut g_items = vec![0.0f32; items.gathered_keys.len() * als.factors];
-    for it in 1..=als.iterations {
+    for it in start + 1..=als.iterations {
         let t = Instant::now();
         let want_loss = als.loss_every > 0 && (it % als.loss_every == 0 || it == als.iterations);
         for half in ["users", "items"] {
@@ -90,6 +97,7 @@ pub fn train(
             )),
             _ => log.info(&format!("iteration {it}/{} ({secs:.2}s)", als.iterations)),
         }
+        after(worker, comm, it, users, items)?;
     }
     Ok(rep)
 }

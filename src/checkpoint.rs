@@ -1,0 +1,146 @@
+//! Training checkpoints in the store, and resuming from them.
+//!
+//! Every `als.checkpoint_every` iterations each worker writes the factor files of the virtual
+//! shards it owns to `<store>/.checkpoint/it-NNNNNN/`; once all have, worker 0 points
+//! `<store>/.checkpoint/state.json` at it (temp file + rename) and removes older ones. A
+//! checkpoint carries a fingerprint of the job and the ingested data, so one from another job
+//! or other data is refused. Factors after iteration i are the whole ALS state, so a resumed run
+//! ends with the same bytes as an uninterrupted one, on any worker layout.
+
+use crate::cluster::{Comm, CommError};
+use crate::ingest::IngestStats;
+use crate::job::Job;
+use crate::side::Side;
+use crate::store::{self, format};
+use std::path::{Path, PathBuf};
+use timely::worker::Worker;
+
+/// Fingerprint of what determines the model: the job (without output, iteration count and
+/// checkpoint settings) and the ingested counts.
+pub fn fingerprint(job: &Job, stats: &IngestStats) -> String {
+    let mut j = job.clone();
+    j.output = Default::default();
+    j.als.iterations = 0;
+    j.als.checkpoint_every = 0;
+    j.als.loss_every = 0;
+    let text = serde_json::json!({
+        "job": j,
+        "pairs": stats.pairs,
+        "users": stats.users,
+        "items": stats.items,
+        "events": stats.read.events,
+    })
+    .to_string();
+    format!("{:08x}-{}", crc32fast::hash(text.as_bytes()), text.len())
+}
+
+fn root(job: &Job) -> PathBuf {
+    Path::new(&job.output.store).join(".checkpoint")
+}
+
+fn write_side(dir: &Path, side: &Side, name: &str, tag: u8) -> Result<(), String> {
+    std::fs::create_dir_all(dir.join(name))
+        .map_err(|e| format!("cannot create checkpoint {}: {e}", dir.display()))?;
+    for (j, &vs) in side.vshards.iter().enumerate() {
+        let (a, b) = (side.starts[j], side.starts[j + 1]);
+        let bytes = format::encode(
+            tag,
+            vs,
+            side.dim,
+            &side.ids[a..b],
+            &side.factors[a * side.dim..b * side.dim],
+        );
+        store::write_synced(&dir.join(format!("{name}/vs-{vs:05}.bin")), &bytes)?;
+    }
+    Ok(())
+}
+
+/// Writes a checkpoint after `iteration` (collective: every worker calls it).
+pub fn save(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    job: &Job,
+    fp: &str,
+    iteration: usize,
+    users: &Side,
+    items: &Side,
+) -> Result<(), CommError> {
+    let dir = root(job).join(format!("it-{iteration:06}"));
+    let mine =
+        write_side(&dir, users, "users", 0).and_then(|_| write_side(&dir, items, "items", 1));
+    comm.agree(worker, "checkpoint: write", mine)?;
+    let done = if comm.index == 0 {
+        let state = serde_json::json!({ "iteration": iteration, "fingerprint": fp, "dir": format!("it-{iteration:06}") });
+        let tmp = root(job).join(format!(".state.tmp-{}", std::process::id()));
+        store::write_synced(&tmp, state.to_string().as_bytes())
+            .and_then(|_| {
+                std::fs::rename(&tmp, root(job).join("state.json"))
+                    .map_err(|e| format!("cannot publish checkpoint: {e}"))
+            })
+            .map(|_| {
+                // Older checkpoints are no longer needed.
+                if let Ok(rd) = std::fs::read_dir(root(job)) {
+                    for e in rd.filter_map(Result::ok) {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        if n.starts_with("it-") && n != format!("it-{iteration:06}") {
+                            let _ = std::fs::remove_dir_all(e.path());
+                        }
+                    }
+                }
+            })
+    } else {
+        Ok(())
+    };
+    comm.agree(worker, "checkpoint: publish", done)
+}
+
+fn load_side(dir: &Path, side: &mut Side, name: &str) -> Result<(), String> {
+    for (j, &vs) in side.vshards.iter().enumerate() {
+        let path = dir.join(format!("{name}/vs-{vs:05}.bin"));
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("cannot read checkpoint file {}: {e}", path.display()))?;
+        let f = format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (a, b) = (side.starts[j], side.starts[j + 1]);
+        if f.vshard != vs || f.dim != side.dim || f.ids[..] != side.ids[a..b] {
+            return Err(format!(
+                "{}: does not match the ingested data (different input?)",
+                path.display()
+            ));
+        }
+        side.factors[a * side.dim..b * side.dim].copy_from_slice(&f.factors);
+    }
+    Ok(())
+}
+
+/// Loads the last complete checkpoint into this worker's sides; returns its iteration.
+/// Collective: every worker calls it, and any worker's failure fails all.
+pub fn resume(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    job: &Job,
+    fp: &str,
+    users: &mut Side,
+    items: &mut Side,
+) -> Result<usize, CommError> {
+    let r = (|| -> Result<usize, String> {
+        let sp = root(job).join("state.json");
+        let text = std::fs::read_to_string(&sp)
+            .map_err(|e| format!("--resume: no checkpoint at {} ({e}); run without --resume, with als.checkpoint_every > 0", sp.display()))?;
+        let state: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sp.display()))?;
+        if state["fingerprint"].as_str() != Some(fp) {
+            return Err(format!(
+                "--resume: the checkpoint in {} was made by a different job or from different data; refusing to load it (remove the directory to start over)",
+                root(job).display()
+            ));
+        }
+        let it = state["iteration"]
+            .as_u64()
+            .ok_or("checkpoint state has no iteration")? as usize;
+        let dir = root(job).join(state["dir"].as_str().ok_or("checkpoint state has no dir")?);
+        load_side(&dir, users, "users")?;
+        load_side(&dir, items, "items")?;
+        Ok(it)
+    })();
+    comm.agree(worker, "checkpoint: resume", r)
+}
