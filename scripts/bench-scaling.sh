@@ -27,28 +27,26 @@ loss_every = 0
 [recommend]
 k = 0
 JOB
+# One table row from the run's manifest: layout, peak RSS (MB or "-").
+report() {
+  python3 - "$1" "$2" "$OUT"/store/v*/manifest.json <<'PY'
+import json, sys, statistics
+m = json.load(open(sys.argv[3]))
+it = m["train"]["iteration_secs"]
+vb = m["train"]["vector_bytes_per_half_step"]
+print(f"{sys.argv[1]:<8} {m['timings']['ingest_secs']:<10.2f} {statistics.median(it):<12.3f} {m['timings']['train_secs']:<12.2f} {sys.argv[2]:<10} vector_MB/half-step {[round(b/1e6,1) for b in vb[:2]]}")
+PY
+}
 printf "%-8s %-10s %-12s %-12s %-10s %s\n" layout ingest_s iter_s_median train_s peak_rss_mb traffic
 for w in $WORKERS; do
   rm -rf "$OUT/store"
   /usr/bin/time -f "%M" -o "$OUT/rss" "$BIN" run "$OUT/job.toml" -w "$w" -q --set output.store="$OUT/store" > /dev/null
-  python3 - "$w" "$(cat "$OUT/rss")" "$OUT"/store/v*/manifest.json <<'PY'
-import json,sys,statistics
-m=json.load(open(sys.argv[3]))
-it=m["train"]["iteration_secs"]
-vb=m["train"]["vector_bytes_per_half_step"]
-print(f"1x{sys.argv[1]:<6} {m['timings']['ingest_secs']:<10.2f} {statistics.median(it):<12.3f} {m['timings']['train_secs']:<12.2f} {int(sys.argv[2])//1024:<10} vector_MB/half-step {[round(b/1e6,1) for b in vb[:2]]}")
-PY
+  report "1x$w" "$(( $(cat "$OUT/rss") / 1024 ))"
 done
 # Process layouts (PROCS="4x4 2x8"): N processes × T threads on loopback via cluster-local.sh.
 for layout in ${PROCS:-}; do
   n=${layout%x*}; t=${layout#*x}
   rm -rf "$OUT/store"
   RECFLOW="$BIN" /usr/bin/time -f "%M" -o "$OUT/rss" "$(dirname "$0")/cluster-local.sh" "$n" "$t" "$OUT/job.toml" -q --set output.store="$OUT/store" > /dev/null
-  python3 - "$layout" "$(cat "$OUT/rss")" "$OUT"/store/v*/manifest.json <<'PY'
-import json,sys,statistics
-m=json.load(open(sys.argv[3]))
-it=m["train"]["iteration_secs"]
-vb=m["train"]["vector_bytes_per_half_step"]
-print(f"{sys.argv[1]:<8} {m['timings']['ingest_secs']:<10.2f} {statistics.median(it):<12.3f} {m['timings']['train_secs']:<12.2f} {'(max of procs n/a)':<10} vector_MB/half-step {[round(b/1e6,1) for b in vb[:2]]}")
-PY
+  report "$layout" "-"
 done

@@ -225,25 +225,22 @@ fn resume_after_a_kill_gives_the_uninterrupted_model() {
         assert!(matches!(codes[0], Some(x) if x != 0), "{codes:?}");
     }
     // Resume in another layout: one process, three threads.
-    let out = Command::new(BIN)
-        .args(["run", &job(), "-q", "-w", "3", "--resume"])
-        .args(["--set", &format!("output.store={}", store.display())])
-        .args([
-            "--set",
-            "input.demo.nnz=60000",
-            "--set",
-            "input.demo.users=3000",
-            "--set",
-            "input.demo.items=800",
-        ])
-        .args(["--set", iters, "--set", "als.checkpoint_every=3"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let resumed = spawn_cluster_with(
+        tmp.path(),
+        1,
+        3,
+        &store,
+        &[iters, "als.checkpoint_every=3"],
+        &["--resume"],
     );
+    for c in resumed {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let a = export(&full, &tmp.path().join("ea"));
     let b = export(&store, &tmp.path().join("eb"));
     assert!(a == b, "resumed model differs from the uninterrupted one");
