@@ -1,0 +1,130 @@
+//! The short summary printed to stderr at the end of `recflow run`, from `report.json`.
+
+use super::html::short;
+use serde_json::Value;
+use std::fmt::Write as _;
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn secs(v: &Value) -> String {
+    format!("{:.2}s", v.as_f64().unwrap_or(0.0))
+}
+
+/// The summary lines for a run whose version directory is `dir`.
+pub fn render(r: &Value, dir: &str) -> String {
+    let mut s = String::new();
+    let c = &r["counts"];
+    let d = &r["dropped"];
+    let _ = writeln!(s, "recflow run summary");
+    let _ = writeln!(s, "  model      {dir}");
+    let _ = writeln!(
+        s,
+        "  data       {} lines read ({} bytes), {} users, {} items, {} pairs, {} held out",
+        n(&c["lines"]),
+        n(&c["bytes"]),
+        n(&c["users"]),
+        n(&c["items"]),
+        n(&c["pairs"]),
+        n(&c["test_pairs"])
+    );
+    let _ = writeln!(
+        s,
+        "  dropped    {} malformed lines skipped, {} below min_weight, {} pairs with weight <= 0, {} by user cap, {} by item cap, {} oversized LSH buckets",
+        n(&d["malformed_lines"]),
+        n(&d["below_min_weight"]),
+        n(&d["nonpositive_pairs"]),
+        n(&d["user_cap_pairs"]),
+        n(&d["item_cap_pairs"]),
+        n(&d["lsh_buckets"])
+    );
+    for x in r["skipped_samples"].as_array().into_iter().flatten() {
+        let _ = writeln!(s, "             e.g. {}", x.as_str().unwrap_or(""));
+    }
+    let stages: Vec<String> = r["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| format!("{} {}", x["name"].as_str().unwrap_or("?"), secs(&x["secs"])))
+        .collect();
+    let _ = writeln!(
+        s,
+        "  time       {}, total {} on {} worker(s)",
+        stages.join(", "),
+        secs(&r["total_secs"]),
+        n(&r["layout"]["workers"])
+    );
+    let obj: Vec<String> = r["objective"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["half"] == "items")
+        .map(|p| {
+            format!(
+                "{}:{:.4e}",
+                n(&p["iteration"]),
+                p["value"].as_f64().unwrap_or(f64::NAN)
+            )
+        })
+        .collect();
+    if !obj.is_empty() {
+        let _ = writeln!(s, "  objective  {}", obj.join(" "));
+    }
+    let cand = &r["candidates"];
+    if let Some(mode) = cand["mode"].as_str().filter(|m| *m != "none") {
+        let _ = write!(
+            s,
+            "  recommend  {} lines, mode {mode}, {} users without candidates",
+            n(&c["recommendation_lines"]),
+            n(&d["users_without_recs"])
+        );
+        if let Some(m) = cand["per_user_mean"].as_f64() {
+            let _ = write!(s, ", {} candidates per user", short(m));
+        }
+        if let Some(x) = r["lsh"]["recall_at_k"].as_f64() {
+            let _ = write!(s, ", LSH recall@{} {x:.4}", n(&r["lsh"]["recall_k"]));
+        }
+        s.push('\n');
+    }
+    let m = &r["metrics"];
+    if m.is_object() {
+        let f = |k: &str| {
+            m[k].as_f64()
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let _ = writeln!(
+            s,
+            "  metrics    @{}: precision {}  map {}  ndcg {}  auc {}  ({} users)",
+            n(&m["k"]),
+            f("precision"),
+            f("map"),
+            f("ndcg"),
+            f("auc"),
+            n(&m["users"])
+        );
+    }
+    let _ = writeln!(s, "  report     {dir}/report.html");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::{degrees, manifest};
+
+    #[test]
+    fn summary_names_counts_drops_stages_objective_and_metrics() {
+        let r = crate::report::build(&manifest(), Some(&degrees()));
+        let s = render(&r, "models/x/v000002");
+        assert!(s.contains("100 lines read"), "{s}");
+        assert!(s.contains("2 malformed lines skipped"), "{s}");
+        assert!(s.contains("e.g. a.tsv:3:"), "{s}");
+        assert!(s.contains("ingest 1.00s, train 2.00s, recommend 0.50s, publish 0.50s"), "{s}");
+        assert!(s.contains("1:2.0025e2 2:1.4900e2"), "{s}");
+        assert!(s.contains("precision 0.1250"), "{s}");
+        assert!(s.contains("LSH recall@10 0.9000"), "{s}");
+        assert!(s.contains("models/x/v000002/report.html"), "{s}");
+    }
+}
