@@ -141,6 +141,11 @@ fn run_worker(
             "no interactions left after ingest ({} lines read, {} below min_weight, {} skipped, {} pairs with weight <= 0): check input.path, input.format and input.min_weight",
             data.stats.read.lines, data.stats.read.below_min_weight, data.stats.read.skipped, data.stats.nonpositive_pairs
         ))
+    } else if leader && data.stats.items < job.als.factors as u64 {
+        Err(format!(
+            "als.factors = {} exceeds the number of items in the data ({}): the model would be over-parameterised; set als.factors to at most {}",
+            job.als.factors, data.stats.items, data.stats.items
+        ))
     } else {
         Ok(())
     };
@@ -151,9 +156,6 @@ fn run_worker(
             "ingest: {} lines, {} users, {} items, {} pairs ({:.2}s)",
             s.read.lines, s.users, s.items, s.pairs, ingest_secs
         ));
-        if s.items < job.als.factors as u64 {
-            log.info(&format!("warning: als.factors = {} exceeds the number of items ({}); the model is over-parameterised", job.als.factors, s.items));
-        }
     }
 
     let t = Instant::now();
@@ -202,6 +204,23 @@ fn run_worker(
         &mut after,
     )?;
     let train_secs = t.elapsed().as_secs_f64();
+    // A numerically broken solve (zeroed or non-finite vectors) is never published.
+    let finite = [&data.users, &data.items]
+        .iter()
+        .all(|s| s.factors.iter().all(|x| x.is_finite()));
+    let check = if !finite
+        || train.singular > 0
+        || train.objective.iter().any(|p| !p.value.is_finite())
+    {
+        Err(format!(
+            "training broke down numerically ({} singular user/item systems, objective {}): confidences are too large for f32 solves; lower confidence.alpha, use confidence.scheme = \"log\", use smaller weights, or raise als.regularization; nothing was published",
+            train.singular,
+            train.objective.last().map(|p| p.value).unwrap_or(f64::NAN)
+        ))
+    } else {
+        Ok(())
+    };
+    comm.agree(worker, "train: check", check)?;
 
     let t = Instant::now();
     let recs = if job.recommend.k > 0 || job.similar.k > 0 || !job_has_no_eval(job) {

@@ -173,13 +173,20 @@ pub fn parse_line(
     }
     let get = |i: usize| clean(&line[fields[i].0..fields[i].1]);
     let id = |i: usize, field: &'static str| {
-        RawId::parse(get(i)).map_err(|e| LineError {
-            field,
-            message: e.to_string(),
-        })
+        parse_id(get(i)).map_err(|message| LineError { field, message })
     };
     let user = id(cols.user, "user")?;
     let item = id(cols.item, "item")?;
+    if let (RawId::Str(u), RawId::Str(i)) = (&user, &item) {
+        if is_column_name(u.as_bytes()) && is_column_name(i.as_bytes()) {
+            return Err(LineError {
+                field: "user",
+                message: format!(
+                    "'{u}' and '{i}' look like column names: a header line where none is expected (set input.header = \"true\" or \"auto\" if the file starts with a header; remove header lines inside a file)"
+                ),
+            });
+        }
+    }
     let weight = match cols.weight {
         None => 1.0,
         Some(i) => {
@@ -231,34 +238,53 @@ pub fn looks_like_header(line: &[u8], format: Format, cols: &Columns) -> bool {
     if not_num(cols.weight) || not_num(cols.ts) {
         return true;
     }
-    let name = |i: usize| {
-        get(i)
-            .map(|f| {
-                let s = String::from_utf8_lossy(f).to_ascii_lowercase();
-                matches!(
-                    s.as_str(),
-                    "user"
-                        | "userid"
-                        | "user_id"
-                        | "uid"
-                        | "users"
-                        | "item"
-                        | "itemid"
-                        | "item_id"
-                        | "iid"
-                        | "items"
-                        | "movie"
-                        | "movieid"
-                        | "movie_id"
-                        | "product"
-                        | "product_id"
-                        | "track"
-                        | "artist"
-                )
-            })
-            .unwrap_or(false)
-    };
+    let name = |i: usize| get(i).is_some_and(is_column_name);
     name(cols.user) && name(cols.item)
+}
+
+/// Column names that header lines use for id columns (compared ignoring ASCII case).
+const COLUMN_NAMES: &[&str] = &[
+    "user",
+    "userid",
+    "user_id",
+    "uid",
+    "users",
+    "item",
+    "itemid",
+    "item_id",
+    "iid",
+    "items",
+    "movie",
+    "movieid",
+    "movie_id",
+    "product",
+    "product_id",
+    "track",
+    "artist",
+];
+
+/// Whether a field reads like the name of an id column ("user", "itemId", …).
+pub fn is_column_name(f: &[u8]) -> bool {
+    f.len() <= 10
+        && COLUMN_NAMES
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(f))
+}
+
+/// Parses one id token as the line parser does: [`RawId::parse`] (non-empty, at most
+/// [`crate::ids::MAX_ID_LEN`] bytes, UTF-8), and no control characters (a tab, carriage return
+/// or escape inside an id would corrupt the TSV outputs). The error says what is wrong.
+pub fn parse_id(tok: &[u8]) -> Result<RawId, String> {
+    let id = RawId::parse(tok).map_err(|e| e.to_string())?;
+    if let RawId::Str(s) = &id {
+        if let Some(c) = s.chars().find(|c| c.is_control()) {
+            return Err(format!(
+                "id contains the control character {:?} (U+{:04X}): is input.format right? ids may not contain tabs, line breaks or other control characters",
+                c, c as u32
+            ));
+        }
+    }
+    Ok(id)
 }
 
 fn format_name(f: Format) -> &'static str {
@@ -344,6 +370,23 @@ mod tests {
             p("1\t2\t-1", Format::Tsv, &c).unwrap().unwrap().weight,
             -1.0
         );
+    }
+
+    #[test]
+    fn control_characters_and_stray_headers_are_refused() {
+        let c = cols(false, false);
+        let e = p("a\tb,c", Format::Csv, &c).unwrap_err();
+        assert_eq!(e.field, "user");
+        assert!(e.message.contains("control character"), "{}", e.message);
+        let e = p("a,b\x1b[31m", Format::Csv, &c).unwrap_err();
+        assert_eq!(e.field, "item");
+        // A header line where none is expected (header = "false", or inside a file).
+        let e = p("userId,movieId", Format::Csv, &c).unwrap_err();
+        assert!(e.message.contains("column names"), "{}", e.message);
+        assert!(e.message.contains("input.header"), "{}", e.message);
+        // Ids that merely contain such words are fine.
+        assert!(p("user-1,item-2", Format::Csv, &c).unwrap().is_some());
+        assert!(p("user,42", Format::Csv, &c).unwrap().is_some());
     }
 
     #[test]

@@ -13,6 +13,29 @@ use std::path::{Path, PathBuf};
 /// Samples of skipped lines kept for the report.
 pub const MAX_SAMPLES: usize = 5;
 
+/// Longest accepted input line in bytes: a longer one is an error (or a counted skip), never
+/// an unbounded buffer (a binary file, or a file with `\r`-only line ends, is one huge line).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The UTF-8 byte order mark some tools put at the start of a text file; it is dropped.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Up to 200 bytes of a line for a message, control characters escaped (`\t`, `\u{1b}`) so a
+/// hostile line cannot drive the terminal.
+pub fn printable(line: &[u8]) -> String {
+    String::from_utf8_lossy(&line[..line.len().min(200)])
+        .trim_end()
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// What one worker's reading saw.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReadStats {
@@ -101,6 +124,9 @@ fn first_line(path: &Path) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     while line.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
         line.pop();
+    }
+    if line.starts_with(BOM) {
+        line.drain(..BOM.len());
     }
     Ok(line)
 }
@@ -199,11 +225,19 @@ pub fn read_part(
         let mut first = start == 0;
         while pos < end {
             line.clear();
-            let k = r
+            let mut k = r
+                .by_ref()
+                .take(MAX_LINE_BYTES as u64 + 1)
                 .read_until(b'\n', &mut line)
                 .map_err(|e| format!("{name}: read: {e}"))?;
             if k == 0 {
                 break;
+            }
+            let too_long = line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n');
+            if too_long {
+                k += r
+                    .skip_until(b'\n')
+                    .map_err(|e| format!("{name}: read: {e}"))?;
             }
             let line_start = pos;
             pos += k as u64;
@@ -213,11 +247,22 @@ pub fn read_part(
             }
             if first {
                 first = false;
+                if line.starts_with(BOM) {
+                    line.drain(..BOM.len());
+                }
                 if has_header {
                     continue;
                 }
             }
-            match parse_line(&line, input.format, &cols, &mut fields) {
+            let parsed = if too_long {
+                Err(super::parse::LineError {
+                    field: "line",
+                    message: format!("longer than {MAX_LINE_BYTES} bytes (is this a text file with \\n line ends?)"),
+                })
+            } else {
+                parse_line(&line, input.format, &cols, &mut fields)
+            };
+            match parsed {
                 Ok(None) => {}
                 Ok(Some(ev)) => {
                     st.lines += 1;
@@ -232,14 +277,16 @@ pub fn read_part(
                 }
                 Err(e) => {
                     st.lines += 1;
-                    let text = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
                     let ln = line_number(path, line_start);
-                    let msg = format!(
+                    let mut msg = format!(
                         "{name}:{ln}: field {}: {}: '{}'",
                         e.field,
                         e.message,
-                        text.trim_end()
+                        printable(&line)
                     );
+                    if line_start == 0 && input.header == Header::False {
+                        msg.push_str(" (input.header = \"false\": if this is a header line, set input.header = \"true\" or \"auto\")");
+                    }
                     match input.bad_lines {
                         BadLines::Fail => {
                             return Err(format!(

@@ -6,6 +6,7 @@
 //! Decoding checks the checksum first and never allocates from an unchecked length.
 
 use crate::ids::{RawId, MAX_ID_LEN};
+use crate::ingest::parse::parse_id;
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"RFLWFAC1";
@@ -101,9 +102,10 @@ pub fn decode(bytes: &[u8]) -> Result<FactorFile, String> {
             "format version {version}, this recflow reads {VERSION}"
         ));
     }
-    let side = r.take(4)?[0];
-    if side > 1 {
-        return Err(format!("bad side tag {side}"));
+    let side_bytes = r.take(4)?;
+    let side = side_bytes[0];
+    if side > 1 || side_bytes[1..] != [0, 0, 0] {
+        return Err(format!("bad side tag {side_bytes:?}"));
     }
     let vshard = r.u32()?;
     let rows = r.u32()? as usize;
@@ -129,9 +131,15 @@ pub fn decode(bytes: &[u8]) -> Result<FactorFile, String> {
                 if n == 0 || n > MAX_ID_LEN {
                     return Err(format!("id length {n} out of range"));
                 }
-                let s =
-                    std::str::from_utf8(r.take(n)?).map_err(|_| "id is not UTF-8".to_string())?;
-                ids.push(RawId::Str(s.into()));
+                // Exactly the ids the input parser makes: a string id that reads as a number
+                // (or is not a valid id) would never match a query for it.
+                match parse_id(r.take(n)?) {
+                    Ok(id @ RawId::Str(_)) => ids.push(id),
+                    Ok(RawId::Num(x)) => {
+                        return Err(format!("string id '{x}' should be stored as a number"))
+                    }
+                    Err(e) => return Err(format!("bad id in row {}: {e}", ids.len())),
+                }
             }
             t => return Err(format!("bad id tag {t}")),
         }
@@ -186,6 +194,38 @@ mod tests {
                 assert!(decode(&c).is_err(), "flip byte {i} bit {bit}");
             }
         }
+    }
+
+    /// Re-signs a body (without its old CRC) so that only the checks behind the CRC apply.
+    fn resign(mut b: Vec<u8>) -> Vec<u8> {
+        b.truncate(b.len() - 4);
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn non_canonical_files_are_refused_behind_a_valid_checksum() {
+        // Non-zero padding after the side tag.
+        let mut b = sample();
+        b[13] = 1;
+        assert!(decode(&resign(b)).unwrap_err().contains("side tag"));
+        // A string id that reads as a number, and one with a tab in it.
+        for (id, want) in [("12345", "as a number"), ("al\tce", "control character")] {
+            let mut b = encode(0, 1, 1, &[RawId::Str("abcde".into())], &[1.0]);
+            let at = b.windows(5).position(|w| w == b"abcde").unwrap();
+            b[at..at + 5].copy_from_slice(id.as_bytes());
+            let e = decode(&resign(b)).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+        // An id length that runs past the end of the file.
+        let mut b = encode(0, 1, 1, &[RawId::Str("abcde".into())], &[1.0]);
+        let at = b.windows(5).position(|w| w == b"abcde").unwrap();
+        b[at - 2..at].copy_from_slice(&500u16.to_le_bytes());
+        assert!(decode(&resign(b)).unwrap_err().contains("truncated"));
+        // A non-finite factor.
+        let b = encode(0, 1, 1, &[RawId::Num(1)], &[f32::NAN]);
+        assert!(decode(&b).unwrap_err().contains("non-finite"));
     }
 
     #[test]

@@ -29,12 +29,32 @@ pub struct FileRecord {
     pub rows: u64,
 }
 
+/// Fault injection for tests: when the environment variable `RECFLOW_FAIL_WRITE` is set to a
+/// non-empty string, every store write to a path containing it writes half its bytes and then
+/// fails with "No space left on device" (ENOSPC), as on a full disk.
+pub const FAIL_WRITE_ENV: &str = "RECFLOW_FAIL_WRITE";
+
 /// Writes `bytes` to `path` and syncs it.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut f = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e} (is the disk full?)", path.display()))
+    let inject = std::env::var(FAIL_WRITE_ENV)
+        .is_ok_and(|v| !v.is_empty() && path.to_string_lossy().contains(v.as_str()));
+    let written = if inject {
+        f.write_all(&bytes[..bytes.len() / 2])
+            .and_then(|_| Err(std::io::Error::from_raw_os_error(28)))
+    } else {
+        f.write_all(bytes).and_then(|_| f.sync_all())
+    };
+    written.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            format!(
+                "cannot write {}: {e}: the disk is full; free space (published versions are intact, CURRENT is unchanged) and run again",
+                path.display()
+            )
+        } else {
+            format!("cannot write {}: {e} (is the disk full?)", path.display())
+        }
+    })
 }
 
 fn sync_dir(path: &Path) -> Result<(), String> {
@@ -91,8 +111,18 @@ pub fn current(store: &Path) -> Result<Option<String>, String> {
 /// Creates the store (if needed) and a fresh staging directory for the next version.
 /// Returns (version name, staging path).
 pub fn begin(store: &Path) -> Result<(String, PathBuf), String> {
-    fs::create_dir_all(store)
-        .map_err(|e| format!("cannot create model store {}: {e}", store.display()))?;
+    if store.exists() && !store.is_dir() {
+        return Err(format!(
+            "model store {} exists but is not a directory: set output.store to a directory",
+            store.display()
+        ));
+    }
+    fs::create_dir_all(store).map_err(|e| {
+        format!(
+            "cannot create model store {}: {e} (output.store must name a directory you can write)",
+            store.display()
+        )
+    })?;
     let next = versions(store)
         .last()
         .map(|v| v[1..].parse::<u32>().unwrap_or(0) + 1)
@@ -183,7 +213,28 @@ pub fn load_side(
         .iter()
         .filter(|f| f.path.starts_with(&format!("{side}/")))
     {
+        // A crafted manifest must not make us read outside the version or without bound.
+        let bad_path = f
+            .path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+        if bad_path {
+            return Err(format!(
+                "{}: bad file path '{}' in manifest",
+                dir.display(),
+                f.path
+            ));
+        }
         let path = dir.join(&f.path);
+        let meta =
+            fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if !meta.is_file() || meta.len() != f.bytes {
+            return Err(format!(
+                "{}: size differs from the manifest ({} bytes recorded): the file is corrupted or truncated",
+                path.display(),
+                f.bytes
+            ));
+        }
         let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc32 {
             return Err(format!(
