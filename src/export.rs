@@ -1,7 +1,19 @@
 //! Exports a published model for other tools: TSV or NumPy `.npy`.
+//!
+//! Factors: `users.tsv` / `items.tsv` (`id f1 … fd`, sorted by id), or `users.npy` /
+//! `items.npy` (float32, rows sorted by id) with `user_ids.txt` / `item_ids.txt` (row → id).
+//! Outputs, when the version has them, as one file each (part files concatenated in part
+//! order, checksums verified against the manifest):
+//! - TSV: `recs.tsv` (`user item score rank`), `similar.tsv` (`item other cosine rank`),
+//!   `buckets.tsv` (`table code item`);
+//! - NPY: `recs.npy` (int64 `n × 3`: user row, item row, rank) with `recs_scores.npy` (float32),
+//!   `similar.npy` (int64 `n × 3`: item row, other row, rank) with `similar_scores.npy`, and
+//!   `buckets.npy` (uint64 `n × 3`: table, code, item row); rows index `users.npy` /
+//!   `items.npy` and the id lists, which are always written in NPY mode.
 
 use crate::ids::RawId;
 use crate::store;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -37,26 +49,194 @@ fn create(path: &Path) -> Result<std::io::BufWriter<std::fs::File>, String> {
         .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
-/// Writes a row-major f32 matrix as a version-1.0 `.npy` file.
-pub fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<(), String> {
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+/// A little-endian element type of an `.npy` file.
+pub trait NpyElem: Copy {
+    /// NumPy's `descr` (`'<f4'`, `'<i8'`, `'<u8'`).
+    const DESCR: &'static str;
+    /// Little-endian bytes.
+    fn put(self, out: &mut Vec<u8>);
+}
+
+impl NpyElem for f32 {
+    const DESCR: &'static str = "<f4";
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+}
+
+impl NpyElem for i64 {
+    const DESCR: &'static str = "<i8";
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+}
+
+impl NpyElem for u64 {
+    const DESCR: &'static str = "<u8";
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+}
+
+/// Writes a row-major array of shape `shape` (one or two dimensions) as a version-1.0 `.npy`.
+pub fn write_npy_array<T: NpyElem>(path: &Path, shape: &[usize], data: &[T]) -> Result<(), String> {
+    let dims = match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let mut header = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {dims}, }}",
+        T::DESCR
+    );
     // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
     header.push('\n');
     let mut w = create(path)?;
-    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 8);
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for x in data {
-        out.extend_from_slice(&x.to_le_bytes());
+    for &x in data {
+        x.put(&mut out);
     }
     w.write_all(&out)
         .and_then(|_| w.flush())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Writes a row-major f32 matrix as a version-1.0 `.npy` file.
+pub fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<(), String> {
+    write_npy_array(path, &[rows, cols], data)
+}
+
+/// The part files of `sub/` (`recs`, `similar`, `buckets`) in part order, read and checked
+/// against the manifest's sizes and checksums.
+pub fn read_parts(
+    dir: &Path,
+    manifest: &serde_json::Value,
+    sub: &str,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let files: Vec<store::FileRecord> = serde_json::from_value(manifest["files"].clone())
+        .map_err(|e| format!("{}: bad file list in manifest: {e}", dir.display()))?;
+    let mut parts: Vec<&store::FileRecord> = files
+        .iter()
+        .filter(|f| f.path.starts_with(&format!("{sub}/")))
+        .collect();
+    parts.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut out = Vec::new();
+    for f in parts {
+        let path = dir.join(&f.path);
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc32 {
+            return Err(format!(
+                "{}: size or checksum differs from the manifest: the file is corrupted",
+                path.display()
+            ));
+        }
+        out.push((path.display().to_string(), bytes));
+    }
+    Ok(out)
+}
+
+/// Row of each id (its position in the id-sorted export).
+fn row_map(ids: &[RawId]) -> HashMap<String, i64> {
+    ids.iter()
+        .enumerate()
+        .map(|(r, id)| (id.to_string(), r as i64))
+        .collect()
+}
+
+fn field<'a>(
+    it: &mut impl Iterator<Item = &'a str>,
+    file: &str,
+    line: usize,
+    what: &str,
+) -> Result<&'a str, String> {
+    it.next()
+        .ok_or_else(|| format!("{file}:{line}: missing field '{what}'"))
+}
+
+fn lookup(map: &HashMap<String, i64>, id: &str, file: &str, line: usize, side: &str) -> Result<i64, String> {
+    map.get(id)
+        .copied()
+        .ok_or_else(|| format!("{file}:{line}: {side} '{id}' is not in the model's {side}s"))
+}
+
+fn parse_num<T: std::str::FromStr>(s: &str, file: &str, line: usize, what: &str) -> Result<T, String> {
+    s.parse()
+        .map_err(|_| format!("{file}:{line}: field '{what}' is not a number: '{s}'"))
+}
+
+/// Concatenates the parts of `sub` into one TSV file; returns its path, or None without parts.
+fn concat_tsv(
+    dir: &Path,
+    manifest: &serde_json::Value,
+    sub: &str,
+    out: &Path,
+) -> Result<Option<String>, String> {
+    let parts = read_parts(dir, manifest, sub)?;
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    let path = out.join(format!("{sub}.tsv"));
+    let mut w = create(&path)?;
+    for (_, b) in &parts {
+        w.write_all(b)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    w.flush()
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(Some(path.display().to_string()))
+}
+
+/// `a b score rank` parts (recs: user item; similar: item other) as index and score arrays.
+fn pairs_npy(
+    parts: &[(String, Vec<u8>)],
+    first: (&HashMap<String, i64>, &str),
+    second: (&HashMap<String, i64>, &str),
+) -> Result<(Vec<i64>, Vec<f32>), String> {
+    let mut idx = Vec::new();
+    let mut scores = Vec::new();
+    for (file, bytes) in parts {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("{file}: not UTF-8: {e}"))?;
+        for (n, l) in text.lines().enumerate() {
+            let ln = n + 1;
+            let mut it = l.split('\t');
+            let a = field(&mut it, file, ln, first.1)?;
+            let b = field(&mut it, file, ln, second.1)?;
+            let s = field(&mut it, file, ln, "score")?;
+            let r = field(&mut it, file, ln, "rank")?;
+            idx.push(lookup(first.0, a, file, ln, first.1)?);
+            idx.push(lookup(second.0, b, file, ln, second.1)?);
+            idx.push(parse_num::<i64>(r, file, ln, "rank")?);
+            scores.push(parse_num::<f32>(s, file, ln, "score")?);
+        }
+    }
+    Ok((idx, scores))
+}
+
+fn buckets_npy(parts: &[(String, Vec<u8>)], items: &HashMap<String, i64>) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    for (file, bytes) in parts {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("{file}: not UTF-8: {e}"))?;
+        for (n, l) in text.lines().enumerate() {
+            let ln = n + 1;
+            let mut it = l.split('\t');
+            let t = field(&mut it, file, ln, "table")?;
+            let c = field(&mut it, file, ln, "code")?;
+            let i = field(&mut it, file, ln, "item")?;
+            out.push(parse_num::<u64>(t, file, ln, "table")?);
+            out.push(parse_num::<u64>(c, file, ln, "code")?);
+            out.push(lookup(items, i, file, ln, "item")? as u64);
+        }
+    }
+    Ok(out)
 }
 
 /// `recflow export`.
@@ -69,6 +249,7 @@ pub fn export(
     let (dir, manifest) = store::open(store_path, version)?;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut written = Vec::new();
+    let mut rows = Vec::new();
     for (side, singular) in [("users", "user"), ("items", "item")] {
         let (ids, f, d) = sorted_side(&dir, &manifest, side)?;
         match format {
@@ -106,6 +287,88 @@ pub fn export(
                 written.push(idp.display().to_string());
             }
         }
+        rows.push(row_map(&ids));
+    }
+    let (users, items) = (&rows[0], &rows[1]);
+    match format {
+        ExportFormat::Tsv => {
+            for sub in ["recs", "similar", "buckets"] {
+                written.extend(concat_tsv(&dir, &manifest, sub, out)?);
+            }
+        }
+        ExportFormat::Npy => {
+            for (sub, a, b) in [
+                ("recs", (users, "user"), (items, "item")),
+                ("similar", (items, "item"), (items, "other")),
+            ] {
+                let parts = read_parts(&dir, &manifest, sub)?;
+                if parts.is_empty() {
+                    continue;
+                }
+                let (idx, scores) = pairs_npy(&parts, a, b)?;
+                let p = out.join(format!("{sub}.npy"));
+                write_npy_array(&p, &[scores.len(), 3], &idx)?;
+                let q = out.join(format!("{sub}_scores.npy"));
+                write_npy_array(&q, &[scores.len()], &scores)?;
+                written.push(p.display().to_string());
+                written.push(q.display().to_string());
+            }
+            let parts = read_parts(&dir, &manifest, "buckets")?;
+            if !parts.is_empty() {
+                let b = buckets_npy(&parts, items)?;
+                let p = out.join("buckets.npy");
+                write_npy_array(&p, &[b.len() / 3, 3], &b)?;
+                written.push(p.display().to_string());
+            }
+        }
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(bytes: &[u8]) -> String {
+        let n = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + n) % 64, 0);
+        String::from_utf8(bytes[10..10 + n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn npy_headers_for_each_type_and_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        write_npy_array(&p, &[3], &[1.0f32, 2.0, 3.0]).unwrap();
+        let b = std::fs::read(&p).unwrap();
+        assert!(header(&b).starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }"));
+        assert_eq!(b.len() - b.len() / 64 * 64, 12);
+        write_npy_array(&p, &[2, 3], &[1i64, -2, 3, 4, 5, 6]).unwrap();
+        let b = std::fs::read(&p).unwrap();
+        assert!(header(&b).contains("'descr': '<i8'") && header(&b).contains("(2, 3)"));
+        let data = &b[b.len() - 48..];
+        assert_eq!(i64::from_le_bytes(data[8..16].try_into().unwrap()), -2);
+        write_npy_array(&p, &[1, 3], &[u64::MAX, 0, 1]).unwrap();
+        assert!(header(&std::fs::read(&p).unwrap()).contains("'<u8'"));
+    }
+
+    #[test]
+    fn recs_and_buckets_map_ids_to_rows_and_name_bad_lines() {
+        let users = row_map(&[RawId::Num(5), RawId::Num(9)]);
+        let items = row_map(&[RawId::Num(1), RawId::Num(2), RawId::Num(3)]);
+        let parts = vec![
+            ("p0".to_string(), b"9\t3\t0.5\t1\n9\t1\t0.25\t2\n".to_vec()),
+            ("p1".to_string(), b"5\t2\t1.5\t1\n".to_vec()),
+        ];
+        let (idx, scores) = pairs_npy(&parts, (&users, "user"), (&items, "item")).unwrap();
+        assert_eq!(idx, vec![1, 2, 1, 1, 0, 2, 0, 1, 1]);
+        assert_eq!(scores, vec![0.5, 0.25, 1.5]);
+        let bad = vec![("p2".to_string(), b"5\t7\t1.0\t1\n".to_vec())];
+        let e = pairs_npy(&bad, (&users, "user"), (&items, "item")).unwrap_err();
+        assert!(e.contains("p2:1") && e.contains("item '7'"), "{e}");
+        let b = vec![("b0".to_string(), b"0\t17\t2\n3\t4\t1\n".to_vec())];
+        assert_eq!(buckets_npy(&b, &items).unwrap(), vec![0, 17, 1, 3, 4, 0]);
+        let short = vec![("b1".to_string(), b"0\t17\n".to_vec())];
+        assert!(buckets_npy(&short, &items).unwrap_err().contains("b1:1: missing field 'item'"));
+    }
 }

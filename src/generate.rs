@@ -178,6 +178,98 @@ pub fn write_tsv(spec: Spec, out: &mut dyn Write, threads: usize) -> std::io::Re
     Ok(())
 }
 
+/// A next-day event file on top of a base data set (`recflow generate --delta DAY`).
+#[derive(Clone, Debug)]
+pub struct Delta {
+    /// Day number, ≥ 1 (day 0 is the base set itself); each day gets its own events and ids.
+    pub day: u64,
+    /// New events.
+    pub nnz: u64,
+    /// New users appearing on this day (ids from `users + (day−1)·new_users`).
+    pub new_users: u64,
+    /// New items appearing on this day (ids from `items + (day−1)·new_items`).
+    pub new_items: u64,
+    /// Base pairs removed ("unfavorite": one event with minus the pair's base weight).
+    pub removals: u64,
+}
+
+/// Writes a realistic next-day event file for the base set `base`: `delta.nnz` new events drawn
+/// from the same planted model (about 15% by new users, 10% on new items, each new user or item
+/// inheriting the tastes or topic of an existing one), then removals of base pairs as negative
+/// weights that cancel the pair's whole base weight. Deterministic in (base, delta).
+pub fn write_delta_tsv(base: Spec, delta: &Delta, out: &mut dyn Write) -> std::io::Result<()> {
+    let day = delta.day.max(1);
+    let base_chunks = base.nnz.div_ceil(CHUNK);
+    let per_day = delta.nnz.div_ceil(CHUNK);
+    let g = Generator::new(Spec {
+        nnz: (base_chunks + day * per_day) * CHUNK,
+        ..base.clone()
+    });
+    let salt = mix64(base.seed ^ mix64(day ^ 0xde17a));
+    let mut buf = Vec::with_capacity(CHUNK as usize * 20);
+    let mut left = delta.nnz;
+    for c in base_chunks + (day - 1) * per_day..base_chunks + day * per_day {
+        let mut r = SplitMix::new(mix64(salt ^ c));
+        g.chunk(c, |u, i, n| {
+            if left == 0 {
+                return;
+            }
+            left -= 1;
+            let u = if delta.new_users > 0 && r.next_f64() < 0.15 {
+                base.users + (day - 1) * delta.new_users + mix64(u ^ salt) % delta.new_users
+            } else {
+                u
+            };
+            let i = if delta.new_items > 0 && r.next_f64() < 0.10 {
+                base.items + (day - 1) * delta.new_items + mix64(i ^ salt) % delta.new_items
+            } else {
+                i
+            };
+            push_row(&mut buf, u, i, n as i64);
+        });
+        out.write_all(&buf)?;
+        buf.clear();
+    }
+    // Removals: pick base rows by hash, then cancel each picked pair's whole base weight.
+    if delta.removals > 0 && base.nnz > 0 {
+        let base_g = Generator::new(base.clone());
+        let mut picked: std::collections::BTreeMap<(u64, u64), i64> = Default::default();
+        let mut row = 0u64;
+        for c in 0..base_g.chunks() {
+            base_g.chunk(c, |u, i, _| {
+                if mix64(salt ^ mix64(row ^ 0x5e1)) % base.nnz < delta.removals {
+                    picked.insert((u, i), 0);
+                }
+                row += 1;
+            });
+        }
+        for c in 0..base_g.chunks() {
+            base_g.chunk(c, |u, i, n| {
+                if let Some(w) = picked.get_mut(&(u, i)) {
+                    *w += n as i64;
+                }
+            });
+        }
+        for ((u, i), w) in picked {
+            push_row(&mut buf, u, i, -w);
+        }
+        out.write_all(&buf)?;
+    }
+    Ok(())
+}
+
+fn push_row(buf: &mut Vec<u8>, u: u64, i: u64, w: i64) {
+    push_num(buf, u);
+    buf.push(b'\t');
+    push_num(buf, i);
+    buf.push(b'\t');
+    if w < 0 {
+        buf.push(b'-');
+    }
+    push_num(buf, w.unsigned_abs());
+    buf.push(b'\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +293,58 @@ mod tests {
         for l in text.lines() {
             let f: Vec<u64> = l.split('\t').map(|x| x.parse().unwrap()).collect();
             assert!(f[0] < 100 && f[1] < 50 && (1..=20).contains(&f[2]));
+        }
+    }
+
+    #[test]
+    fn delta_has_new_ids_events_and_exact_removals() {
+        let base = Spec {
+            users: 200,
+            items: 100,
+            nnz: 5000,
+            rank: 4,
+            seed: 9,
+        };
+        let d = Delta {
+            day: 2,
+            nnz: 1000,
+            new_users: 10,
+            new_items: 5,
+            removals: 50,
+        };
+        let mut a = Vec::new();
+        write_delta_tsv(base.clone(), &d, &mut a).unwrap();
+        let mut b = Vec::new();
+        write_delta_tsv(base.clone(), &d, &mut b).unwrap();
+        assert_eq!(a, b, "deterministic");
+        let rows: Vec<(u64, u64, i64)> = String::from_utf8(a)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (
+                    f[0].parse().unwrap(),
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                )
+            })
+            .collect();
+        let adds: Vec<_> = rows.iter().filter(|r| r.2 > 0).collect();
+        let dels: Vec<_> = rows.iter().filter(|r| r.2 < 0).collect();
+        assert_eq!(adds.len(), 1000);
+        // Day 2's new ids follow day 1's.
+        assert!(adds.iter().any(|r| (210..220).contains(&r.0)));
+        assert!(adds.iter().any(|r| (105..110).contains(&r.1)));
+        assert!(adds.iter().all(|r| r.0 < 200 || (210..220).contains(&r.0)));
+        assert!(!dels.is_empty());
+        // Each removal cancels the pair's whole base weight.
+        let mut sum: std::collections::HashMap<(u64, u64), i64> = Default::default();
+        let g = Generator::new(base);
+        for c in 0..g.chunks() {
+            g.chunk(c, |u, i, n| *sum.entry((u, i)).or_default() += n as i64);
+        }
+        for r in dels {
+            assert_eq!(sum[&(r.0, r.1)], -r.2);
         }
     }
 

@@ -30,6 +30,8 @@ pub struct Job {
     pub eval: Eval,
     /// The model store.
     pub output: Output,
+    /// Warm start from the store's current version.
+    pub model: Model,
 }
 
 /// Input file format.
@@ -399,14 +401,28 @@ impl Default for Eval {
 pub struct Output {
     /// Model store directory (relative paths resolve against the working directory).
     pub store: String,
+    /// Published versions to keep (older ones are removed after a successful publish);
+    /// 0 keeps every version.
+    pub keep_versions: usize,
 }
 
 impl Default for Output {
     fn default() -> Self {
         Output {
             store: "models/default".into(),
+            keep_versions: 7,
         }
     }
+}
+
+/// `[model]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Model {
+    /// Start from the store's `CURRENT` version: its interaction snapshot plus the new events,
+    /// its factors for known users and items, new ones folded in. Without a published version
+    /// the run trains from scratch.
+    pub warm_start: bool,
 }
 
 /// A job error: which key, what is wrong.
@@ -444,7 +460,10 @@ impl Job {
         base: Option<&Path>,
     ) -> Result<Job, JobError> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            JobError(format!("invalid TOML: {}", e.to_string().trim()))
+            JobError(format!(
+                "invalid TOML: {}",
+                escape_controls(e.to_string().trim())
+            ))
         })?;
         if let Some(base) = base {
             resolve_paths(&mut table, base);
@@ -454,7 +473,9 @@ impl Job {
         }
         let job: Job = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| JobError(e.to_string().trim().replace('\n', " ")))?;
+            .map_err(|e: toml::de::Error| {
+                JobError(escape_controls(&e.to_string().trim().replace('\n', " ")))
+            })?;
         job.validate()?;
         Ok(job)
     }
@@ -549,6 +570,20 @@ impl Job {
         }
         Ok(())
     }
+}
+
+/// Escapes control characters (except line breaks) that a parser error may quote from the
+/// file, so that a hostile job file cannot drive the terminal.
+fn escape_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn resolve_paths(table: &mut toml::Table, base: &Path) {

@@ -44,6 +44,8 @@ pub struct BucketStats {
     pub dropped_memberships: u64,
     /// Items in the head list.
     pub head: u64,
+    /// Kept buckets by size: log2 bins (`crate::report::log2_bin`).
+    pub size_histogram: Vec<u64>,
 }
 
 fn norm(v: &[f32]) -> f32 {
@@ -187,6 +189,10 @@ impl Index {
             dropped_buckets: self.dropped_buckets,
             dropped_memberships: self.dropped_memberships,
             head: self.head.len() as u64,
+            size_histogram: sizes.iter().fold(vec![0; crate::report::BINS], |mut h, &n| {
+                h[crate::report::log2_bin(n)] += 1;
+                h
+            }),
         }
     }
 

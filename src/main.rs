@@ -74,6 +74,22 @@ enum Cmd {
         /// Threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Write day DAY's next-day event file for the base set given by the other flags:
+        /// new events, new users and items, removals (negative weights).
+        #[arg(long, value_name = "DAY")]
+        delta: Option<u64>,
+        /// Delta mode: new events (default: nnz / 20).
+        #[arg(long)]
+        delta_nnz: Option<u64>,
+        /// Delta mode: new users per day (default: users / 50).
+        #[arg(long)]
+        new_users: Option<u64>,
+        /// Delta mode: new items per day (default: items / 50).
+        #[arg(long)]
+        new_items: Option<u64>,
+        /// Delta mode: base pairs removed (default: nnz / 200).
+        #[arg(long)]
+        removals: Option<u64>,
     },
     /// Export a published model's factors.
     Export {
@@ -222,9 +238,19 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 deadline: Duration::from_secs(deadline_secs.max(1)),
                 resume,
             };
-            let summary = run(j, opts).map_err(|e| (1, e))?;
-            if let Some(s) = summary {
-                print_summary(&s.manifest, &s.version_dir);
+            let summary = run(j, opts).map_err(|e| {
+                let code = if e.contains(recflow::lock::LOCKED) {
+                    recflow::lock::EXIT_LOCKED as u8
+                } else {
+                    1
+                };
+                (code, e)
+            })?;
+            if let Some(s) = summary.filter(|_| !quiet) {
+                let report = recflow::report::read(&s.version_dir)
+                    .unwrap_or_else(|| recflow::report::build(&s.manifest, None));
+                let dir = s.version_dir.display().to_string();
+                eprint!("{}", recflow::report::summary::render(&report, &dir));
             }
             Ok(())
         }
@@ -236,6 +262,11 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             seed,
             out,
             threads,
+            delta,
+            delta_nnz,
+            new_users,
+            new_items,
+            removals,
         } => {
             if users == 0 || items == 0 || rank == 0 {
                 return Err((2, "--users, --items and --rank must be at least 1".into()));
@@ -256,7 +287,20 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             let f = std::fs::File::create(&tmp)
                 .map_err(|e| (1, format!("cannot create {}: {e}", tmp.display())))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 22, f);
-            recflow::generate::write_tsv(spec, &mut w, threads)
+            let written = match delta {
+                None => recflow::generate::write_tsv(spec, &mut w, threads),
+                Some(day) => {
+                    let d = recflow::generate::Delta {
+                        day: day.max(1),
+                        nnz: delta_nnz.unwrap_or(nnz / 20),
+                        new_users: new_users.unwrap_or(users / 50),
+                        new_items: new_items.unwrap_or(items / 50),
+                        removals: removals.unwrap_or(nnz / 200),
+                    };
+                    recflow::generate::write_delta_tsv(spec, &d, &mut w)
+                }
+            };
+            written
                 .and_then(|_| std::io::Write::flush(&mut w))
                 .map_err(|e| (1, format!("cannot write {}: {e}", tmp.display())))?;
             std::fs::rename(&tmp, &out)
@@ -276,7 +320,13 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             }
             Ok(())
         }
-        Cmd::Inspect { store } => inspect(&store).map_err(|e| (1, e)),
+        Cmd::Inspect { store } => {
+            print!(
+                "{}",
+                recflow::report::inspect::inspect(&store).map_err(|e| (1, e))?
+            );
+            Ok(())
+        }
         Cmd::Recommend { store, user, k } => {
             for l in recflow::query::query(&store, "users", &user, k).map_err(|e| (1, e))? {
                 println!("{l}");
@@ -303,97 +353,4 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             Ok(())
         }
     }
-}
-
-fn print_summary(m: &serde_json::Value, dir: &std::path::Path) {
-    let c = &m["counts"];
-    println!("recflow run summary");
-    println!("  model      {}", dir.display());
-    println!(
-        "  data       {} lines read, {} users, {} items, {} pairs",
-        c["read"]["lines"], c["users"], c["items"], c["pairs"]
-    );
-    println!(
-        "  dropped    {} malformed lines skipped, {} below min_weight, {} pairs with weight <= 0, {} by user cap, {} by item cap",
-        c["read"]["skipped"], c["read"]["below_min_weight"], c["nonpositive_pairs"], c["dropped_user_cap"], c["dropped_item_cap"]
-    );
-    for s in c["read"]["samples"].as_array().into_iter().flatten() {
-        println!("             e.g. {}", s.as_str().unwrap_or(""));
-    }
-    let t = &m["timings"];
-    println!(
-        "  time       ingest {:.2}s, train {:.2}s, total {:.2}s on {} worker(s)",
-        t["ingest_secs"].as_f64().unwrap_or(0.0),
-        t["train_secs"].as_f64().unwrap_or(0.0),
-        t["total_secs"].as_f64().unwrap_or(0.0),
-        m["workers"]
-    );
-    if let Some(obj) = m["train"]["objective"].as_array() {
-        let line: Vec<String> = obj
-            .iter()
-            .filter(|p| p["half"] == "items")
-            .map(|p| {
-                format!(
-                    "{}:{:.4e}",
-                    p["iteration"],
-                    p["value"].as_f64().unwrap_or(f64::NAN)
-                )
-            })
-            .collect();
-        if !line.is_empty() {
-            println!("  objective  {}", line.join(" "));
-        }
-    }
-    if let Some(r) = m.get("recommend").filter(|r| !r.is_null()) {
-        println!(
-            "  recommend  {} lines, mode {}, {} users without candidates",
-            r["lines"], r["mode"], r["users_without_recs"]
-        );
-    }
-    if let Some(x) = m.get("metrics").filter(|x| !x.is_null()) {
-        let f = |k: &str| {
-            x[k].as_f64()
-                .map(|v| format!("{v:.4}"))
-                .unwrap_or_else(|| "-".into())
-        };
-        println!(
-            "  metrics    @{}: precision {}  map {}  ndcg {}  auc {}  ({} users)",
-            x["k"],
-            f("precision"),
-            f("map"),
-            f("ndcg"),
-            f("auc"),
-            x["users"]
-        );
-    }
-}
-
-fn inspect(store: &std::path::Path) -> Result<(), String> {
-    let versions = recflow::store::versions(store);
-    if versions.is_empty() {
-        return Err(format!("{} holds no published version", store.display()));
-    }
-    let cur = recflow::store::current(store)?;
-    println!("store {}", store.display());
-    for v in versions {
-        let mark = if cur.as_deref() == Some(&v) { "*" } else { " " };
-        match recflow::store::open(store, Some(&v)) {
-            Ok((_, m)) => {
-                let c = &m["counts"];
-                println!(
-                    "{mark} {v}  factors {}  users {}  items {}  pairs {}  workers {}  iterations {}  objective {}  metrics {}",
-                    m["factors"],
-                    c["users"],
-                    c["items"],
-                    c["pairs"],
-                    m["workers"],
-                    m["job"]["als"]["iterations"],
-                    m["train"]["objective"].as_array().and_then(|a| a.last()).map(|p| p["value"].to_string()).unwrap_or_else(|| "-".into()),
-                    m.get("metrics").map(|x| x.to_string()).unwrap_or_else(|| "-".into())
-                );
-            }
-            Err(e) => println!("{mark} {v}  unreadable: {e}"),
-        }
-    }
-    Ok(())
 }

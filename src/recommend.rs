@@ -274,6 +274,8 @@ pub fn recommend(
     let mut cand_scores = vec![0.0f32; lsh_n];
     // candidates scored, users, recall hits, recall total
     let mut lsh_counts = [0u64; 4];
+    // Users by candidates scored (log2 bins, for the report).
+    let mut cand_hist = vec![0u64; crate::report::BINS];
     let mut out = Recs {
         tsv: Vec::new(),
         lines: 0,
@@ -339,6 +341,7 @@ pub fn recommend(
                     });
                     lsh_counts[0] += cand.len() as u64;
                     lsh_counts[1] += 1;
+                    cand_hist[crate::report::log2_bin(cand.len() as u64)] += 1;
                     let mut best: Vec<(f32, u64, usize)> = cand
                         .iter()
                         .map(|&i| (dot(x, &cat.factors[i * d..(i + 1) * d]), cat.keys[i], i))
@@ -412,8 +415,12 @@ pub fn recommend(
             lsh_counts[1],
             lsh_counts[2],
             lsh_counts[3],
-        ]),
+        ]
+        .into_iter()
+        .chain(cand_hist)
+        .collect()),
     );
+    let mut hist = vec![0u64; crate::report::BINS];
     let mut all = Vec::new();
     let (mut without, mut lines) = (0, 0);
     let mut lc = [0u64; 4];
@@ -424,6 +431,7 @@ pub fn recommend(
                 without += c[0];
                 lines += c[1];
                 lc.iter_mut().zip(&c[2..]).for_each(|(a, b)| *a += b);
+                hist.iter_mut().zip(&c[6..]).for_each(|(a, b)| *a += b);
             }
             _ => unreachable!(),
         }
@@ -438,6 +446,7 @@ pub fn recommend(
             out.lsh = Some(serde_json::json!({
                 "buckets": ix.stats(),
                 "candidates_per_user": per_user,
+                "candidates_histogram": hist,
                 "catalog_share": per_user / n.max(1) as f64,
                 "recall_at_k": if lc[3] > 0 { Some(lc[2] as f64 / lc[3] as f64) } else { None },
                 "recall_k": ek,

@@ -3,7 +3,9 @@
 use crate::als::{self, TrainReport};
 use crate::checkpoint;
 use crate::cluster::{Body, Comm, CommError};
-use crate::ingest::{self, IngestStats};
+use crate::ingest::{self, Ingested};
+use crate::lock::StoreLock;
+use crate::warm;
 use crate::job::Job;
 use crate::recommend::{self, Recs};
 use crate::report::Log;
@@ -88,7 +90,11 @@ pub fn run(job: Job, opts: RunOptions) -> Result<Option<Summary>, String> {
                 // timely would keep stepping the dataflow until every peer finishes it, which a
                 // dead or stopped peer never does: fail this process now, cleanly.
                 eprintln!("error: process {}: {e}", o.process);
-                std::process::exit(1);
+                std::process::exit(if e.contains(crate::lock::LOCKED) {
+                    crate::lock::EXIT_LOCKED
+                } else {
+                    1
+                });
             }
         }
         r
@@ -124,17 +130,45 @@ fn run_worker(
     let leader = comm.index == 0;
     let log = Log::new(leader && !opts.quiet);
     let started = Instant::now();
-    log.info(&format!(
-        "ingest: {} with {} worker(s)",
-        if files.is_empty() {
-            "built-in demo data".to_string()
-        } else {
-            format!("{} file(s)", files.len())
-        },
-        comm.peers
-    ));
+    // One run per store at a time; held by worker 0 until this function returns.
+    let lock = if leader {
+        StoreLock::acquire(Path::new(&job.output.store)).map(Some)
+    } else {
+        Ok(None)
+    };
+    let _lock = comm.agree(worker, "store: lock", lock)?;
+    let parent = warm::find(worker, &mut comm, job)?;
+    if let Some(p) = &parent {
+        log.info(&format!(
+            "warm start from {} ({} snapshot file(s))",
+            p.dir.display(),
+            p.snapshot.len()
+        ));
+    } else if job.model.warm_start {
+        log.info("warm start: the store has no published version yet, training from scratch");
+    }
+    // This process reads about its workers' share of the input (for the byte bar).
+    let share = if log.enabled() {
+        crate::report::input_bytes(files) * opts.workers as u64 / comm.peers.max(1) as u64
+    } else {
+        0
+    };
+    log.stage_bytes(
+        "ingest",
+        &format!(
+            "{} with {} worker(s)",
+            if files.is_empty() {
+                "built-in demo data".to_string()
+            } else {
+                format!("{} file(s)", files.len())
+            },
+            comm.peers
+        ),
+        share,
+    );
     let t = Instant::now();
-    let mut data = ingest::ingest(worker, &mut comm, job, files)?;
+    let snapshot = parent.as_ref().map(|p| &p.snapshot[..]).unwrap_or(&[]);
+    let mut data = ingest::ingest(worker, &mut comm, job, files, snapshot)?;
     let ingest_secs = t.elapsed().as_secs_f64();
     let check = if leader && data.stats.pairs == 0 {
         Err(format!(
@@ -152,9 +186,14 @@ fn run_worker(
     comm.agree(worker, "ingest: check", check)?;
     if leader {
         let s = &data.stats;
-        log.info(&format!(
-            "ingest: {} lines, {} users, {} items, {} pairs ({:.2}s)",
-            s.read.lines, s.users, s.items, s.pairs, ingest_secs
+        log.done(&format!(
+            "ingest: {} lines{}, {} users, {} items, {} pairs ({:.2}s)",
+            s.read.lines,
+            if s.read.bytes > 0 { format!(" ({} bytes)", s.read.bytes) } else { String::new() },
+            s.users,
+            s.items,
+            s.pairs,
+            ingest_secs
         ));
     }
 
@@ -169,6 +208,37 @@ fn run_worker(
         if let Body::Text(t) = b {
             fp = t;
         }
+    }
+    let mut fold = None;
+    if let Some(p) = parent.as_ref().filter(|_| !opts.resume) {
+        let loaded = warm::load_factors(p, &mut data.users, "users")
+            .and_then(|u| Ok((u, warm::load_factors(p, &mut data.items, "items")?)));
+        let (new_u, new_i) = comm.agree(worker, "warm start: load factors", loaded)?;
+        let n = [
+            new_u.iter().filter(|&&b| b).count() as u64,
+            new_i.iter().filter(|&&b| b).count() as u64,
+        ];
+        comm.send(0, Body::Counts(n.to_vec()));
+        let mut total = [0u64; 2];
+        for (_, b) in comm.exchange(worker, "warm start: count new")? {
+            if let Body::Counts(c) = b {
+                total.iter_mut().zip(c).for_each(|(t, c)| *t += c);
+            }
+        }
+        als::fold_in(
+            worker,
+            &mut comm,
+            &job.als,
+            &mut data.users,
+            &mut data.items,
+            &new_u,
+            &new_i,
+        )?;
+        log.info(&format!(
+            "warm start: {} new user(s) and {} new item(s) folded in",
+            total[0], total[1]
+        ));
+        fold = Some(total);
     }
     let start = if opts.resume {
         let it = checkpoint::resume(
@@ -193,6 +263,10 @@ fn run_worker(
         }
         Ok(())
     };
+    log.stage(
+        "train",
+        &format!("{} factors, {} iterations", job.als.factors, job.als.iterations),
+    );
     let train = als::train(
         worker,
         &mut comm,
@@ -221,11 +295,17 @@ fn run_worker(
         Ok(())
     };
     comm.agree(worker, "train: check", check)?;
+    log.done(&format!(
+        "train: {} iteration(s), objective {} ({train_secs:.2}s)",
+        job.als.iterations - start,
+        train.objective.last().map(|p| format!("{:.6e}", p.value)).unwrap_or_else(|| "not computed".into())
+    ));
 
     let t = Instant::now();
     let recs = if job.recommend.k > 0 || job.similar.k > 0 || !job_has_no_eval(job) {
+        log.stage("recommend", &format!("{:?} mode", job.recommend.mode).to_lowercase());
         let r = recommend::recommend(worker, &mut comm, job, &data.users, &data.items, &data.test)?;
-        log.info(&format!(
+        log.done(&format!(
             "recommend: {} lines ({:?} mode, {:.2}s)",
             r.lines,
             job.recommend.mode,
@@ -240,20 +320,27 @@ fn run_worker(
     let t = Instant::now();
     let timings =
         json!({ "ingest_secs": ingest_secs, "train_secs": train_secs, "recommend_secs": rec_secs });
+    let lineage = json!({
+        "parent": parent.as_ref().map(|p| p.version.clone()),
+        "new_users": fold.map(|f| f[0]),
+        "new_items": fold.map(|f| f[1]),
+        "parent_objective": parent.as_ref().map(|p| p.manifest["train"]["objective"].as_array().and_then(|o| o.last()).map(|o| o["value"].clone())),
+        "parent_metrics": parent.as_ref().map(|p| p.manifest["metrics"].clone()),
+    });
+    log.stage("publish", &job.output.store);
     let out = publish(
         worker,
         &mut comm,
         job,
-        &data.users,
-        &data.items,
-        &data.stats,
+        &data,
         &train,
         recs.as_ref(),
         timings,
+        lineage,
         started,
     )?;
     if let Some(s) = &out {
-        log.info(&format!(
+        log.done(&format!(
             "published {} ({:.2}s)",
             s.version_dir.display(),
             t.elapsed().as_secs_f64()
@@ -288,14 +375,14 @@ fn publish(
     worker: &mut Worker,
     comm: &mut Comm,
     job: &Job,
-    users: &Side,
-    items: &Side,
-    stats: &IngestStats,
+    data: &Ingested,
     train: &TrainReport,
     recs: Option<&Recs>,
     mut timings: serde_json::Value,
+    lineage: serde_json::Value,
     started: Instant,
 ) -> Result<Option<crate::run::Summary>, CommError> {
+    let (users, items, stats) = (&data.users, &data.items, &data.stats);
     let store_path = PathBuf::from(&job.output.store);
     // 1. Worker 0 opens a staging directory and tells everybody where it is.
     if comm.index == 0 {
@@ -315,6 +402,14 @@ fn publish(
     // 2. Every worker writes (and syncs) the files of the shards it owns.
     let mine = side_files(&staging, users, "users", 0).and_then(|mut r| {
         r.extend(side_files(&staging, items, "items", 1)?);
+        for (vs, bytes, rows) in &data.snapshot {
+            r.push(store::write_part(
+                &staging,
+                &format!("snapshot/vs-{vs:05}.bin"),
+                bytes,
+                *rows,
+            )?);
+        }
         if let Some((b, n)) = recs.and_then(|r| r.similar.as_ref()) {
             r.push(store::write_part(
                 &staging,
@@ -351,16 +446,19 @@ fn publish(
             files.extend(serde_json::from_str::<Vec<FileRecord>>(&t).expect("records"));
         }
     }
+    // Degree distributions for the report, summed on worker 0.
+    let degrees = crate::report::gather_degrees(worker, comm, users, items)?;
     // 3. Worker 0 writes the manifest and flips CURRENT; everybody learns the outcome.
     let mut summary = None;
     if comm.index == 0 {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         timings["total_secs"] = json!(started.elapsed().as_secs_f64());
-        let manifest = json!({
+        let mut manifest = json!({
             "format_version": store::MANIFEST_VERSION,
             "recflow_version": env!("CARGO_PKG_VERSION"),
             "version": version,
-            "parent": serde_json::Value::Null,
+            "parent": lineage["parent"],
+            "lineage": lineage,
             "created_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             "job": job,
             "workers": comm.peers,
@@ -379,8 +477,14 @@ fn publish(
             "metrics": recs.filter(|_| !job_has_no_eval(job)).map(|r| r.metrics.report(job.eval.k)),
             "files": files,
         });
-        match store::publish(&store_path, &staging, version, &manifest) {
+        // report.json and report.html go into the staging directory: published with the rest.
+        let report = crate::report::write(&staging, &mut manifest, degrees.as_ref());
+        match report.and_then(|_| store::publish(&store_path, &staging, version, &manifest)) {
             Ok(dir) => {
+                // Retention: only after the new version is published, and never fatal.
+                if let Err(e) = store::prune(&store_path, job.output.keep_versions) {
+                    eprintln!("warning: published {version}, but pruning old versions failed: {e}");
+                }
                 summary = Some(Summary {
                     version_dir: dir,
                     manifest,

@@ -90,13 +90,8 @@ pub fn train(
         }
         let secs = t.elapsed().as_secs_f64();
         rep.iteration_secs.push(secs);
-        match rep.objective.last() {
-            Some(p) if p.iteration == it => log.info(&format!(
-                "iteration {it}/{}: objective {:.6e} ({secs:.2}s)",
-                als.iterations, p.value
-            )),
-            _ => log.info(&format!("iteration {it}/{} ({secs:.2}s)", als.iterations)),
-        }
+        let objective = rep.objective.last().filter(|p| p.iteration == it);
+        log.iteration(it, als.iterations, objective.map(|p| p.value), secs);
         after(worker, comm, it, users, items)?;
     }
     Ok(rep)
@@ -250,4 +245,38 @@ fn half_step(
         vector_bytes,
         singular,
     })
+}
+
+/// Folds new entities in before a warm start's iterations: one exact (Cholesky) solve of every
+/// new user against the fixed items, then of every new item against the users; known entities
+/// keep their vectors. `new_users` / `new_items` flag this worker's rows. Collective.
+pub fn fold_in(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    als: &Als,
+    users: &mut Side,
+    items: &mut Side,
+    new_users: &[bool],
+    new_items: &[bool],
+) -> Result<(), CommError> {
+    let exact = Als {
+        solver: Solver::Cholesky,
+        ..als.clone()
+    };
+    let d = als.factors;
+    for half in ["users", "items"] {
+        let (s, o, new) = if half == "users" {
+            (&mut *users, &*items, new_users)
+        } else {
+            (&mut *items, &*users, new_items)
+        };
+        // The half-step solves every row; the known rows get their vectors back.
+        let known = s.factors.clone();
+        let mut buf = vec![0.0f32; s.gathered_keys.len() * d];
+        half_step(worker, comm, &exact, s, o, &mut buf, false)?;
+        for (r, _) in new.iter().enumerate().filter(|(_, &n)| !n) {
+            s.factors[r * d..(r + 1) * d].copy_from_slice(&known[r * d..(r + 1) * d]);
+        }
+    }
+    Ok(())
 }

@@ -1,9 +1,11 @@
 //! Ingest: events → consolidated, capped, sharded interactions in CSR form on both sides.
 //!
 //! Supersteps (all through [`Comm`], so they work across processes):
-//! 1. every worker parses its byte range of the input and routes events to the user's owner;
-//! 2. user owners sum duplicate (user, item) events, drop pairs whose sum is ≤ 0, apply the
-//!    per-user cap and the holdout split, and route pairs to the item's owner;
+//! 1. every worker parses its byte range of the input (and, on a warm start, its share of the
+//!    previous version's snapshot files);
+//! 2. a differential-dataflow computation ([`consolidate`]) brings each pair to its user's
+//!    owner, sums duplicates and removals, drops pairs whose sum is ≤ 0 and applies the
+//!    per-user cap; the owner splits off the holdout and routes pairs to the item's owner;
 //! 3. item owners apply the per-item cap, number their items (per virtual shard, by raw id)
 //!    and send item keys back;
 //! 4. user owners number their users, build the user-side CSR and send (item, user, c) edges
@@ -11,6 +13,7 @@
 //! 5. each side asks the owners of the other side for exactly the vectors it will need every
 //!    half-step: the routing tables.
 
+pub mod consolidate;
 pub mod parse;
 pub mod read;
 
@@ -46,6 +49,8 @@ pub struct IngestStats {
     pub test_pairs: u64,
     /// Held-out pairs whose item has no training data.
     pub test_unknown_item: u64,
+    /// Pairs read from the parent version's interaction snapshot (warm start).
+    pub snapshot_pairs: u64,
 }
 
 /// What ingest leaves on one worker.
@@ -58,30 +63,43 @@ pub struct Ingested {
     pub test: Vec<(RawId, u64)>,
     /// Counters (complete on worker 0).
     pub stats: IngestStats,
+    /// The next interaction snapshot of this worker's user shards: (vshard, encoded file, pairs).
+    pub snapshot: Vec<(u32, Vec<u8>, u64)>,
 }
 
-/// Runs ingest on this worker. `files` empty means the built-in demo data.
+/// Runs ingest on this worker. `files` empty means the built-in demo data; `snapshot` lists
+/// the parent version's snapshot files (warm start), read as pairs added to the events.
 pub fn ingest(
     worker: &mut Worker,
     comm: &mut Comm,
     job: &Job,
     files: &[PathBuf],
+    snapshot: &[PathBuf],
 ) -> Result<Ingested, CommError> {
     let peers = comm.peers;
     let v = job.shards.virtual_shards;
     let me = comm.index;
 
-    // 1. Read and route events to user owners.
-    let mut out: Vec<Vec<Event>> = vec![Vec::new(); peers];
+    // 1. Read this worker's share; the consolidation dataflow routes the events.
+    let mut events: Vec<consolidate::Pair> = Vec::new();
+    let fixed = |e: Event| (e.user, e.item, consolidate::to_fixed(e.weight as f64), e.ts);
     let read = if files.is_empty() {
-        Ok(read_demo(job, me, peers, |e| {
-            out[owner(e.user.vshard(v), peers)].push(e)
-        }))
+        Ok(read_demo(job, me, peers, |e| events.push(fixed(e))))
     } else {
-        read::read_part(files, &job.input, me, peers, |e| {
-            out[owner(e.user.vshard(v), peers)].push(e)
-        })
+        read::read_part(files, &job.input, me, peers, |e| events.push(fixed(e)))
     };
+    let mut snapshot_pairs = 0u64;
+    let read = read.and_then(|st| {
+        for path in snapshot.iter().skip(me).step_by(peers) {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read snapshot {}: {e}", path.display()))?;
+            let (_, pairs) = crate::store::snapshot::decode(&bytes)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            snapshot_pairs += pairs.len() as u64;
+            events.extend(pairs);
+        }
+        Ok(st)
+    });
     // A separate held-out file (`eval.test`) is read the same way, split by byte range.
     let mut test_ev: Vec<Vec<Event>> = vec![Vec::new(); peers];
     let read = read.and_then(|st| match &job.eval.test {
@@ -98,19 +116,16 @@ pub fn ingest(
     match read {
         Ok(st) => {
             comm.send(0, Body::Read(st));
-            for (w, (evs, tev)) in out.into_iter().zip(test_ev).enumerate() {
-                comm.send(w, Body::Events(evs));
+            for (w, tev) in test_ev.into_iter().enumerate() {
                 comm.send(w, Body::TestEvents(tev));
             }
         }
         Err(e) => comm.broadcast(Body::Abort(e)),
     }
-    let mut events = Vec::new();
     let mut test_events = Vec::new();
     let mut stats = IngestStats::default();
     for (_, b) in comm.exchange(worker, "ingest: read")? {
         match b {
-            Body::Events(mut e) => events.append(&mut e),
             Body::TestEvents(mut e) => test_events.append(&mut e),
             Body::Read(st) => stats.read.merge(&st),
             _ => unreachable!(),
@@ -118,49 +133,23 @@ pub fn ingest(
     }
 
     // 2. Consolidate per (user, item), cap per user, split off the holdout.
-    let mut counts = [0u64; 8]; // pairs, users, items, nonpositive, ucap, icap, test, test_unknown
-    events.sort_unstable_by(|a, b| (&a.user, &a.item).cmp(&(&b.user, &b.item)));
-    let mut pairs: Vec<(RawId, RawId, f64, i64)> = Vec::new();
-    for e in events {
-        match pairs.last_mut() {
-            Some(p) if p.0 == e.user && p.1 == e.item => {
-                p.2 += e.weight as f64;
-                p.3 = p.3.max(e.ts);
-            }
-            _ => pairs.push((e.user, e.item, e.weight as f64, e.ts)),
-        }
-    }
-    let before = pairs.len();
-    pairs.retain(|p| p.2 > 0.0);
-    counts[3] = (before - pairs.len()) as u64;
+    // counts: pairs, users, items, nonpositive, ucap, icap, test, test_unknown, snapshot
+    let mut counts = [0u64; 9];
     let cap = job.confidence.max_per_user as usize;
-    let mut kept: Vec<(RawId, RawId, f64, i64)> = Vec::with_capacity(pairs.len());
+    let c = consolidate::consolidate(worker, comm.deadline, v, cap, events)?;
+    counts[3] = c.nonpositive;
+    counts[4] = (c.positive.len() - c.kept.len()) as u64;
+    counts[8] = snapshot_pairs;
+    let snapshot = encode_snapshot(c.positive, v);
     let mut test_out: Vec<Vec<(RawId, RawId)>> = vec![Vec::new(); peers];
     let mut train_out: Vec<Vec<(RawId, RawId, f32, i64)>> = vec![Vec::new(); peers];
-    let mut i = 0;
-    while i < pairs.len() {
-        let mut j = i;
-        while j < pairs.len() && pairs[j].0 == pairs[i].0 {
-            j += 1;
-        }
-        let group = &mut pairs[i..j];
-        if cap > 0 && group.len() > cap {
-            group.sort_by(|a, b| recency(a.3, &a.1, b.3, &b.1));
-            counts[4] += (group.len() - cap) as u64;
-            kept.extend(group[..cap].iter().cloned());
-        } else {
-            kept.extend(group.iter().cloned());
-        }
-        i = j;
-    }
-    drop(pairs);
     let holdout = job.eval.holdout;
-    for (u, it, w, ts) in kept {
+    for (u, it, w, ts) in c.kept {
         let dest = owner(it.vshard(v), peers);
         if holdout > 0.0 && unit(job.eval.seed, &u, &it) < holdout {
             test_out[dest].push((u, it));
         } else {
-            train_out[dest].push((u, it, w as f32, ts));
+            train_out[dest].push((u, it, consolidate::from_fixed(w) as f32, ts));
         }
     }
     // Held-out file pairs: summed like training events, kept when the sum is positive.
@@ -324,7 +313,7 @@ pub fn ingest(
     request(comm, &mut users, &other, 1);
     request(comm, &mut items, &iother, 0);
     comm.send(0, Body::Counts(counts.to_vec()));
-    let mut total = [0u64; 8];
+    let mut total = [0u64; 9];
     for (from, b) in comm.exchange(worker, "ingest: routing")? {
         match b {
             Body::Request(side, keys) => {
@@ -345,6 +334,7 @@ pub fn ingest(
         stats.dropped_item_cap,
         stats.test_pairs,
         stats.test_unknown_item,
+        stats.snapshot_pairs,
     ] = total;
 
     init_factors(&mut users, job.als.seed, 0);
@@ -354,7 +344,21 @@ pub fn ingest(
         items,
         test,
         stats,
+        snapshot,
     })
+}
+
+/// Encodes this worker's consolidated pairs (sorted by user, item) as one snapshot file per
+/// virtual shard.
+fn encode_snapshot(pairs: Vec<consolidate::Pair>, v: u32) -> Vec<(u32, Vec<u8>, u64)> {
+    let mut by_vshard: BTreeMap<u32, Vec<consolidate::Pair>> = BTreeMap::new();
+    for p in pairs {
+        by_vshard.entry(p.0.vshard(v)).or_default().push(p);
+    }
+    by_vshard
+        .into_iter()
+        .map(|(vs, p)| (vs, crate::store::snapshot::encode(vs, &p), p.len() as u64))
+        .collect()
 }
 
 /// Newest first; ties (and inputs without timestamps) broken by the id's stable hash.

@@ -288,9 +288,7 @@ fn bar_chart(
         }
     }
     legend(&mut s, &series.iter().map(|x| x.name).collect::<Vec<_>>());
-    if !rotate {
-        x_label(&mut s, x_title);
-    }
+    x_label(&mut s, x_title);
     s.push_str("</svg>");
     s
 }

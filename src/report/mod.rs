@@ -6,6 +6,7 @@
 //! number the HTML or the summary shows is one the JSON holds.
 
 pub mod html;
+pub mod inspect;
 mod progress;
 pub mod summary;
 

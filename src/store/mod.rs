@@ -7,6 +7,7 @@
 //! `CURRENT` naming a complete version.
 
 pub mod format;
+pub mod snapshot;
 
 use crate::ids::RawId;
 use std::fs::{self, File};
@@ -15,6 +16,30 @@ use std::path::{Path, PathBuf};
 
 /// Manifest schema version.
 pub const MANIFEST_VERSION: u32 = 1;
+
+/// Crash injection for tests: `RECFLOW_TEST_CRASH_AT=N` aborts the process (as `kill -9`
+/// would, without unwinding or cleanup) at the N-th [`crash_point`] it passes.
+pub const CRASH_ENV: &str = "RECFLOW_TEST_CRASH_AT";
+
+/// A place where a real crash could happen between two durable steps of a publish.
+pub fn crash_point() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static AT: OnceLock<u64> = OnceLock::new();
+    static PASSED: AtomicU64 = AtomicU64::new(0);
+    let at = *AT.get_or_init(|| {
+        std::env::var(CRASH_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    if at > 0 && PASSED.fetch_add(1, Ordering::SeqCst) + 1 == at {
+        std::process::abort();
+    }
+}
+
+/// Subdirectories of a version.
+const SUBDIRS: [&str; 6] = ["users", "items", "recs", "similar", "buckets", "snapshot"];
 
 /// A file recorded in the manifest.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -37,6 +62,7 @@ pub const FAIL_WRITE_ENV: &str = "RECFLOW_FAIL_WRITE";
 /// Writes `bytes` to `path` and syncs it.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut f = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    crash_point();
     let inject = std::env::var(FAIL_WRITE_ENV)
         .is_ok_and(|v| !v.is_empty() && path.to_string_lossy().contains(v.as_str()));
     let written = if inject {
@@ -133,7 +159,7 @@ pub fn begin(store: &Path) -> Result<(String, PathBuf), String> {
         fs::remove_dir_all(&staging)
             .map_err(|e| format!("cannot clear {}: {e}", staging.display()))?;
     }
-    for sub in ["users", "items", "recs", "similar", "buckets"] {
+    for sub in SUBDIRS {
         fs::create_dir_all(staging.join(sub)).map_err(|e| {
             format!(
                 "cannot create {} (is the store writable?): {e}",
@@ -153,7 +179,8 @@ pub fn publish(
 ) -> Result<PathBuf, String> {
     let text = serde_json::to_string_pretty(manifest).expect("manifest serialises");
     write_synced(&staging.join("manifest.json"), text.as_bytes())?;
-    for sub in ["users", "items", "recs", "similar", "buckets", ""] {
+    crash_point();
+    for sub in SUBDIRS.iter().chain(&[""]) {
         sync_dir(&staging.join(sub))?;
     }
     let dest = store.join(version);
@@ -165,8 +192,10 @@ pub fn publish(
         )
     })?;
     sync_dir(store)?;
+    crash_point();
     let tmp = store.join(format!(".CURRENT.tmp-{}", std::process::id()));
     write_synced(&tmp, format!("{version}\n").as_bytes())?;
+    crash_point();
     fs::rename(&tmp, store.join("CURRENT"))
         .map_err(|e| format!("cannot replace {}/CURRENT: {e}", store.display()))?;
     sync_dir(store)?;
@@ -254,4 +283,40 @@ pub fn load_side(
         factors.extend(ff.factors);
     }
     Ok((ids, factors, dim))
+}
+
+/// Removes all but the newest `keep` published versions (never `CURRENT`), and leftovers of
+/// crashed runs (staging directories, temporary files). Call only while holding the store
+/// lock and after a successful publish. A version is first renamed out of the version
+/// namespace, so a crash mid-removal never leaves a half-deleted version that looks
+/// published. Returns the removed versions.
+pub fn prune(store: &Path, keep: usize) -> Result<Vec<String>, String> {
+    let current = current(store)?;
+    let all = versions(store);
+    let mut removed = Vec::new();
+    if keep > 0 && all.len() > keep {
+        for v in &all[..all.len() - keep] {
+            if Some(v) == current.as_ref() {
+                continue;
+            }
+            let trash = store.join(format!(".trash-{v}"));
+            fs::rename(store.join(v), &trash)
+                .map_err(|e| format!("cannot retire {}/{v}: {e}", store.display()))?;
+            crash_point();
+            removed.push(v.clone());
+        }
+    }
+    if let Ok(rd) = fs::read_dir(store) {
+        for e in rd.filter_map(Result::ok) {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(".trash-") || n.starts_with(".staging-") {
+                fs::remove_dir_all(e.path())
+                    .map_err(|err| format!("cannot remove {}: {err}", e.path().display()))?;
+            } else if n.starts_with(".CURRENT.tmp-") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    sync_dir(store)?;
+    Ok(removed)
 }
