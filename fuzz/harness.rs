@@ -8,13 +8,11 @@
 #![allow(dead_code)]
 
 use recflow::ids::{RawId, MAX_ID_LEN};
-use recflow::ingest::parse::{
-    looks_like_header, parse_line, split_fields, Columns, MAX_ABS_WEIGHT,
-};
+use recflow::ingest::parse::{self, looks_like_header, split_fields, Columns, MAX_ABS_WEIGHT};
 use recflow::job::{Format, Job};
 use recflow::store::format;
 
-/// Input line parser. The first byte picks the format and the column layout, the rest is the
+/// Input line parser. Returns whether the line was accepted as an event. The first byte picks the format and the column layout, the rest is the
 /// line. Accepted events must have finite bounded weights and valid, canonical ids.
 pub fn parse_line(data: &[u8]) -> bool {
     let Some((&sel, line)) = data.split_first() else {
@@ -39,7 +37,7 @@ pub fn parse_line(data: &[u8]) -> bool {
         assert!(s <= e && e <= line.len());
     }
     let _ = looks_like_header(line, format, &cols);
-    match parse_line(line, format, &cols, &mut fields) {
+    match parse::parse_line(line, format, &cols, &mut fields) {
         Ok(Some(ev)) => {
             assert!(ev.weight.is_finite() && (ev.weight.abs() as f64) <= MAX_ABS_WEIGHT);
             if cols.weight.is_none() {
@@ -63,7 +61,7 @@ pub fn parse_line(data: &[u8]) -> bool {
     }
 }
 
-/// Job parser: TOML text, then `section.key=value` overrides separated by NUL bytes. An
+/// Job parser (returns whether the job was accepted): TOML text, then `section.key=value` overrides separated by NUL bytes. An
 /// accepted job is valid and survives a round trip through TOML unchanged.
 pub fn job(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -88,7 +86,7 @@ pub fn job(data: &[u8]) -> bool {
     }
 }
 
-/// Model file decoder. With an odd first byte the rest gets a correct CRC-32 appended, so the
+/// Model file decoder (returns whether the file was accepted). With an odd first byte the rest gets a correct CRC-32 appended, so the
 /// fuzzer explores the decoding behind the checksum too. An accepted file re-encodes to the
 /// same bytes (the encoding is canonical, nothing is silently ignored).
 pub fn decode(data: &[u8]) -> bool {

@@ -215,9 +215,9 @@ pub fn read_part(
         let mut r = BufReader::with_capacity(1 << 20, f);
         let mut line = Vec::with_capacity(256);
         if start > 0 {
-            line.clear();
+            // Skipped without buffering: the line may be arbitrarily long.
             let k = r
-                .read_until(b'\n', &mut line)
+                .skip_until(b'\n')
                 .map_err(|e| format!("{name}: read: {e}"))?;
             // k counts the byte at start-1; the line we skipped began before `start`.
             pos = start - 1 + k as u64;
@@ -250,7 +250,8 @@ pub fn read_part(
                 if line.starts_with(BOM) {
                     line.drain(..BOM.len());
                 }
-                if has_header {
+                // An over-long first line is an error, not a header to skip unseen.
+                if has_header && !too_long {
                     continue;
                 }
             }
