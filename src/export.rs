@@ -84,7 +84,11 @@ pub fn write_npy_array<T: NpyElem>(path: &Path, shape: &[usize], data: &[T]) -> 
         [n] => format!("({n},)"),
         _ => format!(
             "({})",
-            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header = format!(
@@ -162,13 +166,24 @@ fn field<'a>(
         .ok_or_else(|| format!("{file}:{line}: missing field '{what}'"))
 }
 
-fn lookup(map: &HashMap<String, i64>, id: &str, file: &str, line: usize, side: &str) -> Result<i64, String> {
+fn lookup(
+    map: &HashMap<String, i64>,
+    id: &str,
+    file: &str,
+    line: usize,
+    side: &str,
+) -> Result<i64, String> {
     map.get(id)
         .copied()
         .ok_or_else(|| format!("{file}:{line}: {side} '{id}' is not in the model's {side}s"))
 }
 
-fn parse_num<T: std::str::FromStr>(s: &str, file: &str, line: usize, what: &str) -> Result<T, String> {
+fn parse_num<T: std::str::FromStr>(
+    s: &str,
+    file: &str,
+    line: usize,
+    what: &str,
+) -> Result<T, String> {
     s.parse()
         .map_err(|_| format!("{file}:{line}: field '{what}' is not a number: '{s}'"))
 }
@@ -221,7 +236,10 @@ fn pairs_npy(
     Ok((idx, scores))
 }
 
-fn buckets_npy(parts: &[(String, Vec<u8>)], items: &HashMap<String, i64>) -> Result<Vec<u64>, String> {
+fn buckets_npy(
+    parts: &[(String, Vec<u8>)],
+    items: &HashMap<String, i64>,
+) -> Result<Vec<u64>, String> {
     let mut out = Vec::new();
     for (file, bytes) in parts {
         let text = std::str::from_utf8(bytes).map_err(|e| format!("{file}: not UTF-8: {e}"))?;
@@ -369,6 +387,8 @@ mod tests {
         let b = vec![("b0".to_string(), b"0\t17\t2\n3\t4\t1\n".to_vec())];
         assert_eq!(buckets_npy(&b, &items).unwrap(), vec![0, 17, 1, 3, 4, 0]);
         let short = vec![("b1".to_string(), b"0\t17\n".to_vec())];
-        assert!(buckets_npy(&short, &items).unwrap_err().contains("b1:1: missing field 'item'"));
+        assert!(buckets_npy(&short, &items)
+            .unwrap_err()
+            .contains("b1:1: missing field 'item'"));
     }
 }

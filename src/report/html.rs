@@ -315,7 +315,10 @@ fn histogram(id: &str, label: &str, bins: &[Value], x_title: &str, y_title: &str
 /// Objective after each half-step, one line per half.
 fn objective_plot(r: &Value) -> String {
     let id = "plot-objective";
-    let pts: Vec<&Value> = r["objective"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let pts: Vec<&Value> = r["objective"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     if pts.is_empty() {
         return note_svg(
             id,
@@ -328,9 +331,9 @@ fn objective_plot(r: &Value) -> String {
         );
     }
     let it = |p: &Value| p["iteration"].as_f64().unwrap_or(0.0);
-    let (xmin, xmax) = pts
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(it(p)), b.max(it(p))));
+    let (xmin, xmax) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
+        (a.min(it(p)), b.max(it(p)))
+    });
     let (vmin, vmax) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
         (a.min(num(&p["value"])), b.max(num(&p["value"])))
     });
@@ -392,15 +395,24 @@ fn objective_plot(r: &Value) -> String {
             );
         }
     }
-    legend(&mut s, &["after the users half-step", "after the items half-step"]);
+    legend(
+        &mut s,
+        &["after the users half-step", "after the items half-step"],
+    );
     x_label(&mut s, "iteration");
     s.push_str("</svg>");
     s
 }
 
 fn stages_plot(r: &Value) -> String {
-    let st: Vec<&Value> = r["stages"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-    let cats: Vec<String> = st.iter().map(|x| x["name"].as_str().unwrap_or("?").to_string()).collect();
+    let st: Vec<&Value> = r["stages"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let cats: Vec<String> = st
+        .iter()
+        .map(|x| x["name"].as_str().unwrap_or("?").to_string())
+        .collect();
     let series = [Series {
         name: "seconds",
         values: st.iter().map(|x| x["secs"].clone()).collect(),
@@ -417,11 +429,22 @@ fn stages_plot(r: &Value) -> String {
 }
 
 fn workers_plot(r: &Value) -> String {
-    let w: Vec<&Value> = r["workers"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let w: Vec<&Value> = r["workers"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     if w.is_empty() {
-        return note_svg("plot-workers", "solve seconds per worker", &["no training half-steps ran".into()], None);
+        return note_svg(
+            "plot-workers",
+            "solve seconds per worker",
+            &["no training half-steps ran".into()],
+            None,
+        );
     }
-    let cats: Vec<String> = w.iter().map(|x| format!("w{}", raw(&x["worker"]))).collect();
+    let cats: Vec<String> = w
+        .iter()
+        .map(|x| format!("w{}", raw(&x["worker"])))
+        .collect();
     let series = [
         Series {
             name: "solving users",
@@ -475,7 +498,12 @@ fn buckets_plot(r: &Value) -> String {
             } else {
                 format!("recommend.mode = {mode}: no LSH index was built")
             };
-            note_svg(id, "LSH bucket sizes", &["no LSH buckets".into(), why], None)
+            note_svg(
+                id,
+                "LSH bucket sizes",
+                &["no LSH buckets".into(), why],
+                None,
+            )
         }
     }
 }
@@ -588,7 +616,8 @@ fn metrics_table(r: &Value) -> String {
 fn counts_tables(r: &Value) -> String {
     let c = &r["counts"];
     let d = &r["dropped"];
-    let mut s = String::from(r#"<div class="tables"><table id="table-counts"><caption>data</caption>"#);
+    let mut s =
+        String::from(r#"<div class="tables"><table id="table-counts"><caption>data</caption>"#);
     for (k, name) in [
         ("bytes", "bytes read"),
         ("lines", "lines read"),
@@ -678,7 +707,12 @@ pub fn render(r: &Value) -> String {
     s.push_str(r#"<h2 style="margin-top:18px">Metrics</h2>"#);
     s.push_str(&metrics_table(r));
     s.push_str(r#"<div class="grid" style="margin-top:18px">"#);
-    plot_section(&mut s, "plot-objective", "Objective per iteration", objective_plot(r));
+    plot_section(
+        &mut s,
+        "plot-objective",
+        "Objective per iteration",
+        objective_plot(r),
+    );
     plot_section(&mut s, "plot-stages", "Time per stage (s)", stages_plot(r));
     plot_section(
         &mut s,

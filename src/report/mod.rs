@@ -258,7 +258,9 @@ pub fn build(m: &Value, degrees: Option<&Degrees>) -> Value {
             "catalog_share": 1.0,
             "histogram": Value::Null,
         }),
-        _ => json!({ "mode": mode, "per_user_mean": Value::Null, "catalog_share": Value::Null, "histogram": Value::Null }),
+        _ => {
+            json!({ "mode": mode, "per_user_mean": Value::Null, "catalog_share": Value::Null, "histogram": Value::Null })
+        }
     };
     let buckets = &lsh["buckets"];
     let lsh_json = if buckets.is_object() {
@@ -329,7 +331,11 @@ pub fn build(m: &Value, degrees: Option<&Degrees>) -> Value {
 
 /// Writes `report.json` and `report.html` into the staging directory of a version and adds
 /// their records to the manifest's file list (call before `store::publish`).
-pub fn write(staging: &Path, manifest: &mut Value, degrees: Option<&Degrees>) -> Result<(), String> {
+pub fn write(
+    staging: &Path,
+    manifest: &mut Value,
+    degrees: Option<&Degrees>,
+) -> Result<(), String> {
     let report = build(manifest, degrees);
     let text = serde_json::to_string_pretty(&report).expect("report serialises");
     let html = html::render(&report);
@@ -496,7 +502,8 @@ pub(crate) mod tests {
     #[test]
     fn report_without_lsh_or_degrees_still_builds() {
         let mut m = manifest();
-        m["recommend"] = json!({ "k": 10, "mode": "exact", "lines": 500, "users_without_recs": 0, "lsh": null });
+        m["recommend"] =
+            json!({ "k": 10, "mode": "exact", "lines": 500, "users_without_recs": 0, "lsh": null });
         m["metrics"] = Value::Null;
         let r = build(&m, None);
         assert!(r["lsh"].is_null());

@@ -121,7 +121,10 @@ mod tests {
         assert!(s.contains("100 lines read"), "{s}");
         assert!(s.contains("2 malformed lines skipped"), "{s}");
         assert!(s.contains("e.g. a.tsv:3:"), "{s}");
-        assert!(s.contains("ingest 1.00s, train 2.00s, recommend 0.50s, publish 0.50s"), "{s}");
+        assert!(
+            s.contains("ingest 1.00s, train 2.00s, recommend 0.50s, publish 0.50s"),
+            "{s}"
+        );
         assert!(s.contains("1:2.0025e2 2:1.4900e2"), "{s}");
         assert!(s.contains("precision 0.1250"), "{s}");
         assert!(s.contains("LSH recall@10 0.9000"), "{s}");
