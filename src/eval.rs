@@ -123,9 +123,10 @@ fn read_pairs(path: &std::path::Path) -> Result<Vec<(String, String, Option<usiz
         };
         if f.len() < 2 {
             return Err(format!(
-                "{}:{}: need at least two columns (user, item): '{line}'",
+                "{}:{}: need at least two columns (user, item): '{}'",
                 path.display(),
-                n + 1
+                n + 1,
+                crate::ingest::read::printable(line.as_bytes())
             ));
         }
         let rank = f.get(3).and_then(|r| r.parse().ok());

@@ -436,6 +436,12 @@ fn a_directory_of_mixed_files_names_the_bad_file_or_counts_skips() {
     assert!(!samples.contains('\u{1b}'), "{samples}");
     assert_eq!(m["counts"]["users"], 30);
     assert_eq!(m["counts"]["pairs"], 120);
+    // `recflow eval` on the same directory names the file and escapes its bytes too.
+    std::fs::write(d.join("good.tsv"), good_text()).unwrap();
+    let args = [
+        "eval", "--recs", "events", "--train", "good.tsv", "--test", "good.tsv",
+    ];
+    recflow(d, &args).fails(1, &["blob.bin:", "need at least two columns"]);
 }
 
 #[test]
