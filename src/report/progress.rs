@@ -157,9 +157,16 @@ impl Log {
         let feeder = std::thread::Builder::new()
             .name("recflow-progress".into())
             .spawn(move || {
+                let mut read_all = false;
                 while !s.load(Ordering::Relaxed) {
                     if let Some(n) = bytes_read_by_process() {
-                        b.set_position(n.saturating_sub(base).min(total_bytes));
+                        let n = n.saturating_sub(base);
+                        b.set_position(n.min(total_bytes));
+                        if n >= total_bytes && !read_all {
+                            // Reading is over; routing and consolidation go on.
+                            read_all = true;
+                            b.set_message("read; routing and consolidating");
+                        }
                     }
                     std::thread::park_timeout(Duration::from_millis(200));
                 }
@@ -212,10 +219,10 @@ impl Log {
                     }
                 }
                 let l = live.as_ref().expect("live bar");
+                l.bar.set_position(it as u64);
                 if let Some(v) = objective {
                     l.bar.set_message(format!("objective {v:.6e}"));
                 }
-                l.bar.set_position(it as u64);
             }
         }
     }
