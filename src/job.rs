@@ -416,13 +416,26 @@ impl Default for Output {
 }
 
 /// `[model]`
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Model {
     /// Start from the store's `CURRENT` version: its interaction snapshot plus the new events,
     /// its factors for known users and items, new ones folded in. Without a published version
     /// the run trains from scratch.
     pub warm_start: bool,
+    /// On a warm start, add the parent's interaction snapshot to the input (the input holds
+    /// only the events since the parent). `false`: the input is a full dump of all events and
+    /// only the parent's factors are reused.
+    pub snapshot: bool,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            warm_start: false,
+            snapshot: true,
+        }
+    }
 }
 
 /// A job error: which key, what is wrong.

@@ -137,7 +137,7 @@ fn run_worker(
         Ok(None)
     };
     let _lock = comm.agree(worker, "store: lock", lock)?;
-    let parent = warm::find(worker, &mut comm, job)?;
+    let parent = warm::find(worker, &mut comm, job, files)?;
     if let Some(p) = &parent {
         log.info(&format!(
             "warm start from {} ({} snapshot file(s))",
@@ -322,6 +322,7 @@ fn run_worker(
         json!({ "ingest_secs": ingest_secs, "train_secs": train_secs, "recommend_secs": rec_secs });
     let lineage = json!({
         "parent": parent.as_ref().map(|p| p.version.clone()),
+        "consumed": warm::consumed(parent.as_ref(), job, files),
         "new_users": fold.map(|f| f[0]),
         "new_items": fold.map(|f| f[1]),
         "parent_objective": parent.as_ref().map(|p| p.manifest["train"]["objective"].as_array().and_then(|o| o.last()).map(|o| o["value"].clone())),
@@ -402,13 +403,12 @@ fn publish(
     // 2. Every worker writes (and syncs) the files of the shards it owns.
     let mine = side_files(&staging, users, "users", 0).and_then(|mut r| {
         r.extend(side_files(&staging, items, "items", 1)?);
-        for (vs, bytes, rows) in &data.snapshot {
-            r.push(store::write_part(
-                &staging,
-                &format!("snapshot/vs-{vs:05}.bin"),
-                bytes,
-                *rows,
-            )?);
+        for (pending, rec) in &data.snapshot {
+            let dest = staging.join(&rec.path);
+            std::fs::rename(pending, &dest).map_err(|e| {
+                format!("cannot move {} to {}: {e}", pending.display(), dest.display())
+            })?;
+            r.push(rec.clone());
         }
         if let Some((b, n)) = recs.and_then(|r| r.similar.as_ref()) {
             r.push(store::write_part(

@@ -30,7 +30,12 @@ pub struct Parent {
 /// Finds the parent: worker 0 reads `CURRENT` (under the store lock) and tells everybody;
 /// every worker opens the same version and checks it fits the job. `None` without
 /// `model.warm_start` or when the store has no version yet (day 1).
-pub fn find(worker: &mut Worker, comm: &mut Comm, job: &Job) -> Result<Option<Parent>, CommError> {
+pub fn find(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    job: &Job,
+    files: &[PathBuf],
+) -> Result<Option<Parent>, CommError> {
     if !job.model.warm_start {
         return Ok(None);
     }
@@ -50,7 +55,12 @@ pub fn find(worker: &mut Worker, comm: &mut Comm, job: &Job) -> Result<Option<Pa
     if version.is_empty() {
         return Ok(None);
     }
-    let opened = open(store, &version, job);
+    let opened = open(store, &version, job).and_then(|p| {
+        if job.model.snapshot {
+            refuse_consumed(&p, files)?;
+        }
+        Ok(p)
+    });
     comm.agree(worker, "warm start: open parent", opened)
         .map(Some)
 }
@@ -77,10 +87,13 @@ fn open(store: &Path, version: &str, job: &Job) -> Result<Parent, String> {
     }
     let snapshot: Vec<PathBuf> = files
         .iter()
-        .filter(|f| f.path.starts_with("snapshot/"))
+        .filter(|f| job.model.snapshot && f.path.starts_with("snapshot/"))
         .map(|f| dir.join(&f.path))
         .collect();
-    if snapshot.is_empty() && manifest["counts"]["pairs"].as_u64().unwrap_or(0) > 0 {
+    if job.model.snapshot
+        && snapshot.is_empty()
+        && manifest["counts"]["pairs"].as_u64().unwrap_or(0) > 0
+    {
         return Err(format!(
             "warm start: {} has no interaction snapshot (made by an older recflow?); set model.warm_start = false once to publish a version with one",
             dir.display()
@@ -125,4 +138,54 @@ pub fn load_factors(parent: &Parent, side: &mut Side, name: &str) -> Result<Vec<
         }
     }
     Ok(new)
+}
+
+/// How many consumed input files a version remembers (its own and its ancestors').
+const CONSUMED_MAX: usize = 10_000;
+
+/// Identity of an input file: canonical path, size and modification time.
+fn identity(path: &Path) -> serde_json::Value {
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let meta = std::fs::metadata(path).ok();
+    let modified = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as u64);
+    serde_json::json!({
+        "path": canonical.display().to_string(),
+        "bytes": meta.map(|m| m.len()),
+        "modified_ns": modified,
+    })
+}
+
+/// The input files consumed into a new version's snapshot: the parent's (when its snapshot
+/// was carried forward) and this run's, newest last, at most [`CONSUMED_MAX`].
+pub fn consumed(parent: Option<&Parent>, job: &Job, files: &[PathBuf]) -> serde_json::Value {
+    let mut all: Vec<serde_json::Value> = parent
+        .filter(|_| job.model.snapshot)
+        .and_then(|p| p.manifest["lineage"]["consumed"].as_array().cloned())
+        .unwrap_or_default();
+    all.extend(files.iter().map(|f| identity(f)));
+    let skip = all.len().saturating_sub(CONSUMED_MAX);
+    serde_json::Value::Array(all.split_off(skip))
+}
+
+/// A warm start adds the parent's snapshot to the input: an input file the snapshot already
+/// holds would count its events twice (the classic re-run of last night's job).
+fn refuse_consumed(parent: &Parent, files: &[PathBuf]) -> Result<(), String> {
+    let seen = parent.manifest["lineage"]["consumed"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for f in files {
+        if seen.contains(&identity(f)) {
+            return Err(format!(
+                "warm start: input {} (same path, size and modification time) was already consumed into {}; its events would count twice. Point input.path at the events since then, or set model.snapshot = false if the input is a full dump of all events",
+                f.display(),
+                parent.dir.display()
+            ));
+        }
+    }
+    Ok(())
 }

@@ -226,6 +226,18 @@ fn day_two_folds_in_new_ids_applies_removals_and_keeps_the_rest_stable() {
         overlap > 0.7,
         "untouched users kept only {overlap:.2} of their top-10"
     );
+
+    // Re-running last night's job would count day 1's events twice: refused.
+    let e = run(
+        job(&store, &[&day1], &["als.iterations=3"]),
+        RunOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("already consumed") && e.contains("day1.tsv"),
+        "{e}"
+    );
+    assert_eq!(recflow::store::versions(&store).len(), 2);
 }
 
 #[test]
@@ -339,6 +351,8 @@ fn write_job(dir: &Path, store: &Path, input: &Path) -> PathBuf {
             "als.iterations=2",
             "recommend.k=5",
             "output.keep_versions=3",
+            // The input is a full dump, so re-running on it is legitimate.
+            "model.snapshot=false",
         ],
     );
     let path = dir.join("job.toml");

@@ -1,11 +1,11 @@
 //! Ingest: events → consolidated, capped, sharded interactions in CSR form on both sides.
 //!
 //! Supersteps (all through [`Comm`], so they work across processes):
-//! 1. every worker parses its byte range of the input (and, on a warm start, its share of the
-//!    previous version's snapshot files);
-//! 2. a differential-dataflow computation ([`consolidate`]) brings each pair to its user's
-//!    owner, sums duplicates and removals, drops pairs whose sum is ≤ 0 and applies the
-//!    per-user cap; the owner splits off the holdout and routes pairs to the item's owner;
+//! 1. every worker parses its byte range of the input and routes events to the user's owner;
+//! 2. user owners sum duplicate (user, item) events; on a warm start they merge the sums with
+//!    the previous version's snapshot of their virtual shards ([`consolidate`]: removals are
+//!    retractions, in differential dataflow); they drop pairs whose sum is ≤ 0, apply the
+//!    per-user cap and the holdout split, and route pairs to the item's owner;
 //! 3. item owners apply the per-item cap, number their items (per virtual shard, by raw id)
 //!    and send item keys back;
 //! 4. user owners number their users, build the user-side CSR and send (item, user, c) edges
@@ -63,12 +63,13 @@ pub struct Ingested {
     pub test: Vec<(RawId, u64)>,
     /// Counters (complete on worker 0).
     pub stats: IngestStats,
-    /// The next interaction snapshot of this worker's user shards: (vshard, encoded file, pairs).
-    pub snapshot: Vec<(u32, Vec<u8>, u64)>,
+    /// The next interaction snapshot of this worker's user shards, already written (and
+    /// synced) under `<store>/.pending-*`: (file, its record as `snapshot/vs-NNNNN.bin`).
+    pub snapshot: Vec<(PathBuf, crate::store::FileRecord)>,
 }
 
 /// Runs ingest on this worker. `files` empty means the built-in demo data; `snapshot` lists
-/// the parent version's snapshot files (warm start), read as pairs added to the events.
+/// the parent version's snapshot files (warm start): each worker reads those of its shards.
 pub fn ingest(
     worker: &mut Worker,
     comm: &mut Comm,
@@ -80,23 +81,36 @@ pub fn ingest(
     let v = job.shards.virtual_shards;
     let me = comm.index;
 
-    // 1. Read this worker's share; the consolidation dataflow routes the events.
-    let mut events: Vec<consolidate::Pair> = Vec::new();
-    let fixed = |e: Event| (e.user, e.item, consolidate::to_fixed(e.weight as f64), e.ts);
+    // 1. Read and route events to user owners; owners read their shards' snapshot files.
+    let mut out: Vec<Vec<Event>> = vec![Vec::new(); peers];
     let read = if files.is_empty() {
-        Ok(read_demo(job, me, peers, |e| events.push(fixed(e))))
+        Ok(read_demo(job, me, peers, |e| {
+            out[owner(e.user.vshard(v), peers)].push(e)
+        }))
     } else {
-        read::read_part(files, &job.input, me, peers, |e| events.push(fixed(e)))
+        read::read_part(files, &job.input, me, peers, |e| {
+            out[owner(e.user.vshard(v), peers)].push(e)
+        })
     };
-    let mut snapshot_pairs = 0u64;
+    let mut previous: Vec<consolidate::Pair> = Vec::new();
     let read = read.and_then(|st| {
-        for path in snapshot.iter().skip(me).step_by(peers) {
+        for path in snapshot {
+            // `snapshot/vs-NNNNN.bin`: only the owner of shard NNNNN reads it.
+            let named = path
+                .file_stem()
+                .and_then(|n| n.to_str()?.strip_prefix("vs-")?.parse::<u32>().ok())
+                .ok_or_else(|| format!("{}: not a snapshot file name", path.display()))?;
+            if owner(named, peers) != me {
+                continue;
+            }
             let bytes = std::fs::read(path)
                 .map_err(|e| format!("cannot read snapshot {}: {e}", path.display()))?;
-            let (_, pairs) = crate::store::snapshot::decode(&bytes)
+            let (vs, pairs) = crate::store::snapshot::decode(&bytes)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
-            snapshot_pairs += pairs.len() as u64;
-            events.extend(pairs);
+            if vs != named {
+                return Err(format!("{}: holds shard {vs}, not {named}", path.display()));
+            }
+            previous.extend(pairs);
         }
         Ok(st)
     });
@@ -116,16 +130,19 @@ pub fn ingest(
     match read {
         Ok(st) => {
             comm.send(0, Body::Read(st));
-            for (w, tev) in test_ev.into_iter().enumerate() {
+            for (w, (evs, tev)) in out.into_iter().zip(test_ev).enumerate() {
+                comm.send(w, Body::Events(evs));
                 comm.send(w, Body::TestEvents(tev));
             }
         }
         Err(e) => comm.broadcast(Body::Abort(e)),
     }
+    let mut events = Vec::new();
     let mut test_events = Vec::new();
     let mut stats = IngestStats::default();
     for (_, b) in comm.exchange(worker, "ingest: read")? {
         match b {
+            Body::Events(mut e) => events.append(&mut e),
             Body::TestEvents(mut e) => test_events.append(&mut e),
             Body::Read(st) => stats.read.merge(&st),
             _ => unreachable!(),
@@ -135,16 +152,47 @@ pub fn ingest(
     // 2. Consolidate per (user, item), cap per user, split off the holdout.
     // counts: pairs, users, items, nonpositive, ucap, icap, test, test_unknown, snapshot
     let mut counts = [0u64; 9];
+    // Exact fixed-point sums: the result does not depend on the order events arrived in.
+    events.sort_unstable_by(|a, b| (&a.user, &a.item).cmp(&(&b.user, &b.item)));
+    let mut delta: Vec<consolidate::Pair> = Vec::new();
+    for e in events {
+        let w = consolidate::to_fixed(e.weight as f64);
+        match delta.last_mut() {
+            Some(p) if p.0 == e.user && p.1 == e.item => {
+                p.2 += w;
+                p.3 = p.3.max(e.ts);
+            }
+            _ => delta.push((e.user, e.item, w, e.ts)),
+        }
+    }
+    counts[8] = previous.len() as u64;
+    previous.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let merged = consolidate::merge(worker, comm.deadline, v, delta, previous)?;
+    counts[3] = merged.nonpositive;
+    let mut pairs = merged.positive;
+    let written = write_snapshot(&pairs, v, &pending_dir(job, me));
+    let snapshot = comm.agree(worker, "ingest: write snapshot", written)?;
+    // The per-user cap: newest first. Capped pairs are marked by a zero weight, then dropped.
     let cap = job.confidence.max_per_user as usize;
-    let c = consolidate::consolidate(worker, comm.deadline, v, cap, events)?;
-    counts[3] = c.nonpositive;
-    counts[4] = (c.positive.len() - c.kept.len()) as u64;
-    counts[8] = snapshot_pairs;
-    let snapshot = encode_snapshot(c.positive, v);
+    let mut i = 0;
+    while i < pairs.len() {
+        let mut j = i;
+        while j < pairs.len() && pairs[j].0 == pairs[i].0 {
+            j += 1;
+        }
+        if cap > 0 && j - i > cap {
+            let group = &mut pairs[i..j];
+            group.sort_by(|a, b| recency(a.3, &a.1, b.3, &b.1));
+            counts[4] += (group.len() - cap) as u64;
+            group[cap..].iter_mut().for_each(|p| p.2 = 0);
+        }
+        i = j;
+    }
+    let kept = pairs.into_iter().filter(|p| p.2 > 0);
     let mut test_out: Vec<Vec<(RawId, RawId)>> = vec![Vec::new(); peers];
     let mut train_out: Vec<Vec<(RawId, RawId, f32, i64)>> = vec![Vec::new(); peers];
     let holdout = job.eval.holdout;
-    for (u, it, w, ts) in c.kept {
+    for (u, it, w, ts) in kept {
         let dest = owner(it.vshard(v), peers);
         if holdout > 0.0 && unit(job.eval.seed, &u, &it) < holdout {
             test_out[dest].push((u, it));
@@ -348,17 +396,37 @@ pub fn ingest(
     })
 }
 
-/// Encodes this worker's consolidated pairs (sorted by user, item) as one snapshot file per
-/// virtual shard.
-fn encode_snapshot(pairs: Vec<consolidate::Pair>, v: u32) -> Vec<(u32, Vec<u8>, u64)> {
-    let mut by_vshard: BTreeMap<u32, Vec<consolidate::Pair>> = BTreeMap::new();
+/// Where worker `me` keeps its snapshot files until the version is published.
+fn pending_dir(job: &Job, me: usize) -> PathBuf {
+    PathBuf::from(&job.output.store).join(format!(
+        "{}{}-w{me}",
+        crate::store::PENDING_PREFIX,
+        std::process::id()
+    ))
+}
+
+/// Writes this worker's consolidated pairs (sorted by user, item) as one synced snapshot file
+/// per virtual shard, one shard at a time (they are large: not kept in memory until publish).
+fn write_snapshot(
+    pairs: &[consolidate::Pair],
+    v: u32,
+    dir: &std::path::Path,
+) -> Result<Vec<(PathBuf, crate::store::FileRecord)>, String> {
+    let mut by_vshard: BTreeMap<u32, Vec<&consolidate::Pair>> = BTreeMap::new();
     for p in pairs {
         by_vshard.entry(p.0.vshard(v)).or_default().push(p);
     }
-    by_vshard
-        .into_iter()
-        .map(|(vs, p)| (vs, crate::store::snapshot::encode(vs, &p), p.len() as u64))
-        .collect()
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create {} (is the store writable?): {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for (vs, p) in by_vshard {
+        let name = format!("vs-{vs:05}.bin");
+        let bytes = crate::store::snapshot::encode(vs, &p);
+        let mut rec = crate::store::write_part(dir, &name, &bytes, p.len() as u64)?;
+        rec.path = format!("snapshot/{name}");
+        out.push((dir.join(name), rec));
+    }
+    Ok(out)
 }
 
 /// Newest first; ties (and inputs without timestamps) broken by the id's stable hash.

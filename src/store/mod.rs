@@ -38,6 +38,10 @@ pub fn crash_point() {
     }
 }
 
+/// Prefix of the directories where workers keep files for the next version before it is
+/// staged (large files written early so they need not stay in memory).
+pub const PENDING_PREFIX: &str = ".pending-";
+
 /// Subdirectories of a version.
 const SUBDIRS: [&str; 6] = ["users", "items", "recs", "similar", "buckets", "snapshot"];
 
@@ -309,7 +313,8 @@ pub fn prune(store: &Path, keep: usize) -> Result<Vec<String>, String> {
     if let Ok(rd) = fs::read_dir(store) {
         for e in rd.filter_map(Result::ok) {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with(".trash-") || n.starts_with(".staging-") {
+            if n.starts_with(".trash-") || n.starts_with(".staging-") || n.starts_with(PENDING_PREFIX)
+            {
                 fs::remove_dir_all(e.path())
                     .map_err(|err| format!("cannot remove {}: {err}", e.path().display()))?;
             } else if n.starts_with(".CURRENT.tmp-") {

@@ -34,13 +34,13 @@ fn put_id(b: &mut Vec<u8>, id: &RawId) {
 }
 
 /// Encodes the pairs of virtual shard `vshard`.
-pub fn encode(vshard: u32, pairs: &[Pair]) -> Vec<u8> {
+pub fn encode(vshard: u32, pairs: &[&Pair]) -> Vec<u8> {
     let mut b = Vec::with_capacity(HEADER + pairs.len() * 42 + 4);
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
     b.extend_from_slice(&vshard.to_le_bytes());
     b.extend_from_slice(&(pairs.len() as u64).to_le_bytes());
-    for (u, i, w, t) in pairs {
+    for &(u, i, w, t) in pairs {
         put_id(&mut b, u);
         put_id(&mut b, i);
         b.extend_from_slice(&w.to_le_bytes());
@@ -144,14 +144,16 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let b = encode(9, &sample());
+        let s = sample();
+        let b = encode(9, &s.iter().collect::<Vec<_>>());
         assert_eq!(decode(&b).unwrap(), (9, sample()));
         assert_eq!(decode(&encode(0, &[])).unwrap(), (0, vec![]));
     }
 
     #[test]
     fn rejects_corruption_truncation_and_crafted_lengths() {
-        let b = encode(9, &sample());
+        let s = sample();
+        let b = encode(9, &s.iter().collect::<Vec<_>>());
         for n in [0, 10, b.len() - 1] {
             assert!(decode(&b[..n]).is_err(), "truncated to {n}");
         }
