@@ -401,6 +401,7 @@ fn empty_inputs_are_clear_errors() {
     run_job(d, "path = [\"nothing\"]", "").fails(1, &["nothing", "holds no file"]);
     run_job(d, "path = [\"missing.tsv\"]", "").fails(1, &["missing.tsv", "no such file"]);
     run_job(d, "path = [\"*.csv\"]", "").fails(1, &["*.csv", "matches no file"]);
+    run_job(d, "path = [\"/dev/null\"]", "").fails(1, &["/dev/null", "not a regular file"]);
 }
 
 #[test]

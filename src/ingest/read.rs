@@ -105,6 +105,10 @@ pub fn list_files(paths: &[String]) -> Result<Vec<PathBuf>, String> {
             out.extend(hits);
         } else if path.is_file() {
             out.push(path.to_path_buf());
+        } else if path.exists() {
+            return Err(format!(
+                "input.path '{p}': not a regular file or directory (a device, socket or pipe cannot be split among workers)"
+            ));
         } else {
             return Err(format!(
                 "input.path '{p}': no such file or directory (relative paths are resolved against the job file's directory)"
