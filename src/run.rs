@@ -320,7 +320,18 @@ fn run_worker(
     let t = Instant::now();
     let timings =
         json!({ "ingest_secs": ingest_secs, "train_secs": train_secs, "recommend_secs": rec_secs });
+    let changes = match (parent.as_ref(), recs.as_ref()) {
+        (Some(p), Some(r)) if job.recommend.k > 0 => Some(warm::compare_recs(
+            worker,
+            &mut comm,
+            p,
+            job.shards.virtual_shards,
+            &r.tsv,
+        )?),
+        _ => None,
+    };
     let lineage = json!({
+        "recs_vs_parent": changes,
         "parent": parent.as_ref().map(|p| p.version.clone()),
         "consumed": warm::consumed(parent.as_ref(), job, files),
         "new_users": fold.map(|f| f[0]),
@@ -329,6 +340,16 @@ fn run_worker(
         "parent_metrics": parent.as_ref().map(|p| p.manifest["metrics"].clone()),
     });
     log.stage("publish", &job.output.store);
+    if let (Some(p), Some(c)) = (parent.as_ref(), changes.as_ref()) {
+        log.info(&format!(
+            "compared with {}: top-{} changed for {} of {} users (mean overlap {:.3})",
+            p.version,
+            job.recommend.k,
+            c["users_topk_changed"],
+            c["users_compared"],
+            c["mean_topk_overlap"].as_f64().unwrap_or(0.0)
+        ));
+    }
     let out = publish(
         worker,
         &mut comm,

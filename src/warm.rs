@@ -7,6 +7,7 @@
 //! shard, so the parent may have been trained with any worker count or process layout.
 
 use crate::cluster::{Body, Comm, CommError};
+use crate::ids::RawId;
 use crate::job::Job;
 use crate::side::Side;
 use crate::store::{self, FileRecord};
@@ -128,8 +129,7 @@ pub fn load_factors(parent: &Parent, side: &mut Side, name: &str) -> Result<Vec<
             ));
         }
         let f = store::format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        let at: HashMap<&crate::ids::RawId, usize> =
-            f.ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+        let at: HashMap<&RawId, usize> = f.ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
         for r in side.starts[j]..side.starts[j + 1] {
             if let Some(&i) = at.get(&side.ids[r]) {
                 side.factors[r * d..(r + 1) * d].copy_from_slice(&f.factors[i * d..(i + 1) * d]);
@@ -188,4 +188,90 @@ fn refuse_consumed(parent: &Parent, files: &[PathBuf]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `user<TAB>item<TAB>…` lines → (user, item), in file order; lines that do not parse are
+/// skipped (the parent's files were written by recflow and checksummed).
+fn rec_pairs(text: &[u8]) -> Vec<(RawId, RawId)> {
+    text.split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let mut f = l.split(|&b| b == b'\t');
+            Some((RawId::parse(f.next()?).ok()?, RawId::parse(f.next()?).ok()?))
+        })
+        .collect()
+}
+
+/// How this version's top-k lists differ from the parent's, for the users both have: users
+/// compared, users whose top-k set changed, mean overlap. Collective; complete on worker 0.
+/// `mine` is this worker's recommendation part (its users only).
+pub fn compare_recs(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    parent: &Parent,
+    virtual_shards: u32,
+    mine: &[u8],
+) -> Result<serde_json::Value, CommError> {
+    // Parent parts are read round-robin and routed to the users' owners.
+    let parts: Vec<&FileRecord> = parent
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("recs/"))
+        .collect();
+    let mut out: Vec<Vec<(RawId, RawId)>> = vec![Vec::new(); comm.peers];
+    let read = parts
+        .iter()
+        .skip(comm.index)
+        .step_by(comm.peers)
+        .try_for_each(|f| {
+            let path = parent.dir.join(&f.path);
+            let text =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            for (u, i) in rec_pairs(&text) {
+                out[crate::cluster::owner(u.vshard(virtual_shards), comm.peers)].push((u, i));
+            }
+            Ok::<(), String>(())
+        });
+    match read {
+        Ok(()) => {
+            for (w, o) in out.into_iter().enumerate() {
+                comm.send(w, Body::ParentRecs(o));
+            }
+        }
+        Err(e) => comm.broadcast(Body::Abort(format!("comparing with the parent: {e}"))),
+    }
+    let mut old: HashMap<RawId, Vec<RawId>> = HashMap::new();
+    for (_, b) in comm.exchange(worker, "report: parent recommendations")? {
+        if let Body::ParentRecs(p) = b {
+            for (u, i) in p {
+                old.entry(u).or_default().push(i);
+            }
+        }
+    }
+    let mut new: HashMap<RawId, Vec<RawId>> = HashMap::new();
+    for (u, i) in rec_pairs(mine) {
+        new.entry(u).or_default().push(i);
+    }
+    // compared, changed, overlap in 1e-6 units (integers: the sum is order-independent)
+    let mut c = [0u64; 3];
+    for (u, items) in &new {
+        let Some(before) = old.get(u) else { continue };
+        let kept = items.iter().filter(|i| before.contains(i)).count();
+        c[0] += 1;
+        if kept != items.len() || items.len() != before.len() {
+            c[1] += 1;
+        }
+        c[2] += (1e6 * kept as f64 / items.len().max(before.len()) as f64).round() as u64;
+    }
+    comm.send(0, Body::Counts(c.to_vec()));
+    let mut total = [0u64; 3];
+    for (_, b) in comm.exchange(worker, "report: compare recommendations")? {
+        if let Body::Counts(c) = b {
+            total.iter_mut().zip(c).for_each(|(t, c)| *t += c);
+        }
+    }
+    Ok(serde_json::json!({
+        "users_compared": total[0],
+        "users_topk_changed": total[1],
+        "mean_topk_overlap": if total[0] > 0 { total[2] as f64 / 1e6 / total[0] as f64 } else { 0.0 },
+    }))
 }
