@@ -2,10 +2,11 @@
 //!
 //! Factors: `users.tsv` / `items.tsv` (`id f1 … fd`, sorted by id), or `users.npy` /
 //! `items.npy` (float32, rows sorted by id) with `user_ids.txt` / `item_ids.txt` (row → id).
-//! Outputs, when the version has them, as one file each (part files concatenated in part
-//! order, checksums verified against the manifest):
+//! Outputs, when the version has them, as one file each (all part files merged, their
+//! checksums verified against the manifest):
 //! - TSV: `recs.tsv` (`user item score rank`), `similar.tsv` (`item other cosine rank`),
-//!   `buckets.tsv` (`table code item`);
+//!   `buckets.tsv` (`table code item`), ordered by first id (recs, similar) or by (table, code)
+//!   so that the files do not depend on the worker layout;
 //! - NPY: `recs.npy` (int64 `n × 3`: user row, item row, rank) with `recs_scores.npy` (float32),
 //!   `similar.npy` (int64 `n × 3`: item row, other row, rank) with `similar_scores.npy`, and
 //!   `buckets.npy` (uint64 `n × 3`: table, code, item row); rows index `users.npy` /
@@ -188,71 +189,93 @@ fn parse_num<T: std::str::FromStr>(
         .map_err(|_| format!("{file}:{line}: field '{what}' is not a number: '{s}'"))
 }
 
-/// Concatenates the parts of `sub` into one TSV file; returns its path, or None without parts.
-fn concat_tsv(
-    dir: &Path,
-    manifest: &serde_json::Value,
-    sub: &str,
-    out: &Path,
-) -> Result<Option<String>, String> {
-    let parts = read_parts(dir, manifest, sub)?;
-    if parts.is_empty() {
-        return Ok(None);
+/// One line of a part file: (file, 1-based line number, text).
+type Line<'a> = (&'a str, usize, &'a str);
+
+/// Sort key of a line, independent of the worker layout.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum LineKey {
+    /// recs / similar: the first id (lines of one id keep their rank order).
+    Id(RawId),
+    /// buckets: (table, code) (items of one bucket keep their order).
+    Bucket(u64, u64),
+}
+
+/// The lines of all parts of `sub`, ordered so that the result does not depend on how many
+/// workers wrote them: recs and similar by their first id, buckets by (table, code); ties keep
+/// part order, which is rank order (recs, similar) or catalogue order (bucket members).
+fn ordered_lines<'a>(parts: &'a [(String, Vec<u8>)], sub: &str) -> Result<Vec<Line<'a>>, String> {
+    let mut keyed = Vec::new();
+    for (file, bytes) in parts {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("{file}: not UTF-8: {e}"))?;
+        for (n, l) in text.lines().enumerate() {
+            let ln = n + 1;
+            let mut it = l.split('\t');
+            let key = if sub == "buckets" {
+                let t = parse_num(field(&mut it, file, ln, "table")?, file, ln, "table")?;
+                let c = parse_num(field(&mut it, file, ln, "code")?, file, ln, "code")?;
+                LineKey::Bucket(t, c)
+            } else {
+                let id = field(&mut it, file, ln, "id")?;
+                LineKey::Id(
+                    RawId::parse(id.as_bytes())
+                        .map_err(|e| format!("{file}:{ln}: bad id '{id}': {e}"))?,
+                )
+            };
+            keyed.push((key, (file.as_str(), ln, l)));
+        }
     }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(keyed.into_iter().map(|(_, l)| l).collect())
+}
+
+/// Writes the lines of `sub` as one TSV file; returns its path.
+fn write_tsv(lines: &[Line<'_>], sub: &str, out: &Path) -> Result<String, String> {
     let path = out.join(format!("{sub}.tsv"));
     let mut w = create(&path)?;
-    for (_, b) in &parts {
-        w.write_all(b)
+    for (_, _, l) in lines {
+        w.write_all(l.as_bytes())
+            .and_then(|_| w.write_all(b"\n"))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     w.flush()
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(Some(path.display().to_string()))
+    Ok(path.display().to_string())
 }
 
-/// `a b score rank` parts (recs: user item; similar: item other) as index and score arrays.
+/// `a b score rank` lines (recs: user item; similar: item other) as index and score arrays.
 fn pairs_npy(
-    parts: &[(String, Vec<u8>)],
+    lines: &[Line<'_>],
     first: (&HashMap<String, i64>, &str),
     second: (&HashMap<String, i64>, &str),
 ) -> Result<(Vec<i64>, Vec<f32>), String> {
-    let mut idx = Vec::new();
-    let mut scores = Vec::new();
-    for (file, bytes) in parts {
-        let text = std::str::from_utf8(bytes).map_err(|e| format!("{file}: not UTF-8: {e}"))?;
-        for (n, l) in text.lines().enumerate() {
-            let ln = n + 1;
-            let mut it = l.split('\t');
-            let a = field(&mut it, file, ln, first.1)?;
-            let b = field(&mut it, file, ln, second.1)?;
-            let s = field(&mut it, file, ln, "score")?;
-            let r = field(&mut it, file, ln, "rank")?;
-            idx.push(lookup(first.0, a, file, ln, first.1)?);
-            idx.push(lookup(second.0, b, file, ln, second.1)?);
-            idx.push(parse_num::<i64>(r, file, ln, "rank")?);
-            scores.push(parse_num::<f32>(s, file, ln, "score")?);
-        }
+    let mut idx = Vec::with_capacity(lines.len() * 3);
+    let mut scores = Vec::with_capacity(lines.len());
+    for &(file, ln, l) in lines {
+        let mut it = l.split('\t');
+        let a = field(&mut it, file, ln, first.1)?;
+        let b = field(&mut it, file, ln, second.1)?;
+        let s = field(&mut it, file, ln, "score")?;
+        let r = field(&mut it, file, ln, "rank")?;
+        idx.push(lookup(first.0, a, file, ln, first.1)?);
+        idx.push(lookup(second.0, b, file, ln, second.1)?);
+        idx.push(parse_num::<i64>(r, file, ln, "rank")?);
+        scores.push(parse_num::<f32>(s, file, ln, "score")?);
     }
     Ok((idx, scores))
 }
 
-fn buckets_npy(
-    parts: &[(String, Vec<u8>)],
-    items: &HashMap<String, i64>,
-) -> Result<Vec<u64>, String> {
-    let mut out = Vec::new();
-    for (file, bytes) in parts {
-        let text = std::str::from_utf8(bytes).map_err(|e| format!("{file}: not UTF-8: {e}"))?;
-        for (n, l) in text.lines().enumerate() {
-            let ln = n + 1;
-            let mut it = l.split('\t');
-            let t = field(&mut it, file, ln, "table")?;
-            let c = field(&mut it, file, ln, "code")?;
-            let i = field(&mut it, file, ln, "item")?;
-            out.push(parse_num::<u64>(t, file, ln, "table")?);
-            out.push(parse_num::<u64>(c, file, ln, "code")?);
-            out.push(lookup(items, i, file, ln, "item")? as u64);
-        }
+/// `table code item` lines as a `n × 3` array (item as its row).
+fn buckets_npy(lines: &[Line<'_>], items: &HashMap<String, i64>) -> Result<Vec<u64>, String> {
+    let mut out = Vec::with_capacity(lines.len() * 3);
+    for &(file, ln, l) in lines {
+        let mut it = l.split('\t');
+        let t = field(&mut it, file, ln, "table")?;
+        let c = field(&mut it, file, ln, "code")?;
+        let i = field(&mut it, file, ln, "item")?;
+        out.push(parse_num::<u64>(t, file, ln, "table")?);
+        out.push(parse_num::<u64>(c, file, ln, "code")?);
+        out.push(lookup(items, i, file, ln, "item")? as u64);
     }
     Ok(out)
 }
@@ -308,35 +331,33 @@ pub fn export(
         rows.push(row_map(&ids));
     }
     let (users, items) = (&rows[0], &rows[1]);
-    match format {
-        ExportFormat::Tsv => {
-            for sub in ["recs", "similar", "buckets"] {
-                written.extend(concat_tsv(&dir, &manifest, sub, out)?);
-            }
+    for sub in ["recs", "similar", "buckets"] {
+        let parts = read_parts(&dir, &manifest, sub)?;
+        if parts.is_empty() {
+            continue;
         }
-        ExportFormat::Npy => {
-            for (sub, a, b) in [
-                ("recs", (users, "user"), (items, "item")),
-                ("similar", (items, "item"), (items, "other")),
-            ] {
-                let parts = read_parts(&dir, &manifest, sub)?;
-                if parts.is_empty() {
-                    continue;
-                }
-                let (idx, scores) = pairs_npy(&parts, a, b)?;
+        let lines = ordered_lines(&parts, sub)?;
+        match (format, sub) {
+            (ExportFormat::Tsv, _) => written.push(write_tsv(&lines, sub, out)?),
+            (ExportFormat::Npy, "buckets") => {
+                let b = buckets_npy(&lines, items)?;
+                let p = out.join("buckets.npy");
+                write_npy_array(&p, &[lines.len(), 3], &b)?;
+                written.push(p.display().to_string());
+            }
+            (ExportFormat::Npy, _) => {
+                let (a, b) = if sub == "recs" {
+                    ((users, "user"), (items, "item"))
+                } else {
+                    ((items, "item"), (items, "other"))
+                };
+                let (idx, scores) = pairs_npy(&lines, a, b)?;
                 let p = out.join(format!("{sub}.npy"));
                 write_npy_array(&p, &[scores.len(), 3], &idx)?;
                 let q = out.join(format!("{sub}_scores.npy"));
                 write_npy_array(&q, &[scores.len()], &scores)?;
                 written.push(p.display().to_string());
                 written.push(q.display().to_string());
-            }
-            let parts = read_parts(&dir, &manifest, "buckets")?;
-            if !parts.is_empty() {
-                let b = buckets_npy(&parts, items)?;
-                let p = out.join("buckets.npy");
-                write_npy_array(&p, &[b.len() / 3, 3], &b)?;
-                written.push(p.display().to_string());
             }
         }
     }
@@ -378,17 +399,31 @@ mod tests {
             ("p0".to_string(), b"9\t3\t0.5\t1\n9\t1\t0.25\t2\n".to_vec()),
             ("p1".to_string(), b"5\t2\t1.5\t1\n".to_vec()),
         ];
-        let (idx, scores) = pairs_npy(&parts, (&users, "user"), (&items, "item")).unwrap();
-        assert_eq!(idx, vec![1, 2, 1, 1, 0, 2, 0, 1, 1]);
-        assert_eq!(scores, vec![0.5, 0.25, 1.5]);
+        // Ordered by user id whatever the part order; ranks stay in order within a user.
+        let lines = ordered_lines(&parts, "recs").unwrap();
+        assert_eq!(
+            lines.iter().map(|l| (l.0, l.1)).collect::<Vec<_>>(),
+            vec![("p1", 1), ("p0", 1), ("p0", 2)]
+        );
+        let (idx, scores) = pairs_npy(&lines, (&users, "user"), (&items, "item")).unwrap();
+        assert_eq!(idx, vec![0, 1, 1, 1, 2, 1, 1, 0, 2]);
+        assert_eq!(scores, vec![1.5, 0.5, 0.25]);
         let bad = vec![("p2".to_string(), b"5\t7\t1.0\t1\n".to_vec())];
-        let e = pairs_npy(&bad, (&users, "user"), (&items, "item")).unwrap_err();
+        let lines = ordered_lines(&bad, "recs").unwrap();
+        let e = pairs_npy(&lines, (&users, "user"), (&items, "item")).unwrap_err();
         assert!(e.contains("p2:1") && e.contains("item '7'"), "{e}");
-        let b = vec![("b0".to_string(), b"0\t17\t2\n3\t4\t1\n".to_vec())];
-        assert_eq!(buckets_npy(&b, &items).unwrap(), vec![0, 17, 1, 3, 4, 0]);
-        let short = vec![("b1".to_string(), b"0\t17\n".to_vec())];
-        assert!(buckets_npy(&short, &items)
+        let b = vec![
+            ("b1".to_string(), b"3\t4\t1\n".to_vec()),
+            ("b0".to_string(), b"0\t17\t2\n0\t17\t1\n".to_vec()),
+        ];
+        let lines = ordered_lines(&b, "buckets").unwrap();
+        assert_eq!(
+            buckets_npy(&lines, &items).unwrap(),
+            vec![0, 17, 1, 0, 17, 0, 3, 4, 0]
+        );
+        let short = vec![("b1".to_string(), b"0\n".to_vec())];
+        assert!(ordered_lines(&short, "buckets")
             .unwrap_err()
-            .contains("b1:1: missing field 'item'"));
+            .contains("b1:1: missing field 'code'"));
     }
 }
