@@ -130,10 +130,11 @@ pub fn load_factors(parent: &Parent, side: &mut Side, name: &str) -> Result<Vec<
         }
         let f = store::format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         let at: HashMap<&RawId, usize> = f.ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
-        for r in side.starts[j]..side.starts[j + 1] {
+        let rows = side.starts[j]..side.starts[j + 1];
+        for (r, is_new) in rows.clone().zip(&mut new[rows]) {
             if let Some(&i) = at.get(&side.ids[r]) {
                 side.factors[r * d..(r + 1) * d].copy_from_slice(&f.factors[i * d..(i + 1) * d]);
-                new[r] = false;
+                *is_new = false;
             }
         }
     }
