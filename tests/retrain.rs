@@ -480,3 +480,43 @@ fn crashes_at_every_point_of_a_publish_leave_a_loadable_current_version() {
     );
     assert_eq!(recflow::store::versions(&store).len(), 3, "{names:?}");
 }
+
+#[test]
+fn a_parent_that_does_not_fit_is_refused_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (day0, day1) = data(tmp.path(), 1);
+    let store = tmp.path().join("s");
+    go(job(&store, &[&day0], &["als.iterations=2"]), 2);
+    for (set, want) in [
+        ("shards.virtual=32", "shards.virtual = 16"),
+        ("als.factors=4", "als.factors = 8"),
+    ] {
+        let e = run(job(&store, &[&day1], &[set]), RunOptions::default()).unwrap_err();
+        assert!(e.contains(want) && e.contains("warm_start = false"), "{e}");
+    }
+    // A corrupted snapshot file is named.
+    let snap = std::fs::read_dir(store.join("v000001/snapshot"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut b = std::fs::read(&snap).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 4;
+    std::fs::write(&snap, b).unwrap();
+    let e = run(
+        job(&store, &[&day1], &[]),
+        RunOptions {
+            workers: 3,
+            ..RunOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.contains(&snap.file_name().unwrap().to_string_lossy().into_owned())
+            && e.contains("checksum"),
+        "{e}"
+    );
+    assert_eq!(recflow::store::versions(&store), vec!["v000001"]);
+}
