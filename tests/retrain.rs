@@ -520,3 +520,36 @@ fn a_parent_that_does_not_fit_is_refused_with_a_clear_message() {
     );
     assert_eq!(recflow::store::versions(&store), vec!["v000001"]);
 }
+
+#[test]
+fn fold_in_keeps_known_vectors_and_solves_new_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (day0, day1) = data(tmp.path(), 1);
+    let store = tmp.path().join("s");
+    go(job(&store, &[&day0], &["als.iterations=4"]), 2);
+    let (u1, i1) = export(&store, &tmp.path().join("a"));
+    // No iterations: the new version is the parent plus the folded-in entities.
+    go(job(&store, &[&day1], &["als.iterations=0"]), 3);
+    let (u2, i2) = export(&store, &tmp.path().join("b"));
+    for (before, after, first_new) in [(&u1, &u2, 1500u64), (&i1, &i2, 400)] {
+        let old: HashSet<&str> = before.lines().collect();
+        let (mut new, mut known) = (0, 0);
+        for l in after.lines() {
+            let id: u64 = l.split('\t').next().unwrap().parse().unwrap();
+            if id < first_new {
+                known += 1;
+                assert!(old.contains(l), "a known vector changed: {l}");
+            } else {
+                new += 1;
+                // Solved, not the random start (every component in [0, 0.01)).
+                let solved = l
+                    .split('\t')
+                    .skip(1)
+                    .map(|x| x.parse::<f32>().unwrap())
+                    .any(|x| !(0.0..0.01).contains(&x));
+                assert!(solved, "a new vector was not solved: {l}");
+            }
+        }
+        assert!(known > 0 && new > 0);
+    }
+}

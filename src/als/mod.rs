@@ -74,7 +74,7 @@ pub fn train(
             } else {
                 (&mut *items, &*users, &mut g_items)
             };
-            let h = half_step(worker, comm, als, s, o, buf, want_loss)?;
+            let h = half_step(worker, comm, als, s, o, buf, want_loss, None)?;
             if comm.index == 0 {
                 if let Some(value) = h.objective {
                     rep.objective.push(ObjectivePoint {
@@ -111,6 +111,8 @@ fn lambda_of(als: &Als, degree: usize) -> f64 {
     }
 }
 
+/// One half-step solving side `s`; with `only`, just the rows it flags (fold-in).
+#[allow(clippy::too_many_arguments)]
 fn half_step(
     worker: &mut Worker,
     comm: &mut Comm,
@@ -119,6 +121,7 @@ fn half_step(
     o: &Side,
     gathered: &mut [f32],
     want_loss: bool,
+    only: Option<&[bool]>,
 ) -> Result<Half, CommError> {
     let d = als.factors;
     // 1. Vectors along interaction edges, partial Grams to worker 0.
@@ -187,6 +190,9 @@ fn half_step(
     for (j, &vs) in s.vshards.iter().enumerate() {
         let mut loss = 0.0f64;
         for r in s.starts[j]..s.starts[j + 1] {
+            if only.is_some_and(|m| !m[r]) {
+                continue;
+            }
             let (a, b) = (s.indptr[r], s.indptr[r + 1]);
             let lam = lambda_of(als, b - a);
             let x = &mut s.factors[r * d..(r + 1) * d];
@@ -270,13 +276,8 @@ pub fn fold_in(
         } else {
             (&mut *items, &*users, new_items)
         };
-        // The half-step solves every row; the known rows get their vectors back.
-        let known = s.factors.clone();
         let mut buf = vec![0.0f32; s.gathered_keys.len() * d];
-        half_step(worker, comm, &exact, s, o, &mut buf, false)?;
-        for (r, _) in new.iter().enumerate().filter(|(_, &n)| !n) {
-            s.factors[r * d..(r + 1) * d].copy_from_slice(&known[r * d..(r + 1) * d]);
-        }
+        half_step(worker, comm, &exact, s, o, &mut buf, false, Some(new))?;
     }
     Ok(())
 }
