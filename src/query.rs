@@ -5,19 +5,19 @@ use crate::store;
 use std::path::Path;
 
 /// Lines of `<version>/<dir>/part-*.tsv` whose first field is `id`, at most `k` (rank order).
-fn lines_for(dir: &Path, sub: &str, id: &str, k: usize) -> Result<Vec<String>, String> {
-    let d = dir.join(sub);
-    let mut parts: Vec<_> = std::fs::read_dir(&d)
-        .map_err(|e| format!("cannot list {}: {e}", d.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    parts.sort();
+/// Only the parts the manifest lists are read, each checked against its size and checksum.
+fn lines_for(
+    dir: &Path,
+    manifest: &serde_json::Value,
+    sub: &str,
+    id: &str,
+    k: usize,
+) -> Result<Vec<String>, String> {
     let prefix = format!("{id}\t");
     let mut out = Vec::new();
-    for p in parts {
-        let text =
-            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    for rec in store::records_under(dir, manifest, sub)? {
+        let bytes = store::read_record(dir, &rec)?;
+        let text = String::from_utf8_lossy(&bytes);
         out.extend(
             text.lines()
                 .filter(|l| l.starts_with(&prefix))
@@ -37,7 +37,7 @@ pub fn query(store_path: &Path, side: &str, id: &str, k: usize) -> Result<Vec<St
     } else {
         ("similar", "similar items", "similar.k")
     };
-    let lines = lines_for(&dir, sub, id, k)?;
+    let lines = lines_for(&dir, &manifest, sub, id, k)?;
     if !lines.is_empty() {
         return Ok(lines);
     }

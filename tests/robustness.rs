@@ -694,6 +694,31 @@ fn corrupted_model_stores_are_refused_by_file() {
             "{what}"
         );
     }
+    // A bit flip in a recommendation part: `recommend` refuses it by name instead of answering
+    // from it; a stray file the manifest does not list is never read.
+    let part = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .find(|p| p.starts_with("recs/"))
+        .unwrap();
+    let s = d.join("case-recs");
+    copy_tree(&pristine, &s);
+    let p = vdir(&s).join(&part);
+    let mut b = std::fs::read(&p).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 0x01;
+    std::fs::write(&p, &b).unwrap();
+    let sp = s.to_str().unwrap();
+    let part_name = part.rsplit('/').next().unwrap();
+    recflow(d, &["recommend", sp, "--user", "3"]).fails(1, &[part_name, "corrupted"]);
+    let s = d.join("case-stray");
+    copy_tree(&pristine, &s);
+    std::fs::write(vdir(&s).join("recs/part-99999.tsv"), "3\t999\t9.9\t1\n").unwrap();
+    let r = recflow(d, &["recommend", s.to_str().unwrap(), "--user", "3"]);
+    assert!(!r.ok().stdout.contains("\t999\t"), "{}", r.stdout);
+    assert!(!r.stdout.is_empty());
     // CURRENT naming a version that does not exist.
     let s = d.join("case-current");
     copy_tree(&pristine, &s);

@@ -230,6 +230,54 @@ pub fn open(store: &Path, version: Option<&str>) -> Result<(PathBuf, serde_json:
     Ok((dir, m))
 }
 
+/// Reads one file of a version and checks it against its manifest record (size from the
+/// metadata before reading, then the CRC-32). A crafted manifest cannot make this read outside
+/// the version directory, a device or an unbounded file.
+pub fn read_record(dir: &Path, f: &FileRecord) -> Result<Vec<u8>, String> {
+    // An absolute path has an empty first component.
+    let bad_path = f
+        .path
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..");
+    if bad_path {
+        return Err(format!(
+            "{}: bad file path '{}' in manifest",
+            dir.display(),
+            f.path
+        ));
+    }
+    let path = dir.join(&f.path);
+    let meta = fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() || meta.len() != f.bytes {
+        return Err(format!(
+            "{}: size differs from the manifest ({} bytes recorded): the file is corrupted or truncated",
+            path.display(),
+            f.bytes
+        ));
+    }
+    let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc32 {
+        return Err(format!(
+            "{}: size or checksum differs from the manifest: the file is corrupted",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The manifest's records of the files under `sub/` (e.g. `"recs"`), sorted by path.
+pub fn records_under(
+    dir: &Path,
+    manifest: &serde_json::Value,
+    sub: &str,
+) -> Result<Vec<FileRecord>, String> {
+    let mut files: Vec<FileRecord> = serde_json::from_value(manifest["files"].clone())
+        .map_err(|e| format!("{}: bad file list in manifest: {e}", dir.display()))?;
+    files.retain(|f| f.path.starts_with(&format!("{sub}/")));
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
 /// Loads every factor file of one side (`"users"` or `"items"`), verifying manifest checksums.
 /// Returns (ids, row-major factors, dim).
 pub fn load_side(
@@ -246,35 +294,8 @@ pub fn load_side(
         .iter()
         .filter(|f| f.path.starts_with(&format!("{side}/")))
     {
-        // A crafted manifest must not make us read outside the version or without bound.
-        let bad_path = f
-            .path
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..");
-        if bad_path {
-            return Err(format!(
-                "{}: bad file path '{}' in manifest",
-                dir.display(),
-                f.path
-            ));
-        }
+        let bytes = read_record(dir, f)?;
         let path = dir.join(&f.path);
-        let meta =
-            fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if !meta.is_file() || meta.len() != f.bytes {
-            return Err(format!(
-                "{}: size differs from the manifest ({} bytes recorded): the file is corrupted or truncated",
-                path.display(),
-                f.bytes
-            ));
-        }
-        let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc32 {
-            return Err(format!(
-                "{}: size or checksum differs from the manifest: the file is corrupted",
-                path.display()
-            ));
-        }
         let ff = format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         if ff.dim != dim {
             return Err(format!(
