@@ -334,7 +334,9 @@ pub fn prune(store: &Path, keep: usize) -> Result<Vec<String>, String> {
     if let Ok(rd) = fs::read_dir(store) {
         for e in rd.filter_map(Result::ok) {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with(".trash-") || n.starts_with(".staging-") || n.starts_with(PENDING_PREFIX)
+            if n.starts_with(".trash-")
+                || n.starts_with(".staging-")
+                || n.starts_with(PENDING_PREFIX)
             {
                 fs::remove_dir_all(e.path())
                     .map_err(|err| format!("cannot remove {}: {err}", e.path().display()))?;
