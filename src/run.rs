@@ -136,7 +136,7 @@ fn run_worker(
     } else {
         Ok(None)
     };
-    let _lock = comm.agree(worker, "store: lock", lock)?;
+    let held = comm.agree(worker, "store: lock", lock)?;
     let parent = warm::find(worker, &mut comm, job, files)?;
     if let Some(p) = &parent {
         log.info(&format!(
@@ -360,6 +360,7 @@ fn run_worker(
         timings,
         lineage,
         started,
+        held.as_ref(),
     )?;
     if let Some(s) = &out {
         log.done(&format!(
@@ -403,6 +404,7 @@ fn publish(
     mut timings: serde_json::Value,
     lineage: serde_json::Value,
     started: Instant,
+    lock: Option<&StoreLock>,
 ) -> Result<Option<crate::run::Summary>, CommError> {
     let (users, items, stats) = (&data.users, &data.items, &data.stats);
     let store_path = PathBuf::from(&job.output.store);
@@ -500,7 +502,9 @@ fn publish(
         });
         // report.json and report.html go into the staging directory: published with the rest.
         let report = crate::report::write(&staging, &mut manifest, degrees.as_ref());
-        match report.and_then(|_| store::publish(&store_path, &staging, version, &manifest)) {
+        // Fencing: never publish over a run that took the store over while this one stalled.
+        let fenced = report.and_then(|_| lock.map_or(Ok(()), StoreLock::still_held));
+        match fenced.and_then(|_| store::publish(&store_path, &staging, version, &manifest)) {
             Ok(dir) => {
                 // Retention: only after the new version is published, and never fatal.
                 if let Err(e) = store::prune(&store_path, job.output.keep_versions) {
