@@ -215,6 +215,286 @@ pub fn top_k(scores: &[f32], keys: &[u64], excluded: &[usize], k: usize) -> Vec<
     cand
 }
 
+/// Exact maximum-inner-product top-k over the whole catalogue without a score matrix.
+///
+/// Items are reordered by decreasing norm and packed in panels of [`NR`] items, dimension-major,
+/// so a register-blocked kernel scores [`MR`] users × [`NR`] items at a time and compares the
+/// scores with each user's current k-th best while they are still in registers; only scores
+/// that can enter a user's list leave them. Between tiles of items a user stops as soon as its
+/// k-th best score exceeds `‖u‖·max‖i‖` over the items left (Cauchy–Schwarz, with a margin for
+/// rounding), which is exact. Every score is one fused multiply-add chain over the dimensions
+/// in order, so it does not depend on blocking, tiles or the worker layout.
+pub struct ScanIndex {
+    n: usize,
+    d: usize,
+    /// Position (norm order) → catalogue index.
+    order: Vec<u32>,
+    /// Catalogue index → position.
+    pos_of: Vec<u32>,
+    /// Key of the item at each position (ties break by smaller key).
+    pos_keys: Vec<u64>,
+    /// Norm of the item at each position (non-increasing), plus a trailing 0.
+    norms: Vec<f32>,
+    /// Panels of NR items, `d × NR` each (dimension-major), zero-padded.
+    panels: Vec<f32>,
+}
+
+/// Users per microkernel call.
+pub const MR: usize = 6;
+/// Items per panel.
+pub const NR: usize = 16;
+/// Panels per tile between pruning checks (1024 items: 256 KiB at d = 64, inside L2).
+const TILE_PANELS: usize = 64;
+
+impl ScanIndex {
+    /// Builds the index of `cat`; `None` unless the AVX2+FMA kernel runs for this `d`.
+    pub fn build(cat: &Catalog, d: usize) -> Option<ScanIndex> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !crate::als::kernels::simd::usable(d) {
+                return None;
+            }
+            Some(Self::build_any(cat, d))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (cat, d);
+            None
+        }
+    }
+
+    fn build_any(cat: &Catalog, d: usize) -> ScanIndex {
+        let n = cat.keys.len();
+        let norm = |i: usize| {
+            fma_dot(
+                &cat.factors[i * d..(i + 1) * d],
+                &cat.factors[i * d..(i + 1) * d],
+            )
+            .sqrt()
+        };
+        let inorm: Vec<f32> = (0..n).map(norm).collect();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            inorm[b as usize]
+                .total_cmp(&inorm[a as usize])
+                .then(a.cmp(&b))
+        });
+        let mut pos_of = vec![0u32; n];
+        for (p, &i) in order.iter().enumerate() {
+            pos_of[i as usize] = p as u32;
+        }
+        let pos_keys = order.iter().map(|&i| cat.keys[i as usize]).collect();
+        let mut norms: Vec<f32> = order.iter().map(|&i| inorm[i as usize]).collect();
+        norms.push(0.0);
+        let np = n.div_ceil(NR);
+        let mut panels = vec![0.0f32; np * d * NR];
+        for (p, &i) in order.iter().enumerate() {
+            let (pan, lane) = (p / NR, p % NR);
+            let v = &cat.factors[i as usize * d..(i as usize + 1) * d];
+            for (k, &x) in v.iter().enumerate() {
+                panels[pan * d * NR + k * NR + lane] = x;
+            }
+        }
+        ScanIndex {
+            n,
+            d,
+            order,
+            pos_of,
+            pos_keys,
+            norms,
+            panels,
+        }
+    }
+
+    /// For each user (rows of `users`, row-major `d` wide), its `k` best catalogue items by
+    /// [`better`] (score, then smaller key), excluding `excluded[u]` (sorted catalogue
+    /// indices); best first, with scores.
+    pub fn top_k(
+        &self,
+        users: &[f32],
+        excluded: &[Vec<usize>],
+        k: usize,
+    ) -> Vec<Vec<(f32, usize)>> {
+        let d = self.d;
+        let b = users.len() / d;
+        let mut lists: Vec<TopK> = (0..b).map(|_| TopK::new(k)).collect();
+        if k == 0 || self.n == 0 {
+            return vec![Vec::new(); b];
+        }
+        // Excluded items as positions, sorted, per user.
+        let ex: Vec<Vec<u32>> = excluded
+            .iter()
+            .map(|e| {
+                let mut v: Vec<u32> = e.iter().map(|&i| self.pos_of[i]).collect();
+                v.sort_unstable();
+                v
+            })
+            .collect();
+        let unorm: Vec<f32> = users
+            .chunks_exact(d)
+            .map(|u| fma_dot(u, u).sqrt())
+            .collect();
+        let np = self.n.div_ceil(NR);
+        let mut active: Vec<usize> = (0..b).collect();
+        let zero = vec![0.0f32; d];
+        let mut t0 = 0;
+        while t0 < np && !active.is_empty() {
+            let t1 = (t0 + TILE_PANELS).min(np);
+            for grp in active.chunks(MR) {
+                let mut rows = [zero.as_ptr(); MR];
+                for (slot, &u) in rows.iter_mut().zip(grp) {
+                    *slot = users[u * d..].as_ptr();
+                }
+                for pan in t0..t1 {
+                    let mut out = [[0.0f32; NR]; MR];
+                    let mut thr = [f32::INFINITY; MR];
+                    for (t, &u) in thr.iter_mut().zip(grp) {
+                        *t = lists[u].threshold();
+                    }
+                    // SAFETY: `build` only succeeds where simd::usable(d) holds; every row
+                    // pointer addresses d floats; the panel holds d × NR floats.
+                    let hit = unsafe {
+                        scan_kernel(
+                            rows,
+                            &self.panels[pan * d * NR..(pan + 1) * d * NR],
+                            d,
+                            &thr,
+                            &mut out,
+                        )
+                    };
+                    if hit == 0 {
+                        continue;
+                    }
+                    for (g, &u) in grp.iter().enumerate() {
+                        if hit & (1 << g) == 0 {
+                            continue;
+                        }
+                        for (lane, &sc) in out[g].iter().enumerate() {
+                            let p = pan * NR + lane;
+                            if p < self.n
+                                && sc >= lists[u].threshold()
+                                && ex[u].binary_search(&(p as u32)).is_err()
+                            {
+                                lists[u].push(sc, self.pos_keys[p], p as u32);
+                            }
+                        }
+                    }
+                }
+            }
+            t0 = t1;
+            // Users whose k-th best beats every item left stop here.
+            let rest = self.norms[(t0 * NR).min(self.n)];
+            active.retain(|&u| {
+                let l = &lists[u];
+                !(l.full() && l.threshold() > unorm[u] * rest * (1.0 + 1e-4) + f32::MIN_POSITIVE)
+            });
+        }
+        lists
+            .into_iter()
+            .map(|l| {
+                l.best
+                    .into_iter()
+                    .map(|(s, _, p)| (s, self.order[p as usize] as usize))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// A user's best `k` so far, best first.
+struct TopK {
+    k: usize,
+    best: Vec<(f32, u64, u32)>,
+}
+
+impl TopK {
+    fn new(k: usize) -> TopK {
+        TopK {
+            k,
+            best: Vec::with_capacity(k + 1),
+        }
+    }
+    fn full(&self) -> bool {
+        self.best.len() >= self.k
+    }
+    /// Scores below this cannot enter (ties may, by key).
+    fn threshold(&self) -> f32 {
+        if self.full() {
+            self.best[self.k - 1].0
+        } else {
+            f32::NEG_INFINITY
+        }
+    }
+    fn push(&mut self, s: f32, key: u64, p: u32) {
+        let at = self
+            .best
+            .partition_point(|&(bs, bk, _)| better((bs, bk), (s, key)).is_lt());
+        if at < self.k {
+            self.best.insert(at, (s, key, p));
+            self.best.truncate(self.k);
+        }
+    }
+}
+
+/// `a·b` as one fused multiply-add chain in dimension order (what [`scan_kernel`] computes).
+pub fn fma_dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |acc, (&x, &y)| x.mul_add(y, acc))
+}
+
+/// Scores MR users × NR items (`panel` is `d × NR`) into `out` and returns the bit mask of
+/// users with at least one score ≥ their threshold.
+///
+/// # Safety
+/// AVX2 and FMA must be available; each `rows[g]` points at `d` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scan_kernel(
+    rows: [*const f32; MR],
+    panel: &[f32],
+    d: usize,
+    thr: &[f32; MR],
+    out: &mut [[f32; NR]; MR],
+) -> u32 {
+    use std::arch::x86_64::*;
+    assert!(panel.len() >= d * NR);
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    let pp = panel.as_ptr();
+    for k in 0..d {
+        let y0 = _mm256_loadu_ps(pp.add(k * NR));
+        let y1 = _mm256_loadu_ps(pp.add(k * NR + 8));
+        for g in 0..MR {
+            let u = _mm256_broadcast_ss(&*rows[g].add(k));
+            acc[g][0] = _mm256_fmadd_ps(u, y0, acc[g][0]);
+            acc[g][1] = _mm256_fmadd_ps(u, y1, acc[g][1]);
+        }
+    }
+    let mut hit = 0u32;
+    for g in 0..MR {
+        let t = _mm256_set1_ps(thr[g]);
+        let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(acc[g][0], t))
+            | _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(acc[g][1], t));
+        if m != 0 {
+            hit |= 1 << g;
+            _mm256_storeu_ps(out[g].as_mut_ptr(), acc[g][0]);
+            _mm256_storeu_ps(out[g].as_mut_ptr().add(8), acc[g][1]);
+        }
+    }
+    hit
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn scan_kernel(
+    _rows: [*const f32; MR],
+    _panel: &[f32],
+    _d: usize,
+    _thr: &[f32; MR],
+    _out: &mut [[f32; NR]; MR],
+) -> u32 {
+    unreachable!("ScanIndex::build returns None off x86-64")
+}
+
 /// Recommends for this worker's users and evaluates against `test` (user id, item key).
 pub fn recommend(
     worker: &mut Worker,
@@ -297,28 +577,59 @@ pub fn recommend(
         .iter()
         .map(|&v| (v, Metrics::default()))
         .collect();
-    let block = (4_000_000 / n.max(1)).clamp(1, 256);
-    let mut scores = vec![0.0f32; block * n];
+    // Exact mode scans with the fused kernel where it runs (no score matrix); the full score
+    // row is then computed only for users sampled for AUC.
+    let scan = if mode == Mode::Exact {
+        ScanIndex::build(&cat, d)
+    } else {
+        None
+    };
+    let block = if scan.is_some() {
+        192
+    } else {
+        (4_000_000 / n.max(1)).clamp(1, 256)
+    };
+    let mut scores = vec![0.0f32; if scan.is_some() { 0 } else { block * n }];
+    let mut auc_row = vec![0.0f32; if scan.is_some() { n } else { 0 }];
     let mut line = String::new();
     let mut r0 = 0;
     while r0 < users.rows() {
         let r1 = (r0 + block).min(users.rows());
         let b = r1 - r0;
-        if mode == Mode::Exact || (mode == Mode::Popular && !tests.is_empty()) {
+        let seen_block: Vec<Vec<usize>> = (r0..r1)
+            .map(|r| {
+                let mut seen: Vec<usize> = users.cols[users.indptr[r]..users.indptr[r + 1]]
+                    .iter()
+                    .filter_map(|&c| cat.index(users.gathered_keys[c as usize]))
+                    .collect();
+                seen.sort_unstable();
+                seen
+            })
+            .collect();
+        let scanned = scan.as_ref().map(|ix| {
+            let none = vec![Vec::new(); b];
+            let ex = if job.recommend.exclude_seen {
+                &seen_block
+            } else {
+                &none
+            };
+            ix.top_k(&users.factors[r0 * d..r1 * d], ex, k.max(ek))
+        });
+        if scan.is_none() && (mode == Mode::Exact || (mode == Mode::Popular && !tests.is_empty())) {
             let x = MatRef::from_row_major_slice(&users.factors[r0 * d..r1 * d], b, d);
             let y = MatRef::from_row_major_slice(&cat.factors, n, d);
             let s = MatMut::from_row_major_slice_mut(&mut scores[..b * n], b, n);
             faer::linalg::matmul::matmul(s, Accum::Replace, x, y.transpose(), 1.0f32, Par::Seq);
         }
         for r in r0..r1 {
-            let row = &scores[(r - r0) * n..(r - r0 + 1) * n];
-            let mut seen: Vec<usize> = users.cols[users.indptr[r]..users.indptr[r + 1]]
-                .iter()
-                .filter_map(|&c| cat.index(users.gathered_keys[c as usize]))
-                .collect();
-            seen.sort_unstable();
+            let seen = &seen_block[r - r0];
+            let row: &[f32] = if scanned.is_some() {
+                &[]
+            } else {
+                &scores[(r - r0) * n..(r - r0 + 1) * n]
+            };
             let excluded: &[usize] = if job.recommend.exclude_seen {
-                &seen
+                seen
             } else {
                 &[]
             };
@@ -364,7 +675,10 @@ pub fn recommend(
                     }
                     best.into_iter().map(|b| b.2).collect()
                 }
-                _ => top_k(row, &cat.keys, excluded, k.max(ek)),
+                _ => match &scanned {
+                    Some(l) => l[r - r0].iter().map(|p| p.1).collect(),
+                    None => top_k(row, &cat.keys, excluded, k.max(ek)),
+                },
             };
             if list.is_empty() && k > 0 {
                 out.users_without_recs += 1;
@@ -374,7 +688,10 @@ pub fn recommend(
                 let score = match mode {
                     Mode::Popular => cat.degrees[i] as f32,
                     Mode::Lsh => cand_scores[i],
-                    Mode::Exact => row[i],
+                    Mode::Exact => match &scanned {
+                        Some(l) => l[r - r0][rank].0,
+                        None => row[i],
+                    },
                 };
                 let _ = writeln!(
                     line,
@@ -397,7 +714,23 @@ pub fn recommend(
                 if sampled && mode == Mode::Exact {
                     let known: Vec<usize> =
                         t.iter().copied().filter(|&i| i != usize::MAX).collect();
-                    if let Some(a) = eval::auc(row, &known, &seen) {
+                    let full: &[f32] = if scanned.is_some() {
+                        let x = MatRef::from_row_major_slice(users.row(r), 1, d);
+                        let y = MatRef::from_row_major_slice(&cat.factors, n, d);
+                        let s = MatMut::from_row_major_slice_mut(&mut auc_row, 1, n);
+                        faer::linalg::matmul::matmul(
+                            s,
+                            Accum::Replace,
+                            x,
+                            y.transpose(),
+                            1.0f32,
+                            Par::Seq,
+                        );
+                        &auc_row
+                    } else {
+                        row
+                    };
+                    if let Some(a) = eval::auc(full, &known, seen) {
                         m.add_auc(a);
                     }
                 }
@@ -408,17 +741,19 @@ pub fn recommend(
     comm.send(0, Body::Metrics(parts));
     comm.send(
         0,
-        Body::Counts(vec![
-            out.users_without_recs,
-            out.lines,
-            lsh_counts[0],
-            lsh_counts[1],
-            lsh_counts[2],
-            lsh_counts[3],
-        ]
-        .into_iter()
-        .chain(cand_hist)
-        .collect()),
+        Body::Counts(
+            vec![
+                out.users_without_recs,
+                out.lines,
+                lsh_counts[0],
+                lsh_counts[1],
+                lsh_counts[2],
+                lsh_counts[3],
+            ]
+            .into_iter()
+            .chain(cand_hist)
+            .collect(),
+        ),
     );
     let mut hist = vec![0u64; crate::report::BINS];
     let mut all = Vec::new();
@@ -461,6 +796,66 @@ pub fn recommend(
 mod tests {
     use super::*;
     use crate::ids::SplitMix;
+
+    /// The fused scan (norm order, pruning, register kernel) against a naive full sort of the
+    /// same scores, with ties (coarse vectors), exclusions, zero vectors and k > catalogue.
+    #[test]
+    fn scan_top_k_matches_naive_sort() {
+        let mut r = SplitMix::new(11);
+        for (n, d, coarse) in [
+            (1usize, 8usize, false),
+            (37, 16, true),
+            (700, 64, false),
+            (2100, 24, true),
+            (300, 128, false),
+        ] {
+            let keys: Vec<u64> = (0..n as u64).map(|i| i * 7 + 3).collect();
+            let val = |r: &mut SplitMix| {
+                if coarse {
+                    (r.below(5) as f32 - 2.0) / 2.0
+                } else {
+                    r.next_normal() as f32 * (0.2 + r.next_f64() as f32)
+                }
+            };
+            let mut factors: Vec<f32> = (0..n * d).map(|_| val(&mut r)).collect();
+            // Some items with zero vectors.
+            for i in (0..n).step_by(13) {
+                factors[i * d..(i + 1) * d].fill(0.0);
+            }
+            let cat = Catalog {
+                keys: keys.clone(),
+                ids: Vec::new(),
+                degrees: vec![0; n],
+                factors,
+            };
+            let Some(ix) = ScanIndex::build(&cat, d) else {
+                return; // no AVX2 here: the fallback path is the old one
+            };
+            let nu = 50;
+            let mut users: Vec<f32> = (0..nu * d).map(|_| val(&mut r)).collect();
+            users[..d].fill(0.0);
+            let excluded: Vec<Vec<usize>> = (0..nu)
+                .map(|_| {
+                    let mut e: Vec<usize> = (0..n).filter(|_| r.below(10) == 0).collect();
+                    e.dedup();
+                    e
+                })
+                .collect();
+            for k in [0usize, 1, 10, n + 5] {
+                let got = ix.top_k(&users, &excluded, k);
+                for u in 0..nu {
+                    let x = &users[u * d..(u + 1) * d];
+                    let mut all: Vec<(f32, usize)> = (0..n)
+                        .filter(|i| !excluded[u].contains(i))
+                        .map(|i| (fma_dot(x, &cat.factors[i * d..(i + 1) * d]), i))
+                        .collect();
+                    all.sort_by(|a, b| better((a.0, keys[a.1]), (b.0, keys[b.1])));
+                    all.truncate(k);
+                    assert_eq!(got[u], all, "n={n} d={d} k={k} user {u}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn top_k_matches_brute_force() {
