@@ -241,6 +241,32 @@ pub fn cg_portable(
     }
 }
 
+/// Asks the cache for the gathered rows `cols` (each `d` floats) ahead of their use: the solve
+/// of one entity is latency-bound on these random rows, so the loop prefetches the next
+/// entity's rows while it solves the current one. A hint only; no effect on results.
+#[inline]
+pub fn prefetch_rows(gathered: &[f32], cols: &[u32], d: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for &c in cols {
+            let start = c as usize * d;
+            if start + d > gathered.len() {
+                continue;
+            }
+            let row = gathered[start..start + d].as_ptr();
+            let mut off = 0;
+            while off < d {
+                // SAFETY: prefetch is a hint; the address lies inside `gathered`.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(row.add(off) as *const i8) };
+                off += 16;
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (gathered, cols, d);
+}
+
 /// AVX2+FMA kernels for `d` a multiple of 8 (x86-64, detected at run time).
 #[cfg(target_arch = "x86_64")]
 pub mod simd {

@@ -194,6 +194,9 @@ fn half_step(
                 continue;
             }
             let (a, b) = (s.indptr[r], s.indptr[r + 1]);
+            if r + 2 < s.indptr.len() {
+                kernels::prefetch_rows(gathered, &s.cols[b..s.indptr[r + 2]], d);
+            }
             let lam = lambda_of(als, b - a);
             let x = &mut s.factors[r * d..(r + 1) * d];
             match als.solver {
