@@ -66,7 +66,8 @@ def cmd_run(a):
     model.fit(ui, show_progress=False, callback=lambda *_: marks.append(time.time()))
     t_fit = time.time()
     users = np.arange(len(uids))
-    ids, scores = model.recommend(users, ui, N=a.k, filter_already_liked_items=True)
+    if a.k > 0:
+        ids, scores = model.recommend(users, ui, N=a.k, filter_already_liked_items=True)
     t_rec = time.time()
     starts = [t_load] + marks
     iters = [b - s for s, b in zip(starts, starts[1:])]
@@ -76,8 +77,9 @@ def cmd_run(a):
         "total_s": t_rec - t0, "iteration_secs": iters,
         "users": int(len(uids)), "items": int(len(iids)), "pairs": int(ui.nnz),
     }
-    valid = (ids >= 0) & np.isfinite(scores)
-    np.savez(a.recs, users=uids, items=np.where(valid, iids[np.maximum(ids, 0)], -1))
+    if a.k > 0:
+        valid = (ids >= 0) & np.isfinite(scores)
+        np.savez(a.recs, users=uids, items=np.where(valid, iids[np.maximum(ids, 0)], -1))
     with open(a.out, "w") as fh:
         json.dump(res, fh)
 
