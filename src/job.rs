@@ -100,7 +100,7 @@ pub struct Input {
     /// Timestamp column (integer; used to keep the most recent events under a cap).
     pub timestamp: Option<Column>,
     /// Rows whose weight is below this are dropped before anything else (e.g. 4 turns star
-    /// ratings into positives). Absent: keep all rows.
+    /// ratings into positives); negative weights (removals) always pass. Absent: keep all rows.
     pub min_weight: Option<f64>,
     /// Malformed lines: fail (default) or skip.
     pub bad_lines: BadLines,

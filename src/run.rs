@@ -132,11 +132,12 @@ fn run_worker(
     let started = Instant::now();
     // One run per store at a time; held by worker 0 until this function returns.
     let lock = if leader {
-        StoreLock::acquire(Path::new(&job.output.store)).map(Some)
+        let store = Path::new(&job.output.store);
+        StoreLock::acquire(store).and_then(|l| store::clean_leftovers(store).map(|_| Some(l)))
     } else {
         Ok(None)
     };
-    let held = comm.agree(worker, "store: lock", lock)?;
+    let _held = comm.agree(worker, "store: lock", lock)?;
     let parent = warm::find(worker, &mut comm, job, files)?;
     if let Some(p) = &parent {
         log.info(&format!(
@@ -360,7 +361,6 @@ fn run_worker(
         timings,
         lineage,
         started,
-        held.as_ref(),
     )?;
     if let Some(s) = &out {
         log.done(&format!(
@@ -404,7 +404,6 @@ fn publish(
     mut timings: serde_json::Value,
     lineage: serde_json::Value,
     started: Instant,
-    lock: Option<&StoreLock>,
 ) -> Result<Option<crate::run::Summary>, CommError> {
     let (users, items, stats) = (&data.users, &data.items, &data.stats);
     let store_path = PathBuf::from(&job.output.store);
@@ -502,9 +501,7 @@ fn publish(
         });
         // report.json and report.html go into the staging directory: published with the rest.
         let report = crate::report::write(&staging, &mut manifest, degrees.as_ref());
-        // Fencing: never publish over a run that took the store over while this one stalled.
-        let fenced = report.and_then(|_| lock.map_or(Ok(()), StoreLock::still_held));
-        match fenced.and_then(|_| store::publish(&store_path, &staging, version, &manifest)) {
+        match report.and_then(|_| store::publish(&store_path, &staging, version, &manifest)) {
             Ok(dir) => {
                 // Retention: only after the new version is published, and never fatal.
                 if let Err(e) = store::prune(&store_path, job.output.keep_versions) {

@@ -57,6 +57,9 @@ pub fn find(
         return Ok(None);
     }
     let opened = open(store, &version, job).and_then(|p| {
+        if job.model.snapshot && files.is_empty() {
+            return Err("warm start: the built-in demo data is already in the parent's snapshot and would count twice; set input.path to the new events, or model.snapshot = false".into());
+        }
         if job.model.snapshot {
             refuse_consumed(&p, files)?;
         }

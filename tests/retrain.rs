@@ -351,8 +351,6 @@ fn write_job(dir: &Path, store: &Path, input: &Path) -> PathBuf {
             "als.iterations=2",
             "recommend.k=5",
             "output.keep_versions=3",
-            // The input is a full dump, so re-running on it is legitimate.
-            "model.snapshot=false",
         ],
     );
     let path = dir.join("job.toml");
@@ -422,7 +420,10 @@ fn crashes_at_every_point_of_a_publish_leave_a_loadable_current_version() {
         .status()
         .unwrap()
         .success());
-    let jobfile = write_job(tmp.path(), &store, &day1);
+    // Each run warm-starts (reading the parent's snapshot) with the next day's events; a
+    // crashed run publishes nothing, so it is retried on the same day.
+    let mut day = 1;
+    let mut jobfile = write_job(tmp.path(), &store, &day1);
     let mut trials = 0;
     let mut completed = 0;
     for at in 1.. {
@@ -436,31 +437,49 @@ fn crashes_at_every_point_of_a_publish_leave_a_loadable_current_version() {
         trials += 1;
         assert_store_consistent(&store);
         if st.success() {
-            // Past the last crash point: the run completed.
+            // Past the last crash point: the run completed; tomorrow brings new events.
             completed += 1;
             if completed == 3 {
                 break;
             }
+            day += 1;
+            jobfile = write_job(tmp.path(), &store, &data(tmp.path(), day).1);
+        } else {
+            assert_eq!(st.code(), None, "a run failed instead of crashing");
         }
         assert!(at < 1000, "runs never complete");
     }
-    // Real kills at random moments, too.
+    day += 1;
+    jobfile = write_job(tmp.path(), &store, &data(tmp.path(), day).1);
+    // Real kills at random moments while the run is going, too.
     let mut rng = recflow::ids::SplitMix::new(7);
-    for _ in 0..10 {
+    let mut killed = 0;
+    while killed < 10 {
+        let before = recflow::store::current(&store).unwrap();
         let mut child = Command::new(BIN)
             .args(["run", "-q"])
             .arg(&jobfile)
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(rng.below(400)));
+        std::thread::sleep(std::time::Duration::from_millis(rng.below(300)));
+        let running = child.try_wait().unwrap().is_none();
         let _ = child.kill();
-        let _ = child.wait();
-        trials += 1;
+        let st = child.wait().unwrap();
         assert_store_consistent(&store);
+        if running {
+            killed += 1;
+            trials += 1;
+        }
+        if st.success() || recflow::store::current(&store).unwrap() != before {
+            // It published before the kill landed: tomorrow brings new events.
+            day += 1;
+            jobfile = write_job(tmp.path(), &store, &data(tmp.path(), day).1);
+        }
     }
     assert!(trials >= 50, "only {trials} trials");
-    // The store still works: stale locks are taken over, leftovers are cleaned, retention holds.
+    // The store still works: the lock died with each process, leftovers are cleaned, retention
+    // holds.
     assert!(Command::new(BIN)
         .args(["run", "-q"])
         .arg(&jobfile)
@@ -473,9 +492,9 @@ fn crashes_at_every_point_of_a_publish_leave_a_loadable_current_version() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        names
-            .iter()
-            .all(|n| !n.starts_with(".staging-") && !n.starts_with(".trash-")),
+        names.iter().all(|n| !n.starts_with(".staging-")
+            && !n.starts_with(".trash-")
+            && !n.starts_with(".pending-")),
         "{names:?}"
     );
     assert_eq!(recflow::store::versions(&store).len(), 3, "{names:?}");
@@ -552,4 +571,38 @@ fn fold_in_keeps_known_vectors_and_solves_new_ones() {
         }
         assert!(known > 0 && new > 0);
     }
+}
+
+#[test]
+fn removals_pass_min_weight_and_demo_data_is_not_counted_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (day0, day1) = data(tmp.path(), 1);
+    let store = tmp.path().join("s");
+    let mw = ["als.iterations=2", "input.min_weight=1"];
+    go(job(&store, &[&day0], &mw), 2);
+    let v2 = go(job(&store, &[&day1], &mw), 2);
+    let removals = rows(&day1).iter().filter(|r| r.2 < 0).count() as u64;
+    let c = &v2.manifest["counts"];
+    assert_eq!(c["read"]["below_min_weight"], 0, "{c}");
+    assert!(
+        c["nonpositive_pairs"].as_u64().unwrap() >= removals * 9 / 10,
+        "{c}"
+    );
+    // A warm start on the built-in demo data would add it to its own snapshot again.
+    let demo = tmp.path().join("demo");
+    let j = |s: &str| {
+        let sets = [
+            "input.demo.users=300",
+            "input.demo.items=100",
+            "input.demo.nnz=3000",
+            "als.iterations=1",
+            "model.warm_start=true",
+            s,
+        ];
+        Job::parse("", &sets.map(String::from)).unwrap()
+    };
+    let store_set = format!("output.store={}", demo.display());
+    go(j(&store_set), 1);
+    let e = run(j(&store_set), RunOptions::default()).unwrap_err();
+    assert!(e.contains("demo data"), "{e}");
 }

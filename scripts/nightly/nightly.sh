@@ -22,9 +22,10 @@ if ! compgen -G "$dir/*" > /dev/null; then
     exit 0
 fi
 echo "$(date -Is) recflow nightly: $job with $dir"
-# input.path is a glob; recflow refuses a file that an earlier version already consumed.
+# The day's directory: recflow reads its regular files except hidden ones (write partial files
+# as .name.tmp and rename them when complete), and refuses a file an earlier version consumed.
 status=0
-"$recflow" run "$job" --set model.warm_start=true --set "input.path=[\"$dir/*\"]" "$@" || status=$?
+"$recflow" run "$job" --set model.warm_start=true --set "input.path=[\"$dir\"]" "$@" || status=$?
 case $status in
     0) echo "$(date -Is) recflow nightly: published" ;;
     3) echo "$(date -Is) recflow nightly: the store is locked by another run; $day was not trained" ;;

@@ -101,8 +101,15 @@ pub fn merge(
                 std::cmp::Ordering::Less => through.push(a.next().expect("peeked")),
                 std::cmp::Ordering::Greater => through.push(b.next().expect("peeked")),
                 std::cmp::Ordering::Equal => {
-                    both.push(a.next().expect("peeked"));
-                    both.push(b.next().expect("peeked"));
+                    let (old, new) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                    if new.2 == 0 {
+                        // Today's events cancel out: differential would drop a zero update,
+                        // but the pair's newest time still moves (it orders the caps).
+                        through.push((old.0, old.1, old.2, old.3.max(new.3)));
+                    } else {
+                        both.push(old);
+                        both.push(new);
+                    }
                 }
             }
         }
@@ -244,5 +251,12 @@ mod tests {
         let (p, n) = run(2, today, previous);
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(n, 2);
+        // Events that cancel among themselves still move the pair's newest time.
+        let mut previous = Sums::new();
+        previous.insert((1, 1), (to_fixed(3.0), 5));
+        let mut today = Sums::new();
+        today.insert((1, 1), (0, 10));
+        let (p, _) = run(2, today, previous);
+        assert_eq!(p, vec![(RawId::Num(1), RawId::Num(1), to_fixed(3.0), 10)]);
     }
 }

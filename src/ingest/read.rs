@@ -271,8 +271,9 @@ pub fn read_part(
                 Ok(None) => {}
                 Ok(Some(ev)) => {
                     st.lines += 1;
+                    // Removals (negative weights) are never filtered: they retract pairs.
                     if let Some(m) = input.min_weight {
-                        if (ev.weight as f64) < m {
+                        if ev.weight >= 0.0 && (ev.weight as f64) < m {
                             st.below_min_weight += 1;
                             continue;
                         }

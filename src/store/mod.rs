@@ -310,25 +310,43 @@ pub fn load_side(
     Ok((ids, factors, dim))
 }
 
-/// Removes all but the newest `keep` published versions (never `CURRENT`), and leftovers of
-/// crashed runs (staging directories, temporary files). Call only while holding the store
-/// lock and after a successful publish. A version is first renamed out of the version
-/// namespace, so a crash mid-removal never leaves a half-deleted version that looks
-/// published. Returns the removed versions.
+/// Removes all but the newest `keep` published versions (never `CURRENT`), then leftovers
+/// ([`clean_leftovers`]). Call only while holding the store lock and after a successful
+/// publish. A version is first renamed out of the version namespace, so a crash mid-removal
+/// never leaves a half-deleted version that looks published. Returns the removed versions.
 pub fn prune(store: &Path, keep: usize) -> Result<Vec<String>, String> {
     let current = current(store)?;
     let all = versions(store);
     let mut removed = Vec::new();
     if keep > 0 && all.len() > keep {
         for v in &all[..all.len() - keep] {
-            if Some(v) == current.as_ref() {
-                continue;
+            if Some(v) != current.as_ref() {
+                retire(store, v)?;
+                removed.push(v.clone());
             }
-            let trash = store.join(format!(".trash-{v}"));
-            fs::rename(store.join(v), &trash)
-                .map_err(|e| format!("cannot retire {}/{v}: {e}", store.display()))?;
-            crash_point();
-            removed.push(v.clone());
+        }
+    }
+    clean_leftovers(store)?;
+    Ok(removed)
+}
+
+fn retire(store: &Path, v: &str) -> Result<(), String> {
+    let trash = store.join(format!(".trash-{v}"));
+    fs::rename(store.join(v), &trash)
+        .map_err(|e| format!("cannot retire {}/{v}: {e}", store.display()))?;
+    crash_point();
+    Ok(())
+}
+
+/// Removes what crashed or failed runs left: staging, pending and trash directories,
+/// temporary files, and versions newer than `CURRENT` (complete but never published: the
+/// crash came between the rename and the flip of `CURRENT`). Call only while holding the
+/// store lock, before this run creates anything.
+pub fn clean_leftovers(store: &Path) -> Result<(), String> {
+    let current = current(store)?;
+    for v in versions(store) {
+        if current.as_ref().is_some_and(|c| v > *c) {
+            retire(store, &v)?;
         }
     }
     if let Ok(rd) = fs::read_dir(store) {
@@ -345,6 +363,5 @@ pub fn prune(store: &Path, keep: usize) -> Result<Vec<String>, String> {
             }
         }
     }
-    sync_dir(store)?;
-    Ok(removed)
+    sync_dir(store)
 }
