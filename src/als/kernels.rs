@@ -179,6 +179,54 @@ impl Solver {
     }
 }
 
+/// Measures this core's peak for the solve's inner kernel: GFLOP/s of the Gram matvec
+/// `G·v + λv` (the CG step's `2·d²` flops) on an L1-resident `d × d` Gram, best of a few
+/// ~10 ms rounds. With the AVX2 kernel this is the machine's FMA throughput on cached data,
+/// the fastest any half-step flop can go; it is the denominator of the training floor.
+pub fn measure_peak_gflops(d: usize) -> f64 {
+    let d = d.clamp(8, 64) / 8 * 8;
+    let g: Vec<f32> = (0..d * d)
+        .map(|i| ((i * 7919) % 97) as f32 * 1e-3)
+        .collect();
+    let mut v: Vec<f32> = (0..d).map(|i| 1.0 + i as f32 * 1e-3).collect();
+    let mut out = vec![0.0f32; d];
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let reps = 20_000usize;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            matvec(&g, 1e-3, &v, &mut out);
+            // Feed the result back (scaled) so the loop cannot be hoisted.
+            let s = 1.0 / (1.0 + out[0].abs());
+            v.iter_mut().zip(&out).for_each(|(a, &b)| *a = b * s);
+        }
+        let secs = t.elapsed().as_secs_f64();
+        best = best.max((reps * 2 * d * d) as f64 / secs / 1e9);
+    }
+    std::hint::black_box(&v);
+    best
+}
+
+/// `out = G·v + λv` for a symmetric `G` (the AVX2 kernel where it runs).
+pub fn matvec(g: &[f32], lambda: f32, v: &[f32], out: &mut [f32]) {
+    let d = v.len();
+    assert!(g.len() >= d * d && out.len() == d);
+    #[cfg(target_arch = "x86_64")]
+    if simd::usable(d) {
+        // SAFETY: features checked, lengths asserted.
+        unsafe { simd::symv(g.as_ptr(), lambda, v.as_ptr(), out.as_mut_ptr(), d) };
+        return;
+    }
+    for i in 0..d {
+        out[i] = g[i * d..(i + 1) * d]
+            .iter()
+            .zip(v)
+            .map(|(a, b)| a * b)
+            .sum::<f32>()
+            + lambda * v[i];
+    }
+}
+
 /// The portable CG (the reference for [`simd::cg`]); `scratch` holds at least `2d` floats,
 /// `r` exactly `d`.
 #[allow(clippy::too_many_arguments)]

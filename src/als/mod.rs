@@ -44,6 +44,26 @@ pub struct TrainReport {
     pub vector_bytes_per_half_step: Vec<u64>,
     /// Entities whose system was not positive definite (their vector was zeroed).
     pub singular: u64,
+    /// Per half-step: floating-point operations performed (all workers), counted analytically
+    /// per entity: Gram `2·n·d²` per other-side row block; Cholesky build `2·n·d² + 2·n·d`, the
+    /// factorisation `d³/3`, the two triangular solves `2·d²`; CG `2·d² + 4·n·d` for the
+    /// residual and `2·d² + 4·n·d + 10·d` per step; loss `2·d² + 2·n·d + 2·d` (n: the entity's
+    /// interactions, d: factors).
+    pub flops_per_half_step: Vec<u64>,
+    /// Per half-step: bytes the solve reads and writes at least once (all workers): every
+    /// gathered row an entity touches (`4·d` per interaction), the CSR (8 per interaction), the
+    /// entity's own vector (read + write, `8·d`), the other side's rows for the Gram and the
+    /// vectors sent between workers.
+    pub bytes_per_half_step: Vec<u64>,
+    /// Per half-step, per worker: achieved GFLOP/s of the solve (flops / solve seconds).
+    pub gflops_per_worker: Vec<Vec<f64>>,
+    /// Measured single-core peak of the solve's inner kernel on this machine (GFLOP/s), see
+    /// [`kernels::measure_peak_gflops`].
+    pub peak_gflops_per_core: f64,
+    /// Per half-step: the floor its flops imply, `max over workers(flops) / peak` (seconds).
+    pub floor_secs_per_half_step: Vec<f64>,
+    /// Per iteration: the sum of its half-steps' floors, next to `iteration_secs`.
+    pub floor_secs_per_iteration: Vec<f64>,
 }
 
 /// Called after each iteration with (worker, comm, iteration, users, items): checkpoints.
@@ -62,7 +82,14 @@ pub fn train(
     start: usize,
     after: &mut AfterIteration<'_>,
 ) -> Result<TrainReport, CommError> {
-    let mut rep = TrainReport::default();
+    let mut rep = TrainReport {
+        peak_gflops_per_core: if comm.index == 0 {
+            kernels::measure_peak_gflops(als.factors)
+        } else {
+            0.0
+        },
+        ..TrainReport::default()
+    };
     let mut g_users = vec![0.0f32; users.gathered_keys.len() * als.factors];
     let mut g_items = vec![0.0f32; items.gathered_keys.len() * als.factors];
     for it in start + 1..=als.iterations {
@@ -83,6 +110,22 @@ pub fn train(
                         value,
                     });
                 }
+                let gf: Vec<f64> = h
+                    .flops
+                    .iter()
+                    .zip(&h.solve_secs)
+                    .map(|(&f, &t)| if t > 0.0 { f as f64 / t / 1e9 } else { 0.0 })
+                    .collect();
+                let max_flops = h.flops.iter().copied().max().unwrap_or(0);
+                let floor = if rep.peak_gflops_per_core > 0.0 {
+                    max_flops as f64 / (rep.peak_gflops_per_core * 1e9)
+                } else {
+                    0.0
+                };
+                rep.flops_per_half_step.push(h.flops.iter().sum());
+                rep.bytes_per_half_step.push(h.bytes);
+                rep.gflops_per_worker.push(gf);
+                rep.floor_secs_per_half_step.push(floor);
                 rep.solve_secs_per_worker.push(h.solve_secs);
                 rep.vector_bytes_per_half_step.push(h.vector_bytes);
                 rep.singular += h.singular;
@@ -90,6 +133,14 @@ pub fn train(
         }
         let secs = t.elapsed().as_secs_f64();
         rep.iteration_secs.push(secs);
+        if comm.index == 0 {
+            let n = rep.floor_secs_per_half_step.len();
+            rep.floor_secs_per_iteration.push(
+                rep.floor_secs_per_half_step[n.saturating_sub(2)..]
+                    .iter()
+                    .sum(),
+            );
+        }
         let objective = rep.objective.last().filter(|p| p.iteration == it);
         log.iteration(it, als.iterations, objective.map(|p| p.value), secs);
         after(worker, comm, it, users, items)?;
@@ -102,6 +153,24 @@ struct Half {
     solve_secs: Vec<f64>,
     vector_bytes: u64,
     singular: u64,
+    /// Per worker.
+    flops: Vec<u64>,
+    /// All workers.
+    bytes: u64,
+}
+
+/// Flops of one entity's solve with `n` interactions (see [`TrainReport::flops_per_half_step`]).
+fn entity_flops(solver: Solver, d: u64, n: u64, cg_steps: u64, loss: bool) -> u64 {
+    let solve = match solver {
+        Solver::Cholesky => 2 * n * d * d + 2 * n * d + d * d * d / 3 + 2 * d * d,
+        Solver::Cg => (2 * d * d + 4 * n * d) + cg_steps * (2 * d * d + 4 * n * d + 10 * d),
+    };
+    solve
+        + if loss {
+            2 * d * d + 2 * n * d + 2 * d
+        } else {
+            0
+        }
 }
 
 fn lambda_of(als: &Als, degree: usize) -> f64 {
@@ -133,6 +202,10 @@ fn half_step(
         }
         comm.send(*dest, Body::Vectors(buf));
     }
+    let (du, mut flops, mut bytes) = (d as u64, 0u64, 0u64);
+    // Gram over this worker's rows of the other side.
+    flops += 2 * o.rows() as u64 * du * du;
+    bytes += 4 * o.factors.len() as u64;
     let mut parts = Vec::with_capacity(o.vshards.len());
     for (j, &vs) in o.vshards.iter().enumerate() {
         let (a, b) = (o.starts[j], o.starts[j + 1]);
@@ -194,6 +267,9 @@ fn half_step(
                 continue;
             }
             let (a, b) = (s.indptr[r], s.indptr[r + 1]);
+            let nu = (b - a) as u64;
+            flops += entity_flops(als.solver, du, nu, als.cg_steps as u64, want_loss);
+            bytes += nu * (4 * du + 8) + 8 * du;
             if r + 2 < s.indptr.len() {
                 kernels::prefetch_rows(gathered, &s.cols[b..s.indptr[r + 2]], d);
             }
@@ -229,11 +305,14 @@ fn half_step(
             (secs * 1e9) as u64,
             comm.vector_bytes_sent - bytes0,
             singular,
+            flops,
+            bytes,
         ]),
     );
     let mut parts = Vec::new();
     let mut solve_secs = vec![0.0; comm.peers];
-    let (mut vector_bytes, mut singular) = (0, 0);
+    let mut flops = vec![0u64; comm.peers];
+    let (mut vector_bytes, mut singular, mut bytes) = (0, 0, 0);
     for (from, b) in comm.exchange(worker, "train: solve")? {
         match b {
             Body::Scalars(mut p) => parts.append(&mut p),
@@ -241,6 +320,8 @@ fn half_step(
                 solve_secs[from] = c[0] as f64 / 1e9;
                 vector_bytes += c[1];
                 singular += c[2];
+                flops[from] = c[3];
+                bytes += c[4];
             }
             _ => unreachable!(),
         }
@@ -253,6 +334,8 @@ fn half_step(
         solve_secs,
         vector_bytes,
         singular,
+        flops,
+        bytes: bytes + vector_bytes,
     })
 }
 
