@@ -322,7 +322,7 @@ pub mod simd {
 
     /// Whether the AVX2 kernels run for dimension `d` on this machine.
     pub fn usable(d: usize) -> bool {
-        d % 8 == 0
+        d.is_multiple_of(8)
             && d > 0
             && std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("fma")
@@ -340,6 +340,9 @@ pub mod simd {
     }
 
     /// `a·b` over `d` (a multiple of 8) floats; two accumulators, fixed order.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `a` and `b` address `d` floats.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot(a: *const f32, b: *const f32, d: usize) -> f32 {
@@ -362,6 +365,9 @@ pub mod simd {
     }
 
     /// `out += s·y` over `d` floats.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `out` and `y` address `d` floats, `d` a multiple of 8.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn axpy(out: *mut f32, s: f32, y: *const f32, d: usize) {
@@ -407,6 +413,10 @@ pub mod simd {
     }
 
     /// `out = G·v + λv` for symmetric `G`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `g` addresses `d × d` floats, `v` and `out` `d`, `d` a
+    /// multiple of 8.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn symv(g: *const f32, lambda: f32, v: *const f32, out: *mut f32, d: usize) {
@@ -446,7 +456,13 @@ pub mod simd {
         r: &mut [f32],
     ) {
         let d = x.len();
-        assert!(d % 8 == 0 && g.len() >= d * d && p.len() == d && ap.len() == d && r.len() == d);
+        assert!(
+            d.is_multiple_of(8)
+                && g.len() >= d * d
+                && p.len() == d
+                && ap.len() == d
+                && r.len() == d
+        );
         assert_eq!(cols.len(), conf.len());
         let rows = gathered.len() / d;
         assert!(cols.iter().all(|&c| (c as usize) < rows));
