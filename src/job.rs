@@ -99,6 +99,10 @@ pub struct Input {
     pub weight: Option<Column>,
     /// Timestamp column (integer; used to keep the most recent events under a cap).
     pub timestamp: Option<Column>,
+    /// Removal flag column (by index or header name): a true value (`1`, `true`, `yes`,
+    /// `removed`, `unfavorite`) makes the event a removal that cancels the pair. Absent:
+    /// removals are negative weights.
+    pub removed: Option<Column>,
     /// Rows whose weight is below this are dropped before anything else (e.g. 4 turns star
     /// ratings into positives); negative weights (removals) always pass. Absent: keep all rows.
     pub min_weight: Option<f64>,
@@ -146,6 +150,7 @@ impl Default for Input {
             item: Column::Index(1),
             weight: None,
             timestamp: None,
+            removed: None,
             min_weight: None,
             bad_lines: BadLines::Fail,
             demo: Demo::default(),

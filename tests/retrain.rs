@@ -606,3 +606,34 @@ fn removals_pass_min_weight_and_demo_data_is_not_counted_twice() {
     let e = run(j(&store_set), RunOptions::default()).unwrap_err();
     assert!(e.contains("demo data"), "{e}");
 }
+
+#[test]
+fn a_removal_flag_column_removes_pairs_on_a_warm_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    let day1 = tmp.path().join("d1.tsv");
+    let mut text = String::new();
+    for u in 0..30 {
+        for i in 0..12 {
+            if (u + i) % 3 != 0 {
+                text.push_str(&format!("{u}\t{i}\t1\n"));
+            }
+        }
+    }
+    std::fs::write(&day1, text).unwrap();
+    let day2 = tmp.path().join("d2.tsv");
+    std::fs::write(&day2, "1\t3\t1\tunfavorite\n1\t4\t1\tfalse\n2\t2\t1\t1\n").unwrap();
+    let sets = ["als.iterations=2", "recommend.k=3"];
+    go(job(&store, &[&day1], &sets), 2);
+    let v2 = go(
+        job(&store, &[&day2], &[sets[0], sets[1], "input.removed=3"]),
+        2,
+    );
+    let s2 = snapshot_pairs(&v2.version_dir);
+    let has = |u: &str, i: &str| s2.contains(&(u.to_string(), i.to_string()));
+    let s1 = snapshot_pairs(&store.join("v000001"));
+    assert!(s1.contains(&("1".into(), "3".into())) && s1.contains(&("2".into(), "2".into())));
+    assert!(!has("1", "3") && !has("2", "2"), "flagged pairs remain");
+    assert!(has("1", "4") && has("1", "1"), "other pairs lost");
+    assert_eq!(v2.manifest["counts"]["nonpositive_pairs"], 2);
+}

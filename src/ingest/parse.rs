@@ -30,6 +30,8 @@ pub struct Columns {
     pub weight: Option<usize>,
     /// Timestamp column.
     pub ts: Option<usize>,
+    /// Removal flag column: a true value makes the event a removal of the pair.
+    pub removed: Option<usize>,
 }
 
 impl Columns {
@@ -38,6 +40,22 @@ impl Columns {
             .max(self.item)
             .max(self.weight.unwrap_or(0))
             .max(self.ts.unwrap_or(0))
+            .max(self.removed.unwrap_or(0))
+    }
+
+    /// Adds the removal flag column (`input.removed`), by index or header name.
+    pub fn with_removed(
+        mut self,
+        removed: Option<&Column>,
+        header: Option<&[String]>,
+    ) -> Result<Columns, String> {
+        if let Some(c) = removed {
+            let any = Column::Index(0);
+            let r = Columns::resolve(c, &any, None, None, header)
+                .map_err(|e| e.replace("input.user", "input.removed"))?;
+            self.removed = Some(r.user);
+        }
+        Ok(self)
     }
 
     /// Resolves job columns, using `header` (the file's first line split into fields) for names.
@@ -69,7 +87,19 @@ impl Columns {
             item: one(item, "item")?,
             weight: weight.map(|c| one(c, "weight")).transpose()?,
             ts: ts.map(|c| one(c, "timestamp")).transpose()?,
+            removed: None,
         })
+    }
+}
+
+/// Reads a removal flag: `Some(true)` for a removal, `Some(false)` for an addition.
+fn removal_flag(f: &[u8]) -> Option<bool> {
+    let s = String::from_utf8_lossy(f).trim().to_ascii_lowercase();
+    match s.as_str() {
+        "1" | "true" | "t" | "yes" | "y" | "removed" | "remove" | "unfavorite" | "deleted"
+        | "delete" => Some(true),
+        "0" | "false" | "f" | "no" | "n" | "" | "added" | "add" | "favorite" => Some(false),
+        _ => None,
     }
 }
 
@@ -204,6 +234,23 @@ pub fn parse_line(
             w as f32
         }
     };
+    // A removal cancels the pair: every event of it in this batch and in the snapshot.
+    let weight = match cols.removed {
+        None => weight,
+        Some(i) => match removal_flag(get(i)) {
+            Some(true) => -(MAX_ABS_WEIGHT as f32),
+            Some(false) => weight,
+            None => {
+                return Err(LineError {
+                    field: "removed",
+                    message: format!(
+                        "'{}' is not a removal flag (true/false, 1/0, yes/no, removed, unfavorite)",
+                        String::from_utf8_lossy(get(i))
+                    ),
+                })
+            }
+        },
+    };
     let ts = match cols.ts {
         None => i64::MIN,
         Some(i) => {
@@ -306,6 +353,7 @@ mod tests {
             item: 1,
             weight: w.then_some(2),
             ts: t.then_some(3),
+            removed: None,
         }
     }
 
@@ -423,7 +471,8 @@ mod tests {
                 user: 2,
                 item: 1,
                 weight: None,
-                ts: Some(0)
+                ts: Some(0),
+                removed: None,
             }
         );
         let e = Columns::resolve(
@@ -442,5 +491,34 @@ mod tests {
             None,
         );
         assert!(e.unwrap_err().contains("no header"));
+    }
+}
+
+#[cfg(test)]
+mod removal_tests {
+    use super::*;
+
+    #[test]
+    fn a_removal_flag_cancels_the_pair_and_bad_flags_are_named() {
+        let cols = Columns {
+            user: 0,
+            item: 1,
+            weight: Some(2),
+            ts: None,
+            removed: Some(3),
+        };
+        let mut f = Vec::new();
+        let p =
+            |l: &str, f: &mut Vec<(usize, usize)>| parse_line(l.as_bytes(), Format::Tsv, &cols, f);
+        assert_eq!(p("1\t2\t3\tfalse", &mut f).unwrap().unwrap().weight, 3.0);
+        assert_eq!(p("1\t2\t3\t", &mut f).unwrap().unwrap().weight, 3.0);
+        for yes in ["1", "TRUE", "unfavorite", "removed"] {
+            let w = p(&format!("1\t2\t3\t{yes}"), &mut f)
+                .unwrap()
+                .unwrap()
+                .weight;
+            assert_eq!(w, -(MAX_ABS_WEIGHT as f32), "{yes}");
+        }
+        assert_eq!(p("1\t2\t3\tmaybe", &mut f).unwrap_err().field, "removed");
     }
 }

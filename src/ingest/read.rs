@@ -172,7 +172,8 @@ pub fn read_part(
             input.weight.as_ref(),
             input.timestamp.as_ref(),
             None,
-        );
+        )
+        .and_then(|c| c.with_removed(input.removed.as_ref(), None));
         let has_header = match input.header {
             Header::True => true,
             Header::False => false,
@@ -199,6 +200,7 @@ pub fn read_part(
                 input.timestamp.as_ref(),
                 Some(&names),
             )
+            .and_then(|c| c.with_removed(input.removed.as_ref(), Some(&names)))
         } else {
             probe_cols
         }
