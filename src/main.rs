@@ -153,6 +153,11 @@ fn main() -> ExitCode {
     // A panicking worker thread would leave its peers waiting for it: end the process at once.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        let exiting = recflow::run::EXITING.load(std::sync::atomic::Ordering::SeqCst);
+        if exiting != 0 {
+            // The run already failed and said why; this is a network thread seeing it end.
+            std::process::exit(exiting);
+        }
         default_hook(info);
         eprintln!(
             "error: internal error (a bug in recflow); please report it with the message above"
@@ -289,9 +294,15 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             let mut w = std::io::BufWriter::with_capacity(1 << 22, f);
             let written = match delta {
                 None => recflow::generate::write_tsv(spec, &mut w, threads),
+                Some(0) => {
+                    return Err((
+                        2,
+                        "--delta DAY: days start at 1 (day 0 is the base set: omit --delta)".into(),
+                    ))
+                }
                 Some(day) => {
                     let d = recflow::generate::Delta {
-                        day: day.max(1),
+                        day,
                         nnz: delta_nnz.unwrap_or(nnz / 20),
                         new_users: new_users.unwrap_or(users / 50),
                         new_items: new_items.unwrap_or(items / 50),

@@ -4,18 +4,22 @@ use crate::als::{self, TrainReport};
 use crate::checkpoint;
 use crate::cluster::{Body, Comm, CommError};
 use crate::ingest::{self, Ingested};
-use crate::lock::StoreLock;
-use crate::warm;
 use crate::job::Job;
+use crate::lock::StoreLock;
 use crate::recommend::{self, Recs};
 use crate::report::Log;
 use crate::side::Side;
 use crate::store::{self, FileRecord};
+use crate::warm;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timely::worker::Worker;
+
+/// Non-zero once this process has decided to exit with that code after a failed run; a panic
+/// that happens meanwhile (a network thread noticing closed peers) exits with it too.
+pub static EXITING: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// How to lay out workers.
 #[derive(Clone, Debug)]
@@ -89,12 +93,16 @@ pub fn run(job: Job, opts: RunOptions) -> Result<Option<Summary>, String> {
             if o.processes > 1 {
                 // timely would keep stepping the dataflow until every peer finishes it, which a
                 // dead or stopped peer never does: fail this process now, cleanly.
-                eprintln!("error: process {}: {e}", o.process);
-                std::process::exit(if e.contains(crate::lock::LOCKED) {
+                let code = if e.contains(crate::lock::LOCKED) {
                     crate::lock::EXIT_LOCKED
                 } else {
                     1
-                });
+                };
+                // Peers may see our sockets close and panic in timely's network threads while
+                // we exit: the panic hook then keeps this code (see `EXITING`).
+                EXITING.store(code, std::sync::atomic::Ordering::SeqCst);
+                eprintln!("error: process {}: {e}", o.process);
+                std::process::exit(code);
             }
         }
         r
@@ -190,7 +198,11 @@ fn run_worker(
         log.done(&format!(
             "ingest: {} lines{}, {} users, {} items, {} pairs ({:.2}s)",
             s.read.lines,
-            if s.read.bytes > 0 { format!(" ({} bytes)", s.read.bytes) } else { String::new() },
+            if s.read.bytes > 0 {
+                format!(" ({} bytes)", s.read.bytes)
+            } else {
+                String::new()
+            },
             s.users,
             s.items,
             s.pairs,
@@ -266,7 +278,10 @@ fn run_worker(
     };
     log.stage(
         "train",
-        &format!("{} factors, {} iterations", job.als.factors, job.als.iterations),
+        &format!(
+            "{} factors, {} iterations",
+            job.als.factors, job.als.iterations
+        ),
     );
     let train = als::train(
         worker,
@@ -299,12 +314,19 @@ fn run_worker(
     log.done(&format!(
         "train: {} iteration(s), objective {} ({train_secs:.2}s)",
         job.als.iterations - start,
-        train.objective.last().map(|p| format!("{:.6e}", p.value)).unwrap_or_else(|| "not computed".into())
+        train
+            .objective
+            .last()
+            .map(|p| format!("{:.6e}", p.value))
+            .unwrap_or_else(|| "not computed".into())
     ));
 
     let t = Instant::now();
     let recs = if job.recommend.k > 0 || job.similar.k > 0 || !job_has_no_eval(job) {
-        log.stage("recommend", &format!("{:?} mode", job.recommend.mode).to_lowercase());
+        log.stage(
+            "recommend",
+            &format!("{:?} mode", job.recommend.mode).to_lowercase(),
+        );
         let r = recommend::recommend(worker, &mut comm, job, &data.users, &data.items, &data.test)?;
         log.done(&format!(
             "recommend: {} lines ({:?} mode, {:.2}s)",
@@ -428,7 +450,11 @@ fn publish(
         for (pending, rec) in &data.snapshot {
             let dest = staging.join(&rec.path);
             std::fs::rename(pending, &dest).map_err(|e| {
-                format!("cannot move {} to {}: {e}", pending.display(), dest.display())
+                format!(
+                    "cannot move {} to {}: {e}",
+                    pending.display(),
+                    dest.display()
+                )
             })?;
             r.push(rec.clone());
         }

@@ -132,6 +132,14 @@ pub fn load_factors(parent: &Parent, side: &mut Side, name: &str) -> Result<Vec<
             ));
         }
         let f = store::format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        if f.dim != d || f.vshard != vs {
+            return Err(format!(
+                "{}: shard {} of dimension {}, expected shard {vs} of dimension {d}: the parent version is inconsistent (train from scratch with model.warm_start = false)",
+                path.display(),
+                f.vshard,
+                f.dim
+            ));
+        }
         let at: HashMap<&RawId, usize> = f.ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
         let rows = side.starts[j]..side.starts[j + 1];
         for (r, is_new) in rows.clone().zip(&mut new[rows]) {
@@ -227,9 +235,7 @@ pub fn compare_recs(
         .skip(comm.index)
         .step_by(comm.peers)
         .try_for_each(|f| {
-            let path = parent.dir.join(&f.path);
-            let text =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text = store::read_record(&parent.dir, f)?;
             for (u, i) in rec_pairs(&text) {
                 out[crate::cluster::owner(u.vshard(virtual_shards), comm.peers)].push((u, i));
             }

@@ -1,34 +1,44 @@
 #!/usr/bin/env bash
-# One nightly retraining: warm-start JOB from its store's current version with yesterday's
-# events, for cron or a systemd timer.
+# Nightly retraining: warm-start JOB from its store's current version with each day's events,
+# for cron or a systemd timer.
 #
 #   scripts/nightly/nightly.sh JOB.toml EVENTS_DIR [recflow run flags...]
 #
 # Events are expected under EVENTS_DIR/YYYY-MM-DD/ (one directory per day; any number of files,
-# same format as the job's input). DAY=YYYY-MM-DD overrides "yesterday" (to catch up a missed
-# night, run the days in order). RECFLOW is the binary (default: recflow on PATH).
-# Exit codes are recflow's: 0 published, 1 failed (nothing published, CURRENT unchanged),
-# 2 bad job, 3 another run holds the store (this day was not trained: run it again with
-# DAY=YYYY-MM-DD once the other run has ended).
+# same format as the job's input; hidden files are skipped, so write partial files as .name.tmp
+# and rename them when complete). The last day trained is kept in STATE (default
+# EVENTS_DIR/.recflow-last-trained): every later day up to DAY (default yesterday) is trained in
+# order, so a night that was missed, locked out or failed is caught up the next time. Without a
+# state file only DAY is trained (set FROM=YYYY-MM-DD to start earlier).
+# RECFLOW is the binary (default: recflow on PATH).
+# Exit codes are recflow's for the first day that did not publish: 1 failed (nothing published,
+# CURRENT unchanged), 2 bad job, 3 another run holds the store; 0 when every day published.
 set -euo pipefail
 job=${1:?usage: nightly.sh JOB.toml EVENTS_DIR [recflow run flags...]}
 events=${2:?usage: nightly.sh JOB.toml EVENTS_DIR [recflow run flags...]}
 shift 2
 day=${DAY:-$(date -d yesterday +%F)}
 recflow=${RECFLOW:-recflow}
-dir="$events/$day"
-if ! compgen -G "$dir/*" > /dev/null; then
-    echo "$(date -Is) recflow nightly: no events in $dir, nothing to do"
-    exit 0
-fi
-echo "$(date -Is) recflow nightly: $job with $dir"
-# The day's directory: recflow reads its regular files except hidden ones (write partial files
-# as .name.tmp and rename them when complete), and refuses a file an earlier version consumed.
-status=0
-"$recflow" run "$job" --set model.warm_start=true --set "input.path=[\"$dir\"]" "$@" || status=$?
-case $status in
-    0) echo "$(date -Is) recflow nightly: published" ;;
-    3) echo "$(date -Is) recflow nightly: the store is locked by another run; $day was not trained" ;;
-    *) echo "$(date -Is) recflow nightly: failed with exit code $status; the current version is unchanged" ;;
-esac
-exit $status
+state=${STATE:-$events/.recflow-last-trained}
+last=$(cat "$state" 2>/dev/null || true)
+from=${FROM:-}
+if [[ -z $last && -z $from ]]; then from=$day; fi
+log() { echo "$(date -Is) recflow nightly: $*"; }
+for d in $(ls -1 "$events" | grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' | sort); do
+    if [[ -n $last && ! $d > $last ]] || [[ -n $from && $d < $from ]]; then continue; fi
+    if [[ $d > $day ]]; then break; fi
+    dir="$events/$d"
+    if ! compgen -G "$dir/*" > /dev/null; then
+        log "no events in $dir"
+        echo "$d" > "$state"
+        continue
+    fi
+    log "$job with $dir"
+    status=0
+    "$recflow" run "$job" --set model.warm_start=true --set "input.path=[\"$dir\"]" "$@" || status=$?
+    case $status in
+        0) log "published $d"; echo "$d" > "$state" ;;
+        3) log "the store is locked by another run; $d and later days wait for the next run"; exit 3 ;;
+        *) log "$d failed with exit code $status; the current version is unchanged"; exit $status ;;
+    esac
+done
