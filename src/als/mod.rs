@@ -271,7 +271,8 @@ fn half_step(
             flops += entity_flops(als.solver, du, nu, als.cg_steps as u64, want_loss);
             bytes += nu * (4 * du + 8) + 8 * du;
             if r + 2 < s.indptr.len() {
-                kernels::prefetch_rows(gathered, &s.cols[b..s.indptr[r + 2]], d);
+                let next = &s.cols[b..s.indptr[r + 2]];
+                kernels::prefetch_rows(gathered, &next[..next.len().min(8)], d);
             }
             let lam = lambda_of(als, b - a);
             let x = &mut s.factors[r * d..(r + 1) * d];
