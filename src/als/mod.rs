@@ -196,6 +196,18 @@ fn half_step(
     // 1. Vectors along interaction edges, partial Grams to worker 0.
     let bytes0 = comm.vector_bytes_sent;
     for (dest, rows) in &o.send_plan {
+        // This worker's own rows go straight into its gathered array: no message buffer.
+        if *dest == comm.index {
+            if let Some(&(_, off, len)) = s.recv.iter().find(|r| r.0 == comm.index) {
+                if len == rows.len() {
+                    for (k, &r) in rows.iter().enumerate() {
+                        gathered[(off + k) * d..(off + k + 1) * d]
+                            .copy_from_slice(o.row(r as usize));
+                    }
+                    continue;
+                }
+            }
+        }
         let mut buf = Vec::with_capacity(rows.len() * d);
         for &r in rows {
             buf.extend_from_slice(o.row(r as usize));
