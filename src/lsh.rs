@@ -189,10 +189,12 @@ impl Index {
             dropped_buckets: self.dropped_buckets,
             dropped_memberships: self.dropped_memberships,
             head: self.head.len() as u64,
-            size_histogram: sizes.iter().fold(vec![0; crate::report::BINS], |mut h, &n| {
-                h[crate::report::log2_bin(n)] += 1;
-                h
-            }),
+            size_histogram: sizes
+                .iter()
+                .fold(vec![0; crate::report::BINS], |mut h, &n| {
+                    h[crate::report::log2_bin(n)] += 1;
+                    h
+                }),
         }
     }
 

@@ -416,8 +416,12 @@ fn write_snapshot(
     for p in pairs {
         by_vshard.entry(p.0.vshard(v)).or_default().push(p);
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create {} (is the store writable?): {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "cannot create {} (is the store writable?): {e}",
+            dir.display()
+        )
+    })?;
     let mut out = Vec::new();
     for (vs, p) in by_vshard {
         let name = format!("vs-{vs:05}.bin");
