@@ -123,14 +123,9 @@ pub fn load_factors(parent: &Parent, side: &mut Side, name: &str) -> Result<Vec<
             continue;
         };
         let path = parent.dir.join(&rel);
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if bytes.len() as u64 != rec.bytes || crc32fast::hash(&bytes) != rec.crc32 {
-            return Err(format!(
-                "{}: size or checksum differs from the manifest: the parent version is corrupted (train from scratch with model.warm_start = false)",
-                path.display()
-            ));
-        }
+        let bytes = store::read_record(&parent.dir, rec).map_err(|e| {
+            format!("{e} (the parent version is damaged: train from scratch with model.warm_start = false)")
+        })?;
         let f = store::format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         if f.dim != d || f.vshard != vs {
             return Err(format!(

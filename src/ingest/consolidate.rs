@@ -64,8 +64,6 @@ pub struct Merged {
     pub positive: Vec<Pair>,
     /// Pairs whose sum is ≤ 0 (removed).
     pub nonpositive: u64,
-    /// Pairs whose weight changed (present in both inputs): the differential part.
-    pub retracted_or_updated: u64,
 }
 
 /// Merges `today` (this worker's per-pair sums of new events) into `previous` (its users'
@@ -114,7 +112,6 @@ pub fn merge(
             }
         }
     }
-    let updated = (both.len() / 2) as u64;
 
     let out: Rc<RefCell<Vec<(Pair, isize)>>> = Rc::default();
     let sink = out.clone();
@@ -165,7 +162,6 @@ pub fn merge(
     Ok(Merged {
         nonpositive: (before - through.len()) as u64,
         positive: through,
-        retracted_or_updated: updated,
     })
 }
 

@@ -40,17 +40,7 @@ pub fn encode(side: u8, vshard: u32, dim: usize, ids: &[RawId], factors: &[f32])
     b.extend_from_slice(&(ids.len() as u32).to_le_bytes());
     b.extend_from_slice(&(dim as u32).to_le_bytes());
     for id in ids {
-        match id {
-            RawId::Num(n) => {
-                b.push(0);
-                b.extend_from_slice(&n.to_le_bytes());
-            }
-            RawId::Str(s) => {
-                b.push(1);
-                b.extend_from_slice(&(s.len() as u16).to_le_bytes());
-                b.extend_from_slice(s.as_bytes());
-            }
-        }
+        put_id(&mut b, id);
     }
     for x in factors {
         b.extend_from_slice(&x.to_le_bytes());
@@ -60,13 +50,30 @@ pub fn encode(side: u8, vshard: u32, dim: usize, ids: &[RawId], factors: &[f32])
     b
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
+/// Appends an id: tag 0 + u64, or tag 1 + u16 length + UTF-8 bytes (shared by the store's
+/// binary formats).
+pub(crate) fn put_id(b: &mut Vec<u8>, id: &RawId) {
+    match id {
+        RawId::Num(n) => {
+            b.push(0);
+            b.extend_from_slice(&n.to_le_bytes());
+        }
+        RawId::Str(s) => {
+            b.push(1);
+            b.extend_from_slice(&(s.len() as u16).to_le_bytes());
+            b.extend_from_slice(s.as_bytes());
+        }
+    }
+}
+
+/// A bounds-checked cursor over a verified file body.
+pub(crate) struct Reader<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.b.len() - self.at < n {
             return Err(format!("truncated at byte {} (needs {n} more)", self.at));
         }
@@ -74,8 +81,32 @@ impl<'a> Reader<'a> {
         self.at += n;
         Ok(s)
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    pub(crate) fn u32(&mut self) -> Result<u32, String> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+
+    /// Reads an id written by [`put_id`], refusing any id the input parser would not make
+    /// (a string id that reads as a number would never match a query for it).
+    pub(crate) fn id(&mut self) -> Result<RawId, String> {
+        match self.take(1)?[0] {
+            0 => Ok(RawId::Num(u64::from_le_bytes(
+                self.take(8)?.try_into().unwrap(),
+            ))),
+            1 => {
+                let n = u16::from_le_bytes(self.take(2)?.try_into().unwrap()) as usize;
+                if n == 0 || n > MAX_ID_LEN {
+                    return Err(format!("id length {n} out of range"));
+                }
+                match parse_id(self.take(n)?) {
+                    Ok(id @ RawId::Str(_)) => Ok(id),
+                    Ok(RawId::Num(x)) => {
+                        Err(format!("string id '{x}' should be stored as a number"))
+                    }
+                    Err(e) => Err(format!("bad id: {e}")),
+                }
+            }
+            t => Err(format!("bad id tag {t}")),
+        }
     }
 }
 
@@ -121,28 +152,8 @@ pub fn decode(bytes: &[u8]) -> Result<FactorFile, String> {
         ));
     }
     let mut ids = Vec::with_capacity(rows);
-    for _ in 0..rows {
-        match r.take(1)?[0] {
-            0 => ids.push(RawId::Num(u64::from_le_bytes(
-                r.take(8)?.try_into().unwrap(),
-            ))),
-            1 => {
-                let n = u16::from_le_bytes(r.take(2)?.try_into().unwrap()) as usize;
-                if n == 0 || n > MAX_ID_LEN {
-                    return Err(format!("id length {n} out of range"));
-                }
-                // Exactly the ids the input parser makes: a string id that reads as a number
-                // (or is not a valid id) would never match a query for it.
-                match parse_id(r.take(n)?) {
-                    Ok(id @ RawId::Str(_)) => ids.push(id),
-                    Ok(RawId::Num(x)) => {
-                        return Err(format!("string id '{x}' should be stored as a number"))
-                    }
-                    Err(e) => return Err(format!("bad id in row {}: {e}", ids.len())),
-                }
-            }
-            t => return Err(format!("bad id tag {t}")),
-        }
+    for row in 0..rows {
+        ids.push(r.id().map_err(|e| format!("row {row}: {e}"))?);
     }
     let fbytes = r.take(rows * dim * 4)?;
     let factors: Vec<f32> = fbytes

@@ -8,7 +8,7 @@
 //! newest event time i64; then a CRC-32 of everything before it. Decoding checks the checksum
 //! first and bounds the row count by the bytes present before allocating.
 
-use crate::ids::{RawId, MAX_ID_LEN};
+use super::format::{put_id, Reader};
 use crate::ingest::consolidate::Pair;
 
 /// File magic.
@@ -18,20 +18,6 @@ pub const VERSION: u32 = 1;
 const HEADER: usize = 8 + 4 + 4 + 8;
 /// The fewest bytes one row can take: two 1-byte string ids with their tags and lengths.
 const MIN_ROW: usize = 2 * 4 + 16 + 8;
-
-fn put_id(b: &mut Vec<u8>, id: &RawId) {
-    match id {
-        RawId::Num(n) => {
-            b.push(0);
-            b.extend_from_slice(&n.to_le_bytes());
-        }
-        RawId::Str(s) => {
-            b.push(1);
-            b.extend_from_slice(&(s.len() as u16).to_le_bytes());
-            b.extend_from_slice(s.as_bytes());
-        }
-    }
-}
 
 /// Encodes the pairs of virtual shard `vshard`.
 pub fn encode(vshard: u32, pairs: &[&Pair]) -> Vec<u8> {
@@ -49,40 +35,6 @@ pub fn encode(vshard: u32, pairs: &[&Pair]) -> Vec<u8> {
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     b
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        Ok(self.slice(N)?.try_into().expect("length checked"))
-    }
-    fn slice(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.b.len() - self.at < n {
-            return Err(format!("truncated at byte {} (needs {n} more)", self.at));
-        }
-        let s = &self.b[self.at..self.at + n];
-        self.at += n;
-        Ok(s)
-    }
-    fn id(&mut self) -> Result<RawId, String> {
-        match self.take::<1>()?[0] {
-            0 => Ok(RawId::Num(u64::from_le_bytes(self.take()?))),
-            1 => {
-                let n = u16::from_le_bytes(self.take()?) as usize;
-                if n == 0 || n > MAX_ID_LEN {
-                    return Err(format!("id length {n} out of range"));
-                }
-                let s = std::str::from_utf8(self.slice(n)?)
-                    .map_err(|_| "id is not UTF-8".to_string())?;
-                Ok(RawId::Str(s.into()))
-            }
-            t => Err(format!("bad id tag {t}")),
-        }
-    }
 }
 
 /// Decodes and verifies a snapshot file: (vshard, pairs). Errors say what is wrong; the caller
@@ -103,14 +55,14 @@ pub fn decode(bytes: &[u8]) -> Result<(u32, Vec<Pair>), String> {
         return Err("checksum mismatch: the file is corrupted or truncated".into());
     }
     let mut r = Reader { b: body, at: 8 };
-    let version = u32::from_le_bytes(r.take()?);
+    let version = r.u32()?;
     if version != VERSION {
         return Err(format!(
             "snapshot format version {version}, this recflow reads {VERSION}"
         ));
     }
-    let vshard = u32::from_le_bytes(r.take()?);
-    let rows = u64::from_le_bytes(r.take()?);
+    let vshard = r.u32()?;
+    let rows = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
     let remaining = (body.len() - r.at) as u64;
     if rows.saturating_mul(MIN_ROW as u64) > remaining {
         return Err(format!(
@@ -121,8 +73,8 @@ pub fn decode(bytes: &[u8]) -> Result<(u32, Vec<Pair>), String> {
     for _ in 0..rows {
         let u = r.id()?;
         let i = r.id()?;
-        let w = i128::from_le_bytes(r.take()?);
-        let t = i64::from_le_bytes(r.take()?);
+        let w = i128::from_le_bytes(r.take(16)?.try_into().expect("16 bytes"));
+        let t = i64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
         pairs.push((u, i, w, t));
     }
     if r.at != body.len() {
@@ -134,6 +86,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u32, Vec<Pair>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::RawId;
 
     fn sample() -> Vec<Pair> {
         vec![
