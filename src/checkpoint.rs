@@ -23,6 +23,7 @@ pub fn fingerprint(job: &Job, stats: &IngestStats) -> String {
     j.als.iterations = 0;
     j.als.checkpoint_every = 0;
     j.als.loss_every = 0;
+    j.als.exchange_kib = 0;
     let text = serde_json::json!({
         "job": j,
         "pairs": stats.pairs,

@@ -46,8 +46,9 @@ pub enum Body {
     Edges(Vec<(u64, u64, f32)>),
     /// Keys of `side` (0 users, 1 items) whose vectors the sender needs every half-step.
     Request(u8, Vec<u64>),
-    /// Factor vectors, in the order agreed by the routing tables.
-    Vectors(Vec<f32>),
+    /// Factor vectors in the order agreed by the routing tables, starting at this row of the
+    /// sender's list for the destination.
+    Vectors(u64, Vec<f32>),
     /// Per-virtual-shard partial Gram matrices (vshard, d×d, regulariser sum).
     GramParts(Vec<(u32, Vec<f32>, f64)>),
     /// The summed Gram matrix and regulariser sum, broadcast by worker 0.
@@ -147,7 +148,7 @@ impl Comm {
 
     /// Queues `body` for worker `to` in the current superstep.
     pub fn send(&mut self, to: usize, body: Body) {
-        if let Body::Vectors(v) = &body {
+        if let Body::Vectors(_, v) = &body {
             if to != self.index {
                 self.vector_bytes_sent += 4 * v.len() as u64;
             }

@@ -248,6 +248,9 @@ pub struct Als {
     pub loss_every: usize,
     /// Write a checkpoint into the store every this many iterations (0 = never).
     pub checkpoint_every: usize,
+    /// Most KiB of vectors one worker sends one peer per exchange round. Bounds the memory
+    /// the vector exchange adds; does not change the model.
+    pub exchange_kib: usize,
 }
 
 impl Default for Als {
@@ -262,6 +265,7 @@ impl Default for Als {
             seed: 42,
             loss_every: 1,
             checkpoint_every: 0,
+            exchange_kib: 16384,
         }
     }
 }
@@ -518,6 +522,9 @@ impl Job {
         }
         if a.iterations > 10_000 {
             return bad("als.iterations", "0..=10000", a.iterations);
+        }
+        if !(1..=1 << 22).contains(&a.exchange_kib) {
+            return bad("als.exchange_kib", "1..=4194304", a.exchange_kib);
         }
         if !(1..=1024).contains(&a.cg_steps) {
             return bad("als.cg_steps", "1..=1024", a.cg_steps);

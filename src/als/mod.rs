@@ -201,27 +201,8 @@ fn half_step(
     only: Option<&[bool]>,
 ) -> Result<Half, CommError> {
     let d = als.factors;
-    // 1. Vectors along interaction edges, partial Grams to worker 0.
+    // 1. Partial Grams to worker 0, then vectors along interaction edges.
     let bytes0 = comm.vector_bytes_sent;
-    for (dest, rows) in &o.send_plan {
-        // This worker's own rows go straight into its gathered array: no message buffer.
-        if *dest == comm.index {
-            if let Some(&(_, off, len)) = s.recv.iter().find(|r| r.0 == comm.index) {
-                if len == rows.len() {
-                    for (k, &r) in rows.iter().enumerate() {
-                        gathered[(off + k) * d..(off + k + 1) * d]
-                            .copy_from_slice(o.row(r as usize));
-                    }
-                    continue;
-                }
-            }
-        }
-        let mut buf = Vec::with_capacity(rows.len() * d);
-        for &r in rows {
-            buf.extend_from_slice(o.row(r as usize));
-        }
-        comm.send(*dest, Body::Vectors(buf));
-    }
     let (du, mut flops, mut bytes) = (d as u64, 0u64, 0u64);
     #[cfg(target_arch = "x86_64")]
     let upper = kernels::simd::usable(d);
@@ -244,21 +225,80 @@ fn half_step(
         parts.push((vs, g, reg));
     }
     comm.send(0, Body::GramParts(parts));
+    // Vectors go in rounds of at most `als.exchange_kib` per destination: a round's buffers
+    // are copied into `gathered` and freed before the next round is built, so the exchange
+    // costs a few chunks of memory, not a second copy of every vector this worker sends.
+    let per_round = (als.exchange_kib * 256 / d).max(1);
     let mut all_parts = Vec::new();
-    for (from, b) in comm.exchange(worker, "train: exchange vectors")? {
-        match b {
-            Body::Vectors(v) => {
-                let &(_, off, len) = s.recv.iter().find(|r| r.0 == from).expect("routing table");
-                assert_eq!(
-                    v.len(),
-                    len * d,
-                    "vector buffer from worker {from} has the wrong size"
-                );
-                gathered[off * d..(off + len) * d].copy_from_slice(&v);
+    let mut got_rows = vec![0usize; s.recv.len()];
+    for round in 0.. {
+        let lo = round * per_round;
+        let mut more = false;
+        for (dest, rows) in &o.send_plan {
+            // This worker's own rows go straight into its gathered array: no message buffer.
+            if *dest == comm.index {
+                if let Some(&(_, off, len)) = s.recv.iter().find(|r| r.0 == comm.index) {
+                    if len == rows.len() {
+                        if round == 0 {
+                            for (k, &r) in rows.iter().enumerate() {
+                                gathered[(off + k) * d..(off + k + 1) * d]
+                                    .copy_from_slice(o.row(r as usize));
+                            }
+                        }
+                        continue;
+                    }
+                }
             }
-            Body::GramParts(mut p) => all_parts.append(&mut p),
-            _ => unreachable!(),
+            if lo >= rows.len() {
+                continue;
+            }
+            let hi = rows.len().min(lo + per_round);
+            more |= hi < rows.len();
+            let mut buf = Vec::with_capacity((hi - lo) * d);
+            for &r in &rows[lo..hi] {
+                buf.extend_from_slice(o.row(r as usize));
+            }
+            comm.send(*dest, Body::Vectors(lo as u64, buf));
         }
+        // Everybody learns whether anybody has rows left, so all run the same rounds.
+        comm.broadcast(Body::Counts(vec![more as u64]));
+        let mut any_more = false;
+        for (from, b) in comm.exchange(worker, "train: exchange vectors")? {
+            match b {
+                Body::Vectors(first, v) => {
+                    let j = s
+                        .recv
+                        .iter()
+                        .position(|r| r.0 == from)
+                        .expect("routing table");
+                    let (_, off, len) = s.recv[j];
+                    let first = first as usize;
+                    assert!(
+                        v.len() % d == 0 && first + v.len() / d <= len,
+                        "vector buffer from worker {from} does not fit its routing table"
+                    );
+                    gathered[(off + first) * d..(off + first) * d + v.len()].copy_from_slice(&v);
+                    got_rows[j] += v.len() / d;
+                }
+                Body::GramParts(mut p) => all_parts.append(&mut p),
+                Body::Counts(c) => any_more |= c[0] != 0,
+                _ => unreachable!(),
+            }
+        }
+        if !any_more {
+            break;
+        }
+    }
+    for (j, &(from, _, len)) in s.recv.iter().enumerate() {
+        let own = from == comm.index
+            && o.send_plan
+                .iter()
+                .any(|(w, rows)| *w == from && rows.len() == len);
+        assert!(
+            own || got_rows[j] == len,
+            "worker {from} sent {} of {len} vectors",
+            got_rows[j]
+        );
     }
     // 2. Worker 0 sums in virtual-shard order and broadcasts.
     if comm.index == 0 {

@@ -19,7 +19,7 @@ pub mod read;
 
 use crate::cluster::{owner, Body, Comm, CommError};
 use crate::generate::{Generator, Spec};
-use crate::ids::{mix64, RawId, SplitMix};
+use crate::ids::{mix64, KeyMap, RawId, SplitMix};
 use crate::job::Job;
 use crate::side::{key, unkey, Side};
 use parse::Event;
@@ -234,51 +234,55 @@ pub fn ingest(
         }
     }
 
-    // 3. Cap per item, number items, send keys back.
-    pairs.sort_unstable_by(|a, b| a.1.cmp(&b.1).then_with(|| recency(a.3, &a.0, b.3, &b.0)));
+    // 3. Cap per item, number items, send keys back. Items are numbered per virtual shard in raw
+    //    id order; the pairs are sorted by item, so an item's number is its rank among the
+    //    distinct items of its shard seen so far. The recency order inside an item only matters
+    //    for the cap.
     let icap = job.confidence.max_per_item as usize;
-    let mut by_vshard: BTreeMap<u32, Vec<RawId>> = BTreeMap::new();
-    let mut keep = vec![true; pairs.len()];
-    let mut i = 0;
-    while i < pairs.len() {
-        let mut j = i;
-        while j < pairs.len() && pairs[j].1 == pairs[i].1 {
-            j += 1;
-        }
-        if icap > 0 && j - i > icap {
-            counts[5] += (j - i - icap) as u64;
-            keep[i + icap..j].iter_mut().for_each(|k| *k = false);
-        }
-        by_vshard
-            .entry(pairs[i].1.vshard(v))
-            .or_default()
-            .push(pairs[i].1.clone());
-        i = j;
+    if icap > 0 {
+        pairs.sort_unstable_by(|a, b| a.1.cmp(&b.1).then_with(|| recency(a.3, &a.0, b.3, &b.0)));
+    } else {
+        pairs.sort_unstable_by(|a, b| a.1.cmp(&b.1));
     }
     let mut items = empty_side(me, peers, v, job.als.factors);
-    let mut item_key: std::collections::HashMap<RawId, u64> = Default::default();
-    for (j, &vs) in items.vshards.clone().iter().enumerate() {
-        let mut ids = by_vshard.remove(&vs).unwrap_or_default();
-        ids.sort_unstable();
-        for (l, id) in ids.iter().enumerate() {
-            item_key.insert(id.clone(), key(vs, l as u32));
+    let mut by_vshard: Vec<Vec<RawId>> = vec![Vec::new(); items.vshards.len()];
+    let mut back: Vec<Vec<(RawId, u64, f32)>> = vec![Vec::new(); peers];
+    let mut pairs = pairs.into_iter().peekable();
+    while let Some((u, it, w, _)) = pairs.next() {
+        let vs = it.vshard(v);
+        let shard = &mut by_vshard[vs as usize / peers];
+        let k = key(vs, shard.len() as u32);
+        let mut n = 0;
+        let mut add = |u: RawId, w: f32| {
+            n += 1;
+            if icap == 0 || n <= icap {
+                back[owner(u.vshard(v), peers)].push((u, k, w));
+            }
+        };
+        add(u, w);
+        while let Some(p) = pairs.next_if(|p| p.1 == it) {
+            add(p.0, p.2);
         }
+        if icap > 0 && n > icap {
+            counts[5] += (n - icap) as u64;
+        }
+        shard.push(it);
+    }
+    for (j, ids) in by_vshard.into_iter().enumerate() {
         items.ids.extend(ids);
         items.starts[j + 1] = items.ids.len();
     }
-    let mut back: Vec<Vec<(RawId, u64, f32)>> = vec![Vec::new(); peers];
-    for ((u, it, w, _), k) in pairs.into_iter().zip(keep) {
-        if k {
-            let dest = owner(u.vshard(v), peers);
-            back[dest].push((u, item_key[&it], w));
-        }
-    }
+    // Held-out items by binary search in their shard's sorted ids (u64::MAX: no training data).
     let mut tback: Vec<Vec<(RawId, u64)>> = vec![Vec::new(); peers];
     for (u, it) in tests {
-        let dest = owner(u.vshard(v), peers);
-        tback[dest].push((u, item_key.get(&it).copied().unwrap_or(u64::MAX)));
+        let vs = it.vshard(v);
+        let j = vs as usize / peers;
+        let ids = &items.ids[items.starts[j]..items.starts[j + 1]];
+        let k = ids
+            .binary_search(&it)
+            .map_or(u64::MAX, |l| key(vs, l as u32));
+        tback[owner(u.vshard(v), peers)].push((u, k));
     }
-    drop(item_key);
     for (w, (b, t)) in back.into_iter().zip(tback).enumerate() {
         comm.send(w, Body::ItemKeyed(b));
         comm.send(w, Body::TestKeyed(t));
@@ -296,18 +300,22 @@ pub fn ingest(
     counts[7] = test.iter().filter(|t| t.1 == u64::MAX).count() as u64;
 
     // 4. Number users, build the user CSR, send edges to item owners.
-    keyed.sort_unstable_by(|a, b| (a.0.vshard(v), &a.0, a.1).cmp(&(b.0.vshard(v), &b.0, b.1)));
+    // The virtual shard once per pair, not once per comparison.
+    let mut keyed: Vec<(u32, RawId, u64, f32)> = keyed
+        .into_iter()
+        .map(|(u, k, w)| (u.vshard(v), u, k, w))
+        .collect();
+    keyed.sort_unstable_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
     let mut users = empty_side(me, peers, v, job.als.factors);
     let mut edges: Vec<Vec<(u64, u64, f32)>> = vec![Vec::new(); peers];
     let mut other: Vec<u64> = Vec::with_capacity(keyed.len());
     let mut j = 0; // position in users.vshards
     let mut local = 0u32;
     users.indptr.push(0);
-    for (n, (u, ik, w)) in keyed.iter().enumerate() {
-        let new_user = n == 0 || keyed[n - 1].0 != *u;
+    for (n, (vs, u, ik, w)) in keyed.iter().enumerate() {
+        let new_user = n == 0 || keyed[n - 1].1 != *u;
         if new_user {
-            let vs = u.vshard(v);
-            while users.vshards[j] != vs {
+            while users.vshards[j] != *vs {
                 j += 1;
                 users.starts[j] = users.ids.len();
                 local = 0;
@@ -458,15 +466,20 @@ fn empty_side(me: usize, peers: usize, v: u32, dim: usize) -> Side {
 
 /// Turns the CSR's global keys into gathered indices and asks each owner for its vectors.
 fn request(comm: &mut Comm, side: &mut Side, other: &[u64], other_side: u8) {
-    let mut keys = other.to_vec();
+    // Distinct keys through a hash map (edges outnumber distinct keys several times over).
+    let mut pos: KeyMap<u32> = KeyMap::default();
+    for &k in other {
+        pos.entry(k).or_insert(0);
+    }
+    let mut keys: Vec<u64> = pos.keys().copied().collect();
     keys.sort_unstable();
-    keys.dedup();
     // Group by owner; the gathered array is owner by owner, keys ascending within an owner.
     let mut by_owner: Vec<Vec<u64>> = vec![Vec::new(); comm.peers];
     for &k in &keys {
         by_owner[owner(unkey(k).0, comm.peers)].push(k);
     }
-    let mut gathered = Vec::with_capacity(keys.len());
+    drop(keys);
+    let mut gathered = Vec::with_capacity(pos.len());
     for (w, ks) in by_owner.into_iter().enumerate() {
         if !ks.is_empty() {
             side.recv.push((w, gathered.len(), ks.len()));
@@ -474,11 +487,10 @@ fn request(comm: &mut Comm, side: &mut Side, other: &[u64], other_side: u8) {
             comm.send(w, Body::Request(other_side, ks));
         }
     }
-    let pos: std::collections::HashMap<u64, u32> = gathered
-        .iter()
-        .enumerate()
-        .map(|(i, &k)| (k, i as u32))
-        .collect();
+    for (i, k) in gathered.iter().enumerate() {
+        *pos.get_mut(k)
+            .expect("every gathered key came from the map") = i as u32;
+    }
     side.cols = other.iter().map(|k| pos[k]).collect();
     side.gathered_keys = gathered;
 }
