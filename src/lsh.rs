@@ -151,6 +151,14 @@ impl Index {
     /// Calls `f` for every candidate item of a user vector `x` (an item may come more than once).
     pub fn candidates(&self, x: &[f32], mut f: impl FnMut(u32)) {
         self.head.iter().for_each(|&i| f(i));
+        self.bucket_candidates(x, f);
+    }
+
+    /// Like [`Index::candidates`] without the head list: the items of the user's buckets.
+    pub fn bucket_candidates(&self, x: &[f32], mut f: impl FnMut(u32)) {
+        if self.cfg.tables == 0 {
+            return;
+        }
         let mut z = vec![0.0f32; self.dim + 1];
         let nx = match self.cfg.transform {
             Transform::Mips => norm(x).max(f32::MIN_POSITIVE),

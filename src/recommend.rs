@@ -247,31 +247,27 @@ pub const NR: usize = 16;
 const TILE_PANELS: usize = 64;
 
 impl ScanIndex {
-    /// Builds the index of `cat`; `None` unless the AVX2+FMA kernel runs for this `d`.
-    pub fn build(cat: &Catalog, d: usize) -> Option<ScanIndex> {
+    /// Builds the index of the items with global `keys` (ties) and row-major `factors`; `None`
+    /// unless the AVX2+FMA kernel runs for this `d`.
+    pub fn build(keys: &[u64], factors: &[f32], d: usize) -> Option<ScanIndex> {
         #[cfg(target_arch = "x86_64")]
         {
             if !crate::als::kernels::simd::usable(d) {
                 return None;
             }
-            Some(Self::build_any(cat, d))
+            Some(Self::build_any(keys, factors, d))
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (cat, d);
+            let _ = (keys, factors, d);
             None
         }
     }
 
-    fn build_any(cat: &Catalog, d: usize) -> ScanIndex {
-        let n = cat.keys.len();
-        let norm = |i: usize| {
-            fma_dot(
-                &cat.factors[i * d..(i + 1) * d],
-                &cat.factors[i * d..(i + 1) * d],
-            )
-            .sqrt()
-        };
+    fn build_any(keys: &[u64], factors: &[f32], d: usize) -> ScanIndex {
+        let n = keys.len();
+        let norm =
+            |i: usize| fma_dot(&factors[i * d..(i + 1) * d], &factors[i * d..(i + 1) * d]).sqrt();
         let inorm: Vec<f32> = (0..n).map(norm).collect();
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.sort_unstable_by(|&a, &b| {
@@ -283,14 +279,14 @@ impl ScanIndex {
         for (p, &i) in order.iter().enumerate() {
             pos_of[i as usize] = p as u32;
         }
-        let pos_keys = order.iter().map(|&i| cat.keys[i as usize]).collect();
+        let pos_keys = order.iter().map(|&i| keys[i as usize]).collect();
         let mut norms: Vec<f32> = order.iter().map(|&i| inorm[i as usize]).collect();
         norms.push(0.0);
         let np = n.div_ceil(NR);
         let mut panels = vec![0.0f32; np * d * NR];
         for (p, &i) in order.iter().enumerate() {
             let (pan, lane) = (p / NR, p % NR);
-            let v = &cat.factors[i as usize * d..(i as usize + 1) * d];
+            let v = &factors[i as usize * d..(i as usize + 1) * d];
             for (k, &x) in v.iter().enumerate() {
                 panels[pan * d * NR + k * NR + lane] = x;
             }
@@ -580,11 +576,33 @@ pub fn recommend(
     // Exact mode scans with the fused kernel where it runs (no score matrix); the full score
     // row is then computed only for users sampled for AUC.
     let scan = if mode == Mode::Exact {
-        ScanIndex::build(&cat, d)
+        ScanIndex::build(&cat.keys, &cat.factors, d)
     } else {
         None
     };
-    let block = if scan.is_some() {
+    // LSH mode with the fused kernel: the head list is one dense block per user block, scored
+    // like exact mode; bucket candidates are scored one by one and merged into the same lists.
+    // Sampled users' exact top-k (LSH recall) comes from a scan of the whole catalogue.
+    let head_scan = index.as_ref().and_then(|ix| {
+        let keys: Vec<u64> = ix.head.iter().map(|&i| cat.keys[i as usize]).collect();
+        let mut f = Vec::with_capacity(ix.head.len() * d);
+        for &i in &ix.head {
+            f.extend_from_slice(&cat.factors[i as usize * d..(i as usize + 1) * d]);
+        }
+        let hs = ScanIndex::build(&keys, &f, d)?;
+        let mut sub_of = vec![u32::MAX; n];
+        for (s, &i) in ix.head.iter().enumerate() {
+            sub_of[i as usize] = s as u32;
+        }
+        let full = ScanIndex::build(&cat.keys, &cat.factors, d)?;
+        let inorm: Vec<f32> = cat
+            .factors
+            .chunks_exact(d.max(1))
+            .map(|y| fma_dot(y, y).sqrt())
+            .collect();
+        Some((hs, sub_of, full, inorm))
+    });
+    let block = if scan.is_some() || head_scan.is_some() {
         192
     } else {
         (4_000_000 / n.max(1)).clamp(1, 256)
@@ -615,6 +633,24 @@ pub fn recommend(
             };
             ix.top_k(&users.factors[r0 * d..r1 * d], ex, k.max(ek))
         });
+        let head_lists = head_scan.as_ref().map(|(hs, sub_of, _, _)| {
+            let ex: Vec<Vec<usize>> = seen_block
+                .iter()
+                .map(|seen| {
+                    let mut e: Vec<usize> = if job.recommend.exclude_seen {
+                        seen.iter()
+                            .filter(|&&i| sub_of[i] != u32::MAX)
+                            .map(|&i| sub_of[i] as usize)
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    e.sort_unstable();
+                    e
+                })
+                .collect();
+            hs.top_k(&users.factors[r0 * d..r1 * d], &ex, k.max(ek))
+        });
         if scan.is_none() && (mode == Mode::Exact || (mode == Mode::Popular && !tests.is_empty())) {
             let x = MatRef::from_row_major_slice(&users.factors[r0 * d..r1 * d], b, d);
             let y = MatRef::from_row_major_slice(&cat.factors, n, d);
@@ -640,6 +676,56 @@ pub fn recommend(
                     .filter(|i| excluded.binary_search(i).is_err())
                     .take(k.max(ek))
                     .collect(),
+                (Mode::Lsh, Some(ix)) if head_scan.is_some() => {
+                    let (_, sub_of, full, inorm) = head_scan.as_ref().expect("checked");
+                    let x = users.row(r);
+                    let kk = k.max(ek);
+                    let mut best = TopK::new(kk);
+                    let heads = head_lists.as_ref().expect("built with head_scan");
+                    for &(sc, s) in &heads[r - r0] {
+                        let i = ix.head[s] as usize;
+                        best.push(sc, cat.keys[i], i as u32);
+                    }
+                    cand.clear();
+                    ix.bucket_candidates(x, |i| {
+                        let i = i as usize;
+                        if mark[i] != r as u32
+                            && sub_of[i] == u32::MAX
+                            && excluded.binary_search(&i).is_err()
+                        {
+                            mark[i] = r as u32;
+                            cand.push(i);
+                        }
+                    });
+                    let scored = ix.head.len() + cand.len();
+                    lsh_counts[0] += scored as u64;
+                    lsh_counts[1] += 1;
+                    cand_hist[crate::report::log2_bin(scored as u64)] += 1;
+                    // Cauchy–Schwarz: a candidate whose ‖x‖·‖y‖ is below the k-th best score
+                    // cannot enter (margin for rounding), so it is not scored.
+                    let nx = fma_dot(x, x).sqrt();
+                    for &i in &cand {
+                        if best.full() && nx * inorm[i] * (1.0 + 1e-4) < best.threshold() {
+                            continue;
+                        }
+                        let sc = fma_dot(x, &cat.factors[i * d..(i + 1) * d]);
+                        if sc >= best.threshold() {
+                            best.push(sc, cat.keys[i], i as u32);
+                        }
+                    }
+                    for &(sc, _, i) in &best.best {
+                        cand_scores[i as usize] = sc;
+                    }
+                    if unit(users.ids[r].stable_hash() ^ job.eval.seed ^ 0x5eed) < recall_rate {
+                        let exact = full.top_k(x, std::slice::from_ref(&excluded.to_vec()), ek);
+                        lsh_counts[2] += exact[0]
+                            .iter()
+                            .filter(|e| best.best.iter().take(ek).any(|b| b.2 as usize == e.1))
+                            .count() as u64;
+                        lsh_counts[3] += exact[0].len() as u64;
+                    }
+                    best.best.iter().map(|b| b.2 as usize).collect()
+                }
                 (Mode::Lsh, Some(ix)) => {
                     let x = users.row(r);
                     cand.clear();
@@ -828,7 +914,7 @@ mod tests {
                 degrees: vec![0; n],
                 factors,
             };
-            let Some(ix) = ScanIndex::build(&cat, d) else {
+            let Some(ix) = ScanIndex::build(&cat.keys, &cat.factors, d) else {
                 return; // no AVX2 here: the fallback path is the old one
             };
             let nu = 50;

@@ -459,23 +459,6 @@ fn lsh_with_enough_tables_recovers_exact_top_k() {
     )
     .unwrap()
     .unwrap();
-    let lsh = run(
-        small_job(
-            &tmp.path().join("l"),
-            &[
-                "recommend.mode=lsh",
-                "lsh.planes=1",
-                "lsh.tables=64",
-                "lsh.head=0",
-                "lsh.probes=0",
-                "eval.recall_sample=100000",
-            ],
-        ),
-        opts(2),
-    )
-    .unwrap()
-    .unwrap();
-    assert_eq!(lsh.manifest["recommend"]["lsh"]["recall_at_k"], 1.0);
     // Same (user, item, rank); scores may differ in the last bit (GEMM vs dot products).
     let strip = |v: Vec<String>| -> Vec<String> {
         v.iter()
@@ -485,16 +468,41 @@ fn lsh_with_enough_tables_recovers_exact_top_k() {
             })
             .collect()
     };
-    let (a, b) = (
-        strip(read_sorted_recs(&exact.version_dir)),
-        strip(read_sorted_recs(&lsh.version_dir)),
-    );
-    let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
-    assert!(
-        a.len() == b.len() && differ == 0,
-        "{differ} of {} lines differ",
-        a.len()
-    );
+    let a = strip(read_sorted_recs(&exact.version_dir));
+    // Buckets alone; the whole catalogue as the head list; a head list plus buckets.
+    for (name, head, tables) in [
+        ("buckets", "0", "64"),
+        ("head", "300", "0"),
+        ("both", "40", "64"),
+    ] {
+        let lsh = run(
+            small_job(
+                &tmp.path().join(name),
+                &[
+                    "recommend.mode=lsh",
+                    "lsh.planes=1",
+                    &format!("lsh.tables={tables}"),
+                    &format!("lsh.head={head}"),
+                    "lsh.probes=0",
+                    "eval.recall_sample=100000",
+                ],
+            ),
+            opts(2),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            lsh.manifest["recommend"]["lsh"]["recall_at_k"], 1.0,
+            "{name}"
+        );
+        let b = strip(read_sorted_recs(&lsh.version_dir));
+        let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+        assert!(
+            a.len() == b.len() && differ == 0,
+            "{name}: {differ} of {} lines differ",
+            a.len()
+        );
+    }
 }
 
 #[test]
