@@ -8,27 +8,37 @@ set -euo pipefail
 BIN=${1:-target/release/recflow}
 OUT=${2:-target/lsh-sweep}
 USERS=${USERS:-200000}; ITEMS=${ITEMS:-50000}; NNZ=${NNZ:-2000000}
-WORKERS=${WORKERS:-2}; SAMPLE=${SAMPLE:-2000}
+WORKERS=${WORKERS:-2}; SAMPLE=${SAMPLE:-2000}; ITERS=${ITERS:-10}; SOLVER=${SOLVER:-cholesky}
+GRID=${GRID:-full}   # full | quick (exact, head alone, a few head + bucket settings)
 mkdir -p "$OUT"
-DATA="$OUT/synth-${USERS}-${ITEMS}-${NNZ}.tsv"
-[ -f "$DATA" ] || "$BIN" generate --users "$USERS" --items "$ITEMS" --nnz "$NNZ" --seed 2 --out "$DATA"
+# DATA: an existing TSV (user, item, weight) instead of generated data, e.g. the train split
+# of scripts/bench.sh.
+if [ -z "${DATA:-}" ]; then
+  DATA="$OUT/synth-${USERS}-${ITEMS}-${NNZ}.tsv"
+  [ -f "$DATA" ] || "$BIN" generate --users "$USERS" --items "$ITEMS" --nnz "$NNZ" --seed 2 --out "$DATA"
+fi
 cat > "$OUT/job.toml" <<JOB
 [input]
 path = ["$(realpath "$DATA")"]
+header = "false"
 weight = 2
 [confidence]
 alpha = 1.0
 [als]
 factors = 64
 regularization = 0.01
-iterations = 10
+iterations = $ITERS
+solver = "$SOLVER"
 loss_every = 0
 [recommend]
 k = 10
 mode = "lsh"
 [eval]
 recall_sample = $SAMPLE
+[output]
+keep_versions = 1
 JOB
+echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '?'), data $DATA, $WORKERS workers, $SOLVER x $ITERS"
 run() { # label, --set args...
   local label=$1; shift
   rm -rf "$OUT/store"
@@ -40,11 +50,34 @@ l = m["recommend"]["lsh"]
 print(f"{sys.argv[1]:<48} recall@10 {l['recall_at_k']:.3f}  catalog_share {l['catalog_share']:.4f}  cand/user {l['candidates_per_user']:.0f}  rec_s {m['timings']['recommend_secs']:.1f}")
 PY
 }
+exact() {
+  rm -rf "$OUT/store"
+  "$BIN" run "$OUT/job.toml" -w "$WORKERS" -q --set output.store="$OUT/store" --set recommend.mode=exact > /dev/null
+  python3 - "$OUT"/store/v*/manifest.json <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+print(f"{'exact (whole catalogue, fused scan)':<48} recall@10 1.000  catalog_share 1.0000  cand/user -  rec_s {m['timings']['recommend_secs']:.1f}")
+PY
+}
+if [ "$GRID" = quick ]; then
+  exact
+  for h in 50 100 150 250 500 1000; do
+    run "head $h alone" --set lsh.head=$h --set lsh.tables=0
+  done
+  for h in 50 100; do
+    for pt in "12 16" "16 32"; do
+      set -- $pt
+      run "mips p$1 r$2 bands4 probes1 head$h" --set lsh.head=$h --set lsh.planes=$1 --set lsh.tables=$2 --set lsh.norm_bands=4 --set lsh.probes=1 --set lsh.transform=mips
+    done
+  done
+  exit 0
+fi
+exact
 # Etsy's reference settings.
 run "reference p12 r50 cap10000 none" --set lsh.planes=12 --set lsh.tables=50 --set lsh.max_bucket=10000 --set lsh.transform=none --set lsh.norm_bands=1 --set lsh.head=0 --set lsh.probes=0
-# Head list alone (tables with 64 planes never collide in practice).
+# Head list alone.
 for h in 250 500 1000 2000 4000; do
-  run "head $h alone" --set lsh.head=$h --set lsh.planes=64 --set lsh.tables=1 --set lsh.probes=0 --set lsh.norm_bands=1
+  run "head $h alone" --set lsh.head=$h --set lsh.tables=0
 done
 # Norm-ranged MIPS LSH + head.
 for h in 100 250 500; do

@@ -23,6 +23,8 @@ pub struct Index {
     buckets: HashMap<(u32, u32, u64), Vec<u32>>,
     /// Candidates for every user.
     pub head: Vec<u32>,
+    /// Largest item norm in each band (bands are in decreasing norm order).
+    pub band_max: Vec<f32>,
     /// Buckets dropped for holding more than `max_bucket` items.
     pub dropped_buckets: u64,
     /// (item, table) memberships lost with them.
@@ -84,6 +86,7 @@ impl Index {
             planes,
             buckets: HashMap::new(),
             head,
+            band_max: Vec::new(),
             dropped_buckets: 0,
             dropped_memberships: 0,
         };
@@ -94,6 +97,7 @@ impl Index {
                 .map(|&i| norms[i as usize])
                 .unwrap_or(1.0)
                 .max(f32::MIN_POSITIVE);
+            idx.band_max.push(m);
             for &i in chunk {
                 let y = &items[i as usize * dim..(i as usize + 1) * dim];
                 match cfg.transform {
@@ -156,8 +160,18 @@ impl Index {
 
     /// Like [`Index::candidates`] without the head list: the items of the user's buckets.
     pub fn bucket_candidates(&self, x: &[f32], mut f: impl FnMut(u32)) {
+        let probes = self.probes(x);
+        for b in 0..self.band_max.len() as u32 {
+            self.band_items(&probes, b, &mut f);
+        }
+    }
+
+    /// The (table, code) buckets a user vector `x` visits: its own code in every table, then
+    /// the codes with one of its `probes` lowest-margin bits flipped.
+    pub fn probes(&self, x: &[f32]) -> Vec<(u32, u64)> {
+        let mut out = Vec::new();
         if self.cfg.tables == 0 {
-            return;
+            return out;
         }
         let mut z = vec![0.0f32; self.dim + 1];
         let nx = match self.cfg.transform {
@@ -172,17 +186,21 @@ impl Index {
             let (code, margins) = self.code(t, &z);
             let mut bits: Vec<usize> = (0..margins.len()).collect();
             bits.sort_by(|&a, &b| margins[a].total_cmp(&margins[b]).then(a.cmp(&b)));
-            let probes = std::iter::once(code).chain(
+            out.push((t, code));
+            out.extend(
                 bits.iter()
                     .take(self.cfg.probes as usize)
-                    .map(|&j| code ^ (1 << j)),
+                    .map(|&j| (t, code ^ (1 << j))),
             );
-            for c in probes {
-                for b in 0..self.cfg.norm_bands {
-                    if let Some(v) = self.buckets.get(&(t, b, c)) {
-                        v.iter().for_each(|&i| f(i));
-                    }
-                }
+        }
+        out
+    }
+
+    /// Calls `f` for the items of band `b` in the buckets `probes` (from [`Index::probes`]).
+    pub fn band_items(&self, probes: &[(u32, u64)], b: u32, mut f: impl FnMut(u32)) {
+        for &(t, c) in probes {
+            if let Some(v) = self.buckets.get(&(t, b, c)) {
+                v.iter().for_each(|&i| f(i));
             }
         }
     }

@@ -158,6 +158,25 @@ fn main() -> ExitCode {
             // The run already failed and said why; this is a network thread seeing it end.
             std::process::exit(exiting);
         }
+        // timely's network threads panic when a peer process's connection breaks: that is a
+        // peer that exited, was killed or became unreachable, not a bug here.
+        let payload = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if payload.contains("timely communication error") {
+            // Several network threads may see it at once: one message is enough.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if SAID.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::process::exit(1);
+            }
+            eprintln!(
+                "error: lost the connection to another recflow process ({payload}): a peer exited, was killed or is unreachable; nothing was published. The first failure is in the other processes' output; rerun the job (with --resume if als.checkpoint_every is set)"
+            );
+            std::process::exit(1);
+        }
         default_hook(info);
         eprintln!(
             "error: internal error (a bug in recflow); please report it with the message above"

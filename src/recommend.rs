@@ -686,33 +686,42 @@ pub fn recommend(
                         let i = ix.head[s] as usize;
                         best.push(sc, cat.keys[i], i as u32);
                     }
-                    cand.clear();
-                    ix.bucket_candidates(x, |i| {
-                        let i = i as usize;
-                        if mark[i] != r as u32
-                            && sub_of[i] == u32::MAX
-                            && excluded.binary_search(&i).is_err()
-                        {
-                            mark[i] = r as u32;
-                            cand.push(i);
+                    // Bands in decreasing norm order. Cauchy–Schwarz (with a margin for
+                    // rounding): once ‖x‖ times a band's largest norm is below the k-th best
+                    // score, neither that band nor any later one can add an item, so their
+                    // buckets are not even listed; the same test skips single candidates.
+                    let nx = fma_dot(x, x).sqrt();
+                    let probes = ix.probes(x);
+                    let mut scored = ix.head.len();
+                    for (b, &m) in ix.band_max.iter().enumerate() {
+                        if best.full() && nx * m * (1.0 + 1e-4) < best.threshold() {
+                            break;
                         }
-                    });
-                    let scored = ix.head.len() + cand.len();
+                        cand.clear();
+                        ix.band_items(&probes, b as u32, |i| {
+                            let i = i as usize;
+                            if mark[i] != r as u32
+                                && sub_of[i] == u32::MAX
+                                && excluded.binary_search(&i).is_err()
+                            {
+                                mark[i] = r as u32;
+                                cand.push(i);
+                            }
+                        });
+                        scored += cand.len();
+                        for &i in &cand {
+                            if best.full() && nx * inorm[i] * (1.0 + 1e-4) < best.threshold() {
+                                continue;
+                            }
+                            let sc = fma_dot(x, &cat.factors[i * d..(i + 1) * d]);
+                            if sc >= best.threshold() {
+                                best.push(sc, cat.keys[i], i as u32);
+                            }
+                        }
+                    }
                     lsh_counts[0] += scored as u64;
                     lsh_counts[1] += 1;
                     cand_hist[crate::report::log2_bin(scored as u64)] += 1;
-                    // Cauchy–Schwarz: a candidate whose ‖x‖·‖y‖ is below the k-th best score
-                    // cannot enter (margin for rounding), so it is not scored.
-                    let nx = fma_dot(x, x).sqrt();
-                    for &i in &cand {
-                        if best.full() && nx * inorm[i] * (1.0 + 1e-4) < best.threshold() {
-                            continue;
-                        }
-                        let sc = fma_dot(x, &cat.factors[i * d..(i + 1) * d]);
-                        if sc >= best.threshold() {
-                            best.push(sc, cat.keys[i], i as u32);
-                        }
-                    }
                     for &(sc, _, i) in &best.best {
                         cand_scores[i as usize] = sc;
                     }

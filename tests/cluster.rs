@@ -163,6 +163,16 @@ fn a_killed_peer_fails_the_others_quickly() {
         codes.iter().all(|c| matches!(c, Some(x) if *x != 0)),
         "survivors did not fail within 10 s: {codes:?}"
     );
+    // They say a peer went away, not that recflow has a bug.
+    for c in rest.iter_mut() {
+        let mut err = String::new();
+        std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(
+            err.contains("lost the connection to another recflow process")
+                && !err.contains("internal error"),
+            "survivor's message: {err}"
+        );
+    }
     assert!(!store.join("CURRENT").exists());
 }
 
@@ -250,4 +260,81 @@ fn resume_after_a_kill_gives_the_uninterrupted_model() {
     let a = export(&full, &tmp.path().join("ea"));
     let b = export(&store, &tmp.path().join("eb"));
     assert!(a == b, "resumed model differs from the uninterrupted one");
+}
+
+/// `scripts/cluster-hosts.sh` with a stand-in for ssh that runs the remote command here (the
+/// host is ignored): the remote wrapper's quoting, exit status and "die with the connection".
+#[test]
+fn hosts_launcher_runs_the_job_and_leaves_nothing_behind_when_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake_ssh = tmp.path().join("fake-ssh");
+    std::fs::write(&fake_ssh, "#!/bin/sh\nshift\nexec bash -c \"$1\"\n").unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&fake_ssh)
+        .status()
+        .unwrap();
+    let hosts = tmp.path().join("hosts");
+    let text: Vec<String> = free_ports(2)
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    std::fs::write(&hosts, text.join("\n")).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster-hosts.sh");
+    // A store path with a space: arguments must survive the remote shell.
+    let launch = |store: &Path, extra: &[&str]| {
+        Command::new(&script)
+            .arg(&hosts)
+            .arg("1")
+            .arg(job())
+            .args(["-q", "--set", &format!("output.store={}", store.display())])
+            .args([
+                "--set",
+                "input.demo.nnz=60000",
+                "--set",
+                "input.demo.users=3000",
+            ])
+            .args(extra.iter().flat_map(|s| ["--set", s]))
+            .env("RECFLOW", BIN)
+            .env("SSH", &fake_ssh)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let store = tmp.path().join("my store");
+    let out = launch(&store, &[]).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(store.join("CURRENT").exists());
+
+    // Stopping the launcher stops every process it started.
+    let store2 = tmp.path().join("long");
+    let mut l = launch(&store2, &["als.iterations=10000"]);
+    std::thread::sleep(Duration::from_secs(2));
+    Command::new("kill")
+        .arg(l.id().to_string())
+        .status()
+        .unwrap();
+    let _ = l.wait();
+    let pattern = format!("output.store={}", store2.display());
+    let start = Instant::now();
+    loop {
+        let left = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        if left.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "recflow processes left running: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
