@@ -199,7 +199,10 @@ fn run_worker(
             "ingest: {} lines{}, {} users, {} items, {} pairs ({:.2}s)",
             s.read.lines,
             if s.read.bytes > 0 {
-                format!(" ({} bytes)", s.read.bytes)
+                format!(
+                    " ({} bytes; slowest reader {:.0} MB/s)",
+                    s.read.bytes, s.read.min_mb_per_sec_per_worker
+                )
             } else {
                 String::new()
             },

@@ -51,6 +51,10 @@ pub struct ReadStats {
     pub samples: Vec<String>,
     /// Rows dropped by `min_weight`.
     pub below_min_weight: u64,
+    /// Seconds the slowest worker spent reading and parsing its part.
+    pub secs: f64,
+    /// Read-and-parse rate of the slowest worker (MB/s; 0 when nothing was read).
+    pub min_mb_per_sec_per_worker: f64,
 }
 
 impl ReadStats {
@@ -61,6 +65,13 @@ impl ReadStats {
         self.events += o.events;
         self.skipped += o.skipped;
         self.below_min_weight += o.below_min_weight;
+        self.secs = self.secs.max(o.secs);
+        if o.min_mb_per_sec_per_worker > 0.0
+            && (self.min_mb_per_sec_per_worker == 0.0
+                || o.min_mb_per_sec_per_worker < self.min_mb_per_sec_per_worker)
+        {
+            self.min_mb_per_sec_per_worker = o.min_mb_per_sec_per_worker;
+        }
         for s in &o.samples {
             if self.samples.len() < MAX_SAMPLES {
                 self.samples.push(s.clone());
@@ -158,6 +169,7 @@ pub fn read_part(
     parts: usize,
     mut sink: impl FnMut(Event),
 ) -> Result<ReadStats, String> {
+    let started = std::time::Instant::now();
     let mut st = ReadStats::default();
     let mut fields = Vec::new();
     for path in files {
@@ -311,6 +323,10 @@ pub fn read_part(
                 }
             }
         }
+    }
+    st.secs = started.elapsed().as_secs_f64();
+    if st.bytes > 0 && st.secs > 0.0 {
+        st.min_mb_per_sec_per_worker = st.bytes as f64 / st.secs / 1e6;
     }
     Ok(st)
 }
