@@ -317,6 +317,10 @@ pub struct Lsh {
     pub probes: u32,
     /// Seed for the hyperplanes.
     pub seed: u64,
+    /// Items per user bucket (0 = off). When set, tables hash *users* (their directions), and
+    /// each (table, code) bucket lists the items that score best against its users' mean
+    /// direction, instead of hashing items.
+    pub bucket_items: u32,
 }
 
 impl Default for Lsh {
@@ -330,6 +334,7 @@ impl Default for Lsh {
             head: 1000,
             probes: 2,
             seed: 7,
+            bucket_items: 0,
         }
     }
 }

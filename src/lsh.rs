@@ -8,6 +8,14 @@
 //! candidates for everybody. Multi-probe also visits the buckets reached by flipping the
 //! user's `probes` lowest-margin bits. `planes = 12, tables = 50, max_bucket = 10000,
 //! transform = "none", norm_bands = 1, head = 0, probes = 0` is Etsy's method.
+//!
+//! User buckets (`bucket_items = N > 0`) turn the tables around: they hash *users* by direction,
+//! and each (table, code) bucket lists the N items that score best against the mean direction
+//! of its users (summed over all workers in exact fixed point, ranked by the exact scan). A
+//! user's candidates are its buckets' lists plus the head list. On implicit-ALS vectors, where
+//! the items a global head list misses are the next ones by norm at wide angles (no hyperplane
+//! code collides with them), this adapts the "head" to the user's direction instead
+//! (docs/BENCHMARKS.md).
 
 use crate::ids::{mix64, SplitMix};
 use crate::job::{Lsh, Transform};
@@ -25,6 +33,8 @@ pub struct Index {
     pub head: Vec<u32>,
     /// Largest item norm in each band (bands are in decreasing norm order).
     pub band_max: Vec<f32>,
+    /// User-bucket lists by bucket id (`bucket_items > 0`).
+    user_lists: Vec<Vec<u32>>,
     /// Buckets dropped for holding more than `max_bucket` items.
     pub dropped_buckets: u64,
     /// (item, table) memberships lost with them.
@@ -87,6 +97,7 @@ impl Index {
             buckets: HashMap::new(),
             head,
             band_max: Vec::new(),
+            user_lists: Vec::new(),
             dropped_buckets: 0,
             dropped_memberships: 0,
         };
@@ -110,7 +121,8 @@ impl Index {
                         z[dim] = (1.0 - (norms[i as usize] / m).powi(2)).max(0.0).sqrt();
                     }
                 }
-                for t in 0..cfg.tables {
+                // With user buckets the tables hash users, not items (see `user_buckets`).
+                for t in 0..cfg.tables * (cfg.bucket_items == 0) as u32 {
                     let (code, _) = idx.code(t, &z);
                     idx.buckets.entry((t, b as u32, code)).or_default().push(i);
                 }
@@ -205,6 +217,102 @@ impl Index {
         }
     }
 
+    /// The code of a user direction in every table (user buckets: no transform, no probes).
+    /// The sign of `x·h` is the sign of `(x/‖x‖)·h`, so `x` is not normalised.
+    fn user_codes(&self, x: &[f32], dots: &mut Vec<f32>, all: &[usize]) -> Vec<u64> {
+        let w = self.dim + 1;
+        let mut z = Vec::with_capacity(w);
+        z.extend_from_slice(x);
+        z.push(0.0);
+        crate::recommend::score_candidates(&z, &self.planes, w, all, dots);
+        let p = self.cfg.planes as usize;
+        dots.chunks_exact(p)
+            .map(|t| {
+                t.iter()
+                    .enumerate()
+                    .fold(0u64, |c, (j, &s)| c | ((s >= 0.0) as u64) << j)
+            })
+            .collect()
+    }
+
+    /// Items listed for user bucket `id` (from [`Index::user_buckets`]).
+    pub fn user_bucket(&self, id: u32) -> &[u32] {
+        &self.user_lists[id as usize]
+    }
+
+    /// Builds the user buckets (`bucket_items > 0`) on every worker at once: each worker hashes
+    /// its users (`users`, row-major), the per-bucket sums of unit user vectors are summed over
+    /// all workers in exact fixed point (so the result does not depend on the layout), and each
+    /// bucket lists the `bucket_items` items that `rank` (top-N of the catalogue for a block of
+    /// query vectors) returns for its mean direction. Returns every user's bucket ids (one per
+    /// table), row by row.
+    pub fn user_buckets(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        comm: &mut crate::cluster::Comm,
+        users: &[f32],
+        rank: impl Fn(&[f32], usize) -> Vec<Vec<u32>>,
+    ) -> Result<Vec<u32>, crate::cluster::CommError> {
+        // Terms are at most 2^32 in magnitude, so a worker's i64 sums cannot overflow below 2^31
+        // users; the sums over workers are i128.
+        const SCALE: f64 = (1u64 << 32) as f64;
+        let d = self.dim;
+        assert!(users.len() / d.max(1) < 1 << 31, "too many users on one worker");
+        let mut codes = Vec::with_capacity(users.len() / d.max(1) * self.cfg.tables as usize);
+        let mut sums: std::collections::BTreeMap<(u32, u64), (u64, Vec<i64>)> =
+            Default::default();
+        let all: Vec<usize> = (0..(self.cfg.tables * self.cfg.planes) as usize).collect();
+        let mut dots = Vec::new();
+        for x in users.chunks_exact(d.max(1)) {
+            let inv = SCALE / norm(x).max(f32::MIN_POSITIVE) as f64;
+            // Fixed point: the sums are exact, so they do not depend on the order of the users.
+            let unit: Vec<i64> = x.iter().map(|&v| (v as f64 * inv) as i64).collect();
+            for (t, c) in self.user_codes(x, &mut dots, &all).into_iter().enumerate() {
+                codes.push(c);
+                let e = sums
+                    .entry((t as u32, c))
+                    .or_insert_with(|| (0, vec![0; d]));
+                e.0 += 1;
+                e.1.iter_mut().zip(&unit).for_each(|(s, &v)| *s += v);
+            }
+        }
+        let mine: Vec<(u32, u64, u64, Vec<i128>)> = sums
+            .into_iter()
+            .map(|((t, c), (n, s))| (t, c, n, s.into_iter().map(i128::from).collect()))
+            .collect();
+        comm.broadcast(crate::cluster::Body::BucketSums(mine));
+        let mut all: std::collections::BTreeMap<(u32, u64), Vec<i128>> = Default::default();
+        for (_, b) in comm.exchange(worker, "recommend: user buckets")? {
+            if let crate::cluster::Body::BucketSums(v) = b {
+                for (t, c, _, s) in v {
+                    let e = all.entry((t, c)).or_insert_with(|| vec![0; d]);
+                    e.iter_mut().zip(s).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+        let keys: Vec<(u32, u64)> = all.keys().copied().collect();
+        let mut dirs = Vec::with_capacity(keys.len() * d);
+        for s in all.values() {
+            dirs.extend(s.iter().map(|&v| (v as f64 / SCALE) as f32));
+        }
+        let lists = rank(&dirs, self.cfg.bucket_items as usize);
+        self.buckets.clear();
+        let mut id_of: Vec<crate::ids::KeyMap<u32>> =
+            vec![Default::default(); self.cfg.tables as usize];
+        for (id, ((t, c), mut v)) in keys.into_iter().zip(lists).enumerate() {
+            v.sort_unstable();
+            self.buckets.insert((t, 0, c), v.clone());
+            self.user_lists.push(v);
+            id_of[t as usize].insert(c, id as u32);
+        }
+        let tables = self.cfg.tables as usize;
+        Ok(codes
+            .iter()
+            .enumerate()
+            .map(|(n, c)| id_of[n % tables][c])
+            .collect())
+    }
+
     /// Size statistics.
     pub fn stats(&self) -> BucketStats {
         let sizes: Vec<u64> = self.buckets.values().map(|v| v.len() as u64).collect();
@@ -267,6 +375,7 @@ mod tests {
             head: 0,
             probes: 0,
             seed: 1,
+            bucket_items: 0,
         }
     }
 
@@ -309,6 +418,7 @@ mod tests {
             head: 0,
             probes: 0,
             seed: 9,
+            bucket_items: 0,
         };
         let idx = Index::build(&c, &items, &keys, d);
         let x = random(1, d, 5);

@@ -463,6 +463,53 @@ pub fn fma_dot(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0f32, |acc, (&x, &y)| x.mul_add(y, acc))
 }
 
+/// `x·y_i` for every candidate `i` (rows of `factors`, `d` wide) into `out`, each exactly
+/// [`fma_dot`]: eight candidates at a time as eight independent chains, so the FMA latency is
+/// hidden (one chain per candidate is latency-bound, and without the `fma` feature a libm call).
+pub fn score_candidates(x: &[f32], factors: &[f32], d: usize, cand: &[usize], out: &mut Vec<f32>) {
+    out.clear();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the fma feature was just detected.
+            unsafe { score_candidates_fma(x, factors, d, cand, out) };
+            return;
+        }
+    }
+    out.extend(
+        cand.iter()
+            .map(|&i| fma_dot(x, &factors[i * d..(i + 1) * d])),
+    );
+}
+
+/// # Safety
+/// The `fma` target feature must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn score_candidates_fma(
+    x: &[f32],
+    factors: &[f32],
+    d: usize,
+    cand: &[usize],
+    out: &mut Vec<f32>,
+) {
+    let x = &x[..d];
+    let mut groups = cand.chunks_exact(8);
+    for g in groups.by_ref() {
+        let rows: [&[f32]; 8] = std::array::from_fn(|j| &factors[g[j] * d..(g[j] + 1) * d]);
+        let mut acc = [0.0f32; 8];
+        for k in 0..d {
+            for j in 0..8 {
+                acc[j] = x[k].mul_add(rows[j][k], acc[j]);
+            }
+        }
+        out.extend_from_slice(&acc);
+    }
+    for &i in groups.remainder() {
+        out.push(fma_dot(x, &factors[i * d..(i + 1) * d]));
+    }
+}
+
 /// Scores MR users × NR items (`panel` is `d × NR`) into `out` and returns the bit mask of
 /// users with at least one score ≥ their threshold.
 ///
@@ -558,7 +605,33 @@ pub fn recommend(
     };
     let auc_rate = (20_000.0 / n.max(1) as f64).min(1.0);
     let mode = job.recommend.mode;
-    let index = (mode == Mode::Lsh).then(|| Index::build(&job.lsh, &cat.factors, &cat.keys, d));
+    let mut index =
+        (mode == Mode::Lsh).then(|| Index::build(&job.lsh, &cat.factors, &cat.keys, d));
+    // User buckets: the tables hash users; each bucket lists the items best for its users.
+    let mut user_codes: Vec<u32> = Vec::new();
+    if let Some(ix) = index.as_mut().filter(|_| job.lsh.bucket_items > 0 && job.lsh.tables > 0) {
+        let full = ScanIndex::build(&cat.keys, &cat.factors, d);
+        user_codes = ix.user_buckets(worker, comm, &users.factors, |dirs, n| {
+            let none = vec![Vec::new(); dirs.len() / d.max(1)];
+            match &full {
+                Some(s) => s
+                    .top_k(dirs, &none, n)
+                    .into_iter()
+                    .map(|l| l.into_iter().map(|(_, i)| i as u32).collect())
+                    .collect(),
+                None => dirs
+                    .chunks_exact(d.max(1))
+                    .map(|q| {
+                        let sc: Vec<f32> = (0..cat.keys.len())
+                            .map(|i| fma_dot(q, &cat.factors[i * d..(i + 1) * d]))
+                            .collect();
+                        top_k(&sc, &cat.keys, &[], n).into_iter().map(|i| i as u32).collect()
+                    })
+                    .collect(),
+            }
+        })?;
+    }
+    let index = index;
     // Users sampled for LSH recall: a hash-based share, the same whatever the worker count.
     comm.broadcast(Body::Counts(vec![users.rows() as u64]));
     let mut total_users = 0u64;
@@ -571,6 +644,7 @@ pub fn recommend(
     let lsh_n = if index.is_some() { n } else { 0 };
     let mut mark = vec![u32::MAX; lsh_n];
     let mut cand: Vec<usize> = Vec::new();
+    let mut cand_buf: Vec<f32> = Vec::new();
     let mut cand_scores = vec![0.0f32; lsh_n];
     // candidates scored, users, recall hits, recall total
     let mut lsh_counts = [0u64; 4];
@@ -722,8 +796,34 @@ pub fn recommend(
                     // score, neither that band nor any later one can add an item, so their
                     // buckets are not even listed; the same test skips single candidates.
                     let nx = fma_dot(x, x).sqrt();
-                    let probes = ix.probes(x);
                     let mut scored = ix.head.len();
+                    if !user_codes.is_empty() {
+                        let tables = job.lsh.tables as usize;
+                        cand.clear();
+                        for &b in &user_codes[r * tables..(r + 1) * tables] {
+                            for &i in ix.user_bucket(b) {
+                                let i = i as usize;
+                                if mark[i] != r as u32
+                                    && sub_of[i] == u32::MAX
+                                    && excluded.binary_search(&i).is_err()
+                                {
+                                    mark[i] = r as u32;
+                                    cand.push(i);
+                                }
+                            }
+                        }
+                        scored += cand.len();
+                        // Cauchy–Schwarz against the threshold so far, then score the rest.
+                        let floor = best.threshold();
+                        cand.retain(|&i| !(best.full() && nx * inorm[i] * (1.0 + 1e-4) < floor));
+                        score_candidates(x, &cat.factors, d, &cand, &mut cand_buf);
+                        for (&i, &sc) in cand.iter().zip(&cand_buf) {
+                            if sc >= best.threshold() {
+                                best.push(sc, cat.keys[i], i as u32);
+                            }
+                        }
+                    }
+                    let probes = if user_codes.is_empty() { ix.probes(x) } else { Vec::new() };
                     for (b, &m) in ix.band_max.iter().enumerate() {
                         if best.full() && nx * m * (1.0 + 1e-4) < best.threshold() {
                             break;
@@ -740,11 +840,11 @@ pub fn recommend(
                             }
                         });
                         scored += cand.len();
-                        for &i in &cand {
-                            if best.full() && nx * inorm[i] * (1.0 + 1e-4) < best.threshold() {
-                                continue;
-                            }
-                            let sc = fma_dot(x, &cat.factors[i * d..(i + 1) * d]);
+                        // Cauchy–Schwarz against the threshold so far, then score the rest.
+                        let floor = best.threshold();
+                        cand.retain(|&i| !(best.full() && nx * inorm[i] * (1.0 + 1e-4) < floor));
+                        score_candidates(x, &cat.factors, d, &cand, &mut cand_buf);
+                        for (&i, &sc) in cand.iter().zip(&cand_buf) {
                             if sc >= best.threshold() {
                                 best.push(sc, cat.keys[i], i as u32);
                             }
@@ -971,6 +1071,24 @@ mod tests {
                     assert_eq!(got[u], all, "n={n} d={d} k={k} user {u}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn score_candidates_equals_fma_dot_bit_for_bit() {
+        let mut r = SplitMix::new(3);
+        for d in [1usize, 7, 8, 64, 100] {
+            let n = 50;
+            let f: Vec<f32> = (0..n * d).map(|_| r.next_normal() as f32).collect();
+            let x: Vec<f32> = (0..d).map(|_| r.next_normal() as f32).collect();
+            let cand: Vec<usize> = (0..23).map(|j| (j * 7) % n).collect();
+            let mut got = Vec::new();
+            score_candidates(&x, &f, d, &cand, &mut got);
+            let want: Vec<u32> = cand
+                .iter()
+                .map(|&i| fma_dot(&x, &f[i * d..(i + 1) * d]).to_bits())
+                .collect();
+            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "d = {d}");
         }
     }
 

@@ -451,6 +451,54 @@ fn lsh_recommendations_are_identical_across_workers_and_exclude_seen() {
 }
 
 #[test]
+fn user_buckets_are_identical_across_workers_and_exact_when_complete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for (w, n) in [(1, 20), (3, 20), (2, 300)] {
+        let s = run(
+            small_job(
+                &tmp.path().join(format!("s{w}-{n}")),
+                &[
+                    "recommend.mode=lsh",
+                    "lsh.planes=3",
+                    "lsh.tables=4",
+                    "lsh.head=10",
+                    &format!("lsh.bucket_items={n}"),
+                    "eval.recall_sample=100000",
+                ],
+            ),
+            opts(w),
+        )
+        .unwrap()
+        .unwrap();
+        let mut buckets = Vec::new();
+        for e in std::fs::read_dir(s.version_dir.join("buckets")).unwrap() {
+            buckets.extend(
+                std::fs::read_to_string(e.unwrap().path())
+                    .unwrap()
+                    .lines()
+                    .map(String::from),
+            );
+        }
+        buckets.sort();
+        outs.push((
+            read_sorted_recs(&s.version_dir),
+            buckets,
+            s.manifest["recommend"]["lsh"].clone(),
+        ));
+    }
+    assert_eq!(outs[0], outs[1], "user buckets differ between 1 and 3 workers");
+    let lsh = &outs[0].2;
+    let per_user = lsh["candidates_per_user"].as_f64().unwrap();
+    assert!(per_user > 10.0 && per_user <= 10.0 + 4.0 * 20.0, "{per_user}");
+    // Each occupied bucket (at most 2^3 per table) lists 20 items.
+    let lines = outs[0].1.len();
+    assert!(lines % 20 == 0 && lines <= 4 * 8 * 20 && lines >= 4 * 20, "{lines}");
+    // Buckets listing the whole catalogue make every item a candidate: exact.
+    assert_eq!(outs[2].2["recall_at_k"], 1.0);
+}
+
+#[test]
 fn lsh_with_enough_tables_recovers_exact_top_k() {
     let tmp = tempfile::tempdir().unwrap();
     let exact = run(
