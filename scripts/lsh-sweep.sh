@@ -73,7 +73,7 @@ if [ "$GRID" = quick ]; then
   # User buckets: tables hash users; each bucket lists the N items best for its users.
   for ptn in "8 4 50" "10 4 50" "8 8 30" "10 8 40" "12 8 60"; do
     set -- $ptn
-    run "user buckets p$1 r$2 n$3" --set lsh.head=0 --set lsh.planes=$1 --set lsh.tables=$2 --set lsh.bucket_items=$3
+    run "user buckets p$1 r$2 n$3" --set lsh.head=0 --set lsh.planes=$1 --set lsh.tables=$2 --set lsh.transform=users --set lsh.bucket_items=$3
   done
   exit 0
 fi

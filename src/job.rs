@@ -295,6 +295,9 @@ pub enum Transform {
     None,
     /// Maximum-inner-product transform per norm band.
     Mips,
+    /// Hash users, not items: each user bucket lists the `bucket_items` items best for its
+    /// users' mean direction (measured best: docs/BENCHMARKS.md).
+    Users,
 }
 
 /// `[lsh]`
@@ -317,9 +320,7 @@ pub struct Lsh {
     pub probes: u32,
     /// Seed for the hyperplanes.
     pub seed: u64,
-    /// Items per user bucket (0 = off). When set, tables hash *users* (their directions), and
-    /// each (table, code) bucket lists the items that score best against its users' mean
-    /// direction, instead of hashing items.
+    /// Items listed per user bucket (`transform = "users"`).
     pub bucket_items: u32,
 }
 
@@ -327,14 +328,14 @@ impl Default for Lsh {
     fn default() -> Self {
         Lsh {
             planes: 10,
-            tables: 0,
+            tables: 8,
             max_bucket: 0,
-            transform: Transform::Mips,
+            transform: Transform::Users,
             norm_bands: 8,
-            head: 1000,
+            head: 0,
             probes: 2,
             seed: 7,
-            bucket_items: 0,
+            bucket_items: 40,
         }
     }
 }
@@ -573,6 +574,13 @@ impl Job {
         }
         if !(1..=64).contains(&l.norm_bands) {
             return bad("lsh.norm_bands", "1..=64", l.norm_bands);
+        }
+        if l.transform == Transform::Users && !(1..=1_000_000).contains(&l.bucket_items) {
+            return bad(
+                "lsh.bucket_items",
+                "1..=1000000 with transform = \"users\"",
+                l.bucket_items,
+            );
         }
         if l.probes > l.planes {
             return bad("lsh.probes", "0..=lsh.planes", l.probes);

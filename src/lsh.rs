@@ -9,7 +9,7 @@
 //! user's `probes` lowest-margin bits. `planes = 12, tables = 50, max_bucket = 10000,
 //! transform = "none", norm_bands = 1, head = 0, probes = 0` is Etsy's method.
 //!
-//! User buckets (`bucket_items = N > 0`) turn the tables around: they hash *users* by direction,
+//! User buckets (`transform = "users"`, the default) turn the tables around: they hash *users* by direction,
 //! and each (table, code) bucket lists the N items that score best against the mean direction
 //! of its users (summed over all workers in exact fixed point, ranked by the exact scan). A
 //! user's candidates are its buckets' lists plus the head list. On implicit-ALS vectors, where
@@ -33,7 +33,7 @@ pub struct Index {
     pub head: Vec<u32>,
     /// Largest item norm in each band (bands are in decreasing norm order).
     pub band_max: Vec<f32>,
-    /// User-bucket lists by bucket id (`bucket_items > 0`).
+    /// User-bucket lists by bucket id (`transform = "users"`).
     user_lists: Vec<Vec<u32>>,
     /// Buckets dropped for holding more than `max_bucket` items.
     pub dropped_buckets: u64,
@@ -112,7 +112,7 @@ impl Index {
             for &i in chunk {
                 let y = &items[i as usize * dim..(i as usize + 1) * dim];
                 match cfg.transform {
-                    Transform::None => {
+                    Transform::None | Transform::Users => {
                         z[..dim].copy_from_slice(y);
                         z[dim] = 0.0;
                     }
@@ -122,7 +122,7 @@ impl Index {
                     }
                 }
                 // With user buckets the tables hash users, not items (see `user_buckets`).
-                for t in 0..cfg.tables * (cfg.bucket_items == 0) as u32 {
+                for t in 0..cfg.tables * (cfg.transform != Transform::Users) as u32 {
                     let (code, _) = idx.code(t, &z);
                     idx.buckets.entry((t, b as u32, code)).or_default().push(i);
                 }
@@ -188,7 +188,7 @@ impl Index {
         let mut z = vec![0.0f32; self.dim + 1];
         let nx = match self.cfg.transform {
             Transform::Mips => norm(x).max(f32::MIN_POSITIVE),
-            Transform::None => 1.0,
+            Transform::None | Transform::Users => 1.0,
         };
         z[..self.dim]
             .iter_mut()
@@ -240,7 +240,7 @@ impl Index {
         &self.user_lists[id as usize]
     }
 
-    /// Builds the user buckets (`bucket_items > 0`) on every worker at once: each worker hashes
+    /// Builds the user buckets (`transform = "users"`) on every worker at once: each worker hashes
     /// its users (`users`, row-major), the per-bucket sums of unit user vectors are summed over
     /// all workers in exact fixed point (so the result does not depend on the layout), and each
     /// bucket lists the `bucket_items` items that `rank` (top-N of the catalogue for a block of
@@ -257,10 +257,12 @@ impl Index {
         // users; the sums over workers are i128.
         const SCALE: f64 = (1u64 << 32) as f64;
         let d = self.dim;
-        assert!(users.len() / d.max(1) < 1 << 31, "too many users on one worker");
+        assert!(
+            users.len() / d.max(1) < 1 << 31,
+            "too many users on one worker"
+        );
         let mut codes = Vec::with_capacity(users.len() / d.max(1) * self.cfg.tables as usize);
-        let mut sums: std::collections::BTreeMap<(u32, u64), (u64, Vec<i64>)> =
-            Default::default();
+        let mut sums: std::collections::BTreeMap<(u32, u64), (u64, Vec<i64>)> = Default::default();
         let all: Vec<usize> = (0..(self.cfg.tables * self.cfg.planes) as usize).collect();
         let mut dots = Vec::new();
         for x in users.chunks_exact(d.max(1)) {
@@ -269,9 +271,7 @@ impl Index {
             let unit: Vec<i64> = x.iter().map(|&v| (v as f64 * inv) as i64).collect();
             for (t, c) in self.user_codes(x, &mut dots, &all).into_iter().enumerate() {
                 codes.push(c);
-                let e = sums
-                    .entry((t as u32, c))
-                    .or_insert_with(|| (0, vec![0; d]));
+                let e = sums.entry((t as u32, c)).or_insert_with(|| (0, vec![0; d]));
                 e.0 += 1;
                 e.1.iter_mut().zip(&unit).for_each(|(s, &v)| *s += v);
             }

@@ -605,11 +605,13 @@ pub fn recommend(
     };
     let auc_rate = (20_000.0 / n.max(1) as f64).min(1.0);
     let mode = job.recommend.mode;
-    let mut index =
-        (mode == Mode::Lsh).then(|| Index::build(&job.lsh, &cat.factors, &cat.keys, d));
+    let mut index = (mode == Mode::Lsh).then(|| Index::build(&job.lsh, &cat.factors, &cat.keys, d));
     // User buckets: the tables hash users; each bucket lists the items best for its users.
     let mut user_codes: Vec<u32> = Vec::new();
-    if let Some(ix) = index.as_mut().filter(|_| job.lsh.bucket_items > 0 && job.lsh.tables > 0) {
+    if let Some(ix) = index
+        .as_mut()
+        .filter(|_| job.lsh.transform == crate::job::Transform::Users && job.lsh.tables > 0)
+    {
         let full = ScanIndex::build(&cat.keys, &cat.factors, d);
         user_codes = ix.user_buckets(worker, comm, &users.factors, |dirs, n| {
             let none = vec![Vec::new(); dirs.len() / d.max(1)];
@@ -625,7 +627,10 @@ pub fn recommend(
                         let sc: Vec<f32> = (0..cat.keys.len())
                             .map(|i| fma_dot(q, &cat.factors[i * d..(i + 1) * d]))
                             .collect();
-                        top_k(&sc, &cat.keys, &[], n).into_iter().map(|i| i as u32).collect()
+                        top_k(&sc, &cat.keys, &[], n)
+                            .into_iter()
+                            .map(|i| i as u32)
+                            .collect()
                     })
                     .collect(),
             }
@@ -823,7 +828,11 @@ pub fn recommend(
                             }
                         }
                     }
-                    let probes = if user_codes.is_empty() { ix.probes(x) } else { Vec::new() };
+                    let probes = if user_codes.is_empty() {
+                        ix.probes(x)
+                    } else {
+                        Vec::new()
+                    };
                     for (b, &m) in ix.band_max.iter().enumerate() {
                         if best.full() && nx * m * (1.0 + 1e-4) < best.threshold() {
                             break;
@@ -1088,7 +1097,11 @@ mod tests {
                 .iter()
                 .map(|&i| fma_dot(&x, &f[i * d..(i + 1) * d]).to_bits())
                 .collect();
-            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "d = {d}");
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want,
+                "d = {d}"
+            );
         }
     }
 

@@ -413,6 +413,7 @@ fn lsh_recommendations_are_identical_across_workers_and_exclude_seen() {
                 &tmp.path().join(format!("s{w}")),
                 &[
                     "recommend.mode=lsh",
+                    "lsh.transform=mips",
                     "lsh.planes=3",
                     "lsh.tables=4",
                     "lsh.head=10",
@@ -463,6 +464,7 @@ fn user_buckets_are_identical_across_workers_and_exact_when_complete() {
                     "lsh.planes=3",
                     "lsh.tables=4",
                     "lsh.head=10",
+                    "lsh.transform=users",
                     &format!("lsh.bucket_items={n}"),
                     "eval.recall_sample=100000",
                 ],
@@ -487,13 +489,22 @@ fn user_buckets_are_identical_across_workers_and_exact_when_complete() {
             s.manifest["recommend"]["lsh"].clone(),
         ));
     }
-    assert_eq!(outs[0], outs[1], "user buckets differ between 1 and 3 workers");
+    assert_eq!(
+        outs[0], outs[1],
+        "user buckets differ between 1 and 3 workers"
+    );
     let lsh = &outs[0].2;
     let per_user = lsh["candidates_per_user"].as_f64().unwrap();
-    assert!(per_user > 10.0 && per_user <= 10.0 + 4.0 * 20.0, "{per_user}");
+    assert!(
+        per_user > 10.0 && per_user <= 10.0 + 4.0 * 20.0,
+        "{per_user}"
+    );
     // Each occupied bucket (at most 2^3 per table) lists 20 items.
     let lines = outs[0].1.len();
-    assert!(lines % 20 == 0 && lines <= 4 * 8 * 20 && lines >= 4 * 20, "{lines}");
+    assert!(
+        lines % 20 == 0 && (4 * 20..=4 * 8 * 20).contains(&lines),
+        "{lines}"
+    );
     // Buckets listing the whole catalogue make every item a candidate: exact.
     assert_eq!(outs[2].2["recall_at_k"], 1.0);
 }
@@ -528,6 +539,7 @@ fn lsh_with_enough_tables_recovers_exact_top_k() {
                 &tmp.path().join(name),
                 &[
                     "recommend.mode=lsh",
+                    "lsh.transform=mips",
                     "lsh.planes=1",
                     &format!("lsh.tables={tables}"),
                     &format!("lsh.head={head}"),
