@@ -463,6 +463,44 @@ pub fn fma_dot(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0f32, |acc, (&x, &y)| x.mul_add(y, acc))
 }
 
+/// Adds catalogue item `i` to user `r`'s candidates unless it is already there (`mark`), in
+/// the head list (scored as a block) or excluded (sorted).
+fn admit(
+    i: usize,
+    r: usize,
+    mark: &mut [u32],
+    sub_of: &[u32],
+    excluded: &[usize],
+    cand: &mut Vec<usize>,
+) {
+    if mark[i] != r as u32 && sub_of[i] == u32::MAX && excluded.binary_search(&i).is_err() {
+        mark[i] = r as u32;
+        cand.push(i);
+    }
+}
+
+/// Scores `cand` for `x` (norm `nx`) and merges them into `best`. Candidates that
+/// Cauchy–Schwarz rules out against the current k-th best (with a margin for rounding) are
+/// dropped unscored.
+fn merge_scored(
+    best: &mut TopK,
+    x: &[f32],
+    nx: f32,
+    cand: &mut Vec<usize>,
+    inorm: &[f32],
+    cat: &Catalog,
+    buf: &mut Vec<f32>,
+) {
+    let floor = best.threshold();
+    cand.retain(|&i| !(best.full() && nx * inorm[i] * (1.0 + 1e-4) < floor));
+    score_candidates(x, &cat.factors, x.len(), cand, buf);
+    for (&i, &sc) in cand.iter().zip(buf.iter()) {
+        if sc >= best.threshold() {
+            best.push(sc, cat.keys[i], i as u32);
+        }
+    }
+}
+
 /// `x·y_i` for every candidate `i` (rows of `factors`, `d` wide) into `out`, each exactly
 /// [`fma_dot`]: eight candidates at a time as eight independent chains, so the FMA latency is
 /// hidden (one chain per candidate is latency-bound, and without the `fma` feature a libm call).
@@ -807,26 +845,11 @@ pub fn recommend(
                         cand.clear();
                         for &b in &user_codes[r * tables..(r + 1) * tables] {
                             for &i in ix.user_bucket(b) {
-                                let i = i as usize;
-                                if mark[i] != r as u32
-                                    && sub_of[i] == u32::MAX
-                                    && excluded.binary_search(&i).is_err()
-                                {
-                                    mark[i] = r as u32;
-                                    cand.push(i);
-                                }
+                                admit(i as usize, r, &mut mark, sub_of, excluded, &mut cand);
                             }
                         }
                         scored += cand.len();
-                        // Cauchy–Schwarz against the threshold so far, then score the rest.
-                        let floor = best.threshold();
-                        cand.retain(|&i| !(best.full() && nx * inorm[i] * (1.0 + 1e-4) < floor));
-                        score_candidates(x, &cat.factors, d, &cand, &mut cand_buf);
-                        for (&i, &sc) in cand.iter().zip(&cand_buf) {
-                            if sc >= best.threshold() {
-                                best.push(sc, cat.keys[i], i as u32);
-                            }
-                        }
+                        merge_scored(&mut best, x, nx, &mut cand, inorm, &cat, &mut cand_buf);
                     }
                     let probes = if user_codes.is_empty() {
                         ix.probes(x)
@@ -839,25 +862,10 @@ pub fn recommend(
                         }
                         cand.clear();
                         ix.band_items(&probes, b as u32, |i| {
-                            let i = i as usize;
-                            if mark[i] != r as u32
-                                && sub_of[i] == u32::MAX
-                                && excluded.binary_search(&i).is_err()
-                            {
-                                mark[i] = r as u32;
-                                cand.push(i);
-                            }
+                            admit(i as usize, r, &mut mark, sub_of, excluded, &mut cand)
                         });
                         scored += cand.len();
-                        // Cauchy–Schwarz against the threshold so far, then score the rest.
-                        let floor = best.threshold();
-                        cand.retain(|&i| !(best.full() && nx * inorm[i] * (1.0 + 1e-4) < floor));
-                        score_candidates(x, &cat.factors, d, &cand, &mut cand_buf);
-                        for (&i, &sc) in cand.iter().zip(&cand_buf) {
-                            if sc >= best.threshold() {
-                                best.push(sc, cat.keys[i], i as u32);
-                            }
-                        }
+                        merge_scored(&mut best, x, nx, &mut cand, inorm, &cat, &mut cand_buf);
                     }
                     lsh_counts[0] += scored as u64;
                     lsh_counts[1] += 1;

@@ -28,8 +28,13 @@ fn opts(w: usize) -> RunOptions {
 }
 
 fn read_sorted_recs(dir: &Path) -> Vec<String> {
+    read_sorted(dir, "recs")
+}
+
+/// Every line of the part files in `dir/sub`, sorted.
+fn read_sorted(dir: &Path, sub: &str) -> Vec<String> {
     let mut lines = Vec::new();
-    for e in std::fs::read_dir(dir.join("recs")).unwrap() {
+    for e in std::fs::read_dir(dir.join(sub)).unwrap() {
         let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
         lines.extend(text.lines().map(String::from));
     }
@@ -423,16 +428,7 @@ fn lsh_recommendations_are_identical_across_workers_and_exclude_seen() {
         )
         .unwrap()
         .unwrap();
-        let mut buckets = Vec::new();
-        for e in std::fs::read_dir(s.version_dir.join("buckets")).unwrap() {
-            buckets.extend(
-                std::fs::read_to_string(e.unwrap().path())
-                    .unwrap()
-                    .lines()
-                    .map(String::from),
-            );
-        }
-        buckets.sort();
+        let buckets = read_sorted(&s.version_dir, "buckets");
         outs.push((
             read_sorted_recs(&s.version_dir),
             buckets,
@@ -473,16 +469,7 @@ fn user_buckets_are_identical_across_workers_and_exact_when_complete() {
         )
         .unwrap()
         .unwrap();
-        let mut buckets = Vec::new();
-        for e in std::fs::read_dir(s.version_dir.join("buckets")).unwrap() {
-            buckets.extend(
-                std::fs::read_to_string(e.unwrap().path())
-                    .unwrap()
-                    .lines()
-                    .map(String::from),
-            );
-        }
-        buckets.sort();
+        let buckets = read_sorted(&s.version_dir, "buckets");
         outs.push((
             read_sorted_recs(&s.version_dir),
             buckets,
