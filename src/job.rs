@@ -585,6 +585,13 @@ impl Job {
         if l.probes > l.planes {
             return bad("lsh.probes", "0..=lsh.planes", l.probes);
         }
+        if self.recommend.mode == Mode::Lsh && l.tables == 0 && l.head == 0 {
+            return bad(
+                "lsh.tables",
+                "at least 1 when lsh.head = 0 (recommend.mode = \"lsh\" would have no candidates)",
+                l.tables,
+            );
+        }
         if self.recommend.k > 10_000 {
             return bad("recommend.k", "0..=10000", self.recommend.k);
         }

@@ -514,6 +514,14 @@ fn job_files_with_unknown_keys_or_bad_values_name_the_key() {
         ("[als]\nfactors = -3\n", &["factors"]),
         ("[eval]\nholdout = 1.5\n", &["eval.holdout", "allowed"]),
         (
+            "[recommend]\nmode = \"lsh\"\n[lsh]\ntables = 0\n",
+            &["lsh.tables = 0", "no candidates"],
+        ),
+        (
+            "[lsh]\nbucket_items = 0\n",
+            &["lsh.bucket_items = 0", "transform = \"users\""],
+        ),
+        (
             "[confidence]\nalpha = nan\n",
             &["confidence.alpha", "allowed"],
         ),
