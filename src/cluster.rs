@@ -186,7 +186,7 @@ impl Comm {
             worker.step_or_park(Some(Duration::from_millis(50)));
             if start.elapsed() > self.deadline {
                 return Err(CommError(format!(
-                    "stage '{stage}' (superstep {epoch}) did not complete within {:?} on worker {}: a peer is stopped, hung or unreachable (raise cluster.deadline_secs if the stage is just slow)",
+                    "stage '{stage}' (superstep {epoch}) did not complete within {:?} on worker {}: a peer is stopped, hung or unreachable (if the stage is just slow, raise `recflow run --deadline-secs`, default 600)",
                     self.deadline, self.index
                 )));
             }

@@ -145,7 +145,7 @@ pub fn merge(
         worker.step_or_park(Some(Duration::from_millis(50)));
         if start.elapsed() > deadline {
             return Err(CommError(format!(
-                "stage 'ingest: merge snapshot' did not complete within {deadline:?} on worker {}: a peer is stopped, hung or unreachable (raise cluster.deadline_secs if the stage is just slow)",
+                "stage 'ingest: merge snapshot' did not complete within {deadline:?} on worker {}: a peer is stopped, hung or unreachable (if the stage is just slow, raise `recflow run --deadline-secs`, default 600)",
                 worker.index()
             )));
         }
