@@ -167,10 +167,13 @@ fn main() -> ExitCode {
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("");
         if payload.contains("timely communication error") {
-            // Several network threads may see it at once: one message is enough.
+            // Several network threads may see it at once: one message is enough. The others
+            // wait for the first to finish printing and end the process.
             static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
             if SAID.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                std::process::exit(1);
+                loop {
+                    std::thread::park();
+                }
             }
             eprintln!(
                 "error: lost the connection to another recflow process ({payload}): a peer exited, was killed or is unreachable; nothing was published. The first failure is in the other processes' output; rerun the job (with --resume if als.checkpoint_every is set)"
