@@ -67,8 +67,8 @@ pub enum Body {
     Block(Vec<u64>, Vec<RawId>, Vec<u32>, Vec<f32>),
     /// Evaluation partial sums per virtual shard.
     Metrics(Vec<(u32, crate::eval::Metrics)>),
-    /// Per user bucket (table, code): users, and the exact fixed-point sum of their unit vectors.
-    BucketSums(Vec<(u32, u64, u64, Vec<i128>)>),
+    /// Per user bucket (table, code): the exact fixed-point sum of its users' unit vectors.
+    BucketSums(Vec<(u32, u64, Vec<i128>)>),
     /// An error on the sender: everybody stops with it.
     Abort(String),
 }

@@ -262,7 +262,7 @@ impl Index {
             "too many users on one worker"
         );
         let mut codes = Vec::with_capacity(users.len() / d.max(1) * self.cfg.tables as usize);
-        let mut sums: std::collections::BTreeMap<(u32, u64), (u64, Vec<i64>)> = Default::default();
+        let mut sums: std::collections::BTreeMap<(u32, u64), Vec<i64>> = Default::default();
         let all: Vec<usize> = (0..(self.cfg.tables * self.cfg.planes) as usize).collect();
         let mut dots = Vec::new();
         for x in users.chunks_exact(d.max(1)) {
@@ -271,20 +271,19 @@ impl Index {
             let unit: Vec<i64> = x.iter().map(|&v| (v as f64 * inv) as i64).collect();
             for (t, c) in self.user_codes(x, &mut dots, &all).into_iter().enumerate() {
                 codes.push(c);
-                let e = sums.entry((t as u32, c)).or_insert_with(|| (0, vec![0; d]));
-                e.0 += 1;
-                e.1.iter_mut().zip(&unit).for_each(|(s, &v)| *s += v);
+                let e = sums.entry((t as u32, c)).or_insert_with(|| vec![0; d]);
+                e.iter_mut().zip(&unit).for_each(|(s, &v)| *s += v);
             }
         }
-        let mine: Vec<(u32, u64, u64, Vec<i128>)> = sums
+        let mine: Vec<(u32, u64, Vec<i128>)> = sums
             .into_iter()
-            .map(|((t, c), (n, s))| (t, c, n, s.into_iter().map(i128::from).collect()))
+            .map(|((t, c), s)| (t, c, s.into_iter().map(i128::from).collect()))
             .collect();
         comm.broadcast(crate::cluster::Body::BucketSums(mine));
         let mut all: std::collections::BTreeMap<(u32, u64), Vec<i128>> = Default::default();
         for (_, b) in comm.exchange(worker, "recommend: user buckets")? {
             if let crate::cluster::Body::BucketSums(v) = b {
-                for (t, c, _, s) in v {
+                for (t, c, s) in v {
                     let e = all.entry((t, c)).or_insert_with(|| vec![0; d]);
                     e.iter_mut().zip(s).for_each(|(a, b)| *a += b);
                 }

@@ -643,6 +643,11 @@ pub fn recommend(
     };
     let auc_rate = (20_000.0 / n.max(1) as f64).min(1.0);
     let mode = job.recommend.mode;
+    // The fused scan of the whole catalogue (where the kernel runs): exact mode's scorer; in LSH
+    // mode it ranks the user buckets and gives sampled users' exact top-k for recall.
+    let full_scan = matches!(mode, Mode::Exact | Mode::Lsh)
+        .then(|| ScanIndex::build(&cat.keys, &cat.factors, d))
+        .flatten();
     let mut index = (mode == Mode::Lsh).then(|| Index::build(&job.lsh, &cat.factors, &cat.keys, d));
     // User buckets: the tables hash users; each bucket lists the items best for its users.
     let mut user_codes: Vec<u32> = Vec::new();
@@ -650,10 +655,9 @@ pub fn recommend(
         .as_mut()
         .filter(|_| job.lsh.transform == crate::job::Transform::Users && job.lsh.tables > 0)
     {
-        let full = ScanIndex::build(&cat.keys, &cat.factors, d);
         user_codes = ix.user_buckets(worker, comm, &users.factors, |dirs, n| {
             let none = vec![Vec::new(); dirs.len() / d.max(1)];
-            match &full {
+            match &full_scan {
                 Some(s) => s
                     .top_k(dirs, &none, n)
                     .into_iter()
@@ -716,11 +720,7 @@ pub fn recommend(
         .collect();
     // Exact mode scans with the fused kernel where it runs (no score matrix); the full score
     // row is then computed only for users sampled for AUC.
-    let scan = if mode == Mode::Exact {
-        ScanIndex::build(&cat.keys, &cat.factors, d)
-    } else {
-        None
-    };
+    let scan = full_scan.as_ref().filter(|_| mode == Mode::Exact);
     // LSH mode with the fused kernel: the head list is one dense block per user block, scored
     // like exact mode; bucket candidates are scored one by one and merged into the same lists.
     // Sampled users' exact top-k (LSH recall) comes from a scan of the whole catalogue.
@@ -730,18 +730,18 @@ pub fn recommend(
         for &i in &ix.head {
             f.extend_from_slice(&cat.factors[i as usize * d..(i as usize + 1) * d]);
         }
+        full_scan.as_ref()?;
         let hs = ScanIndex::build(&keys, &f, d)?;
         let mut sub_of = vec![u32::MAX; n];
         for (s, &i) in ix.head.iter().enumerate() {
             sub_of[i as usize] = s as u32;
         }
-        let full = ScanIndex::build(&cat.keys, &cat.factors, d)?;
         let inorm: Vec<f32> = cat
             .factors
             .chunks_exact(d.max(1))
             .map(|y| fma_dot(y, y).sqrt())
             .collect();
-        Some((hs, sub_of, full, inorm))
+        Some((hs, sub_of, inorm))
     });
     let block = if scan.is_some() || head_scan.is_some() {
         192
@@ -781,7 +781,7 @@ pub fn recommend(
             };
             ix.top_k(&users.factors[r0 * d..r1 * d], ex, k.max(ek))
         });
-        let head_lists = head_scan.as_ref().map(|(hs, sub_of, _, _)| {
+        let head_lists = head_scan.as_ref().map(|(hs, sub_of, _)| {
             let ex: Vec<Vec<usize>> = seen_block
                 .iter()
                 .map(|seen| {
@@ -825,7 +825,8 @@ pub fn recommend(
                     .take(k.max(ek))
                     .collect(),
                 (Mode::Lsh, Some(ix)) if head_scan.is_some() => {
-                    let (_, sub_of, full, inorm) = head_scan.as_ref().expect("checked");
+                    let (_, sub_of, inorm) = head_scan.as_ref().expect("checked");
+                    let full = full_scan.as_ref().expect("built with head_scan");
                     let x = users.row(r);
                     let kk = k.max(ek);
                     let mut best = TopK::new(kk);

@@ -765,6 +765,23 @@ mod tests {
         (0..n).map(|_| r.next_normal() as f32).collect()
     }
 
+    /// A random entity against `m` other-side rows of dimension `d` (scaled by `scale`): the
+    /// rows, their Gram matrix, `n` random columns and confidences in [1, 1 + cmax).
+    #[allow(clippy::type_complexity)]
+    fn entity(
+        r: &mut SplitMix,
+        (m, d, n): (usize, usize, usize),
+        scale: f32,
+        cmax: f32,
+    ) -> (Vec<f32>, Vec<f32>, Vec<u32>, Vec<f32>) {
+        let ys: Vec<f32> = rand_mat(r, m * d).iter().map(|v| scale * v).collect();
+        let mut g = vec![0.0; d * d];
+        gram(&ys, m, d, &mut g);
+        let cols: Vec<u32> = (0..n).map(|_| r.below(m as u64) as u32).collect();
+        let conf: Vec<f32> = (0..n).map(|_| 1.0 + cmax * r.next_f64() as f32).collect();
+        (ys, g, cols, conf)
+    }
+
     #[test]
     fn gram_matches_naive() {
         let mut r = SplitMix::new(1);
@@ -836,11 +853,7 @@ mod tests {
     fn solve_matches_dense_direct_solve() {
         let mut r = SplitMix::new(2);
         for (m, d, n) in [(20, 4, 3), (50, 16, 10), (80, 7, 0), (40, 32, 40)] {
-            let ys = rand_mat(&mut r, m * d);
-            let mut g = vec![0.0; d * d];
-            gram(&ys, m, d, &mut g);
-            let cols: Vec<u32> = (0..n).map(|_| r.below(m as u64) as u32).collect();
-            let conf: Vec<f32> = (0..n).map(|_| 1.0 + 10.0 * r.next_f64() as f32).collect();
+            let (ys, g, cols, conf) = entity(&mut r, (m, d, n), 1.0, 10.0);
             let mut x = vec![0.0; d];
             let mut s = Solver::new(d);
             assert!(s.solve(&g, 0.5, &ys, &cols, &conf, &mut x));
@@ -901,11 +914,7 @@ mod tests {
     fn cg_converges_to_the_exact_solve() {
         let mut r = SplitMix::new(6);
         let (m, d) = (60, 12);
-        let ys = rand_mat(&mut r, m * d);
-        let mut g = vec![0.0; d * d];
-        gram(&ys, m, d, &mut g);
-        let cols: Vec<u32> = (0..15).map(|_| r.below(m as u64) as u32).collect();
-        let conf: Vec<f32> = (0..15).map(|_| 1.0 + 5.0 * r.next_f64() as f32).collect();
+        let (ys, g, cols, conf) = entity(&mut r, (m, d, 15), 1.0, 5.0);
         let mut exact = vec![0.0; d];
         let mut s = Solver::new(d);
         s.solve(&g, 0.5, &ys, &cols, &conf, &mut exact);
@@ -935,11 +944,7 @@ mod tests {
             (400, 64, 150),
             (500, 128, 40),
         ] {
-            let ys: Vec<f32> = rand_mat(&mut r, m * d).iter().map(|v| 0.3 * v).collect();
-            let mut g = vec![0.0; d * d];
-            gram(&ys, m, d, &mut g);
-            let cols: Vec<u32> = (0..n).map(|_| r.below(m as u64) as u32).collect();
-            let conf: Vec<f32> = (0..n).map(|_| 1.0 + 10.0 * r.next_f64() as f32).collect();
+            let (ys, g, cols, conf) = entity(&mut r, (m, d, n), 0.3, 10.0);
             let mut x = vec![0.0; d];
             assert!(Solver::new(d).solve(&g, 0.1, &ys, &cols, &conf, &mut x));
             let want = naive_solve(&g, 0.1, &ys, &cols, &conf, d);
@@ -971,11 +976,7 @@ mod tests {
             (300, 128, 40),
             (90, 72, 9),
         ] {
-            let ys: Vec<f32> = rand_mat(&mut r, m * d).iter().map(|v| 0.3 * v).collect();
-            let mut g = vec![0.0; d * d];
-            gram(&ys, m, d, &mut g);
-            let cols: Vec<u32> = (0..n).map(|_| r.below(m as u64) as u32).collect();
-            let conf: Vec<f32> = (0..n).map(|_| 1.0 + 20.0 * r.next_f64() as f32).collect();
+            let (ys, g, cols, conf) = entity(&mut r, (m, d, n), 0.3, 20.0);
             let x0: Vec<f32> = rand_mat(&mut r, d).iter().map(|v| 0.1 * v).collect();
             for steps in [1, 3, 8] {
                 let mut want = x0.clone();
