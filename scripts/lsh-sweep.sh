@@ -39,25 +39,30 @@ recall_sample = $SAMPLE
 keep_versions = 1
 JOB
 echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '?'), data $DATA, $WORKERS workers, $SOLVER x $ITERS"
-run() { # label, --set args...
-  local label=$1; shift
-  rm -rf "$OUT/store"
-  "$BIN" run "$OUT/job.toml" -w "$WORKERS" -q --set output.store="$OUT/store" "$@" > /dev/null
-  python3 - "$label" "$OUT"/store/v*/manifest.json <<'PY'
+# Train once; every setting then re-runs only the recommend stage on that model (a warm start
+# with 0 iterations and the input as a full dump keeps the factors bit for bit).
+rm -rf "$OUT/store"
+"$BIN" run "$OUT/job.toml" -w "$WORKERS" -q --set output.store="$OUT/store" --set recommend.k=0 > /dev/null
+AGAIN=(--set output.store="$OUT/store" --set model.warm_start=true --set model.snapshot=false --set als.iterations=0)
+report() { # label
+  python3 - "$1" "$OUT"/store/v*/manifest.json <<'PY'
 import json, sys
 m = json.load(open(sys.argv[2]))
-l = m["recommend"]["lsh"]
-print(f"{sys.argv[1]:<48} recall@10 {l['recall_at_k']:.3f}  catalog_share {l['catalog_share']:.4f}  cand/user {l['candidates_per_user']:.0f}  rec_s {m['timings']['recommend_secs']:.1f}")
+t = m["timings"]
+l = m["recommend"].get("lsh") or {"recall_at_k": 1.0, "catalog_share": 1.0, "candidates_per_user": float("nan")}
+print(f"{sys.argv[1]:<48} recall@10 {l['recall_at_k']:.3f}  catalog_share {l['catalog_share']:.4f}  "
+      f"cand/user {l['candidates_per_user']:.0f}  rec_s {t['recommend_secs']:.2f}  "
+      f"score_s {t['recommend_phases']['score']:.2f}  prepare_s {t['recommend_phases']['prepare']:.2f}")
 PY
 }
+run() { # label, --set args...
+  local label=$1; shift
+  "$BIN" run "$OUT/job.toml" -w "$WORKERS" -q "${AGAIN[@]}" "$@" > /dev/null
+  report "$label"
+}
 exact() {
-  rm -rf "$OUT/store"
-  "$BIN" run "$OUT/job.toml" -w "$WORKERS" -q --set output.store="$OUT/store" --set recommend.mode=exact > /dev/null
-  python3 - "$OUT"/store/v*/manifest.json <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
-print(f"{'exact (whole catalogue, fused scan)':<48} recall@10 1.000  catalog_share 1.0000  cand/user -  rec_s {m['timings']['recommend_secs']:.1f}")
-PY
+  "$BIN" run "$OUT/job.toml" -w "$WORKERS" -q "${AGAIN[@]}" --set recommend.mode=exact > /dev/null
+  report "exact (whole catalogue, fused scan)"
 }
 if [ "$GRID" = quick ]; then
   exact
@@ -70,10 +75,12 @@ if [ "$GRID" = quick ]; then
       run "mips p$1 r$2 bands4 probes1 head$h" --set lsh.head=$h --set lsh.planes=$1 --set lsh.tables=$2 --set lsh.norm_bands=4 --set lsh.probes=1 --set lsh.transform=mips
     done
   done
-  # User buckets: tables hash users; each bucket lists the N items best for its users.
-  for ptn in "8 4 50" "10 4 50" "8 8 30" "10 8 40" "12 8 60"; do
-    set -- $ptn
-    run "user buckets p$1 r$2 n$3" --set lsh.head=0 --set lsh.planes=$1 --set lsh.tables=$2 --set lsh.transform=users --set lsh.bucket_items=$3
+  # User buckets: tables hash users; each bucket lists the N items outside the head best for
+  # its users; the head list is scored for everybody.
+  for hptn in "0 10 8 40" "64 10 4 16" "128 10 2 16" "128 10 3 16" "128 10 4 16" "128 8 4 16" \
+      "128 10 4 32" "256 10 1 32"; do
+    set -- $hptn
+    run "user buckets head$1 p$2 r$3 n$4" --set lsh.head=$1 --set lsh.planes=$2 --set lsh.tables=$3 --set lsh.transform=users --set lsh.bucket_items=$4
   done
   exit 0
 fi
@@ -91,5 +98,12 @@ for h in 100 250 500; do
     for b in 4 8 16; do
       run "mips p$1 r$2 bands$b probes2 head$h" --set lsh.head=$h --set lsh.planes=$1 --set lsh.tables=$2 --set lsh.norm_bands=$b --set lsh.probes=2 --set lsh.transform=mips
     done
+  done
+done
+# User buckets + head list.
+for h in 64 128 256; do
+  for ptn in "8 4 16" "10 2 16" "10 4 16" "10 4 32" "12 8 16"; do
+    set -- $ptn
+    run "user buckets head$h p$1 r$2 n$3" --set lsh.head=$h --set lsh.planes=$1 --set lsh.tables=$2 --set lsh.transform=users --set lsh.bucket_items=$3
   done
 done

@@ -295,8 +295,8 @@ pub enum Transform {
     None,
     /// Maximum-inner-product transform per norm band.
     Mips,
-    /// Hash users, not items: each user bucket lists the `bucket_items` items best for its
-    /// users' mean direction (measured best: docs/BENCHMARKS.md).
+    /// Hash users, not items: each user bucket lists the `bucket_items` items (outside the head
+    /// list) best for its users' mean direction (measured best: docs/BENCHMARKS.md).
     Users,
 }
 
@@ -306,7 +306,7 @@ pub enum Transform {
 pub struct Lsh {
     /// Bits per table.
     pub planes: u32,
-    /// Tables (0 = no hash tables: the head list alone, the measured best so far).
+    /// Tables (0 = no hash tables: the head list alone).
     pub tables: u32,
     /// Buckets holding more items are dropped (0 = no limit).
     pub max_bucket: u64,
@@ -320,7 +320,7 @@ pub struct Lsh {
     pub probes: u32,
     /// Seed for the hyperplanes.
     pub seed: u64,
-    /// Items listed per user bucket (`transform = "users"`).
+    /// Items listed per user bucket (`transform = "users"`), beyond the head list's.
     pub bucket_items: u32,
 }
 
@@ -328,14 +328,14 @@ impl Default for Lsh {
     fn default() -> Self {
         Lsh {
             planes: 10,
-            tables: 8,
+            tables: 4,
             max_bucket: 0,
             transform: Transform::Users,
             norm_bands: 8,
-            head: 0,
+            head: 128,
             probes: 2,
             seed: 7,
-            bucket_items: 40,
+            bucket_items: 16,
         }
     }
 }

@@ -217,27 +217,14 @@ impl Index {
         }
     }
 
-    /// The code of a user direction in every table (user buckets: no transform, no probes).
-    /// The sign of `x·h` is the sign of `(x/‖x‖)·h`, so `x` is not normalised.
-    fn user_codes(&self, x: &[f32], dots: &mut Vec<f32>, all: &[usize]) -> Vec<u64> {
-        let w = self.dim + 1;
-        let mut z = Vec::with_capacity(w);
-        z.extend_from_slice(x);
-        z.push(0.0);
-        crate::recommend::score_candidates(&z, &self.planes, w, all, dots);
-        let p = self.cfg.planes as usize;
-        dots.chunks_exact(p)
-            .map(|t| {
-                t.iter()
-                    .enumerate()
-                    .fold(0u64, |c, (j, &s)| c | ((s >= 0.0) as u64) << j)
-            })
-            .collect()
-    }
-
     /// Items listed for user bucket `id` (from [`Index::user_buckets`]).
     pub fn user_bucket(&self, id: u32) -> &[u32] {
         &self.user_lists[id as usize]
+    }
+
+    /// Every user bucket's items, by bucket id (from [`Index::user_buckets`]).
+    pub fn user_lists(&self) -> &[Vec<u32>] {
+        &self.user_lists
     }
 
     /// Builds the user buckets (`transform = "users"`) on every worker at once: each worker hashes
@@ -261,24 +248,70 @@ impl Index {
             users.len() / d.max(1) < 1 << 31,
             "too many users on one worker"
         );
-        let mut codes = Vec::with_capacity(users.len() / d.max(1) * self.cfg.tables as usize);
-        let mut sums: std::collections::BTreeMap<(u32, u64), Vec<i64>> = Default::default();
-        let all: Vec<usize> = (0..(self.cfg.tables * self.cfg.planes) as usize).collect();
+        let tables = self.cfg.tables as usize;
+        let rows = users.len() / d.max(1);
+        let mut codes = Vec::with_capacity(rows * tables);
+        // Bucket (table << 32 | code) → its slot in `sums` (d values per slot).
+        let mut slot_of: crate::ids::KeyMap<u32> = Default::default();
+        let mut slots: Vec<(u32, u64)> = Vec::new();
+        let mut sums: Vec<i64> = Vec::new();
+        let p = self.cfg.planes as usize;
+        let packed = crate::recommend::Packed::new(&self.planes, d + 1, d);
+        let all: Vec<usize> = (0..tables * p).collect();
         let mut dots = Vec::new();
-        for x in users.chunks_exact(d.max(1)) {
-            let inv = SCALE / norm(x).max(f32::MIN_POSITIVE) as f64;
-            // Fixed point: the sums are exact, so they do not depend on the order of the users.
-            let unit: Vec<i64> = x.iter().map(|&v| (v as f64 * inv) as i64).collect();
-            for (t, c) in self.user_codes(x, &mut dots, &all).into_iter().enumerate() {
-                codes.push(c);
-                let e = sums.entry((t as u32, c)).or_insert_with(|| vec![0; d]);
-                e.iter_mut().zip(&unit).for_each(|(s, &v)| *s += v);
+        let mut unit = vec![0i64; d];
+        const BLOCK: usize = 1024;
+        for (bi, block) in users.chunks(BLOCK * d.max(1)).enumerate() {
+            // Every user's dot product with every hyperplane (the last coordinate of a plane
+            // meets the user's 0).
+            match &packed {
+                Some(pk) => pk.dots(block, &mut dots),
+                None => {
+                    let mut one = Vec::new();
+                    dots.clear();
+                    for x in block.chunks_exact(d.max(1)) {
+                        let z: Vec<f32> = x.iter().copied().chain([0.0]).collect();
+                        crate::recommend::score_candidates(&z, &self.planes, d + 1, &all, &mut one);
+                        dots.extend_from_slice(&one);
+                    }
+                }
             }
+            for (j, x) in block.chunks_exact(d.max(1)).enumerate() {
+                let inv = SCALE / norm(x).max(f32::MIN_POSITIVE) as f64;
+                // Fixed point: the sums are exact, so they do not depend on the order of the
+                // users.
+                unit.iter_mut()
+                    .zip(x)
+                    .for_each(|(u, &v)| *u = (v as f64 * inv) as i64);
+                let row = &dots[j * tables * p..(j + 1) * tables * p];
+                for (t, bits) in row.chunks_exact(p).enumerate() {
+                    let c = bits
+                        .iter()
+                        .enumerate()
+                        .fold(0u64, |c, (j, &s)| c | ((s >= 0.0) as u64) << j);
+                    codes.push(c);
+                    let slot = *slot_of.entry((t as u64) << 32 | c).or_insert_with(|| {
+                        slots.push((t as u32, c));
+                        sums.resize(sums.len() + d, 0);
+                        (slots.len() - 1) as u32
+                    }) as usize;
+                    sums[slot * d..(slot + 1) * d]
+                        .iter_mut()
+                        .zip(&unit)
+                        .for_each(|(s, &v)| *s += v);
+                }
+            }
+            let _ = bi;
         }
-        let mine: Vec<(u32, u64, Vec<i128>)> = sums
-            .into_iter()
-            .map(|((t, c), s)| (t, c, s.into_iter().map(i128::from).collect()))
+        let mut mine: Vec<(u32, u64, Vec<i128>)> = slots
+            .iter()
+            .enumerate()
+            .map(|(j, &(t, c))| {
+                let s = &sums[j * d..(j + 1) * d];
+                (t, c, s.iter().map(|&v| i128::from(v)).collect())
+            })
             .collect();
+        mine.sort_unstable_by_key(|e| (e.0, e.1));
         comm.broadcast(crate::cluster::Body::BucketSums(mine));
         let mut all: std::collections::BTreeMap<(u32, u64), Vec<i128>> = Default::default();
         for (_, b) in comm.exchange(worker, "recommend: user buckets")? {
@@ -298,13 +331,14 @@ impl Index {
         self.buckets.clear();
         let mut id_of: Vec<crate::ids::KeyMap<u32>> =
             vec![Default::default(); self.cfg.tables as usize];
-        for (id, ((t, c), mut v)) in keys.into_iter().zip(lists).enumerate() {
-            v.sort_unstable();
-            self.buckets.insert((t, 0, c), v.clone());
+        for (id, ((t, c), v)) in keys.into_iter().zip(lists).enumerate() {
+            let mut sorted = v.clone();
+            sorted.sort_unstable();
+            self.buckets.insert((t, 0, c), sorted);
+            // Best first: list scoring meets the likely winners first (high thresholds early).
             self.user_lists.push(v);
             id_of[t as usize].insert(c, id as u32);
         }
-        let tables = self.cfg.tables as usize;
         Ok(codes
             .iter()
             .enumerate()

@@ -344,8 +344,8 @@ fn run_worker(
     let rec_secs = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let timings =
-        json!({ "ingest_secs": ingest_secs, "train_secs": train_secs, "recommend_secs": rec_secs });
+    let timings = json!({ "ingest_secs": ingest_secs, "train_secs": train_secs, "recommend_secs": rec_secs,
+            "recommend_phases": recs.as_ref().map(|r| r.phases) });
     let changes = match (parent.as_ref(), recs.as_ref()) {
         (Some(p), Some(r)) if job.recommend.k > 0 => Some(warm::compare_recs(
             worker,

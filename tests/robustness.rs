@@ -514,7 +514,7 @@ fn job_files_with_unknown_keys_or_bad_values_name_the_key() {
         ("[als]\nfactors = -3\n", &["factors"]),
         ("[eval]\nholdout = 1.5\n", &["eval.holdout", "allowed"]),
         (
-            "[recommend]\nmode = \"lsh\"\n[lsh]\ntables = 0\n",
+            "[recommend]\nmode = \"lsh\"\n[lsh]\ntables = 0\nhead = 0\n",
             &["lsh.tables = 0", "no candidates"],
         ),
         (

@@ -15,6 +15,13 @@ use faer::{Accum, MatMut, MatRef, Par};
 use std::collections::HashMap;
 use timely::worker::Worker;
 
+mod lists;
+mod scan;
+mod text;
+
+pub use scan::{better, fma_dot, score_candidates, top_k, Packed, ScanIndex, TopK, MR, NR};
+pub use text::push_line;
+
 /// The whole item side, gathered on one worker, ordered by global key.
 pub struct Catalog {
     /// Global keys, ascending.
@@ -94,6 +101,21 @@ pub struct Recs {
     /// LSH: bucket statistics, candidates scored per user and recall against exact top-k
     /// (complete on worker 0).
     pub lsh: Option<serde_json::Value>,
+    /// Where this worker's time went.
+    pub phases: Phases,
+}
+
+/// Seconds one worker spent in each part of the recommendation stage.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Phases {
+    /// Gathering the catalogue, building the scan index, LSH tables and user buckets.
+    pub prepare: f64,
+    /// Finding every user's top k (seen items, candidates, scoring).
+    pub score: f64,
+    /// Writing the recs lines.
+    pub write: f64,
+    /// Evaluation and LSH recall against the exact top k.
+    pub eval: f64,
 }
 
 /// For each item this worker owns, the `k` most similar items by cosine: among all items, or
@@ -170,297 +192,12 @@ pub fn similar_items(
     (out, lines)
 }
 
-/// Appends `user<TAB>item<TAB>score<TAB>rank\n` (the recs line) without a `fmt` round trip for
-/// the integers: 10 M lines per run make this a hot path.
-pub fn push_line(out: &mut Vec<u8>, user: &RawId, item: &RawId, score: f32, rank: usize) {
-    push_id(out, user);
-    out.push(b'\t');
-    push_id(out, item);
-    out.push(b'\t');
-    // The shortest text that reads back as the same f32 (std's Display).
-    let _ = std::io::Write::write_fmt(out, format_args!("{score}"));
-    out.push(b'\t');
-    push_u64(out, rank as u64);
-    out.push(b'\n');
-}
-
-fn push_id(out: &mut Vec<u8>, id: &RawId) {
-    match id {
-        RawId::Num(n) => push_u64(out, *n),
-        RawId::Str(s) => out.extend_from_slice(s.as_bytes()),
-    }
-}
-
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[at..]);
-}
-
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn unit(h: u64) -> f64 {
     (mix64(h) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Deterministic order: higher score first, then smaller key.
-fn better(a: (f32, u64), b: (f32, u64)) -> std::cmp::Ordering {
-    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
-}
-
-/// Top `k` of `scores` (by [`better`]) among indices not `excluded` (sorted), best first.
-pub fn top_k(scores: &[f32], keys: &[u64], excluded: &[usize], k: usize) -> Vec<usize> {
-    let mut cand: Vec<usize> = Vec::with_capacity(scores.len());
-    let mut e = excluded.iter().peekable();
-    for i in 0..scores.len() {
-        if e.peek() == Some(&&i) {
-            e.next();
-            continue;
-        }
-        cand.push(i);
-    }
-    let cmp = |&a: &usize, &b: &usize| better((scores[a], keys[a]), (scores[b], keys[b]));
-    if cand.len() > k && k > 0 {
-        cand.select_nth_unstable_by(k - 1, cmp);
-        cand.truncate(k);
-    }
-    cand.sort_unstable_by(cmp);
-    cand.truncate(k);
-    cand
-}
-
-/// Exact maximum-inner-product top-k over the whole catalogue without a score matrix.
-///
-/// Items are reordered by decreasing norm and packed in panels of [`NR`] items, dimension-major,
-/// so a register-blocked kernel scores [`MR`] users × [`NR`] items at a time and compares the
-/// scores with each user's current k-th best while they are still in registers; only scores
-/// that can enter a user's list leave them. Between tiles of items a user stops as soon as its
-/// k-th best score exceeds `‖u‖·max‖i‖` over the items left (Cauchy–Schwarz, with a margin for
-/// rounding), which is exact. Every score is one fused multiply-add chain over the dimensions
-/// in order, so it does not depend on blocking, tiles or the worker layout.
-pub struct ScanIndex {
-    n: usize,
-    d: usize,
-    /// Position (norm order) → catalogue index.
-    order: Vec<u32>,
-    /// Catalogue index → position.
-    pos_of: Vec<u32>,
-    /// Key of the item at each position (ties break by smaller key).
-    pos_keys: Vec<u64>,
-    /// Norm of the item at each position (non-increasing), plus a trailing 0.
-    norms: Vec<f32>,
-    /// Panels of NR items, `d × NR` each (dimension-major), zero-padded.
-    panels: Vec<f32>,
-}
-
-/// Users per microkernel call.
-pub const MR: usize = 6;
-/// Items per panel.
-pub const NR: usize = 16;
-/// Panels per tile between pruning checks (1024 items: 256 KiB at d = 64, inside L2).
-const TILE_PANELS: usize = 64;
-
-impl ScanIndex {
-    /// Builds the index of the items with global `keys` (ties) and row-major `factors`; `None`
-    /// unless the AVX2+FMA kernel runs for this `d`.
-    pub fn build(keys: &[u64], factors: &[f32], d: usize) -> Option<ScanIndex> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if !crate::als::kernels::simd::usable(d) {
-                return None;
-            }
-            Some(Self::build_any(keys, factors, d))
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (keys, factors, d);
-            None
-        }
-    }
-
-    fn build_any(keys: &[u64], factors: &[f32], d: usize) -> ScanIndex {
-        let n = keys.len();
-        let norm =
-            |i: usize| fma_dot(&factors[i * d..(i + 1) * d], &factors[i * d..(i + 1) * d]).sqrt();
-        let inorm: Vec<f32> = (0..n).map(norm).collect();
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            inorm[b as usize]
-                .total_cmp(&inorm[a as usize])
-                .then(a.cmp(&b))
-        });
-        let mut pos_of = vec![0u32; n];
-        for (p, &i) in order.iter().enumerate() {
-            pos_of[i as usize] = p as u32;
-        }
-        let pos_keys = order.iter().map(|&i| keys[i as usize]).collect();
-        let mut norms: Vec<f32> = order.iter().map(|&i| inorm[i as usize]).collect();
-        norms.push(0.0);
-        let np = n.div_ceil(NR);
-        let mut panels = vec![0.0f32; np * d * NR];
-        for (p, &i) in order.iter().enumerate() {
-            let (pan, lane) = (p / NR, p % NR);
-            let v = &factors[i as usize * d..(i as usize + 1) * d];
-            for (k, &x) in v.iter().enumerate() {
-                panels[pan * d * NR + k * NR + lane] = x;
-            }
-        }
-        ScanIndex {
-            n,
-            d,
-            order,
-            pos_of,
-            pos_keys,
-            norms,
-            panels,
-        }
-    }
-
-    /// For each user (rows of `users`, row-major `d` wide), its `k` best catalogue items by
-    /// [`better`] (score, then smaller key), excluding `excluded[u]` (sorted catalogue
-    /// indices); best first, with scores.
-    pub fn top_k(
-        &self,
-        users: &[f32],
-        excluded: &[Vec<usize>],
-        k: usize,
-    ) -> Vec<Vec<(f32, usize)>> {
-        let d = self.d;
-        let b = users.len() / d;
-        let mut lists: Vec<TopK> = (0..b).map(|_| TopK::new(k)).collect();
-        if k == 0 || self.n == 0 {
-            return vec![Vec::new(); b];
-        }
-        // Excluded items as positions, sorted, per user.
-        let ex: Vec<Vec<u32>> = excluded
-            .iter()
-            .map(|e| {
-                let mut v: Vec<u32> = e.iter().map(|&i| self.pos_of[i]).collect();
-                v.sort_unstable();
-                v
-            })
-            .collect();
-        let unorm: Vec<f32> = users
-            .chunks_exact(d)
-            .map(|u| fma_dot(u, u).sqrt())
-            .collect();
-        let np = self.n.div_ceil(NR);
-        let mut active: Vec<usize> = (0..b).collect();
-        let zero = vec![0.0f32; d];
-        let mut t0 = 0;
-        while t0 < np && !active.is_empty() {
-            let t1 = (t0 + TILE_PANELS).min(np);
-            for grp in active.chunks(MR) {
-                let mut rows = [zero.as_ptr(); MR];
-                for (slot, &u) in rows.iter_mut().zip(grp) {
-                    *slot = users[u * d..].as_ptr();
-                }
-                for pan in t0..t1 {
-                    let mut out = [[0.0f32; NR]; MR];
-                    let mut thr = [f32::INFINITY; MR];
-                    for (t, &u) in thr.iter_mut().zip(grp) {
-                        *t = lists[u].threshold();
-                    }
-                    // SAFETY: `build` only succeeds where simd::usable(d) holds; every row
-                    // pointer addresses d floats; the panel holds d × NR floats.
-                    let hit = unsafe {
-                        scan_kernel(
-                            rows,
-                            &self.panels[pan * d * NR..(pan + 1) * d * NR],
-                            d,
-                            &thr,
-                            &mut out,
-                        )
-                    };
-                    if hit == 0 {
-                        continue;
-                    }
-                    for (g, &u) in grp.iter().enumerate() {
-                        if hit & (1 << g) == 0 {
-                            continue;
-                        }
-                        for (lane, &sc) in out[g].iter().enumerate() {
-                            let p = pan * NR + lane;
-                            if p < self.n
-                                && sc >= lists[u].threshold()
-                                && ex[u].binary_search(&(p as u32)).is_err()
-                            {
-                                lists[u].push(sc, self.pos_keys[p], p as u32);
-                            }
-                        }
-                    }
-                }
-            }
-            t0 = t1;
-            // Users whose k-th best beats every item left stop here.
-            let rest = self.norms[(t0 * NR).min(self.n)];
-            active.retain(|&u| {
-                let l = &lists[u];
-                !(l.full() && l.threshold() > unorm[u] * rest * (1.0 + 1e-4) + f32::MIN_POSITIVE)
-            });
-        }
-        lists
-            .into_iter()
-            .map(|l| {
-                l.best
-                    .into_iter()
-                    .map(|(s, _, p)| (s, self.order[p as usize] as usize))
-                    .collect()
-            })
-            .collect()
-    }
-}
-
-/// A user's best `k` so far, best first.
-struct TopK {
-    k: usize,
-    best: Vec<(f32, u64, u32)>,
-}
-
-impl TopK {
-    fn new(k: usize) -> TopK {
-        TopK {
-            k,
-            best: Vec::with_capacity(k + 1),
-        }
-    }
-    fn full(&self) -> bool {
-        self.best.len() >= self.k
-    }
-    /// Scores below this cannot enter (ties may, by key).
-    fn threshold(&self) -> f32 {
-        if self.full() {
-            self.best[self.k - 1].0
-        } else {
-            f32::NEG_INFINITY
-        }
-    }
-    fn push(&mut self, s: f32, key: u64, p: u32) {
-        let at = self
-            .best
-            .partition_point(|&(bs, bk, _)| better((bs, bk), (s, key)).is_lt());
-        if at < self.k {
-            self.best.insert(at, (s, key, p));
-            self.best.truncate(self.k);
-        }
-    }
-}
-
-/// `a·b` as one fused multiply-add chain in dimension order (what [`scan_kernel`] computes).
-pub fn fma_dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .fold(0.0f32, |acc, (&x, &y)| x.mul_add(y, acc))
 }
 
 /// Adds catalogue item `i` to user `r`'s candidates unless it is already there (`mark`), in
@@ -501,104 +238,8 @@ fn merge_scored(
     }
 }
 
-/// `x·y_i` for every candidate `i` (rows of `factors`, `d` wide) into `out`, each exactly
-/// [`fma_dot`]: eight candidates at a time as eight independent chains, so the FMA latency is
-/// hidden (one chain per candidate is latency-bound, and without the `fma` feature a libm call).
-pub fn score_candidates(x: &[f32], factors: &[f32], d: usize, cand: &[usize], out: &mut Vec<f32>) {
-    out.clear();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the fma feature was just detected.
-            unsafe { score_candidates_fma(x, factors, d, cand, out) };
-            return;
-        }
-    }
-    out.extend(
-        cand.iter()
-            .map(|&i| fma_dot(x, &factors[i * d..(i + 1) * d])),
-    );
-}
-
-/// # Safety
-/// The `fma` target feature must be available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "fma")]
-unsafe fn score_candidates_fma(
-    x: &[f32],
-    factors: &[f32],
-    d: usize,
-    cand: &[usize],
-    out: &mut Vec<f32>,
-) {
-    let x = &x[..d];
-    let mut groups = cand.chunks_exact(8);
-    for g in groups.by_ref() {
-        let rows: [&[f32]; 8] = std::array::from_fn(|j| &factors[g[j] * d..(g[j] + 1) * d]);
-        let mut acc = [0.0f32; 8];
-        for k in 0..d {
-            for j in 0..8 {
-                acc[j] = x[k].mul_add(rows[j][k], acc[j]);
-            }
-        }
-        out.extend_from_slice(&acc);
-    }
-    for &i in groups.remainder() {
-        out.push(fma_dot(x, &factors[i * d..(i + 1) * d]));
-    }
-}
-
-/// Scores MR users × NR items (`panel` is `d × NR`) into `out` and returns the bit mask of
-/// users with at least one score ≥ their threshold.
-///
-/// # Safety
-/// AVX2 and FMA must be available; each `rows[g]` points at `d` floats.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn scan_kernel(
-    rows: [*const f32; MR],
-    panel: &[f32],
-    d: usize,
-    thr: &[f32; MR],
-    out: &mut [[f32; NR]; MR],
-) -> u32 {
-    use std::arch::x86_64::*;
-    assert!(panel.len() >= d * NR);
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    let pp = panel.as_ptr();
-    for k in 0..d {
-        let y0 = _mm256_loadu_ps(pp.add(k * NR));
-        let y1 = _mm256_loadu_ps(pp.add(k * NR + 8));
-        for g in 0..MR {
-            let u = _mm256_broadcast_ss(&*rows[g].add(k));
-            acc[g][0] = _mm256_fmadd_ps(u, y0, acc[g][0]);
-            acc[g][1] = _mm256_fmadd_ps(u, y1, acc[g][1]);
-        }
-    }
-    let mut hit = 0u32;
-    for g in 0..MR {
-        let t = _mm256_set1_ps(thr[g]);
-        let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(acc[g][0], t))
-            | _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(acc[g][1], t));
-        if m != 0 {
-            hit |= 1 << g;
-            _mm256_storeu_ps(out[g].as_mut_ptr(), acc[g][0]);
-            _mm256_storeu_ps(out[g].as_mut_ptr().add(8), acc[g][1]);
-        }
-    }
-    hit
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn scan_kernel(
-    _rows: [*const f32; MR],
-    _panel: &[f32],
-    _d: usize,
-    _thr: &[f32; MR],
-    _out: &mut [[f32; NR]; MR],
-) -> u32 {
-    unreachable!("ScanIndex::build returns None off x86-64")
-}
+/// Users per block in list scoring (user buckets).
+const LIST_BLOCK: usize = 32768;
 
 /// Recommends for this worker's users and evaluates against `test` (user id, item key).
 pub fn recommend(
@@ -611,6 +252,9 @@ pub fn recommend(
 ) -> Result<Recs, CommError> {
     let k = job.recommend.k;
     let ek = job.eval.k;
+    // Where this worker's time goes (the report's `recommend_phases`).
+    let mut phases = Phases::default();
+    let mut clock = std::time::Instant::now();
     let cat = gather_items(worker, comm, items)?;
     let n = cat.keys.len();
     let d = users.dim;
@@ -655,11 +299,13 @@ pub fn recommend(
         .as_mut()
         .filter(|_| job.lsh.transform == crate::job::Transform::Users && job.lsh.tables > 0)
     {
+        // Bucket lists leave out the head list's items: every user scores those anyway.
+        let head: Vec<usize> = ix.head.iter().map(|&i| i as usize).collect();
         user_codes = ix.user_buckets(worker, comm, &users.factors, |dirs, n| {
-            let none = vec![Vec::new(); dirs.len() / d.max(1)];
+            let heads = vec![head.clone(); dirs.len() / d.max(1)];
             match &full_scan {
                 Some(s) => s
-                    .top_k(dirs, &none, n)
+                    .top_k(dirs, &heads, n)
                     .into_iter()
                     .map(|l| l.into_iter().map(|(_, i)| i as u32).collect())
                     .collect(),
@@ -669,7 +315,7 @@ pub fn recommend(
                         let sc: Vec<f32> = (0..cat.keys.len())
                             .map(|i| fma_dot(q, &cat.factors[i * d..(i + 1) * d]))
                             .collect();
-                        top_k(&sc, &cat.keys, &[], n)
+                        top_k(&sc, &cat.keys, &head, n)
                             .into_iter()
                             .map(|i| i as u32)
                             .collect()
@@ -679,6 +325,21 @@ pub fn recommend(
         })?;
     }
     let index = index;
+    phases.prepare += lap(&mut clock);
+    // User buckets with the kernel: the head list (list 0, everybody's) and the bucket lists,
+    // each scored for its users as one block.
+    let listed = match (&index, &full_scan) {
+        (Some(ix), Some(_)) if !user_codes.is_empty() => {
+            let mut refs: Vec<&[u32]> = Vec::with_capacity(ix.user_lists().len() + 1);
+            if !ix.head.is_empty() {
+                refs.push(&ix.head);
+            }
+            refs.extend(ix.user_lists().iter().map(|v| v.as_slice()));
+            lists::Lists::build(&refs, &cat.factors, d)
+        }
+        _ => None,
+    };
+    let mut list_scratch = lists::Scratch::default();
     // Users sampled for LSH recall: a hash-based share, the same whatever the worker count.
     comm.broadcast(Body::Counts(vec![users.rows() as u64]));
     let mut total_users = 0u64;
@@ -707,6 +368,7 @@ pub fn recommend(
             .map(|ix| ix.bucket_lines(&cat.ids, comm.index, comm.peers)),
         similar: None,
         lsh: None,
+        phases: Phases::default(),
     };
     if job.similar.k > 0 {
         let ix = index.as_ref().filter(|_| job.lsh.tables > 0);
@@ -724,7 +386,7 @@ pub fn recommend(
     // LSH mode with the fused kernel: the head list is one dense block per user block, scored
     // like exact mode; bucket candidates are scored one by one and merged into the same lists.
     // Sampled users' exact top-k (LSH recall) comes from a scan of the whole catalogue.
-    let head_scan = index.as_ref().and_then(|ix| {
+    let head_scan = index.as_ref().filter(|_| listed.is_none()).and_then(|ix| {
         let keys: Vec<u64> = ix.head.iter().map(|&i| cat.keys[i as usize]).collect();
         let mut f = Vec::with_capacity(ix.head.len() * d);
         for &i in &ix.head {
@@ -743,7 +405,10 @@ pub fn recommend(
             .collect();
         Some((hs, sub_of, inorm))
     });
-    let block = if scan.is_some() || head_scan.is_some() {
+    let block = if listed.is_some() {
+        // Large blocks: each list is read once per block, for all of the block's users in it.
+        LIST_BLOCK
+    } else if scan.is_some() || head_scan.is_some() {
         192
     } else {
         (4_000_000 / n.max(1)).clamp(1, 256)
@@ -760,6 +425,7 @@ pub fn recommend(
     while r0 < users.rows() {
         let r1 = (r0 + block).min(users.rows());
         let b = r1 - r0;
+        phases.eval += lap(&mut clock);
         let seen_block: Vec<Vec<usize>> = (r0..r1)
             .map(|r| {
                 let mut seen: Vec<usize> = users.cols[users.indptr[r]..users.indptr[r + 1]]
@@ -799,13 +465,51 @@ pub fn recommend(
                 .collect();
             hs.top_k(&users.factors[r0 * d..r1 * d], &ex, k.max(ek))
         });
+        let listed_block = listed.as_ref().map(|ls| {
+            let tables = job.lsh.tables as usize;
+            let head = !index.as_ref().expect("listed").head.is_empty();
+            let shift = head as u32;
+            let mut member = Vec::with_capacity(b * (tables + shift as usize));
+            for r in r0..r1 {
+                if head {
+                    member.push(0);
+                }
+                member.extend(
+                    user_codes[r * tables..(r + 1) * tables]
+                        .iter()
+                        .map(|&c| c + shift),
+                );
+            }
+            let mut ex_start = Vec::with_capacity(b + 1);
+            let mut ex_items = Vec::new();
+            ex_start.push(0u32);
+            for seen in seen_block.iter().filter(|_| job.recommend.exclude_seen) {
+                ex_items.extend(seen.iter().map(|&i| i as u32));
+                ex_start.push(ex_items.len() as u32);
+            }
+            ex_start.resize(b + 1, 0);
+            let mut scored = vec![0u32; b];
+            let best = ls.score(
+                &users.factors[r0 * d..r1 * d],
+                tables + shift as usize,
+                &member,
+                (&ex_start, &ex_items),
+                &cat.keys,
+                k.max(ek),
+                &mut scored,
+                &mut list_scratch,
+            );
+            (best, scored)
+        });
         if scan.is_none() && (mode == Mode::Exact || (mode == Mode::Popular && !tests.is_empty())) {
             let x = MatRef::from_row_major_slice(&users.factors[r0 * d..r1 * d], b, d);
             let y = MatRef::from_row_major_slice(&cat.factors, n, d);
             let s = MatMut::from_row_major_slice_mut(&mut scores[..b * n], b, n);
             faer::linalg::matmul::matmul(s, Accum::Replace, x, y.transpose(), 1.0f32, Par::Seq);
         }
+        phases.score += lap(&mut clock);
         for r in r0..r1 {
+            phases.eval += lap(&mut clock);
             let seen = &seen_block[r - r0];
             let row: &[f32] = if scanned.is_some() {
                 &[]
@@ -824,6 +528,27 @@ pub fn recommend(
                     .filter(|i| excluded.binary_search(i).is_err())
                     .take(k.max(ek))
                     .collect(),
+                (Mode::Lsh, Some(_)) if listed_block.is_some() => {
+                    let (best, scored) = listed_block.as_ref().expect("checked");
+                    let (best, scored) = (&best[r - r0], scored[r - r0]);
+                    lsh_counts[0] += scored as u64;
+                    lsh_counts[1] += 1;
+                    cand_hist[crate::report::log2_bin(scored as u64)] += 1;
+                    for &(sc, _, i) in best {
+                        cand_scores[i as usize] = sc;
+                    }
+                    if unit(users.ids[r].stable_hash() ^ job.eval.seed ^ 0x5eed) < recall_rate {
+                        let full = full_scan.as_ref().expect("built with lists");
+                        let exact =
+                            full.top_k(users.row(r), std::slice::from_ref(&excluded.to_vec()), ek);
+                        lsh_counts[2] += exact[0]
+                            .iter()
+                            .filter(|e| best.iter().take(ek).any(|b| b.2 as usize == e.1))
+                            .count() as u64;
+                        lsh_counts[3] += exact[0].len() as u64;
+                    }
+                    best.iter().map(|b| b.2 as usize).collect()
+                }
                 (Mode::Lsh, Some(ix)) if head_scan.is_some() => {
                     let (_, sub_of, inorm) = head_scan.as_ref().expect("checked");
                     let full = full_scan.as_ref().expect("built with head_scan");
@@ -924,6 +649,7 @@ pub fn recommend(
                     None => top_k(row, &cat.keys, excluded, k.max(ek)),
                 },
             };
+            phases.score += lap(&mut clock);
             if list.is_empty() && k > 0 {
                 out.users_without_recs += 1;
             }
@@ -939,6 +665,7 @@ pub fn recommend(
                 push_line(&mut out.tsv, &users.ids[r], &cat.ids[i], score, rank + 1);
                 out.lines += 1;
             }
+            phases.write += lap(&mut clock);
             if let Some(t) = tests.get(&r) {
                 let j = users.starts.partition_point(|&s| s <= r) - 1;
                 let m = &mut parts[j].1;
@@ -971,8 +698,16 @@ pub fn recommend(
                 }
             }
         }
+        if r0 == 0 && out.lines > 0 {
+            // Room for the rest at the first block's bytes per line: growing a buffer of
+            // hundreds of MB by doubling copies it again and again.
+            let per_line = out.tsv.len() as f64 / out.lines as f64;
+            let left = (users.rows() - r1) * k;
+            out.tsv.reserve((left as f64 * per_line * 1.02) as usize);
+        }
         r0 = r1;
     }
+    phases.eval += lap(&mut clock);
     comm.send(0, Body::Metrics(parts));
     comm.send(
         0,
@@ -1024,139 +759,14 @@ pub fn recommend(
             }));
         }
     }
+    out.phases = phases;
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ids::SplitMix;
-
-    /// The fused scan (norm order, pruning, register kernel) against a naive full sort of the
-    /// same scores, with ties (coarse vectors), exclusions, zero vectors and k > catalogue.
-    #[test]
-    fn scan_top_k_matches_naive_sort() {
-        let mut r = SplitMix::new(11);
-        for (n, d, coarse) in [
-            (1usize, 8usize, false),
-            (37, 16, true),
-            (700, 64, false),
-            (2100, 24, true),
-            (300, 128, false),
-        ] {
-            let keys: Vec<u64> = (0..n as u64).map(|i| i * 7 + 3).collect();
-            let val = |r: &mut SplitMix| {
-                if coarse {
-                    (r.below(5) as f32 - 2.0) / 2.0
-                } else {
-                    r.next_normal() as f32 * (0.2 + r.next_f64() as f32)
-                }
-            };
-            let mut factors: Vec<f32> = (0..n * d).map(|_| val(&mut r)).collect();
-            // Some items with zero vectors.
-            for i in (0..n).step_by(13) {
-                factors[i * d..(i + 1) * d].fill(0.0);
-            }
-            let cat = Catalog {
-                keys: keys.clone(),
-                ids: Vec::new(),
-                degrees: vec![0; n],
-                factors,
-            };
-            let Some(ix) = ScanIndex::build(&cat.keys, &cat.factors, d) else {
-                return; // no AVX2 here: the fallback path is the old one
-            };
-            let nu = 50;
-            let mut users: Vec<f32> = (0..nu * d).map(|_| val(&mut r)).collect();
-            users[..d].fill(0.0);
-            let excluded: Vec<Vec<usize>> = (0..nu)
-                .map(|_| {
-                    let mut e: Vec<usize> = (0..n).filter(|_| r.below(10) == 0).collect();
-                    e.dedup();
-                    e
-                })
-                .collect();
-            for k in [0usize, 1, 10, n + 5] {
-                let got = ix.top_k(&users, &excluded, k);
-                for u in 0..nu {
-                    let x = &users[u * d..(u + 1) * d];
-                    let mut all: Vec<(f32, usize)> = (0..n)
-                        .filter(|i| !excluded[u].contains(i))
-                        .map(|i| (fma_dot(x, &cat.factors[i * d..(i + 1) * d]), i))
-                        .collect();
-                    all.sort_by(|a, b| better((a.0, keys[a.1]), (b.0, keys[b.1])));
-                    all.truncate(k);
-                    assert_eq!(got[u], all, "n={n} d={d} k={k} user {u}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn score_candidates_equals_fma_dot_bit_for_bit() {
-        let mut r = SplitMix::new(3);
-        for d in [1usize, 7, 8, 64, 100] {
-            let n = 50;
-            let f: Vec<f32> = (0..n * d).map(|_| r.next_normal() as f32).collect();
-            let x: Vec<f32> = (0..d).map(|_| r.next_normal() as f32).collect();
-            let cand: Vec<usize> = (0..23).map(|j| (j * 7) % n).collect();
-            let mut got = Vec::new();
-            score_candidates(&x, &f, d, &cand, &mut got);
-            let want: Vec<u32> = cand
-                .iter()
-                .map(|&i| fma_dot(&x, &f[i * d..(i + 1) * d]).to_bits())
-                .collect();
-            assert_eq!(
-                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want,
-                "d = {d}"
-            );
-        }
-    }
-
-    #[test]
-    fn push_line_matches_display() {
-        let ids = [
-            RawId::Num(0),
-            RawId::Num(7),
-            RawId::Num(1234567890),
-            RawId::Num(u64::MAX),
-            RawId::Str("item-ü".into()),
-        ];
-        for u in &ids {
-            for i in &ids {
-                for (score, rank) in [(0.0f32, 1), (-1.5e-7, 10), (3.25, 100), (f32::MAX, 9)] {
-                    let mut got = Vec::new();
-                    push_line(&mut got, u, i, score, rank);
-                    assert_eq!(
-                        String::from_utf8(got).unwrap(),
-                        format!("{u}\t{i}\t{score}\t{rank}\n")
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn top_k_matches_brute_force() {
-        let mut r = SplitMix::new(5);
-        for n in [1usize, 5, 50, 300] {
-            // Coarse scores so that ties happen; ties break by smaller key.
-            let scores: Vec<f32> = (0..n).map(|_| (r.below(7) as f32) / 7.0).collect();
-            let keys: Vec<u64> = (0..n as u64).map(|i| i * 3).collect();
-            let excluded: Vec<usize> = (0..n).filter(|i| i % 4 == 1).collect();
-            for k in [0, 1, 3, 10, 400] {
-                let got = top_k(&scores, &keys, &excluded, k);
-                let mut all: Vec<usize> = (0..n).filter(|i| !excluded.contains(i)).collect();
-                all.sort_by(|&a, &b| {
-                    scores[b]
-                        .partial_cmp(&scores[a])
-                        .unwrap()
-                        .then(keys[a].cmp(&keys[b]))
-                });
-                all.truncate(k);
-                assert_eq!(got, all, "n={n} k={k}");
-            }
-        }
-    }
+/// Seconds since `clock`, which restarts.
+fn lap(clock: &mut std::time::Instant) -> f64 {
+    let now = std::time::Instant::now();
+    let s = (now - *clock).as_secs_f64();
+    *clock = now;
+    s
 }

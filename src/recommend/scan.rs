@@ -1,0 +1,568 @@
+//! Exact scoring kernels: the fused, norm-ordered scan of a whole catalogue ([`ScanIndex`]),
+//! candidate scoring, and the deterministic top-k order every mode shares.
+
+/// Deterministic order: higher score first, then smaller key.
+pub fn better(a: (f32, u64), b: (f32, u64)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Top `k` of `scores` (by [`better`]) among indices not `excluded` (sorted), best first.
+pub fn top_k(scores: &[f32], keys: &[u64], excluded: &[usize], k: usize) -> Vec<usize> {
+    let mut cand: Vec<usize> = Vec::with_capacity(scores.len());
+    let mut e = excluded.iter().peekable();
+    for i in 0..scores.len() {
+        if e.peek() == Some(&&i) {
+            e.next();
+            continue;
+        }
+        cand.push(i);
+    }
+    let cmp = |&a: &usize, &b: &usize| better((scores[a], keys[a]), (scores[b], keys[b]));
+    if cand.len() > k && k > 0 {
+        cand.select_nth_unstable_by(k - 1, cmp);
+        cand.truncate(k);
+    }
+    cand.sort_unstable_by(cmp);
+    cand.truncate(k);
+    cand
+}
+
+/// Exact maximum-inner-product top-k over the whole catalogue without a score matrix.
+///
+/// Items are reordered by decreasing norm and packed in panels of [`NR`] items, dimension-major,
+/// so a register-blocked kernel scores [`MR`] users × [`NR`] items at a time and compares the
+/// scores with each user's current k-th best while they are still in registers; only scores
+/// that can enter a user's list leave them. Between tiles of items a user stops as soon as its
+/// k-th best score exceeds `‖u‖·max‖i‖` over the items left (Cauchy–Schwarz, with a margin for
+/// rounding), which is exact. Every score is one fused multiply-add chain over the dimensions
+/// in order, so it does not depend on blocking, tiles or the worker layout.
+pub struct ScanIndex {
+    n: usize,
+    d: usize,
+    /// Position (norm order) → catalogue index.
+    order: Vec<u32>,
+    /// Catalogue index → position.
+    pos_of: Vec<u32>,
+    /// Key of the item at each position (ties break by smaller key).
+    pos_keys: Vec<u64>,
+    /// Norm of the item at each position (non-increasing), plus a trailing 0.
+    norms: Vec<f32>,
+    /// Panels of NR items, `d × NR` each (dimension-major), zero-padded.
+    panels: Vec<f32>,
+}
+
+/// Users per microkernel call.
+pub const MR: usize = 6;
+/// Items per panel.
+pub const NR: usize = 16;
+/// Panels per tile between pruning checks (1024 items: 256 KiB at d = 64, inside L2).
+const TILE_PANELS: usize = 64;
+
+impl ScanIndex {
+    /// Builds the index of the items with global `keys` (ties) and row-major `factors`; `None`
+    /// unless the AVX2+FMA kernel runs for this `d`.
+    pub fn build(keys: &[u64], factors: &[f32], d: usize) -> Option<ScanIndex> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !crate::als::kernels::simd::usable(d) {
+                return None;
+            }
+            Some(Self::build_any(keys, factors, d))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (keys, factors, d);
+            None
+        }
+    }
+
+    fn build_any(keys: &[u64], factors: &[f32], d: usize) -> ScanIndex {
+        let n = keys.len();
+        let norm =
+            |i: usize| fma_dot(&factors[i * d..(i + 1) * d], &factors[i * d..(i + 1) * d]).sqrt();
+        let inorm: Vec<f32> = (0..n).map(norm).collect();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            inorm[b as usize]
+                .total_cmp(&inorm[a as usize])
+                .then(a.cmp(&b))
+        });
+        let mut pos_of = vec![0u32; n];
+        for (p, &i) in order.iter().enumerate() {
+            pos_of[i as usize] = p as u32;
+        }
+        let pos_keys = order.iter().map(|&i| keys[i as usize]).collect();
+        let mut norms: Vec<f32> = order.iter().map(|&i| inorm[i as usize]).collect();
+        norms.push(0.0);
+        let np = n.div_ceil(NR);
+        let mut panels = vec![0.0f32; np * d * NR];
+        for (p, &i) in order.iter().enumerate() {
+            let (pan, lane) = (p / NR, p % NR);
+            let v = &factors[i as usize * d..(i as usize + 1) * d];
+            for (k, &x) in v.iter().enumerate() {
+                panels[pan * d * NR + k * NR + lane] = x;
+            }
+        }
+        ScanIndex {
+            n,
+            d,
+            order,
+            pos_of,
+            pos_keys,
+            norms,
+            panels,
+        }
+    }
+
+    /// For each user (rows of `users`, row-major `d` wide), its `k` best catalogue items by
+    /// [`better`] (score, then smaller key), excluding `excluded[u]` (sorted catalogue
+    /// indices); best first, with scores.
+    pub fn top_k(
+        &self,
+        users: &[f32],
+        excluded: &[Vec<usize>],
+        k: usize,
+    ) -> Vec<Vec<(f32, usize)>> {
+        let d = self.d;
+        let b = users.len() / d;
+        let mut lists: Vec<TopK> = (0..b).map(|_| TopK::new(k)).collect();
+        if k == 0 || self.n == 0 {
+            return vec![Vec::new(); b];
+        }
+        // Excluded items as positions, sorted, per user.
+        let ex: Vec<Vec<u32>> = excluded
+            .iter()
+            .map(|e| {
+                let mut v: Vec<u32> = e.iter().map(|&i| self.pos_of[i]).collect();
+                v.sort_unstable();
+                v
+            })
+            .collect();
+        let unorm: Vec<f32> = users
+            .chunks_exact(d)
+            .map(|u| fma_dot(u, u).sqrt())
+            .collect();
+        let np = self.n.div_ceil(NR);
+        let mut active: Vec<usize> = (0..b).collect();
+        let zero = vec![0.0f32; d];
+        let mut t0 = 0;
+        while t0 < np && !active.is_empty() {
+            let t1 = (t0 + TILE_PANELS).min(np);
+            for grp in active.chunks(MR) {
+                let mut rows = [zero.as_ptr(); MR];
+                for (slot, &u) in rows.iter_mut().zip(grp) {
+                    *slot = users[u * d..].as_ptr();
+                }
+                for pan in t0..t1 {
+                    let mut out = [[0.0f32; NR]; MR];
+                    let mut thr = [f32::INFINITY; MR];
+                    for (t, &u) in thr.iter_mut().zip(grp) {
+                        *t = lists[u].threshold();
+                    }
+                    // SAFETY: `build` only succeeds where simd::usable(d) holds; every row
+                    // pointer addresses d floats; the panel holds d × NR floats.
+                    let hit = unsafe {
+                        scan_kernel(
+                            rows,
+                            &self.panels[pan * d * NR..(pan + 1) * d * NR],
+                            d,
+                            &thr,
+                            &mut out,
+                        )
+                    };
+                    if hit == 0 {
+                        continue;
+                    }
+                    for (g, &u) in grp.iter().enumerate() {
+                        if hit & (1 << g) == 0 {
+                            continue;
+                        }
+                        for (lane, &sc) in out[g].iter().enumerate() {
+                            let p = pan * NR + lane;
+                            if p < self.n
+                                && sc >= lists[u].threshold()
+                                && ex[u].binary_search(&(p as u32)).is_err()
+                            {
+                                lists[u].push(sc, self.pos_keys[p], p as u32);
+                            }
+                        }
+                    }
+                }
+            }
+            t0 = t1;
+            // Users whose k-th best beats every item left stop here.
+            let rest = self.norms[(t0 * NR).min(self.n)];
+            active.retain(|&u| {
+                let l = &lists[u];
+                !(l.full() && l.threshold() > unorm[u] * rest * (1.0 + 1e-4) + f32::MIN_POSITIVE)
+            });
+        }
+        lists
+            .into_iter()
+            .map(|l| {
+                l.best
+                    .into_iter()
+                    .map(|(s, _, p)| (s, self.order[p as usize] as usize))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// A user's best `k` so far, best first.
+pub struct TopK {
+    k: usize,
+    /// (score, key, index), best first.
+    pub best: Vec<(f32, u64, u32)>,
+}
+
+impl TopK {
+    /// An empty list of at most `k`.
+    pub fn new(k: usize) -> TopK {
+        TopK {
+            k,
+            best: Vec::with_capacity(k + 1),
+        }
+    }
+    /// Holds `k` entries.
+    pub fn full(&self) -> bool {
+        self.best.len() >= self.k
+    }
+    /// Scores below this cannot enter (ties may, by key).
+    pub fn threshold(&self) -> f32 {
+        if self.full() {
+            self.best[self.k - 1].0
+        } else {
+            f32::NEG_INFINITY
+        }
+    }
+    /// Inserts item `p` (global `key`) with score `s` if it ranks among the best `k`. The same
+    /// item pushed twice (it reached the user through two lists) is kept once: its score is
+    /// the same bits both times, so the copy would land on the entry itself.
+    pub fn push(&mut self, s: f32, key: u64, p: u32) {
+        let at = self
+            .best
+            .partition_point(|&(bs, bk, _)| better((bs, bk), (s, key)).is_lt());
+        if self.best.get(at).is_some_and(|e| e.2 == p) {
+            return;
+        }
+        if at < self.k {
+            self.best.insert(at, (s, key, p));
+            self.best.truncate(self.k);
+        }
+    }
+}
+
+/// `a·b` as one fused multiply-add chain in dimension order (what [`scan_kernel`] computes).
+pub fn fma_dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the fma feature was just detected.
+            return unsafe { fma_dot_fma(a, b) };
+        }
+    }
+    fma_chain(a, b)
+}
+
+fn fma_chain(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |acc, (&x, &y)| x.mul_add(y, acc))
+}
+
+/// [`fma_chain`] compiled with the `fma` feature: the same correctly rounded operations as one
+/// instruction each instead of a libm call each.
+///
+/// # Safety
+/// The `fma` target feature must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn fma_dot_fma(a: &[f32], b: &[f32]) -> f32 {
+    fma_chain(a, b)
+}
+
+/// A few vectors packed for the register kernel, to take every user's dot product with all of
+/// them (LSH hyperplanes): `MR` users × `NR` vectors per kernel call instead of one chain at a
+/// time.
+pub struct Packed {
+    d: usize,
+    n: usize,
+    panels: Vec<f32>,
+}
+
+impl Packed {
+    /// Packs `n` vectors given as the first `d` of every `stride` floats of `vectors`; `None`
+    /// unless the AVX2+FMA kernel runs for this `d`.
+    pub fn new(vectors: &[f32], stride: usize, d: usize) -> Option<Packed> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !crate::als::kernels::simd::usable(d) {
+                return None;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (vectors, stride, d);
+            return None;
+        }
+        #[allow(unreachable_code)]
+        let n = vectors.len() / stride.max(1);
+        let mut panels = vec![0.0f32; n.div_ceil(NR) * d * NR];
+        for j in 0..n {
+            let (pan, lane) = (j / NR, j % NR);
+            for k in 0..d {
+                panels[pan * d * NR + k * NR + lane] = vectors[j * stride + k];
+            }
+        }
+        Some(Packed { d, n, panels })
+    }
+
+    /// `out[u * n + j]` = user `u` · vector `j`, each exactly [`fma_dot`] (rows of `users`).
+    pub fn dots(&self, users: &[f32], out: &mut Vec<f32>) {
+        let (d, n) = (self.d, self.n);
+        let b = users.len() / d;
+        out.clear();
+        out.resize(b * n, 0.0);
+        let zero = vec![0.0f32; d];
+        let all = [f32::NEG_INFINITY; MR];
+        for u0 in (0..b).step_by(MR) {
+            let g = (b - u0).min(MR);
+            let mut rows = [zero.as_ptr(); MR];
+            for (j, slot) in rows.iter_mut().enumerate().take(g) {
+                *slot = users[(u0 + j) * d..].as_ptr();
+            }
+            for pan in 0..n.div_ceil(NR) {
+                let mut tile = [[0.0f32; NR]; MR];
+                // SAFETY: `new` only succeeds where the kernel is usable for d; every row
+                // pointer addresses d floats; the panel holds d × NR floats. A threshold of
+                // -inf stores every row whose scores are not all NaN.
+                unsafe {
+                    scan_kernel(
+                        rows,
+                        &self.panels[pan * d * NR..(pan + 1) * d * NR],
+                        d,
+                        &all,
+                        &mut tile,
+                    )
+                };
+                let lanes = (n - pan * NR).min(NR);
+                for (j, t) in tile.iter().enumerate().take(g) {
+                    let at = (u0 + j) * n + pan * NR;
+                    out[at..at + lanes].copy_from_slice(&t[..lanes]);
+                }
+            }
+        }
+    }
+}
+
+/// `x·y_i` for every candidate `i` (rows of `factors`, `d` wide) into `out`, each exactly
+/// [`fma_dot`]: eight candidates at a time as eight independent chains, so the FMA latency is
+/// hidden (one chain per candidate is latency-bound, and without the `fma` feature a libm call).
+pub fn score_candidates(x: &[f32], factors: &[f32], d: usize, cand: &[usize], out: &mut Vec<f32>) {
+    out.clear();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the fma feature was just detected.
+            unsafe { score_candidates_fma(x, factors, d, cand, out) };
+            return;
+        }
+    }
+    out.extend(
+        cand.iter()
+            .map(|&i| fma_dot(x, &factors[i * d..(i + 1) * d])),
+    );
+}
+
+/// # Safety
+/// The `fma` target feature must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn score_candidates_fma(
+    x: &[f32],
+    factors: &[f32],
+    d: usize,
+    cand: &[usize],
+    out: &mut Vec<f32>,
+) {
+    let x = &x[..d];
+    let mut groups = cand.chunks_exact(8);
+    for g in groups.by_ref() {
+        let rows: [&[f32]; 8] = std::array::from_fn(|j| &factors[g[j] * d..(g[j] + 1) * d]);
+        let mut acc = [0.0f32; 8];
+        for k in 0..d {
+            for j in 0..8 {
+                acc[j] = x[k].mul_add(rows[j][k], acc[j]);
+            }
+        }
+        out.extend_from_slice(&acc);
+    }
+    for &i in groups.remainder() {
+        out.push(fma_dot(x, &factors[i * d..(i + 1) * d]));
+    }
+}
+
+/// Scores MR users × NR items (`panel` is `d × NR`) into `out` and returns the bit mask of
+/// users with at least one score ≥ their threshold.
+///
+/// # Safety
+/// AVX2 and FMA must be available; each `rows[g]` points at `d` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn scan_kernel(
+    rows: [*const f32; MR],
+    panel: &[f32],
+    d: usize,
+    thr: &[f32; MR],
+    out: &mut [[f32; NR]; MR],
+) -> u32 {
+    use std::arch::x86_64::*;
+    assert!(panel.len() >= d * NR);
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    let pp = panel.as_ptr();
+    for k in 0..d {
+        let y0 = _mm256_loadu_ps(pp.add(k * NR));
+        let y1 = _mm256_loadu_ps(pp.add(k * NR + 8));
+        for g in 0..MR {
+            let u = _mm256_broadcast_ss(&*rows[g].add(k));
+            acc[g][0] = _mm256_fmadd_ps(u, y0, acc[g][0]);
+            acc[g][1] = _mm256_fmadd_ps(u, y1, acc[g][1]);
+        }
+    }
+    let mut hit = 0u32;
+    for g in 0..MR {
+        let t = _mm256_set1_ps(thr[g]);
+        let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(acc[g][0], t))
+            | _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(acc[g][1], t));
+        if m != 0 {
+            hit |= 1 << g;
+            _mm256_storeu_ps(out[g].as_mut_ptr(), acc[g][0]);
+            _mm256_storeu_ps(out[g].as_mut_ptr().add(8), acc[g][1]);
+        }
+    }
+    hit
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) unsafe fn scan_kernel(
+    _rows: [*const f32; MR],
+    _panel: &[f32],
+    _d: usize,
+    _thr: &[f32; MR],
+    _out: &mut [[f32; NR]; MR],
+) -> u32 {
+    unreachable!("ScanIndex::build returns None off x86-64")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SplitMix;
+    use crate::recommend::Catalog;
+
+    /// The fused scan (norm order, pruning, register kernel) against a naive full sort of the
+    /// same scores, with ties (coarse vectors), exclusions, zero vectors and k > catalogue.
+    #[test]
+    fn scan_top_k_matches_naive_sort() {
+        let mut r = SplitMix::new(11);
+        for (n, d, coarse) in [
+            (1usize, 8usize, false),
+            (37, 16, true),
+            (700, 64, false),
+            (2100, 24, true),
+            (300, 128, false),
+        ] {
+            let keys: Vec<u64> = (0..n as u64).map(|i| i * 7 + 3).collect();
+            let val = |r: &mut SplitMix| {
+                if coarse {
+                    (r.below(5) as f32 - 2.0) / 2.0
+                } else {
+                    r.next_normal() as f32 * (0.2 + r.next_f64() as f32)
+                }
+            };
+            let mut factors: Vec<f32> = (0..n * d).map(|_| val(&mut r)).collect();
+            // Some items with zero vectors.
+            for i in (0..n).step_by(13) {
+                factors[i * d..(i + 1) * d].fill(0.0);
+            }
+            let cat = Catalog {
+                keys: keys.clone(),
+                ids: Vec::new(),
+                degrees: vec![0; n],
+                factors,
+            };
+            let Some(ix) = ScanIndex::build(&cat.keys, &cat.factors, d) else {
+                return; // no AVX2 here: the fallback path is the old one
+            };
+            let nu = 50;
+            let mut users: Vec<f32> = (0..nu * d).map(|_| val(&mut r)).collect();
+            users[..d].fill(0.0);
+            let excluded: Vec<Vec<usize>> = (0..nu)
+                .map(|_| {
+                    let mut e: Vec<usize> = (0..n).filter(|_| r.below(10) == 0).collect();
+                    e.dedup();
+                    e
+                })
+                .collect();
+            for k in [0usize, 1, 10, n + 5] {
+                let got = ix.top_k(&users, &excluded, k);
+                for u in 0..nu {
+                    let x = &users[u * d..(u + 1) * d];
+                    let mut all: Vec<(f32, usize)> = (0..n)
+                        .filter(|i| !excluded[u].contains(i))
+                        .map(|i| (fma_dot(x, &cat.factors[i * d..(i + 1) * d]), i))
+                        .collect();
+                    all.sort_by(|a, b| better((a.0, keys[a.1]), (b.0, keys[b.1])));
+                    all.truncate(k);
+                    assert_eq!(got[u], all, "n={n} d={d} k={k} user {u}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn score_candidates_equals_fma_dot_bit_for_bit() {
+        let mut r = SplitMix::new(3);
+        for d in [1usize, 7, 8, 64, 100] {
+            let n = 50;
+            let f: Vec<f32> = (0..n * d).map(|_| r.next_normal() as f32).collect();
+            let x: Vec<f32> = (0..d).map(|_| r.next_normal() as f32).collect();
+            let cand: Vec<usize> = (0..23).map(|j| (j * 7) % n).collect();
+            let mut got = Vec::new();
+            score_candidates(&x, &f, d, &cand, &mut got);
+            let want: Vec<u32> = cand
+                .iter()
+                .map(|&i| fma_dot(&x, &f[i * d..(i + 1) * d]).to_bits())
+                .collect();
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want,
+                "d = {d}"
+            );
+        }
+    }
+
+    #[test]
+    fn top_k_matches_brute_force() {
+        let mut r = SplitMix::new(5);
+        for n in [1usize, 5, 50, 300] {
+            // Coarse scores so that ties happen; ties break by smaller key.
+            let scores: Vec<f32> = (0..n).map(|_| (r.below(7) as f32) / 7.0).collect();
+            let keys: Vec<u64> = (0..n as u64).map(|i| i * 3).collect();
+            let excluded: Vec<usize> = (0..n).filter(|i| i % 4 == 1).collect();
+            for k in [0, 1, 3, 10, 400] {
+                let got = top_k(&scores, &keys, &excluded, k);
+                let mut all: Vec<usize> = (0..n).filter(|i| !excluded.contains(i)).collect();
+                all.sort_by(|&a, &b| {
+                    scores[b]
+                        .partial_cmp(&scores[a])
+                        .unwrap()
+                        .then(keys[a].cmp(&keys[b]))
+                });
+                all.truncate(k);
+                assert_eq!(got, all, "n={n} k={k}");
+            }
+        }
+    }
+}
