@@ -10,9 +10,10 @@
 //! transform = "none", norm_bands = 1, head = 0, probes = 0` is Etsy's method.
 //!
 //! User buckets (`transform = "users"`, the default) turn the tables around: they hash *users* by direction,
-//! and each (table, code) bucket lists the N items that score best against the mean direction
-//! of its users (summed over all workers in exact fixed point, ranked by the exact scan). A
-//! user's candidates are its buckets' lists plus the head list. On implicit-ALS vectors, where
+//! and each (table, code) bucket lists the N items outside the head list that score best against
+//! the mean direction of its users (summed over all workers in exact fixed point, ranked by the
+//! exact scan). A user's candidates are its buckets' lists plus the head list
+//! (`recommend::lists` scores each list for all its users at once). On implicit-ALS vectors, where
 //! the items a global head list misses are the next ones by norm at wide angles (no hyperplane
 //! code collides with them), this adapts the "head" to the user's direction instead
 //! (docs/BENCHMARKS.md).

@@ -83,10 +83,17 @@ mod tests {
                     assert_eq!(f.len(), 4, "{line:?}");
                     assert_eq!(f[0], u.to_string());
                     assert_eq!(f[1], i.to_string());
-                    assert_eq!(f[2].parse::<f32>().unwrap().to_bits(), score.to_bits(), "{line:?}");
+                    assert_eq!(
+                        f[2].parse::<f32>().unwrap().to_bits(),
+                        score.to_bits(),
+                        "{line:?}"
+                    );
                     assert_eq!(f[3], rank.to_string());
                     let shortest = format!("{score}");
-                    assert!(f[2].len() <= shortest.len().max(3) + 2, "{line:?} vs {shortest}");
+                    assert!(
+                        f[2].len() <= shortest.len().max(3) + 2,
+                        "{line:?} vs {shortest}"
+                    );
                 }
             }
         }
