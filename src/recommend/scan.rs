@@ -253,7 +253,7 @@ impl TopK {
     }
 }
 
-/// `a·b` as one fused multiply-add chain in dimension order (what [`scan_kernel`] computes).
+/// `a·b` as one fused multiply-add chain in dimension order (what the scan kernel computes).
 pub fn fma_dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
