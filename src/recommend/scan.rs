@@ -55,8 +55,10 @@ pub struct ScanIndex {
 pub const MR: usize = 6;
 /// Items per panel.
 pub const NR: usize = 16;
-/// Panels per tile between pruning checks (1024 items: 256 KiB at d = 64, inside L2).
-const TILE_PANELS: usize = 64;
+/// Panels per tile between pruning checks: 64 items. Users stop after ~1800 items on average
+/// at full scale, so a check every 64 lets each stop close to where it can; measured against
+/// 16 to 1024 items per tile (docs/BENCHMARKS.md), 64 was fastest.
+const TILE_PANELS: usize = 4;
 
 impl ScanIndex {
     /// Builds the index of the items with global `keys` (ties) and row-major `factors`; `None`
