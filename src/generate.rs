@@ -7,7 +7,7 @@
 //! recover it. Rows are produced in fixed-size chunks seeded by (seed, chunk), so the data is
 //! identical however many threads or workers produce it.
 
-use crate::ids::{mix64, SplitMix};
+use crate::ids::{mix64, push_decimal, SplitMix};
 use std::io::Write;
 
 /// Rows per chunk.
@@ -113,28 +113,14 @@ impl Generator {
     }
 }
 
-fn push_num(buf: &mut Vec<u8>, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&tmp[i..]);
-}
-
 /// Formats chunk `c` as TSV rows `user<TAB>item<TAB>count`.
 pub fn chunk_tsv(g: &Generator, c: u64, buf: &mut Vec<u8>) {
     g.chunk(c, |u, i, n| {
-        push_num(buf, u);
+        push_decimal(buf, u);
         buf.push(b'\t');
-        push_num(buf, i);
+        push_decimal(buf, i);
         buf.push(b'\t');
-        push_num(buf, n as u64);
+        push_decimal(buf, n as u64);
         buf.push(b'\n');
     });
 }
@@ -259,14 +245,14 @@ pub fn write_delta_tsv(base: Spec, delta: &Delta, out: &mut dyn Write) -> std::i
 }
 
 fn push_row(buf: &mut Vec<u8>, u: u64, i: u64, w: i64) {
-    push_num(buf, u);
+    push_decimal(buf, u);
     buf.push(b'\t');
-    push_num(buf, i);
+    push_decimal(buf, i);
     buf.push(b'\t');
     if w < 0 {
         buf.push(b'-');
     }
-    push_num(buf, w.unsigned_abs());
+    push_decimal(buf, w.unsigned_abs());
     buf.push(b'\n');
 }
 

@@ -173,6 +173,22 @@ impl SplitMix {
     }
 }
 
+/// Appends `n` in decimal: the writers of large TSV files (recs, generated data) call this
+/// millions of times, and it skips `fmt`'s machinery.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 //! is each user's exact top k over the union of its lists, whatever order the lists are
 //! visited in, so it does not depend on how users are split into blocks or workers.
 
-use super::scan::{fma_dot, scan_kernel, MR, NR};
+use super::scan::{fma_dot, kernel_usable, scan_kernel, MR, NR};
 
 /// Item lists packed for the register kernel.
 pub struct Lists {
@@ -39,18 +39,9 @@ impl Lists {
     /// Packs `lists` (catalogue indices) of the row-major `factors` (`d` wide); `None` unless
     /// the AVX2+FMA kernel runs for this `d`.
     pub fn build(lists: &[&[u32]], factors: &[f32], d: usize) -> Option<Lists> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if !crate::als::kernels::simd::usable(d) {
-                return None;
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (lists, factors, d);
+        if !kernel_usable(d) {
             return None;
         }
-        #[allow(unreachable_code)]
         let norm = |i: u32| {
             let y = &factors[i as usize * d..(i as usize + 1) * d];
             fma_dot(y, y).sqrt()
@@ -325,13 +316,7 @@ mod tests {
     fn list_scores_match_naive_union() {
         let mut r = SplitMix::new(21);
         for (n, d, coarse) in [(50usize, 8usize, true), (400, 64, false), (900, 24, true)] {
-            let val = |r: &mut SplitMix| {
-                if coarse {
-                    (r.below(5) as f32 - 2.0) / 2.0
-                } else {
-                    r.next_normal() as f32 * (0.2 + r.next_f64() as f32)
-                }
-            };
+            let val = |r: &mut SplitMix| super::super::scan::test_value(r, coarse);
             let mut factors: Vec<f32> = (0..n * d).map(|_| val(&mut r)).collect();
             factors[..d].fill(0.0);
             let keys: Vec<u64> = (0..n as u64).map(|i| i * 5 + 1).collect();

@@ -51,6 +51,20 @@ pub struct ScanIndex {
     panels: Vec<f32>,
 }
 
+/// Whether the register kernel runs on this machine for dimension `d` (x86-64 with AVX2 and
+/// FMA, detected at run time).
+pub(super) fn kernel_usable(d: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::als::kernels::simd::usable(d)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = d;
+        false
+    }
+}
+
 /// Users per microkernel call.
 pub const MR: usize = 6;
 /// Items per panel.
@@ -64,18 +78,7 @@ impl ScanIndex {
     /// Builds the index of the items with global `keys` (ties) and row-major `factors`; `None`
     /// unless the AVX2+FMA kernel runs for this `d`.
     pub fn build(keys: &[u64], factors: &[f32], d: usize) -> Option<ScanIndex> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if !crate::als::kernels::simd::usable(d) {
-                return None;
-            }
-            Some(Self::build_any(keys, factors, d))
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (keys, factors, d);
-            None
-        }
+        kernel_usable(d).then(|| Self::build_any(keys, factors, d))
     }
 
     fn build_any(keys: &[u64], factors: &[f32], d: usize) -> ScanIndex {
@@ -297,18 +300,9 @@ impl Packed {
     /// Packs `n` vectors given as the first `d` of every `stride` floats of `vectors`; `None`
     /// unless the AVX2+FMA kernel runs for this `d`.
     pub fn new(vectors: &[f32], stride: usize, d: usize) -> Option<Packed> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if !crate::als::kernels::simd::usable(d) {
-                return None;
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (vectors, stride, d);
+        if !kernel_usable(d) {
             return None;
         }
-        #[allow(unreachable_code)]
         let n = vectors.len() / stride.max(1);
         let mut panels = vec![0.0f32; n.div_ceil(NR) * d * NR];
         for j in 0..n {
@@ -457,6 +451,16 @@ pub(super) unsafe fn scan_kernel(
     unreachable!("ScanIndex::build returns None off x86-64")
 }
 
+/// A random test value: coarse ones (five levels) make ties; fine ones have varied norms.
+#[cfg(test)]
+pub(super) fn test_value(r: &mut crate::ids::SplitMix, coarse: bool) -> f32 {
+    if coarse {
+        (r.below(5) as f32 - 2.0) / 2.0
+    } else {
+        r.next_normal() as f32 * (0.2 + r.next_f64() as f32)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,13 +480,7 @@ mod tests {
             (300, 128, false),
         ] {
             let keys: Vec<u64> = (0..n as u64).map(|i| i * 7 + 3).collect();
-            let val = |r: &mut SplitMix| {
-                if coarse {
-                    (r.below(5) as f32 - 2.0) / 2.0
-                } else {
-                    r.next_normal() as f32 * (0.2 + r.next_f64() as f32)
-                }
-            };
+            let val = |r: &mut SplitMix| test_value(r, coarse);
             let mut factors: Vec<f32> = (0..n * d).map(|_| val(&mut r)).collect();
             // Some items with zero vectors.
             for i in (0..n).step_by(13) {

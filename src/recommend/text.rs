@@ -1,7 +1,7 @@
 //! The recs and similar-items line format, written without a `fmt` round trip for the
 //! integers: a run writes one line per (user, rank), so this is a hot path.
 
-use crate::ids::RawId;
+use crate::ids::{push_decimal, RawId};
 
 /// Appends `user<TAB>item<TAB>score<TAB>rank\n` (the recs line) without a `fmt` round trip for
 /// the integers: 10 M lines per run make this a hot path.
@@ -18,29 +18,15 @@ pub fn push_line(out: &mut Vec<u8>, user: &RawId, item: &RawId, score: f32, rank
         let _ = std::io::Write::write_fmt(out, format_args!("{score}"));
     }
     out.push(b'\t');
-    push_u64(out, rank as u64);
+    push_decimal(out, rank as u64);
     out.push(b'\n');
 }
 
 fn push_id(out: &mut Vec<u8>, id: &RawId) {
     match id {
-        RawId::Num(n) => push_u64(out, *n),
+        RawId::Num(n) => push_decimal(out, *n),
         RawId::Str(s) => out.extend_from_slice(s.as_bytes()),
     }
-}
-
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[at..]);
 }
 
 #[cfg(test)]
