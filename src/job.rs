@@ -328,14 +328,14 @@ impl Default for Lsh {
     fn default() -> Self {
         Lsh {
             planes: 10,
-            tables: 4,
+            tables: 1,
             max_bucket: 0,
             transform: Transform::Users,
             norm_bands: 8,
-            head: 128,
+            head: 256,
             probes: 2,
             seed: 7,
-            bucket_items: 16,
+            bucket_items: 32,
         }
     }
 }
