@@ -1,9 +1,12 @@
 //! Top-K recommendations for every user, without the items they already have, and their
 //! evaluation on held-out pairs.
 //!
-//! `exact` gathers all item vectors on every worker (one block per worker, all-gather) and
-//! scores each worker's users in blocks with one GEMM per block; `popular` ranks items by
-//! interaction count. Each worker writes the lines of the users it owns.
+//! Every worker gathers all item vectors (one block per worker, all-gather). `exact` scans the
+//! whole catalogue for each user in decreasing norm with a register-blocked kernel and stops
+//! exactly when no remaining item can enter the top k ([`ScanIndex`]). `lsh` scores candidate
+//! lists: with user buckets (the default) every list is scored for all its users as one block
+//! (`lists`); with item hashing, per user. `popular` ranks items by interaction count. Each
+//! worker writes the lines of the users it owns (`text`).
 
 use crate::cluster::{Body, Comm, CommError};
 use crate::eval::{self, Metrics};
@@ -239,7 +242,7 @@ fn merge_scored(
 }
 
 /// Users per block in list scoring (user buckets).
-const LIST_BLOCK: usize = 32768;
+const LIST_BLOCK: usize = 16384;
 
 /// Recommends for this worker's users and evaluates against `test` (user id, item key).
 pub fn recommend(
@@ -383,9 +386,10 @@ pub fn recommend(
     // Exact mode scans with the fused kernel where it runs (no score matrix); the full score
     // row is then computed only for users sampled for AUC.
     let scan = full_scan.as_ref().filter(|_| mode == Mode::Exact);
-    // LSH mode with the fused kernel: the head list is one dense block per user block, scored
-    // like exact mode; bucket candidates are scored one by one and merged into the same lists.
-    // Sampled users' exact top-k (LSH recall) comes from a scan of the whole catalogue.
+    // Item-hashing LSH with the fused kernel: the head list is one dense block per user block,
+    // scored like exact mode; bucket candidates are scored one by one and merged into the same
+    // lists. (User buckets go through `listed` instead.) Sampled users' exact top-k (LSH
+    // recall) comes from a scan of the whole catalogue.
     let head_scan = index.as_ref().filter(|_| listed.is_none()).and_then(|ix| {
         let keys: Vec<u64> = ix.head.iter().map(|&i| cat.keys[i as usize]).collect();
         let mut f = Vec::with_capacity(ix.head.len() * d);
@@ -413,7 +417,10 @@ pub fn recommend(
     } else {
         (4_000_000 / n.max(1)).clamp(1, 256)
     };
-    let mut scores = vec![0.0f32; if scan.is_some() { 0 } else { block * n }];
+    // A dense score block only for exact mode where the kernel does not run: nothing else reads
+    // it, and LSH blocks are far larger (users × catalogue floats would not fit).
+    let dense = scan.is_none() && mode == Mode::Exact;
+    let mut scores = vec![0.0f32; if dense { block * n } else { 0 }];
     let mut auc_row = vec![0.0f32; if scan.is_some() { n } else { 0 }];
     // Catalogue index of each gathered item (u32::MAX: not in the catalogue), looked up once.
     let cat_of: Vec<u32> = users
@@ -501,7 +508,7 @@ pub fn recommend(
             );
             (best, scored)
         });
-        if scan.is_none() && (mode == Mode::Exact || (mode == Mode::Popular && !tests.is_empty())) {
+        if dense {
             let x = MatRef::from_row_major_slice(&users.factors[r0 * d..r1 * d], b, d);
             let y = MatRef::from_row_major_slice(&cat.factors, n, d);
             let s = MatMut::from_row_major_slice_mut(&mut scores[..b * n], b, n);
@@ -511,7 +518,7 @@ pub fn recommend(
         for r in r0..r1 {
             phases.eval += lap(&mut clock);
             let seen = &seen_block[r - r0];
-            let row: &[f32] = if scanned.is_some() {
+            let row: &[f32] = if !dense {
                 &[]
             } else {
                 &scores[(r - r0) * n..(r - r0 + 1) * n]
