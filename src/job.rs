@@ -582,7 +582,9 @@ impl Job {
                 l.bucket_items,
             );
         }
-        if l.probes > l.planes {
+        // Probes flip bits of item codes; user buckets ignore them (so a small `planes` there
+        // does not need `probes` lowered too).
+        if l.probes > l.planes && l.transform != Transform::Users {
             return bad("lsh.probes", "0..=lsh.planes", l.probes);
         }
         if self.recommend.mode == Mode::Lsh && l.tables == 0 && l.head == 0 {

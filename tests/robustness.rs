@@ -518,6 +518,10 @@ fn job_files_with_unknown_keys_or_bad_values_name_the_key() {
             &["lsh.tables = 0", "no candidates"],
         ),
         (
+            "[lsh]\ntransform = \"mips\"\nplanes = 1\nprobes = 2\n",
+            &["lsh.probes = 2", "0..=lsh.planes"],
+        ),
+        (
             "[lsh]\nbucket_items = 0\n",
             &["lsh.bucket_items = 0", "transform = \"users\""],
         ),
