@@ -172,9 +172,7 @@ impl Lists {
         }
         tops.into_lists()
     }
-}
 
-impl Lists {
     /// Scores panel `pan` for the users `active` (rows `rows`, thresholds `thr`) and pushes
     /// the items that enter their lists.
     #[allow(clippy::too_many_arguments)]
