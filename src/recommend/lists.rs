@@ -313,9 +313,34 @@ mod tests {
     #[test]
     fn list_scores_match_naive_union() {
         let mut r = SplitMix::new(21);
-        for (n, d, coarse) in [(50usize, 8usize, true), (400, 64, false), (900, 24, true)] {
+        // `aligned`: items and users point almost the same way, so scores come close to
+        // ‖x‖‖y‖ and Cauchy–Schwarz skips panels (a bound that is too eager fails this case).
+        for (n, d, coarse, aligned) in [
+            (50usize, 8usize, true, false),
+            (400, 64, false, false),
+            (900, 24, true, false),
+            (600, 16, false, true),
+        ] {
             let val = |r: &mut SplitMix| super::super::scan::test_value(r, coarse);
-            let mut factors: Vec<f32> = (0..n * d).map(|_| val(&mut r)).collect();
+            let along = |r: &mut SplitMix, j: usize| {
+                (1.0 + 0.05 * r.next_normal() as f32) * if j % 2 == 0 { 1.0 } else { 0.5 }
+            };
+            let mut factors: Vec<f32> = (0..n * d)
+                .map(|j| {
+                    if aligned {
+                        along(&mut r, j % d)
+                    } else {
+                        val(&mut r)
+                    }
+                })
+                .collect();
+            if aligned {
+                // One scale per item (a whole row), so norms vary from item to item.
+                for row in factors.chunks_mut(d) {
+                    let s = 0.1 + 3.0 * r.next_f64() as f32;
+                    row.iter_mut().for_each(|v| *v *= s);
+                }
+            }
             factors[..d].fill(0.0);
             let keys: Vec<u64> = (0..n as u64).map(|i| i * 5 + 1).collect();
             let lists: Vec<Vec<u32>> = (0..13)
@@ -332,7 +357,15 @@ mod tests {
                 return; // no AVX2 here: the per-user path serves
             };
             let (nu, per) = (40usize, 3usize);
-            let mut users: Vec<f32> = (0..nu * d).map(|_| val(&mut r)).collect();
+            let mut users: Vec<f32> = (0..nu * d)
+                .map(|j| {
+                    if aligned {
+                        along(&mut r, j % d)
+                    } else {
+                        val(&mut r)
+                    }
+                })
+                .collect();
             users[d..2 * d].fill(0.0);
             let member: Vec<u32> = (0..nu * per).map(|_| r.below(13) as u32).collect();
             let excluded: Vec<Vec<usize>> = (0..nu)
