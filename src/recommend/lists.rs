@@ -323,7 +323,7 @@ mod tests {
         ] {
             let val = |r: &mut SplitMix| super::super::scan::test_value(r, coarse);
             let along = |r: &mut SplitMix, j: usize| {
-                (1.0 + 0.05 * r.next_normal() as f32) * if j % 2 == 0 { 1.0 } else { 0.5 }
+                (1.0 + 0.05 * r.next_normal() as f32) * if j.is_multiple_of(2) { 1.0 } else { 0.5 }
             };
             let mut factors: Vec<f32> = (0..n * d)
                 .map(|j| {
