@@ -102,7 +102,7 @@ for h in 100 250 500; do
 done
 # User buckets + head list.
 for h in 64 128 256; do
-  for ptn in "8 4 16" "10 2 16" "10 4 16" "10 4 32" "12 8 16"; do
+  for ptn in "10 1 32" "8 4 16" "10 2 16" "10 4 16" "10 4 32" "12 8 16"; do
     set -- $ptn
     run "user buckets head$h p$1 r$2 n$3" --set lsh.head=$h --set lsh.planes=$1 --set lsh.tables=$2 --set lsh.transform=users --set lsh.bucket_items=$3
   done
