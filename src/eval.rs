@@ -2,7 +2,8 @@
 //!
 //! Definitions follow `implicit`'s `ranking_metrics_at_k`: precision = hits / Σ_u min(k, |T_u|),
 //! MAP over min(k, |T_u|), NDCG with binary gains and the ideal DCG over min(k, |T_u|) items.
-//! AUC is the exact per-user AUC over all unseen items when full scores are available.
+//! AUC is the exact per-user AUC over all unseen items when full scores are available, on a
+//! hash-chosen sample of users (every user on small jobs; `auc_users` in the metrics says how many).
 
 use serde::{Deserialize, Serialize};
 
@@ -65,7 +66,8 @@ impl Metrics {
         self.auc_users += o.auc_users;
     }
 
-    /// Final values as JSON: precision, map, ndcg, auc (null without AUC), users.
+    /// Final values as JSON: precision, map, ndcg, auc (null without AUC) and the users each
+    /// is over.
     pub fn report(&self, k: usize) -> serde_json::Value {
         let n = self.users.max(1) as f64;
         serde_json::json!({
@@ -75,6 +77,7 @@ impl Metrics {
             "map": self.ap / n,
             "ndcg": self.ndcg / n,
             "auc": if self.auc_users > 0 { Some(self.auc / self.auc_users as f64) } else { None },
+            "auc_users": self.auc_users,
         })
     }
 }
