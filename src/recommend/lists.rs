@@ -325,15 +325,12 @@ mod tests {
             let along = |r: &mut SplitMix, j: usize| {
                 (1.0 + 0.05 * r.next_normal() as f32) * if j.is_multiple_of(2) { 1.0 } else { 0.5 }
             };
-            let mut factors: Vec<f32> = (0..n * d)
-                .map(|j| {
-                    if aligned {
-                        along(&mut r, j % d)
-                    } else {
-                        val(&mut r)
-                    }
-                })
-                .collect();
+            let draw = |r: &mut SplitMix, count: usize| -> Vec<f32> {
+                (0..count)
+                    .map(|j| if aligned { along(r, j % d) } else { val(r) })
+                    .collect()
+            };
+            let mut factors = draw(&mut r, n * d);
             if aligned {
                 // One scale per item (a whole row), so norms vary from item to item.
                 for row in factors.chunks_mut(d) {
@@ -357,15 +354,7 @@ mod tests {
                 return; // no AVX2 here: the per-user path serves
             };
             let (nu, per) = (40usize, 3usize);
-            let mut users: Vec<f32> = (0..nu * d)
-                .map(|j| {
-                    if aligned {
-                        along(&mut r, j % d)
-                    } else {
-                        val(&mut r)
-                    }
-                })
-                .collect();
+            let mut users = draw(&mut r, nu * d);
             users[d..2 * d].fill(0.0);
             let member: Vec<u32> = (0..nu * per).map(|_| r.below(13) as u32).collect();
             let excluded: Vec<Vec<usize>> = (0..nu)
