@@ -262,7 +262,7 @@ impl Index {
         let mut dots = Vec::new();
         let mut unit = vec![0i64; d];
         const BLOCK: usize = 1024;
-        for (bi, block) in users.chunks(BLOCK * d.max(1)).enumerate() {
+        for block in users.chunks(BLOCK * d.max(1)) {
             // Every user's dot product with every hyperplane (the last coordinate of a plane
             // meets the user's 0).
             match &packed {
@@ -302,7 +302,6 @@ impl Index {
                         .for_each(|(s, &v)| *s += v);
                 }
             }
-            let _ = bi;
         }
         let mut mine: Vec<(u32, u64, Vec<i128>)> = slots
             .iter()

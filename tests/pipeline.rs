@@ -408,32 +408,42 @@ fn caps_keep_the_most_recent_events() {
     assert!(mine.iter().all(|&i| i < 15), "{mine:?}");
 }
 
+/// A small LSH job on `w` workers: sorted recs and bucket lines, the manifest's LSH section
+/// and metrics.
+fn lsh_run(
+    store: &Path,
+    w: usize,
+    sets: &[&str],
+) -> (
+    Vec<String>,
+    Vec<String>,
+    serde_json::Value,
+    serde_json::Value,
+) {
+    let s = run(small_job(store, sets), opts(w)).unwrap().unwrap();
+    (
+        read_sorted_recs(&s.version_dir),
+        read_sorted(&s.version_dir, "buckets"),
+        s.manifest["recommend"]["lsh"].clone(),
+        s.manifest["metrics"].clone(),
+    )
+}
+
 #[test]
 fn lsh_recommendations_are_identical_across_workers_and_exclude_seen() {
     let tmp = tempfile::tempdir().unwrap();
     let mut outs = Vec::new();
     for w in [1, 3] {
-        let s = run(
-            small_job(
-                &tmp.path().join(format!("s{w}")),
-                &[
-                    "recommend.mode=lsh",
-                    "lsh.transform=mips",
-                    "lsh.planes=3",
-                    "lsh.tables=4",
-                    "lsh.head=10",
-                ],
-            ),
-            opts(w),
-        )
-        .unwrap()
-        .unwrap();
-        let buckets = read_sorted(&s.version_dir, "buckets");
-        outs.push((
-            read_sorted_recs(&s.version_dir),
-            buckets,
-            s.manifest["recommend"]["lsh"].clone(),
-            s.manifest["metrics"].clone(),
+        outs.push(lsh_run(
+            &tmp.path().join(format!("s{w}")),
+            w,
+            &[
+                "recommend.mode=lsh",
+                "lsh.transform=mips",
+                "lsh.planes=3",
+                "lsh.tables=4",
+                "lsh.head=10",
+            ],
         ));
     }
     assert_eq!(outs[0], outs[1]);
@@ -452,29 +462,20 @@ fn user_buckets_are_identical_across_workers_and_exact_when_complete() {
     let tmp = tempfile::tempdir().unwrap();
     let mut outs = Vec::new();
     for (w, n) in [(1, 20), (3, 20), (2, 300)] {
-        let s = run(
-            small_job(
-                &tmp.path().join(format!("s{w}-{n}")),
-                &[
-                    "recommend.mode=lsh",
-                    "lsh.planes=3",
-                    "lsh.tables=4",
-                    "lsh.head=10",
-                    "lsh.transform=users",
-                    &format!("lsh.bucket_items={n}"),
-                    "eval.recall_sample=100000",
-                ],
-            ),
-            opts(w),
-        )
-        .unwrap()
-        .unwrap();
-        let buckets = read_sorted(&s.version_dir, "buckets");
-        outs.push((
-            read_sorted_recs(&s.version_dir),
-            buckets,
-            s.manifest["recommend"]["lsh"].clone(),
-        ));
+        let (recs, buckets, lsh, _) = lsh_run(
+            &tmp.path().join(format!("s{w}-{n}")),
+            w,
+            &[
+                "recommend.mode=lsh",
+                "lsh.planes=3",
+                "lsh.tables=4",
+                "lsh.head=10",
+                "lsh.transform=users",
+                &format!("lsh.bucket_items={n}"),
+                "eval.recall_sample=100000",
+            ],
+        );
+        outs.push((recs, buckets, lsh));
     }
     assert_eq!(
         outs[0], outs[1],

@@ -241,6 +241,23 @@ fn merge_scored(
     }
 }
 
+/// LSH recall for one sampled user: how many of its exact top `ek` (a scan of the whole
+/// catalogue without `excluded`) are among the first `ek` of `got`, and how many there are.
+fn recall_hits(
+    full: &ScanIndex,
+    x: &[f32],
+    excluded: &[usize],
+    ek: usize,
+    got: &[usize],
+) -> [u64; 2] {
+    let exact = full.top_k(x, std::slice::from_ref(&excluded.to_vec()), ek);
+    let hits = exact[0]
+        .iter()
+        .filter(|e| got.iter().take(ek).any(|&i| i == e.1))
+        .count();
+    [hits as u64, exact[0].len() as u64]
+}
+
 /// Scores computed for AUC over the whole job (see `auc_rate`).
 const AUC_SCORES: f64 = 4e8;
 
@@ -550,17 +567,14 @@ pub fn recommend(
                     for &(sc, _, i) in best {
                         cand_scores[i as usize] = sc;
                     }
+                    let list: Vec<usize> = best.iter().map(|b| b.2 as usize).collect();
                     if unit(users.ids[r].stable_hash() ^ job.eval.seed ^ 0x5eed) < recall_rate {
                         let full = full_scan.as_ref().expect("built with lists");
-                        let exact =
-                            full.top_k(users.row(r), std::slice::from_ref(&excluded.to_vec()), ek);
-                        lsh_counts[2] += exact[0]
-                            .iter()
-                            .filter(|e| best.iter().take(ek).any(|b| b.2 as usize == e.1))
-                            .count() as u64;
-                        lsh_counts[3] += exact[0].len() as u64;
+                        let [hits, all] = recall_hits(full, users.row(r), excluded, ek, &list);
+                        lsh_counts[2] += hits;
+                        lsh_counts[3] += all;
                     }
-                    best.iter().map(|b| b.2 as usize).collect()
+                    list
                 }
                 (Mode::Lsh, Some(ix)) if head_scan.is_some() => {
                     let (_, sub_of, inorm) = head_scan.as_ref().expect("checked");
@@ -612,15 +626,13 @@ pub fn recommend(
                     for &(sc, _, i) in &best.best {
                         cand_scores[i as usize] = sc;
                     }
+                    let list: Vec<usize> = best.best.iter().map(|b| b.2 as usize).collect();
                     if unit(users.ids[r].stable_hash() ^ job.eval.seed ^ 0x5eed) < recall_rate {
-                        let exact = full.top_k(x, std::slice::from_ref(&excluded.to_vec()), ek);
-                        lsh_counts[2] += exact[0]
-                            .iter()
-                            .filter(|e| best.best.iter().take(ek).any(|b| b.2 as usize == e.1))
-                            .count() as u64;
-                        lsh_counts[3] += exact[0].len() as u64;
+                        let [hits, all] = recall_hits(full, x, excluded, ek, &list);
+                        lsh_counts[2] += hits;
+                        lsh_counts[3] += all;
                     }
-                    best.best.iter().map(|b| b.2 as usize).collect()
+                    list
                 }
                 (Mode::Lsh, Some(ix)) => {
                     let x = users.row(r);
