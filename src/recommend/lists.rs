@@ -10,6 +10,7 @@
 //! visited in, so it does not depend on how users are split into blocks or workers.
 
 use super::scan::{fma_dot, kernel_usable, scan_kernel, MR, NR};
+use super::topk::Tops;
 
 /// Item lists packed for the register kernel.
 pub struct Lists {
@@ -24,11 +25,20 @@ pub struct Lists {
     lane_count: Vec<u8>,
     /// Largest item norm in each panel.
     panel_norm: Vec<f32>,
+    /// Slot (`panel * NR + lane`) of each catalogue item in list 0's opening panels, or
+    /// `u32::MAX`: where a user's seen items sit in the opening's score buffer.
+    open_slot: Vec<u32>,
 }
+
+/// Panels of list 0 scored as one buffer per user before anything is pushed (see
+/// [`Lists::open`]): 256 items, the default head list.
+const OPEN_PANELS: usize = 16;
 
 /// Reusable buffers for [`Lists::score`].
 #[derive(Default)]
 pub struct Scratch {
+    /// Opening scores: `OPEN_PANELS` panels per user of a group.
+    open: Vec<[f32; NR]>,
     count: Vec<u32>,
     by_list: Vec<u32>,
     unorm: Vec<f32>,
@@ -53,6 +63,7 @@ impl Lists {
             lane_item: Vec::new(),
             lane_count: Vec::new(),
             panel_norm: Vec::new(),
+            open_slot: vec![u32::MAX; factors.len() / d.max(1)],
         };
         out.start.push(0);
         let mut normed: Vec<(f32, u32)> = Vec::new();
@@ -76,6 +87,12 @@ impl Lists {
                     .push(chunk.iter().map(|c| c.0).fold(0.0, f32::max));
             }
             out.start.push(out.panel_norm.len());
+        }
+        let opening = out.start.get(1).map_or(0, |&e| e.min(OPEN_PANELS) * NR);
+        for (slot, &i) in out.lane_item[..opening].iter().enumerate() {
+            if i != u32::MAX {
+                out.open_slot[i as usize] = slot as u32;
+            }
         }
         Some(out)
     }
@@ -138,14 +155,40 @@ impl Lists {
             // MR of the list's users at a time through all of its panels, so their rows and
             // lists stay in L1; a user sits a panel out when Cauchy–Schwarz (with a margin for
             // rounding; a threshold above -inf means its list is full) rules the panel out.
+            let open = if l == 0 && k <= NR {
+                OPEN_PANELS.min(self.start[1])
+            } else {
+                0
+            };
             for grp in s.by_list[from..to].chunks(MR) {
-                for pan in self.start[l]..self.start[l + 1] {
+                if open > 0 {
+                    let mut rows = [zero.as_ptr(); MR];
+                    for (row, &u) in rows.iter_mut().zip(grp) {
+                        *row = users[u as usize * d..].as_ptr();
+                    }
+                    self.open(
+                        open,
+                        rows,
+                        grp,
+                        (ex_start, ex_items),
+                        keys,
+                        &mut tops,
+                        &mut s.open,
+                    );
+                    for &u in grp {
+                        scored[u as usize] += self.lane_count[..open]
+                            .iter()
+                            .map(|&c| c as u32)
+                            .sum::<u32>();
+                    }
+                }
+                for pan in self.start[l] + open..self.start[l + 1] {
                     let reach = self.panel_norm[pan] * (1.0 + 1e-4);
                     let mut g = 0;
                     let mut thr = [f32::INFINITY; MR];
                     let mut rows = [zero.as_ptr(); MR];
                     for &u in grp {
-                        let t = tops.thr[u as usize];
+                        let t = tops.threshold(u as usize);
                         if t <= s.unorm[u as usize] * reach + f32::MIN_POSITIVE {
                             thr[g] = t;
                             rows[g] = users[u as usize * d..].as_ptr();
@@ -171,6 +214,88 @@ impl Lists {
             from = to;
         }
         tops.into_lists()
+    }
+
+    /// Scores list 0's first `open` panels for the (fresh) users `grp` into one buffer each,
+    /// then pushes only the scores that can rank. Pushing in list order costs about
+    /// k·(1 + ln(items / k)) pushes per user (43 for the default head list), each a few
+    /// unpredictable branches; here a floor comes first: with each of the NR lanes' best
+    /// unseen score, the k-th best of those is at most the user's k-th best (k lanes each hold
+    /// an item at least that good), so nothing below it can rank and about 14 pushes remain.
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &self,
+        open: usize,
+        rows: [*const f32; MR],
+        grp: &[u32],
+        (ex_start, ex_items): (&[u32], &[u32]),
+        keys: &[u64],
+        tops: &mut Tops,
+        buf: &mut Vec<[f32; NR]>,
+    ) {
+        let d = self.d;
+        let k = tops.k();
+        buf.clear();
+        buf.resize(MR * open, [f32::NEG_INFINITY; NR]);
+        let all = [f32::NEG_INFINITY; MR];
+        for pan in 0..open {
+            let mut out = [[0.0f32; NR]; MR];
+            // SAFETY: as in `run`; a -inf threshold makes the kernel write every row's scores.
+            unsafe {
+                scan_kernel(
+                    rows,
+                    &self.panels[pan * d * NR..(pan + 1) * d * NR],
+                    d,
+                    &all,
+                    &mut out,
+                )
+            };
+            let real = self.lane_count[pan] as usize;
+            for (g, o) in out.iter().enumerate().take(grp.len()) {
+                buf[g * open + pan][..real].copy_from_slice(&o[..real]);
+            }
+        }
+        for (g, &u) in grp.iter().enumerate() {
+            let u = u as usize;
+            let buf = &mut buf[g * open..(g + 1) * open];
+            // Seen items (and padding lanes, already -inf) never count or rank.
+            for &i in &ex_items[ex_start[u] as usize..ex_start[u + 1] as usize] {
+                let slot = self.open_slot[i as usize] as usize;
+                if slot < open * NR {
+                    buf[slot / NR][slot % NR] = f32::NEG_INFINITY;
+                }
+            }
+            let mut best = [f32::NEG_INFINITY; NR];
+            for pan in buf.iter() {
+                for (b, &v) in best.iter_mut().zip(pan) {
+                    *b = b.max(v);
+                }
+            }
+            // The k-th largest lane best, without sorting: the largest value that at least k
+            // lane bests reach.
+            let floor = best.iter().fold(f32::NEG_INFINITY, |f, &v| {
+                let reach = best.iter().fold(0usize, |c, &w| c + (w >= v) as usize);
+                if reach >= k {
+                    f.max(v)
+                } else {
+                    f
+                }
+            });
+            for (pan, sc) in buf.iter().enumerate() {
+                let mut m = sc.iter().enumerate().fold(0u32, |m, (lane, &v)| {
+                    m | ((v >= floor && v > f32::NEG_INFINITY) as u32) << lane
+                });
+                while m != 0 {
+                    let lane = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    let v = sc[lane];
+                    if v >= tops.threshold(u) {
+                        let i = self.lane_item[pan * NR + lane];
+                        tops.push(u, v, keys[i as usize], i);
+                    }
+                }
+            }
+        }
     }
 
     /// Scores panel `pan` for the users `active` (rows `rows`, thresholds `thr`) and pushes
@@ -217,87 +342,11 @@ impl Lists {
                 let lane = m.trailing_zeros() as usize;
                 m &= m - 1;
                 let (sc, i) = (out[j][lane], self.lane_item[pan * NR + lane]);
-                if sc >= tops.thr[u] && ex.binary_search(&i).is_err() {
+                if sc >= tops.threshold(u) && ex.binary_search(&i).is_err() {
                     tops.push(u, sc, keys[i as usize], i);
                 }
             }
         }
-    }
-}
-
-/// Every user's best `k` so far in one flat array (no allocation per user), with the k-th best
-/// score beside it: the kernel reads thresholds far more often than lists change.
-struct Tops {
-    k: usize,
-    len: Vec<u32>,
-    /// `(order, key, item)`, `k` slots per user, best first; `order` is the score as an
-    /// integer in `f32::total_cmp` order, so ranking needs no float compares.
-    ent: Vec<(i32, u64, u32)>,
-    /// The k-th best score, or -inf while a list is not full.
-    thr: Vec<f32>,
-}
-
-/// `f32::total_cmp` order as an `i32` (reversible: see [`score_of`]).
-fn order_of(s: f32) -> i32 {
-    let b = s.to_bits() as i32;
-    b ^ (((b >> 31) as u32) >> 1) as i32
-}
-
-fn score_of(o: i32) -> f32 {
-    f32::from_bits((o ^ (((o >> 31) as u32) >> 1) as i32) as u32)
-}
-
-impl Tops {
-    fn new(b: usize, k: usize) -> Tops {
-        Tops {
-            k,
-            len: vec![0; b],
-            ent: vec![(0, 0, 0); b * k],
-            thr: vec![f32::NEG_INFINITY; b],
-        }
-    }
-
-    /// Inserts item `p` for user `u` unless it does not rank or is already there (the same
-    /// item through two lists has the same score bits and key, so it meets itself).
-    fn push(&mut self, u: usize, s: f32, key: u64, p: u32) {
-        let k = self.k;
-        let n = self.len[u] as usize;
-        let row = &mut self.ent[u * k..(u + 1) * k];
-        let o = order_of(s);
-        // Entries ranked above (o, key), counted without a branch per entry; a tie on the
-        // score (rare) is settled by keys.
-        let mut at = row[..n].iter().filter(|e| e.0 > o).count();
-        while at < n && row[at].0 == o {
-            if row[at].1 == key {
-                return; // p itself
-            }
-            if row[at].1 > key {
-                break;
-            }
-            at += 1;
-        }
-        if at == k {
-            return;
-        }
-        let end = (n + 1).min(k);
-        row.copy_within(at..end - 1, at + 1);
-        row[at] = (o, key, p);
-        self.len[u] = end as u32;
-        if end == k {
-            self.thr[u] = score_of(row[k - 1].0);
-        }
-    }
-
-    fn into_lists(self) -> Vec<Vec<(f32, u64, u32)>> {
-        let k = self.k;
-        (0..self.len.len())
-            .map(|u| {
-                self.ent[u * k..u * k + self.len[u] as usize]
-                    .iter()
-                    .map(|&(o, key, p)| (score_of(o), key, p))
-                    .collect()
-            })
-            .collect()
     }
 }
 
@@ -340,15 +389,15 @@ mod tests {
             }
             factors[..d].fill(0.0);
             let keys: Vec<u64> = (0..n as u64).map(|i| i * 5 + 1).collect();
-            let lists: Vec<Vec<u32>> = (0..13)
-                .map(|_| {
-                    let len = r.below(60) as usize;
-                    let mut v: Vec<u32> = (0..len).map(|_| r.below(n as u64) as u32).collect();
-                    v.sort_unstable();
-                    v.dedup();
-                    v
-                })
-                .collect();
+            // List 0 is head-like: most of the catalogue, longer than the opening panels.
+            let mut lists: Vec<Vec<u32>> = vec![(0..n as u32).filter(|_| r.below(5) > 0).collect()];
+            lists.extend((1..13).map(|_| {
+                let len = r.below(60) as usize;
+                let mut v: Vec<u32> = (0..len).map(|_| r.below(n as u64) as u32).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            }));
             let refs: Vec<&[u32]> = lists.iter().map(|v| v.as_slice()).collect();
             let Some(ix) = Lists::build(&refs, &factors, d) else {
                 return; // no AVX2 here: the per-user path serves
@@ -407,23 +456,57 @@ mod tests {
         }
     }
 
+    /// The opening's floor is exactly the k-th best lane: the best items sit in distinct lanes
+    /// (so the k-th best overall is the k-th lane best, the tightest case), some of them seen.
+    /// A floor one lane too high loses the k-th item here.
     #[test]
-    fn order_of_is_total_cmp_and_reversible() {
-        let v = [
-            f32::NEG_INFINITY,
-            -3.5,
-            -f32::MIN_POSITIVE,
-            -0.0,
-            0.0,
-            1e-30,
-            2.0,
-            f32::MAX,
-            f32::INFINITY,
-        ];
-        for a in v {
-            assert_eq!(score_of(order_of(a)).to_bits(), a.to_bits());
-            for b in v {
-                assert_eq!(order_of(a).cmp(&order_of(b)), a.total_cmp(&b), "{a} {b}");
+    fn opening_floor_keeps_the_kth_item() {
+        let mut r = SplitMix::new(8);
+        let d = 8;
+        for trial in 0..40 {
+            let n = NR * (OPEN_PANELS + 2);
+            // Item i scores v[i] against the user e0; low scores everywhere but 14 items in
+            // distinct lanes, in random panels.
+            let mut v: Vec<f32> = (0..n).map(|_| r.next_f64() as f32).collect();
+            let mut lanes: Vec<usize> = (0..NR).collect();
+            for j in (1..NR).rev() {
+                lanes.swap(j, r.below(j as u64 + 1) as usize);
+            }
+            for (t, &lane) in lanes.iter().take(14).enumerate() {
+                let pan = r.below(OPEN_PANELS as u64) as usize;
+                v[pan * NR + lane] = 10.0 + t as f32;
+            }
+            let mut factors = vec![0.0f32; n * d];
+            for (i, &x) in v.iter().enumerate() {
+                factors[i * d] = x;
+            }
+            let list: Vec<u32> = (0..n as u32).collect();
+            let Some(ix) = Lists::build(&[&list], &factors, d) else {
+                return;
+            };
+            let mut user = vec![0.0f32; d];
+            user[0] = 1.0;
+            let seen: Vec<u32> = (0..n as u32).filter(|_| r.below(6) == 0).collect();
+            let keys: Vec<u64> = (0..n as u64).collect();
+            for k in [1usize, 5, 10, 16] {
+                let mut scored = [0u32];
+                let got = ix.score(
+                    &user,
+                    1,
+                    &[0],
+                    (&[0, seen.len() as u32], &seen),
+                    &keys,
+                    k,
+                    &mut scored,
+                    &mut Scratch::default(),
+                );
+                let mut want: Vec<(f32, u64, u32)> = (0..n as u32)
+                    .filter(|i| !seen.contains(i))
+                    .map(|i| (v[i as usize], i as u64, i))
+                    .collect();
+                want.sort_by(|a, b| better((a.0, a.1), (b.0, b.1)));
+                want.truncate(k);
+                assert_eq!(got[0], want, "trial {trial}, k {k}");
             }
         }
     }

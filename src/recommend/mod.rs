@@ -21,6 +21,7 @@ use timely::worker::Worker;
 mod lists;
 mod scan;
 mod text;
+mod topk;
 
 pub use scan::{better, fma_dot, score_candidates, top_k, Packed, ScanIndex, TopK, MR, NR};
 pub use text::push_line;
@@ -451,6 +452,7 @@ pub fn recommend(
         .iter()
         .map(|&k| cat.index(k).map_or(u32::MAX, |i| i as u32))
         .collect();
+    let lines = text::Lines::new(&cat.ids, k);
     let mut r0 = 0;
     while r0 < users.rows() {
         let r1 = (r0 + block).min(users.rows());
@@ -678,7 +680,7 @@ pub fn recommend(
             if list.is_empty() && k > 0 {
                 out.users_without_recs += 1;
             }
-            for (rank, &i) in list.iter().take(k).enumerate() {
+            let recs = list.iter().take(k).enumerate().map(|(rank, &i)| {
                 let score = match mode {
                     Mode::Popular => cat.degrees[i] as f32,
                     Mode::Lsh => cand_scores[i],
@@ -687,9 +689,10 @@ pub fn recommend(
                         None => row[i],
                     },
                 };
-                push_line(&mut out.tsv, &users.ids[r], &cat.ids[i], score, rank + 1);
-                out.lines += 1;
-            }
+                (i, score)
+            });
+            lines.push_user(&mut out.tsv, &users.ids[r], recs);
+            out.lines += list.len().min(k) as u64;
             phases.write += lap(&mut clock);
             if let Some(t) = tests.get(&r) {
                 let j = users.starts.partition_point(|&s| s <= r) - 1;

@@ -1,6 +1,8 @@
 //! Exact scoring kernels: the fused, norm-ordered scan of a whole catalogue ([`ScanIndex`]),
 //! candidate scoring, and the deterministic top-k order every mode shares.
 
+use super::topk::Tops;
+
 /// Deterministic order: higher score first, then smaller key.
 pub fn better(a: (f32, u64), b: (f32, u64)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
@@ -130,7 +132,7 @@ impl ScanIndex {
     ) -> Vec<Vec<(f32, usize)>> {
         let d = self.d;
         let b = users.len() / d;
-        let mut lists: Vec<TopK> = (0..b).map(|_| TopK::new(k)).collect();
+        let mut lists = Tops::new(b, k);
         if k == 0 || self.n == 0 {
             return vec![Vec::new(); b];
         }
@@ -162,7 +164,7 @@ impl ScanIndex {
                     let mut out = [[0.0f32; NR]; MR];
                     let mut thr = [f32::INFINITY; MR];
                     for (t, &u) in thr.iter_mut().zip(grp) {
-                        *t = lists[u].threshold();
+                        *t = lists.threshold(u);
                     }
                     // SAFETY: `build` only succeeds where simd::usable(d) holds; every row
                     // pointer addresses d floats; the panel holds d × NR floats.
@@ -185,10 +187,10 @@ impl ScanIndex {
                         for (lane, &sc) in out[g].iter().enumerate() {
                             let p = pan * NR + lane;
                             if p < self.n
-                                && sc >= lists[u].threshold()
+                                && sc >= lists.threshold(u)
                                 && ex[u].binary_search(&(p as u32)).is_err()
                             {
-                                lists[u].push(sc, self.pos_keys[p], p as u32);
+                                lists.push(u, sc, self.pos_keys[p], p as u32);
                             }
                         }
                     }
@@ -198,15 +200,14 @@ impl ScanIndex {
             // Users whose k-th best beats every item left stop here.
             let rest = self.norms[(t0 * NR).min(self.n)];
             active.retain(|&u| {
-                let l = &lists[u];
-                !(l.full() && l.threshold() > unorm[u] * rest * (1.0 + 1e-4) + f32::MIN_POSITIVE)
+                !(lists.full(u)
+                    && lists.threshold(u) > unorm[u] * rest * (1.0 + 1e-4) + f32::MIN_POSITIVE)
             });
         }
-        lists
-            .into_iter()
-            .map(|l| {
-                l.best
-                    .into_iter()
+        (0..b)
+            .map(|u| {
+                lists
+                    .list(u)
                     .map(|(s, _, p)| (s, self.order[p as usize] as usize))
                     .collect()
             })
