@@ -9,7 +9,7 @@
 //! is each user's exact top k over the union of its lists, whatever order the lists are
 //! visited in, so it does not depend on how users are split into blocks or workers.
 
-use super::scan::{fma_dot, kernel_usable, scan_kernel, MR, NR};
+use super::scan::{fma_dot, kernel_usable, scan_kernel, MR, NR, OPEN_PANELS};
 use super::topk::Tops;
 
 /// Item lists packed for the register kernel.
@@ -29,10 +29,6 @@ pub struct Lists {
     /// `u32::MAX`: where a user's seen items sit in the opening's score buffer.
     open_slot: Vec<u32>,
 }
-
-/// Panels of list 0 scored as one buffer per user before anything is pushed (see
-/// [`Lists::open`]): 256 items, the default head list.
-const OPEN_PANELS: usize = 16;
 
 /// Reusable buffers for [`Lists::score`].
 #[derive(Default)]
@@ -217,11 +213,7 @@ impl Lists {
     }
 
     /// Scores list 0's first `open` panels for the (fresh) users `grp` into one buffer each,
-    /// then pushes only the scores that can rank. Pushing in list order costs about
-    /// k·(1 + ln(items / k)) pushes per user (43 for the default head list), each a few
-    /// unpredictable branches; here a floor comes first: with each of the NR lanes' best
-    /// unseen score, the k-th best of those is at most the user's k-th best (k lanes each hold
-    /// an item at least that good), so nothing below it can rank and about 14 pushes remain.
+    /// seen items as -inf, and pushes only what can rank ([`Tops::push_opening`]).
     #[allow(clippy::too_many_arguments)]
     fn open(
         &self,
@@ -234,7 +226,6 @@ impl Lists {
         buf: &mut Vec<[f32; NR]>,
     ) {
         let d = self.d;
-        let k = tops.k();
         buf.clear();
         buf.resize(MR * open, [f32::NEG_INFINITY; NR]);
         let all = [f32::NEG_INFINITY; MR];
@@ -265,36 +256,10 @@ impl Lists {
                     buf[slot / NR][slot % NR] = f32::NEG_INFINITY;
                 }
             }
-            let mut best = [f32::NEG_INFINITY; NR];
-            for pan in buf.iter() {
-                for (b, &v) in best.iter_mut().zip(pan) {
-                    *b = b.max(v);
-                }
-            }
-            // The k-th largest lane best, without sorting: the largest value that at least k
-            // lane bests reach.
-            let floor = best.iter().fold(f32::NEG_INFINITY, |f, &v| {
-                let reach = best.iter().fold(0usize, |c, &w| c + (w >= v) as usize);
-                if reach >= k {
-                    f.max(v)
-                } else {
-                    f
-                }
+            tops.push_opening(u, buf, |slot| {
+                let i = self.lane_item[slot];
+                (keys[i as usize], i)
             });
-            for (pan, sc) in buf.iter().enumerate() {
-                let mut m = sc.iter().enumerate().fold(0u32, |m, (lane, &v)| {
-                    m | ((v >= floor && v > f32::NEG_INFINITY) as u32) << lane
-                });
-                while m != 0 {
-                    let lane = m.trailing_zeros() as usize;
-                    m &= m - 1;
-                    let v = sc[lane];
-                    if v >= tops.threshold(u) {
-                        let i = self.lane_item[pan * NR + lane];
-                        tops.push(u, v, keys[i as usize], i);
-                    }
-                }
-            }
         }
     }
 

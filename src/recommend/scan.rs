@@ -75,6 +75,8 @@ pub const NR: usize = 16;
 /// at full scale, so a check every 64 lets each stop close to where it can; measured against
 /// 16 to 1024 items per tile (docs/BENCHMARKS.md), 64 was fastest.
 const TILE_PANELS: usize = 4;
+/// Panels every user scores first, pushed above a floor ([`Tops::push_opening`]): 256 items.
+pub(super) const OPEN_PANELS: usize = 16;
 
 impl ScanIndex {
     /// Builds the index of the items with global `keys` (ties) and row-major `factors`; `None`
@@ -152,7 +154,52 @@ impl ScanIndex {
         let np = self.n.div_ceil(NR);
         let mut active: Vec<usize> = (0..b).collect();
         let zero = vec![0.0f32; d];
-        let mut t0 = 0;
+        // The opening: the first panels as one buffer per user, pushed above a floor
+        // (`Tops::push_opening`); then tiles with the Cauchy–Schwarz stop.
+        let open = if k <= NR { OPEN_PANELS.min(np) } else { 0 };
+        if open > 0 {
+            let mut buf = vec![[f32::NEG_INFINITY; NR]; MR * open];
+            let all = [f32::NEG_INFINITY; MR];
+            for grp in active.chunks(MR) {
+                let mut rows = [zero.as_ptr(); MR];
+                for (slot, &u) in rows.iter_mut().zip(grp) {
+                    *slot = users[u * d..].as_ptr();
+                }
+                for pan in 0..open {
+                    let mut out = [[0.0f32; NR]; MR];
+                    // SAFETY: as below; a -inf threshold makes the kernel write every score.
+                    unsafe {
+                        scan_kernel(
+                            rows,
+                            &self.panels[pan * d * NR..(pan + 1) * d * NR],
+                            d,
+                            &all,
+                            &mut out,
+                        )
+                    };
+                    for (g, o) in out.iter().enumerate().take(grp.len()) {
+                        buf[g * open + pan] = *o;
+                    }
+                }
+                for (g, &u) in grp.iter().enumerate() {
+                    let ub = &mut buf[g * open..(g + 1) * open];
+                    // Padding past the catalogue and seen items never count or rank.
+                    for p in self.n.min(open * NR)..open * NR {
+                        ub[p / NR][p % NR] = f32::NEG_INFINITY;
+                    }
+                    for &p in ex[u].iter().take_while(|&&p| (p as usize) < open * NR) {
+                        ub[p as usize / NR][p as usize % NR] = f32::NEG_INFINITY;
+                    }
+                    lists.push_opening(u, ub, |p| (self.pos_keys[p], p as u32));
+                }
+            }
+            let rest = self.norms[(open * NR).min(self.n)];
+            active.retain(|&u| {
+                !(lists.full(u)
+                    && lists.threshold(u) > unorm[u] * rest * (1.0 + 1e-4) + f32::MIN_POSITIVE)
+            });
+        }
+        let mut t0 = open;
         while t0 < np && !active.is_empty() {
             let t1 = (t0 + TILE_PANELS).min(np);
             for grp in active.chunks(MR) {

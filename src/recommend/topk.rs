@@ -5,6 +5,8 @@
 //! in `f32::total_cmp` order, so ranking needs no float compares and one vector compare ranks
 //! eight entries at a time.
 
+use super::scan::NR;
+
 /// Every user's best `k` so far, with the k-th best score beside it (scorers read thresholds
 /// far more often than lists change).
 pub struct Tops {
@@ -37,11 +39,6 @@ impl Tops {
             ent: vec![(0, 0, 0); b * k],
             thr: vec![f32::NEG_INFINITY; b],
         }
-    }
-
-    /// The list length.
-    pub fn k(&self) -> usize {
-        self.k
     }
 
     /// Scores below this cannot enter user `u`'s list (a tie may, by key).
@@ -86,6 +83,53 @@ impl Tops {
         self.len[u] = end as u32;
         if end == k {
             self.thr[u] = score_of(row[k - 1].0);
+        }
+    }
+
+    /// Pushes the scores of user `u`'s opening: `buf` holds the first panels of what it is
+    /// scored against (NR lanes each; -inf where an item is seen or a lane is padding),
+    /// `item(panel * NR + lane)` gives the item's key and index. Pushing in scan order costs
+    /// about k·(1 + ln(items / k)) pushes (43 for 256 items at k = 10), each a few
+    /// unpredictable branches; here a floor comes first: of the NR lanes' best scores, the
+    /// k-th best is at most the user's k-th best (k lanes each hold an item at least that
+    /// good), so nothing below it can rank, and about 14 pushes remain. Needs `k <= NR`
+    /// to bound anything (a larger k pushes every finite score).
+    pub fn push_opening(
+        &mut self,
+        u: usize,
+        buf: &[[f32; NR]],
+        item: impl Fn(usize) -> (u64, u32),
+    ) {
+        let mut best = [f32::NEG_INFINITY; NR];
+        for pan in buf {
+            for (b, &v) in best.iter_mut().zip(pan) {
+                *b = b.max(v);
+            }
+        }
+        // The k-th largest lane best, without sorting: the largest value that at least k lane
+        // bests reach.
+        let k = self.k;
+        let floor = best.iter().fold(f32::NEG_INFINITY, |f, &v| {
+            let reach = best.iter().fold(0usize, |c, &w| c + (w >= v) as usize);
+            if reach >= k {
+                f.max(v)
+            } else {
+                f
+            }
+        });
+        for (pan, sc) in buf.iter().enumerate() {
+            let mut m = sc.iter().enumerate().fold(0u32, |m, (lane, &v)| {
+                m | ((v >= floor && v > f32::NEG_INFINITY) as u32) << lane
+            });
+            while m != 0 {
+                let lane = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let v = sc[lane];
+                if v >= self.thr[u] {
+                    let (key, p) = item(pan * NR + lane);
+                    self.push(u, v, key, p);
+                }
+            }
         }
     }
 
