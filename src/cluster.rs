@@ -35,9 +35,9 @@ pub enum Body {
     Pairs(Vec<(RawId, RawId, f32, i64)>),
     /// Held-out (user, item) pairs, routed to the item's owner to learn the item key.
     TestPairs(Vec<(RawId, RawId)>),
-    /// The parent version's top-k (user, item) lines, routed to the user's owner (warm start
-    /// report: how many users' recommendations changed).
-    ParentRecs(Vec<(RawId, RawId)>),
+    /// The parent version's top-k (user, item) lines as the raw ids' stable hashes, routed to
+    /// the user's owner (warm start report: how many users' recommendations changed).
+    ParentRecs(Vec<(u64, u64)>),
     /// Held-out pairs with the item key (`u64::MAX`: the item has no training data).
     TestKeyed(Vec<(RawId, u64)>),
     /// (user, item key, weight) routed back to the user's owner once item keys are known.

@@ -227,6 +227,26 @@ fn day_two_folds_in_new_ids_applies_removals_and_keeps_the_rest_stable() {
         "untouched users kept only {overlap:.2} of their top-10"
     );
 
+    // The lineage's comparison with the parent, recounted from both versions' recs files
+    // (a 3-worker run compared against a 2-worker parent: pairs cross workers).
+    let (mut compared, mut changed, mut micro) = (0u64, 0u64, 0u64);
+    for (u, b) in &r2 {
+        let Some(a) = r1.get(u) else { continue };
+        let kept = b.iter().filter(|i| a.contains(i)).count();
+        compared += 1;
+        changed += (kept != b.len() || a.len() != b.len()) as u64;
+        micro += (1e6 * kept as f64 / a.len().max(b.len()) as f64).round() as u64;
+    }
+    let cmp = &lin["recs_vs_parent"];
+    assert_eq!(cmp["users_compared"], compared, "{cmp}");
+    assert_eq!(cmp["users_topk_changed"], changed, "{cmp}");
+    assert!(changed > 0 && changed < compared, "{cmp}");
+    let mean = micro as f64 / 1e6 / compared as f64;
+    assert!(
+        (cmp["mean_topk_overlap"].as_f64().unwrap() - mean).abs() < 1e-12,
+        "{cmp} vs {mean}"
+    );
+
     // Re-running last night's job would count day 1's events twice: refused.
     let e = run(
         job(&store, &[&day1], &["als.iterations=3"]),
