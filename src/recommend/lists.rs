@@ -26,7 +26,8 @@ pub struct Lists {
     /// Largest item norm in each panel.
     panel_norm: Vec<f32>,
     /// Slot (`panel * NR + lane`) of each catalogue item in list 0's opening panels, or
-    /// `u32::MAX`: where a user's seen items sit in the opening's score buffer.
+    /// `u32::MAX`: where a user's seen items sit in the opening's score buffer (a list holds
+    /// an item once).
     open_slot: Vec<u32>,
 }
 
@@ -42,8 +43,8 @@ pub struct Scratch {
 }
 
 impl Lists {
-    /// Packs `lists` (catalogue indices) of the row-major `factors` (`d` wide); `None` unless
-    /// the AVX2+FMA kernel runs for this `d`.
+    /// Packs `lists` (catalogue indices, each item at most once per list) of the row-major
+    /// `factors` (`d` wide); `None` unless the AVX2+FMA kernel runs for this `d`.
     pub fn build(lists: &[&[u32]], factors: &[f32], d: usize) -> Option<Lists> {
         if !kernel_usable(d) {
             return None;

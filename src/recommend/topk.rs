@@ -2,8 +2,8 @@
 //! candidates per user, so a push must cost a few vector compares, not an allocation or a call.
 //!
 //! Order is [`super::better`]'s: higher score first, then smaller key. Scores are kept as `i32`
-//! in `f32::total_cmp` order, so ranking needs no float compares and one vector compare ranks
-//! eight entries at a time.
+//! in `f32::total_cmp` order, so ranking needs no float compares and a new entry's place is a
+//! branch-free count.
 
 use super::scan::NR;
 
@@ -156,7 +156,7 @@ mod tests {
     use crate::recommend::better;
 
     /// Pushes in random order (with repeats, ties on scores and both signs) give each user the
-    /// naive sort's first k, for k below, at and above one vector.
+    /// naive sort's first k, for k from 1 to beyond the panel width.
     #[test]
     fn pushes_match_a_sort() {
         let mut r = SplitMix::new(5);
