@@ -453,6 +453,9 @@ pub fn recommend(
         .map(|&k| cat.index(k).map_or(u32::MAX, |i| i as u32))
         .collect();
     let lines = text::Lines::new(&cat.ids, k);
+    // The block's lists, `(catalogue index, score)`, user after user (`blk_at`: starts).
+    let mut blk: Vec<(usize, f32)> = Vec::new();
+    let mut blk_at: Vec<usize> = Vec::new();
     let mut r0 = 0;
     while r0 < users.rows() {
         let r1 = (r0 + block).min(users.rows());
@@ -539,9 +542,12 @@ pub fn recommend(
             let s = MatMut::from_row_major_slice_mut(&mut scores[..b * n], b, n);
             faer::linalg::matmul::matmul(s, Accum::Replace, x, y.transpose(), 1.0f32, Par::Seq);
         }
-        phases.score += lap(&mut clock);
+        // Three passes over the block's users (lists, lines, evaluation), so the phases are
+        // timed per block: a clock read per user and phase cost more than some phases.
+        blk.clear();
+        blk_at.clear();
+        blk_at.push(0);
         for r in r0..r1 {
-            phases.eval += lap(&mut clock);
             let seen = &seen_block[r - r0];
             let row: &[f32] = if !dense {
                 &[]
@@ -676,11 +682,7 @@ pub fn recommend(
                     None => top_k(row, &cat.keys, excluded, k.max(ek)),
                 },
             };
-            phases.score += lap(&mut clock);
-            if list.is_empty() && k > 0 {
-                out.users_without_recs += 1;
-            }
-            let recs = list.iter().take(k).enumerate().map(|(rank, &i)| {
+            blk.extend(list.iter().enumerate().map(|(rank, &i)| {
                 let score = match mode {
                     Mode::Popular => cat.degrees[i] as f32,
                     Mode::Lsh => cand_scores[i],
@@ -690,14 +692,31 @@ pub fn recommend(
                     },
                 };
                 (i, score)
-            });
-            lines.push_user(&mut out.tsv, &users.ids[r], recs);
+            }));
+            blk_at.push(blk.len());
+        }
+        phases.score += lap(&mut clock);
+        for r in r0..r1 {
+            let list = &blk[blk_at[r - r0]..blk_at[r - r0 + 1]];
+            if list.is_empty() && k > 0 {
+                out.users_without_recs += 1;
+            }
+            lines.push_user(&mut out.tsv, &users.ids[r], list.iter().take(k).copied());
             out.lines += list.len().min(k) as u64;
-            phases.write += lap(&mut clock);
+        }
+        phases.write += lap(&mut clock);
+        for r in r0..r1 {
+            let list = &blk[blk_at[r - r0]..blk_at[r - r0 + 1]];
             if let Some(t) = tests.get(&r) {
+                let seen = &seen_block[r - r0];
+                let row: &[f32] = if !dense {
+                    &[]
+                } else {
+                    &scores[(r - r0) * n..(r - r0 + 1) * n]
+                };
                 let j = users.starts.partition_point(|&s| s <= r) - 1;
                 let m = &mut parts[j].1;
-                let keys: Vec<u64> = list.iter().map(|&i| i as u64).collect();
+                let keys: Vec<u64> = list.iter().map(|&(i, _)| i as u64).collect();
                 let tk: Vec<u64> = t.iter().map(|&i| i as u64).collect();
                 m.add_user(ek, &keys, &tk);
                 let sampled = unit(users.ids[r].stable_hash() ^ job.eval.seed) <= auc_rate;
@@ -726,6 +745,7 @@ pub fn recommend(
                 }
             }
         }
+        phases.eval += lap(&mut clock);
         if r0 == 0 && out.lines > 0 {
             // Room for the rest at the first block's bytes per line: growing a buffer of
             // hundreds of MB by doubling copies it again and again.
