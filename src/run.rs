@@ -325,12 +325,20 @@ fn run_worker(
     ));
 
     let t = Instant::now();
-    let recs = if job.recommend.k > 0 || job.similar.k > 0 || !job_has_no_eval(job) {
+    let mut recs = if job.recommend.k > 0 || job.similar.k > 0 || !job_has_no_eval(job) {
         log.stage(
             "recommend",
             &format!("{:?} mode", job.recommend.mode).to_lowercase(),
         );
-        let r = recommend::recommend(worker, &mut comm, job, &data.users, &data.items, &data.test)?;
+        let r = recommend::recommend(
+            worker,
+            &mut comm,
+            job,
+            &data.users,
+            &data.items,
+            &data.test,
+            parent.is_some(),
+        )?;
         log.done(&format!(
             "recommend: {} lines ({:?} mode, {:.2}s)",
             r.lines,
@@ -346,13 +354,13 @@ fn run_worker(
     let t = Instant::now();
     let timings = json!({ "ingest_secs": ingest_secs, "train_secs": train_secs, "recommend_secs": rec_secs,
             "recommend_phases": recs.as_ref().map(|r| r.phases) });
-    let changes = match (parent.as_ref(), recs.as_ref()) {
+    let changes = match (parent.as_ref(), recs.as_mut()) {
         (Some(p), Some(r)) if job.recommend.k > 0 => Some(warm::compare_recs(
             worker,
             &mut comm,
             p,
             job.shards.virtual_shards,
-            &r.tsv,
+            r.pairs.take().unwrap_or_default(),
         )?),
         _ => None,
     };
@@ -477,13 +485,16 @@ fn publish(
                 *n,
             )?);
         }
-        if let Some(recs) = recs.filter(|_| job.recommend.k > 0) {
-            r.push(store::write_part(
-                &staging,
-                &format!("recs/part-{:05}.tsv", comm.index),
-                &recs.tsv,
-                recs.lines,
-            )?);
+        if let Some((pending, rec)) = recs.and_then(|r| r.part.as_ref()) {
+            let dest = staging.join(&rec.path);
+            std::fs::rename(pending, &dest).map_err(|e| {
+                format!(
+                    "cannot move {} to {}: {e}",
+                    pending.display(),
+                    dest.display()
+                )
+            })?;
+            r.push(rec.clone());
         }
         Ok(r)
     });

@@ -213,13 +213,13 @@ fn rec_pairs(text: &[u8]) -> Vec<(u64, u64)> {
 
 /// How this version's top-k lists differ from the parent's, for the users both have: users
 /// compared, users whose top-k set changed, mean overlap. Collective; complete on worker 0.
-/// `mine` is this worker's recommendation part (its users only).
+/// `new` is this worker's recommendations (its users only) as [`rec_pairs`] gives them.
 pub fn compare_recs(
     worker: &mut Worker,
     comm: &mut Comm,
     parent: &Parent,
     virtual_shards: u32,
-    mine: &[u8],
+    mut new: Vec<(u64, u64)>,
 ) -> Result<serde_json::Value, CommError> {
     // Parent parts are read round-robin and routed to the users' owners.
     let parts: Vec<&FileRecord> = parent
@@ -260,7 +260,6 @@ pub fn compare_recs(
     let mut c = [0u64; 3];
     // Both sides sorted, users matched in one merge walk (a binary search of the parent's
     // pairs per user cost 2 s at a million users: a cache miss per step).
-    let mut new = rec_pairs(mine);
     new.sort_unstable();
     let mut olds = old.chunk_by(|a, b| a.0 == b.0).peekable();
     for items in new.chunk_by(|a, b| a.0 == b.0) {

@@ -406,11 +406,7 @@ pub fn ingest(
 
 /// Where worker `me` keeps its snapshot files until the version is published.
 fn pending_dir(job: &Job, me: usize) -> PathBuf {
-    PathBuf::from(&job.output.store).join(format!(
-        "{}{}-w{me}",
-        crate::store::PENDING_PREFIX,
-        std::process::id()
-    ))
+    crate::store::pending_dir(std::path::Path::new(&job.output.store), me)
 }
 
 /// Writes this worker's consolidated pairs (sorted by user, item) as one synced snapshot file

@@ -90,8 +90,13 @@ pub fn gather_items(
 
 /// What the recommendation stage leaves on one worker.
 pub struct Recs {
-    /// This worker's part file (`user<TAB>item<TAB>score<TAB>rank`).
-    pub tsv: Vec<u8>,
+    /// This worker's part file (`user<TAB>item<TAB>score<TAB>rank`), written block by block
+    /// and synced under the store's pending directory (moved into the version at publish),
+    /// with its record as `recs/part-NNNNN.tsv`; `None` when `recommend.k` is 0.
+    pub part: Option<(std::path::PathBuf, crate::store::FileRecord)>,
+    /// `(user, item)` of every line as the raw ids' stable hashes, when asked for (the
+    /// comparison with the parent version).
+    pub pairs: Option<Vec<(u64, u64)>>,
     /// Lines in it.
     pub lines: u64,
     /// Users with no candidate at all (no line written).
@@ -265,7 +270,8 @@ const AUC_SCORES: f64 = 4e8;
 /// Users per block in list scoring (user buckets).
 const LIST_BLOCK: usize = 16384;
 
-/// Recommends for this worker's users and evaluates against `test` (user id, item key).
+/// Recommends for this worker's users and evaluates against `test` (user id, item key);
+/// `keep_pairs`: also return the lines' (user, item) hashes.
 pub fn recommend(
     worker: &mut Worker,
     comm: &mut Comm,
@@ -273,6 +279,7 @@ pub fn recommend(
     users: &Side,
     items: &Side,
     test: &[(RawId, u64)],
+    keep_pairs: bool,
 ) -> Result<Recs, CommError> {
     let k = job.recommend.k;
     let ek = job.eval.k;
@@ -386,7 +393,8 @@ pub fn recommend(
     // Users by candidates scored (log2 bins, for the report).
     let mut cand_hist = vec![0u64; crate::report::BINS];
     let mut out = Recs {
-        tsv: Vec::new(),
+        part: None,
+        pairs: keep_pairs.then(Vec::new),
         lines: 0,
         users_without_recs: 0,
         metrics: Metrics::default(),
@@ -453,6 +461,19 @@ pub fn recommend(
         .map(|&k| cat.index(k).map_or(u32::MAX, |i| i as u32))
         .collect();
     let lines = text::Lines::new(&cat.ids, k);
+    let item_hash: Vec<u64> = if keep_pairs {
+        cat.ids.iter().map(RawId::stable_hash).collect()
+    } else {
+        Vec::new()
+    };
+    // This worker's part, written block by block (see `Recs::part`).
+    let mut writer = (k > 0).then(|| {
+        let rel = format!("recs/part-{:05}.tsv", comm.index);
+        let pending =
+            crate::store::pending_dir(std::path::Path::new(&job.output.store), comm.index);
+        crate::store::PartWriter::create(pending.join(&rel), &rel)
+    });
+    let (mut text, mut written) = (Vec::new(), 0u64);
     // The block's lists, `(catalogue index, score)`, user after user (`blk_at`: starts).
     let mut blk: Vec<(usize, f32)> = Vec::new();
     let mut blk_at: Vec<usize> = Vec::new();
@@ -701,9 +722,22 @@ pub fn recommend(
             if list.is_empty() && k > 0 {
                 out.users_without_recs += 1;
             }
-            lines.push_user(&mut out.tsv, &users.ids[r], list.iter().take(k).copied());
+            lines.push_user(&mut text, &users.ids[r], list.iter().take(k).copied());
             out.lines += list.len().min(k) as u64;
+            if let Some(p) = out.pairs.as_mut() {
+                let u = users.ids[r].stable_hash();
+                p.extend(list.iter().take(k).map(|&(i, _)| (u, item_hash[i])));
+            }
         }
+        // The block's lines go to disk now: a worker's recs are hundreds of MB at scale. After
+        // a failed write nothing more is written; the error ends the stage on every worker.
+        if let Some(Ok(w)) = writer.as_mut() {
+            if let Err(e) = w.append(&text, out.lines - written) {
+                writer = Some(Err(e));
+            }
+        }
+        written = out.lines;
+        text.clear();
         phases.write += lap(&mut clock);
         for r in r0..r1 {
             let list = &blk[blk_at[r - r0]..blk_at[r - r0 + 1]];
@@ -746,16 +780,11 @@ pub fn recommend(
             }
         }
         phases.eval += lap(&mut clock);
-        if r0 == 0 && out.lines > 0 {
-            // Room for the rest at the first block's bytes per line: growing a buffer of
-            // hundreds of MB by doubling copies it again and again.
-            let per_line = out.tsv.len() as f64 / out.lines as f64;
-            let left = (users.rows() - r1) * k;
-            out.tsv.reserve((left as f64 * per_line * 1.02) as usize);
-        }
         r0 = r1;
     }
-    phases.eval += lap(&mut clock);
+    let finished = writer.map(|w| w.and_then(|w| w.finish())).transpose();
+    out.part = comm.agree(worker, "recommend: write", finished)?;
+    phases.write += lap(&mut clock);
     comm.send(0, Body::Metrics(parts));
     comm.send(
         0,

@@ -67,24 +67,100 @@ pub const FAIL_WRITE_ENV: &str = "RECFLOW_FAIL_WRITE";
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut f = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     crash_point();
-    let inject = std::env::var(FAIL_WRITE_ENV)
-        .is_ok_and(|v| !v.is_empty() && path.to_string_lossy().contains(v.as_str()));
+    let inject = fail_injected(path);
     let written = if inject {
         f.write_all(&bytes[..bytes.len() / 2])
             .and_then(|_| Err(std::io::Error::from_raw_os_error(28)))
     } else {
         f.write_all(bytes).and_then(|_| f.sync_all())
     };
-    written.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::StorageFull {
-            format!(
-                "cannot write {}: {e}: the disk is full; free space (published versions are intact, CURRENT is unchanged) and run again",
-                path.display()
-            )
-        } else {
-            format!("cannot write {}: {e} (is the disk full?)", path.display())
+    written.map_err(|e| write_error(path, e))
+}
+
+fn fail_injected(path: &Path) -> bool {
+    std::env::var(FAIL_WRITE_ENV)
+        .is_ok_and(|v| !v.is_empty() && path.to_string_lossy().contains(v.as_str()))
+}
+
+fn write_error(path: &Path, e: std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        format!(
+            "cannot write {}: {e}: the disk is full; free space (published versions are intact, CURRENT is unchanged) and run again",
+            path.display()
+        )
+    } else {
+        format!("cannot write {}: {e} (is the disk full?)", path.display())
+    }
+}
+
+/// Where worker `me` of this process writes files before publishing (the snapshot, the recs
+/// part): renamed into the staging directory at publish, swept by [`clean_leftovers`] after a
+/// crash.
+pub fn pending_dir(store: &Path, me: usize) -> PathBuf {
+    store.join(format!("{PENDING_PREFIX}{}-w{me}", std::process::id()))
+}
+
+/// A part file written block by block and checksummed on the way, for outputs too large to
+/// hold in memory until publish (a worker's recs are ~35 bytes × k per user).
+pub struct PartWriter {
+    file: File,
+    path: PathBuf,
+    rec: FileRecord,
+    crc: crc32fast::Hasher,
+    inject: bool,
+}
+
+impl PartWriter {
+    /// Creates `path` (and its directory); `rel` is its path in the version once published.
+    pub fn create(path: PathBuf, rel: &str) -> Result<PartWriter, String> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| {
+                format!(
+                    "cannot create {} (is the store writable?): {e}",
+                    dir.display()
+                )
+            })?;
         }
-    })
+        let file =
+            File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(PartWriter {
+            file,
+            inject: fail_injected(&path),
+            path,
+            rec: FileRecord {
+                path: rel.to_string(),
+                bytes: 0,
+                crc32: 0,
+                rows: 0,
+            },
+            crc: crc32fast::Hasher::new(),
+        })
+    }
+
+    /// Appends `bytes` holding `rows` rows.
+    pub fn append(&mut self, bytes: &[u8], rows: u64) -> Result<(), String> {
+        let written = if self.inject {
+            self.file
+                .write_all(&bytes[..bytes.len() / 2])
+                .and_then(|_| Err(std::io::Error::from_raw_os_error(28)))
+        } else {
+            self.file.write_all(bytes)
+        };
+        written.map_err(|e| write_error(&self.path, e))?;
+        self.crc.update(bytes);
+        self.rec.bytes += bytes.len() as u64;
+        self.rec.rows += rows;
+        Ok(())
+    }
+
+    /// Syncs the file: (its path, its record).
+    pub fn finish(mut self) -> Result<(PathBuf, FileRecord), String> {
+        self.file
+            .sync_all()
+            .map_err(|e| write_error(&self.path, e))?;
+        self.rec.crc32 = self.crc.finalize();
+        Ok((self.path, self.rec))
+    }
 }
 
 fn sync_dir(path: &Path) -> Result<(), String> {
