@@ -486,6 +486,7 @@ fn publish(
             )?);
         }
         if let Some((pending, rec)) = recs.and_then(|r| r.part.as_ref()) {
+            store::sync_file(pending)?;
             let dest = staging.join(&rec.path);
             std::fs::rename(pending, &dest).map_err(|e| {
                 format!(

@@ -91,7 +91,7 @@ pub fn gather_items(
 /// What the recommendation stage leaves on one worker.
 pub struct Recs {
     /// This worker's part file (`user<TAB>item<TAB>score<TAB>rank`), written block by block
-    /// and synced under the store's pending directory (moved into the version at publish),
+    /// under the store's pending directory (synced and moved into the version at publish),
     /// with its record as `recs/part-NNNNN.tsv`; `None` when `recommend.k` is 0.
     pub part: Option<(std::path::PathBuf, crate::store::FileRecord)>,
     /// `(user, item)` of every line as the raw ids' stable hashes, when asked for (the
