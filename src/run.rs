@@ -426,6 +426,20 @@ fn side_files(dir: &Path, side: &Side, name: &str, tag: u8) -> Result<Vec<FileRe
     Ok(recs)
 }
 
+/// Moves a file written before publish (under the pending directory, already synced) to its
+/// place in the staging directory.
+fn move_in(staging: &Path, pending: &Path, rec: &FileRecord) -> Result<FileRecord, String> {
+    let dest = staging.join(&rec.path);
+    std::fs::rename(pending, &dest).map_err(|e| {
+        format!(
+            "cannot move {} to {}: {e}",
+            pending.display(),
+            dest.display()
+        )
+    })?;
+    Ok(rec.clone())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn publish(
     worker: &mut Worker,
@@ -459,15 +473,7 @@ fn publish(
     let mine = side_files(&staging, users, "users", 0).and_then(|mut r| {
         r.extend(side_files(&staging, items, "items", 1)?);
         for (pending, rec) in &data.snapshot {
-            let dest = staging.join(&rec.path);
-            std::fs::rename(pending, &dest).map_err(|e| {
-                format!(
-                    "cannot move {} to {}: {e}",
-                    pending.display(),
-                    dest.display()
-                )
-            })?;
-            r.push(rec.clone());
+            r.push(move_in(&staging, pending, rec)?);
         }
         if let Some((b, n)) = recs.and_then(|r| r.similar.as_ref()) {
             r.push(store::write_part(
@@ -487,15 +493,7 @@ fn publish(
         }
         if let Some((pending, rec)) = recs.and_then(|r| r.part.as_ref()) {
             store::sync_file(pending)?;
-            let dest = staging.join(&rec.path);
-            std::fs::rename(pending, &dest).map_err(|e| {
-                format!(
-                    "cannot move {} to {}: {e}",
-                    pending.display(),
-                    dest.display()
-                )
-            })?;
-            r.push(rec.clone());
+            r.push(move_in(&staging, pending, rec)?);
         }
         Ok(r)
     });

@@ -9,7 +9,7 @@
 //! is each user's exact top k over the union of its lists, whatever order the lists are
 //! visited in, so it does not depend on how users are split into blocks or workers.
 
-use super::scan::{fma_dot, kernel_usable, scan_kernel, MR, NR, OPEN_PANELS};
+use super::scan::{fma_dot, kernel_usable, scan_kernel, score_opening, MR, NR, OPEN_PANELS};
 use super::topk::Tops;
 
 /// Item lists packed for the register kernel.
@@ -226,31 +226,15 @@ impl Lists {
         tops: &mut Tops,
         buf: &mut Vec<[f32; NR]>,
     ) {
-        let d = self.d;
-        buf.clear();
-        buf.resize(MR * open, [f32::NEG_INFINITY; NR]);
-        let all = [f32::NEG_INFINITY; MR];
-        for pan in 0..open {
-            let mut out = [[0.0f32; NR]; MR];
-            // SAFETY: as in `run`; a -inf threshold makes the kernel write every row's scores.
-            unsafe {
-                scan_kernel(
-                    rows,
-                    &self.panels[pan * d * NR..(pan + 1) * d * NR],
-                    d,
-                    &all,
-                    &mut out,
-                )
-            };
-            let real = self.lane_count[pan] as usize;
-            for (g, o) in out.iter().enumerate().take(grp.len()) {
-                buf[g * open + pan][..real].copy_from_slice(&o[..real]);
-            }
-        }
+        // SAFETY: as in `run`.
+        unsafe { score_opening(rows, &self.panels, self.d, open, buf) };
         for (g, &u) in grp.iter().enumerate() {
             let u = u as usize;
             let buf = &mut buf[g * open..(g + 1) * open];
-            // Seen items (and padding lanes, already -inf) never count or rank.
+            // Padding lanes and seen items never count or rank.
+            for (pan, sc) in buf.iter_mut().enumerate() {
+                sc[self.lane_count[pan] as usize..].fill(f32::NEG_INFINITY);
+            }
             for &i in &ex_items[ex_start[u] as usize..ex_start[u + 1] as usize] {
                 let slot = self.open_slot[i as usize] as usize;
                 if slot < open * NR {

@@ -158,29 +158,14 @@ impl ScanIndex {
         // (`Tops::push_opening`); then tiles with the Cauchy–Schwarz stop.
         let open = if k <= NR { OPEN_PANELS.min(np) } else { 0 };
         if open > 0 {
-            let mut buf = vec![[f32::NEG_INFINITY; NR]; MR * open];
-            let all = [f32::NEG_INFINITY; MR];
+            let mut buf = Vec::new();
             for grp in active.chunks(MR) {
                 let mut rows = [zero.as_ptr(); MR];
                 for (slot, &u) in rows.iter_mut().zip(grp) {
                     *slot = users[u * d..].as_ptr();
                 }
-                for pan in 0..open {
-                    let mut out = [[0.0f32; NR]; MR];
-                    // SAFETY: as below; a -inf threshold makes the kernel write every score.
-                    unsafe {
-                        scan_kernel(
-                            rows,
-                            &self.panels[pan * d * NR..(pan + 1) * d * NR],
-                            d,
-                            &all,
-                            &mut out,
-                        )
-                    };
-                    for (g, o) in out.iter().enumerate().take(grp.len()) {
-                        buf[g * open + pan] = *o;
-                    }
-                }
+                // SAFETY: as below.
+                unsafe { score_opening(rows, &self.panels, d, open, &mut buf) };
                 for (g, &u) in grp.iter().enumerate() {
                     let ub = &mut buf[g * open..(g + 1) * open];
                     // Padding past the catalogue and seen items never count or rank.
@@ -444,6 +429,37 @@ unsafe fn score_candidates_fma(
     }
     for &i in groups.remainder() {
         out.push(fma_dot(x, &factors[i * d..(i + 1) * d]));
+    }
+}
+
+/// Scores the first `open` panels of `panels` (`d × NR` floats each) for the users `rows`
+/// into `buf`: `open` panels of NR scores per user, user after user (MR users).
+///
+/// # Safety
+/// As [`scan_kernel`]: AVX2 and FMA available, each `rows[g]` pointing at `d` floats.
+pub(super) unsafe fn score_opening(
+    rows: [*const f32; MR],
+    panels: &[f32],
+    d: usize,
+    open: usize,
+    buf: &mut Vec<[f32; NR]>,
+) {
+    buf.clear();
+    buf.resize(MR * open, [0.0; NR]);
+    // A -inf threshold makes the kernel write every row's scores.
+    let all = [f32::NEG_INFINITY; MR];
+    for pan in 0..open {
+        let mut out = [[0.0f32; NR]; MR];
+        scan_kernel(
+            rows,
+            &panels[pan * d * NR..(pan + 1) * d * NR],
+            d,
+            &all,
+            &mut out,
+        );
+        for (g, o) in out.iter().enumerate() {
+            buf[g * open + pan] = *o;
+        }
     }
 }
 
