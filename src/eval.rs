@@ -126,25 +126,45 @@ pub fn auc(scores: &[f32], test: &[usize], excluded: &[usize]) -> Option<f64> {
     Some(good / (test.len() * negatives) as f64)
 }
 
-/// Reads `user item …` pairs (tab, comma, space or `::` separated; a header line is skipped
-/// when its second column is not an id-like token shared with later lines).
-fn read_pairs(path: &std::path::Path) -> Result<Vec<(String, String, Option<usize>)>, String> {
+/// A text file's contents (invalid UTF-8 replaced), which [`pairs`] borrows from.
+fn load(path: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = String::from_utf8_lossy(&text);
+    Ok(match String::from_utf8(text) {
+        Ok(t) => t,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// A line's user, item and rank (when it has a rank column), borrowed from the file text.
+type Line<'a> = (&'a str, &'a str, Option<usize>);
+
+/// `user item …` pairs of `text` (the contents of `path`; tab, comma, space or `::`
+/// separated), with the rank column when there is one. The ids borrow from `text`: tens of
+/// millions of lines would otherwise be as many small allocations.
+fn pairs<'a>(path: &std::path::Path, text: &'a str) -> Result<Vec<Line<'a>>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             continue;
         }
-        let f: Vec<&str> = if line.contains("::") {
-            line.split("::").collect()
+        // The first four fields (user, item, score, rank), without a vector per line.
+        let mut f = [""; 4];
+        let mut len = 0;
+        let mut take = |x: &'a str| {
+            if len < 4 {
+                f[len] = x;
+            }
+            len += 1;
+        };
+        if line.contains("::") {
+            line.split("::").for_each(&mut take);
         } else {
             line.split(['\t', ',', ' '])
                 .filter(|x| !x.is_empty())
-                .collect()
-        };
-        if f.len() < 2 {
+                .for_each(&mut take);
+        }
+        if len < 2 {
             return Err(format!(
                 "{}:{}: need at least two columns (user, item): '{}'",
                 path.display(),
@@ -152,12 +172,8 @@ fn read_pairs(path: &std::path::Path) -> Result<Vec<(String, String, Option<usiz
                 crate::ingest::read::printable(line.as_bytes())
             ));
         }
-        let rank = f.get(3).and_then(|r| r.parse().ok());
-        out.push((
-            f[0].trim_matches('"').to_string(),
-            f[1].trim_matches('"').to_string(),
-            rank,
-        ));
+        let rank = (len > 3).then(|| f[3].parse().ok()).flatten();
+        out.push((f[0].trim_matches('"'), f[1].trim_matches('"'), rank));
     }
     Ok(out)
 }
@@ -184,10 +200,11 @@ pub fn eval_files(
     } else {
         vec![recs.to_path_buf()]
     };
-    let mut lists: HashMap<String, Vec<(usize, usize, String)>> = HashMap::new();
+    let texts: Vec<String> = files.iter().map(|f| load(f)).collect::<Result<_, _>>()?;
+    let mut lists: HashMap<&str, Vec<(usize, usize, &str)>> = HashMap::new();
     let mut order = 0;
-    for f in &files {
-        for (u, i, r) in read_pairs(f)? {
+    for (f, text) in files.iter().zip(&texts) {
+        for (u, i, r) in pairs(f, text)? {
             order += 1;
             lists
                 .entry(u)
@@ -195,32 +212,33 @@ pub fn eval_files(
                 .push((r.unwrap_or(order), order, i));
         }
     }
-    let train_users: HashSet<String> = read_pairs(train)?.into_iter().map(|p| p.0).collect();
-    let mut tests: HashMap<String, Vec<String>> = HashMap::new();
-    for (u, i, _) in read_pairs(test)? {
-        if train_users.contains(&u) {
+    let train_text = load(train)?;
+    let train_users: HashSet<&str> = pairs(train, &train_text)?
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+    let test_text = load(test)?;
+    let mut tests: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (u, i, _) in pairs(test, &test_text)? {
+        if train_users.contains(u) {
             tests.entry(u).or_default().push(i);
         }
     }
-    let mut users: Vec<&String> = tests.keys().collect();
-    users.sort();
+    let mut users: Vec<&str> = tests.keys().copied().collect();
+    users.sort_unstable();
     let mut m = Metrics::default();
-    let mut ids: HashMap<String, u64> = HashMap::new();
+    let mut ids: HashMap<&str, u64> = HashMap::new();
+    let mut id = |s| {
+        let n = ids.len() as u64;
+        *ids.entry(s).or_insert(n)
+    };
     for u in users {
-        let mut l = lists.get(u).cloned().unwrap_or_default();
-        l.sort();
-        let mut id = |s: &str| -> u64 {
-            if let Some(&v) = ids.get(s) {
-                return v;
-            }
-            let n = ids.len() as u64;
-            ids.insert(s.to_string(), n);
-            n
-        };
+        let mut l = lists.remove(u).unwrap_or_default();
+        l.sort_unstable();
         // A repeated item counts once, at its best rank.
         let mut rec: Vec<u64> = Vec::with_capacity(l.len());
         for x in &l {
-            let i = id(&x.2);
+            let i = id(x.2);
             if !rec.contains(&i) {
                 rec.push(i);
             }
