@@ -23,8 +23,9 @@ mod scan;
 mod text;
 mod topk;
 
-pub use scan::{better, fma_dot, score_candidates, top_k, Packed, ScanIndex, TopK, MR, NR};
+pub use scan::{better, fma_dot, score_candidates, top_k, Packed, ScanIndex, MR, NR};
 pub use text::push_line;
+use topk::Tops;
 
 /// The whole item side, gathered on one worker, ordered by global key.
 pub struct Catalog {
@@ -251,7 +252,7 @@ fn admit(
 /// Cauchy–Schwarz rules out against the current k-th best (with a margin for rounding) are
 /// dropped unscored.
 fn merge_scored(
-    best: &mut TopK,
+    best: &mut Tops,
     x: &[f32],
     nx: f32,
     cand: &mut Vec<usize>,
@@ -259,29 +260,30 @@ fn merge_scored(
     cat: &Catalog,
     buf: &mut Vec<f32>,
 ) {
-    let floor = best.threshold();
-    cand.retain(|&i| !(best.full() && nx * inorm[i] * (1.0 + 1e-4) < floor));
+    let floor = best.threshold(0);
+    cand.retain(|&i| !(best.full(0) && nx * inorm[i] * (1.0 + 1e-4) < floor));
     score_candidates(x, &cat.factors, x.len(), cand, buf);
     for (&i, &sc) in cand.iter().zip(buf.iter()) {
-        if sc >= best.threshold() {
-            best.push(sc, cat.keys[i], i as u32);
+        if sc >= best.threshold(0) {
+            best.push(0, sc, cat.keys[i], i as u32);
         }
     }
 }
 
 /// LSH recall for one sampled user: how many of its exact top `ek` (a scan of the whole
-/// catalogue without `excluded`) are among the first `ek` of `got`, and how many there are.
+/// catalogue without `excluded`) are among the first `ek` items of `got`, and how many there
+/// are.
 fn recall_hits(
     full: &ScanIndex,
     x: &[f32],
     excluded: &[usize],
     ek: usize,
-    got: &[usize],
+    got: &[(usize, f32)],
 ) -> [u64; 2] {
     let exact = full.top_k(x, std::slice::from_ref(&excluded.to_vec()), ek);
     let hits = exact[0]
         .iter()
-        .filter(|e| got.iter().take(ek).any(|&i| i == e.1))
+        .filter(|e| got.iter().take(ek).any(|g| g.0 == e.1))
         .count();
     [hits as u64, exact[0].len() as u64]
 }
@@ -409,7 +411,6 @@ pub fn recommend(
     let mut mark = vec![u32::MAX; lsh_n];
     let mut cand: Vec<usize> = Vec::new();
     let mut cand_buf: Vec<f32> = Vec::new();
-    let mut cand_scores = vec![0.0f32; lsh_n];
     // candidates scored, users, recall hits, recall total
     let mut lsh_counts = [0u64; 4];
     // Users by candidates scored (log2 bins, for the report).
@@ -604,12 +605,14 @@ pub fn recommend(
             } else {
                 &[]
             };
-            let list: Vec<usize> = match (mode, &index) {
+            // (catalogue index, score), best first.
+            let list: Vec<(usize, f32)> = match (mode, &index) {
                 (Mode::Popular, _) => popular
                     .iter()
                     .copied()
                     .filter(|i| excluded.binary_search(i).is_err())
                     .take(k.max(ek))
+                    .map(|i| (i, cat.degrees[i] as f32))
                     .collect(),
                 (Mode::Lsh, Some(_)) if listed_block.is_some() => {
                     let (best, scored) = listed_block.as_ref().expect("checked");
@@ -617,10 +620,8 @@ pub fn recommend(
                     lsh_counts[0] += scored as u64;
                     lsh_counts[1] += 1;
                     cand_hist[crate::report::log2_bin(scored as u64)] += 1;
-                    for &(sc, _, i) in best {
-                        cand_scores[i as usize] = sc;
-                    }
-                    let list: Vec<usize> = best.iter().map(|b| b.2 as usize).collect();
+                    let list: Vec<(usize, f32)> =
+                        best.iter().map(|b| (b.2 as usize, b.0)).collect();
                     if unit(users.ids[r].stable_hash() ^ job.eval.seed ^ 0x5eed) < recall_rate {
                         let full = full_scan.as_ref().expect("built with lists");
                         let [hits, all] = recall_hits(full, users.row(r), excluded, ek, &list);
@@ -634,11 +635,11 @@ pub fn recommend(
                     let full = full_scan.as_ref().expect("built with head_scan");
                     let x = users.row(r);
                     let kk = k.max(ek);
-                    let mut best = TopK::new(kk);
+                    let mut best = Tops::new(1, kk);
                     let heads = head_lists.as_ref().expect("built with head_scan");
                     for &(sc, s) in &heads[r - r0] {
                         let i = ix.head[s] as usize;
-                        best.push(sc, cat.keys[i], i as u32);
+                        best.push(0, sc, cat.keys[i], i as u32);
                     }
                     // Bands in decreasing norm order. Cauchy–Schwarz (with a margin for
                     // rounding): once ‖x‖ times a band's largest norm is below the k-th best
@@ -663,7 +664,7 @@ pub fn recommend(
                         Vec::new()
                     };
                     for (b, &m) in ix.band_max.iter().enumerate() {
-                        if best.full() && nx * m * (1.0 + 1e-4) < best.threshold() {
+                        if best.full(0) && nx * m * (1.0 + 1e-4) < best.threshold(0) {
                             break;
                         }
                         cand.clear();
@@ -676,10 +677,8 @@ pub fn recommend(
                     lsh_counts[0] += scored as u64;
                     lsh_counts[1] += 1;
                     cand_hist[crate::report::log2_bin(scored as u64)] += 1;
-                    for &(sc, _, i) in &best.best {
-                        cand_scores[i as usize] = sc;
-                    }
-                    let list: Vec<usize> = best.best.iter().map(|b| b.2 as usize).collect();
+                    let list: Vec<(usize, f32)> =
+                        best.list(0).map(|(sc, _, i)| (i as usize, sc)).collect();
                     if unit(users.ids[r].stable_hash() ^ job.eval.seed ^ 0x5eed) < recall_rate {
                         let [hits, all] = recall_hits(full, x, excluded, ek, &list);
                         lsh_counts[2] += hits;
@@ -706,9 +705,6 @@ pub fn recommend(
                         .collect();
                     best.sort_unstable_by(|a, b| better((a.0, a.1), (b.0, b.1)));
                     best.truncate(k.max(ek));
-                    for &(sc, _, i) in &best {
-                        cand_scores[i] = sc;
-                    }
                     if unit(users.ids[r].stable_hash() ^ job.eval.seed ^ 0x5eed) < recall_rate {
                         let full: Vec<f32> = (0..n)
                             .map(|i| dot(x, &cat.factors[i * d..(i + 1) * d]))
@@ -720,24 +716,17 @@ pub fn recommend(
                             .count() as u64;
                         lsh_counts[3] += exact.len() as u64;
                     }
-                    best.into_iter().map(|b| b.2).collect()
+                    best.into_iter().map(|b| (b.2, b.0)).collect()
                 }
                 _ => match &scanned {
-                    Some(l) => l[r - r0].iter().map(|p| p.1).collect(),
-                    None => top_k(row, &cat.keys, excluded, k.max(ek)),
+                    Some(l) => l[r - r0].iter().map(|&(sc, i)| (i, sc)).collect(),
+                    None => top_k(row, &cat.keys, excluded, k.max(ek))
+                        .into_iter()
+                        .map(|i| (i, row[i]))
+                        .collect(),
                 },
             };
-            blk.extend(list.iter().enumerate().map(|(rank, &i)| {
-                let score = match mode {
-                    Mode::Popular => cat.degrees[i] as f32,
-                    Mode::Lsh => cand_scores[i],
-                    Mode::Exact => match &scanned {
-                        Some(l) => l[r - r0][rank].0,
-                        None => row[i],
-                    },
-                };
-                (i, score)
-            }));
+            blk.extend(list);
             blk_at.push(blk.len());
         }
         phases.score += lap(&mut clock);

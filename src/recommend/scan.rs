@@ -247,50 +247,6 @@ impl ScanIndex {
     }
 }
 
-/// A user's best `k` so far, best first.
-pub struct TopK {
-    k: usize,
-    /// (score, key, index), best first.
-    pub best: Vec<(f32, u64, u32)>,
-}
-
-impl TopK {
-    /// An empty list of at most `k`.
-    pub fn new(k: usize) -> TopK {
-        TopK {
-            k,
-            best: Vec::with_capacity(k + 1),
-        }
-    }
-    /// Holds `k` entries.
-    pub fn full(&self) -> bool {
-        self.best.len() >= self.k
-    }
-    /// Scores below this cannot enter (ties may, by key).
-    pub fn threshold(&self) -> f32 {
-        if self.full() {
-            self.best[self.k - 1].0
-        } else {
-            f32::NEG_INFINITY
-        }
-    }
-    /// Inserts item `p` (global `key`) with score `s` if it ranks among the best `k`. The same
-    /// item pushed twice (it reached the user through two lists) is kept once: its score is
-    /// the same bits both times, so the copy would land on the entry itself.
-    pub fn push(&mut self, s: f32, key: u64, p: u32) {
-        let at = self
-            .best
-            .partition_point(|&(bs, bk, _)| better((bs, bk), (s, key)).is_lt());
-        if self.best.get(at).is_some_and(|e| e.2 == p) {
-            return;
-        }
-        if at < self.k {
-            self.best.insert(at, (s, key, p));
-            self.best.truncate(self.k);
-        }
-    }
-}
-
 /// `a·b` as one fused multiply-add chain in dimension order (what the scan kernel computes).
 pub fn fma_dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
