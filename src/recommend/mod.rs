@@ -24,7 +24,6 @@ mod text;
 mod topk;
 
 pub use scan::{better, fma_dot, score_candidates, top_k, Packed, ScanIndex, MR, NR};
-pub use text::push_line;
 use topk::Tops;
 
 /// The whole item side, gathered on one worker, ordered by global key.
@@ -154,6 +153,7 @@ pub fn similar_items(
     let mine = unit_rows(&items.factors);
     let mut out = Vec::new();
     let mut lines = 0u64;
+    let text = text::Lines::new(&cat.ids, k);
     // Without LSH: the fused scan over the unit vectors where the kernel runs (all norms are 1,
     // so nothing is pruned, but no score matrix is stored or sorted: 2–3× faster than GEMM
     // plus a selection per item at 100 k items); else blocks of GEMM.
@@ -214,10 +214,12 @@ pub fn similar_items(
                     cand
                 }
             };
-            for (rank, (score, i)) in best.into_iter().enumerate() {
-                push_line(&mut out, &items.ids[r], &cat.ids[i], score, rank + 1);
-                lines += 1;
-            }
+            lines += best.len() as u64;
+            text.push_user(
+                &mut out,
+                &items.ids[r],
+                best.into_iter().map(|(s, i)| (i, s)),
+            );
         }
         r0 = r1;
     }

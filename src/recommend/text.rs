@@ -85,9 +85,10 @@ fn put(out: &mut Vec<u8>, src: &[u8], at: usize, len: usize) {
     }
 }
 
-/// Appends `user<TAB>item<TAB>score<TAB>rank<NEWLINE>` (the similar-items line; recs go
-/// through [`Lines`]).
-pub fn push_line(out: &mut Vec<u8>, user: &RawId, item: &RawId, score: f32, rank: usize) {
+/// Appends one `user<TAB>item<TAB>score<TAB>rank<NEWLINE>` line, field by field: the plain
+/// reference that [`Lines`] is tested against.
+#[cfg(test)]
+fn push_line(out: &mut Vec<u8>, user: &RawId, item: &RawId, score: f32, rank: usize) {
     push_id(out, user);
     out.push(b'\t');
     push_id(out, item);
