@@ -25,9 +25,10 @@ enum Cmd {
     Run {
         /// The job file (TOML).
         job: PathBuf,
-        /// Worker threads per process.
-        #[arg(short = 'w', long, default_value_t = 1)]
-        workers: usize,
+        /// Worker threads per process [default: the cores this process may use, in local mode;
+        /// required in cluster mode, where every process must run the same number].
+        #[arg(short = 'w', long)]
+        workers: Option<usize>,
         /// Number of processes (cluster mode).
         #[arg(short = 'n', long, default_value_t = 1)]
         processes: usize,
@@ -207,6 +208,26 @@ fn read_hostfile(path: &PathBuf) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// `-w` as given, else (local mode only) the cores this process may use:
+/// `available_parallelism` honours cgroup quotas and CPU affinity. A cluster's processes must
+/// agree on their thread count, so there it has to be said.
+fn workers_or_default(workers: Option<usize>, processes: usize) -> Result<usize, String> {
+    match workers {
+        Some(w) => Ok(w),
+        None if processes > 1 => Err(format!(
+            "-w is required in cluster mode ({processes} processes): every process must run the same number of worker threads, e.g. -w 16"
+        )),
+        None => Ok(local_cores()),
+    }
+}
+
+/// The cores this process may use (1 when the platform cannot tell).
+fn local_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
     match cmd {
         Cmd::Run {
@@ -221,8 +242,8 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             resume,
         } => {
             let j = Job::load(&job, &set).map_err(|e| (2, e.0))?;
-            if workers == 0 || processes == 0 || process >= processes {
-                return Err((2, format!("bad layout: -w {workers} -n {processes} -p {process} (need w >= 1, n >= 1, p < n)")));
+            if workers == Some(0) || processes == 0 || process >= processes {
+                return Err((2, format!("bad layout: -w {} -n {processes} -p {process} (need w >= 1, n >= 1, p < n)", workers.unwrap_or(0))));
             }
             // Flags win; otherwise Slurm or a Kubernetes indexed job may give the layout.
             let (processes, process, env_hosts) = match (
@@ -247,6 +268,7 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                     .collect(),
                 None => Vec::new(),
             };
+            let workers = workers_or_default(workers, processes).map_err(|e| (2, e))?;
             if processes > 1 && hosts.len() != processes {
                 return Err((
                     2,
@@ -305,11 +327,7 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 rank,
                 seed,
             };
-            let threads = threads.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
+            let threads = threads.unwrap_or_else(local_cores);
             let tmp = out.with_extension("tmp");
             let f = std::fs::File::create(&tmp)
                 .map_err(|e| (1, format!("cannot create {}: {e}", tmp.display())))?;

@@ -789,3 +789,90 @@ fn resume_from_checkpoint_gives_the_same_model_and_refuses_other_jobs() {
     let e = run(small_job(&tmp.path().join("none"), &[]), resume).unwrap_err();
     assert!(e.contains("no checkpoint"), "{e}");
 }
+
+/// Reads an exported factor file (`id f1 … fd` per line) into a map.
+fn read_factors(path: &Path) -> std::collections::HashMap<String, Vec<f64>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f = l.split('\t');
+            let id = f.next().unwrap().to_string();
+            (id, f.map(|x| x.parse().unwrap()).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn reported_objective_equals_the_direct_computation() {
+    // The run computes the objective through Gram matrices (⟨G_items, G_users⟩ for the
+    // quadratic part); here it is summed pair by pair over every (user, item) in f64.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    let mut rng = recflow::ids::SplitMix::new(5);
+    for _ in 0..900 {
+        let (u, i, w) = (rng.below(60), rng.below(40), 1 + rng.below(4));
+        text.push_str(&format!("u{u}\ti{i}\t{w}\n"));
+    }
+    let data = write(tmp.path(), "d.tsv", text.as_bytes());
+    let (alpha, lambda) = (3.0, 0.5);
+    for (solver, workers) in [("cholesky", 2), ("cg", 3)] {
+        let store = tmp.path().join(format!("s-{solver}"));
+        let job = Job::parse(
+            "",
+            &[
+                format!("input.path={}", data.display()),
+                "input.weight=2".into(),
+                "als.factors=8".into(),
+                "als.iterations=3".into(),
+                format!("als.solver={solver}"),
+                "als.regularization_scaling=count".into(),
+                format!("als.regularization={lambda}"),
+                format!("confidence.alpha={alpha}"),
+                "confidence.scheme=linear".into(),
+                "shards.virtual=8".into(),
+                format!("output.store={}", store.display()),
+            ],
+        )
+        .unwrap();
+        let s = run(job, opts(workers)).unwrap().unwrap();
+        let out = tmp.path().join(format!("e-{solver}"));
+        recflow::export::export(&store, None, &out, recflow::export::ExportFormat::Tsv).unwrap();
+        let (xu, yi) = (
+            read_factors(&out.join("users.tsv")),
+            read_factors(&out.join("items.tsv")),
+        );
+        let mut w: std::collections::HashMap<(String, String), f64> = Default::default();
+        for l in text.lines() {
+            let f: Vec<&str> = l.split('\t').collect();
+            *w.entry((f[0].into(), f[1].into())).or_default() += f[2].parse::<f64>().unwrap();
+        }
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let mut direct = 0.0;
+        for (u, x) in &xu {
+            for (i, y) in &yi {
+                let s = dot(x, y);
+                direct += match w.get(&(u.clone(), i.clone())) {
+                    Some(&wt) => (1.0 + alpha * wt) * (1.0 - s) * (1.0 - s),
+                    None => s * s,
+                };
+            }
+        }
+        let degree = |pick: fn(&(String, String)) -> &String, id: &String| {
+            w.keys().filter(|k| pick(k) == id).count() as f64
+        };
+        for (u, x) in &xu {
+            direct += lambda * degree(|k| &k.0, u) * dot(x, x);
+        }
+        for (i, y) in &yi {
+            direct += lambda * degree(|k| &k.1, i) * dot(y, y);
+        }
+        let obj = s.manifest["train"]["objective"].as_array().unwrap();
+        assert_eq!(obj.len(), 6, "one point per half-step");
+        let last = obj.last().unwrap()["value"].as_f64().unwrap();
+        assert!(
+            (last - direct).abs() <= 1e-4 * direct,
+            "{solver}: reported objective {last}, direct {direct}"
+        );
+    }
+}

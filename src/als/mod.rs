@@ -93,6 +93,8 @@ pub fn train(
     };
     let mut g_users = vec![0.0f32; users.gathered_keys.len() * als.factors];
     let mut g_items = vec![0.0f32; items.gathered_keys.len() * als.factors];
+    // The Gram of the side solved last, summed by that half-step: the next one's other side.
+    let mut other = OtherGram::Compute;
     for it in start + 1..=als.iterations {
         let t = Instant::now();
         let want_loss = als.loss_every > 0 && (it % als.loss_every == 0 || it == als.iterations);
@@ -102,7 +104,9 @@ pub fn train(
             } else {
                 (&mut *items, &*users, &mut g_items)
             };
-            let h = half_step(worker, comm, als, s, o, buf, want_loss, None)?;
+            let last = it == als.iterations && half == "items";
+            let mut h = half_step(worker, comm, als, s, o, buf, other, !last, want_loss, None)?;
+            other = OtherGram::Summed(h.own_gram.take());
             if comm.index == 0 {
                 if let Some(value) = h.objective {
                     rep.objective.push(ObjectivePoint {
@@ -149,8 +153,16 @@ pub fn train(
     Ok(rep)
 }
 
+#[derive(Default)]
 struct Half {
+    /// On worker 0 when the objective was wanted.
     objective: Option<f64>,
+    /// Sum of the observed-pair objective partials (worker 0).
+    observed: f64,
+    /// The solved side's Gram partials, as they arrived on worker 0.
+    own_parts: Option<Vec<(u32, Vec<f32>, f64)>>,
+    /// The solved side's summed Gram, kept for the next half-step (worker 0).
+    own_gram: Option<SummedGram>,
     solve_secs: Vec<f64>,
     vector_bytes: u64,
     singular: u64,
@@ -188,7 +200,66 @@ fn lambda_of(als: &Als, degree: usize) -> f64 {
     }
 }
 
+/// Per-virtual-shard partial Grams of `side`'s rows, each with its regulariser sum
+/// `Σ λ_r‖x_r‖²`, and the flops spent.
+fn gram_parts(als: &Als, side: &Side) -> (Vec<(u32, Vec<f32>, f64)>, u64) {
+    let d = als.factors;
+    let mut parts = Vec::with_capacity(side.vshards.len());
+    for (j, &vs) in side.vshards.iter().enumerate() {
+        let (a, b) = (side.starts[j], side.starts[j + 1]);
+        let mut g = vec![0.0f32; d * d];
+        kernels::gram(&side.factors[a * d..b * d], b - a, d, &mut g);
+        let reg: f64 = (a..b)
+            .map(|r| {
+                lambda_of(als, side.degree(r))
+                    * side
+                        .row(r)
+                        .iter()
+                        .map(|&x| x as f64 * x as f64)
+                        .sum::<f64>()
+            })
+            .sum();
+        parts.push((vs, g, reg));
+    }
+    (parts, 2 * side.rows() as u64 * (d * d) as u64)
+}
+
+/// A side's Gram summed over all workers in virtual-shard order (in f64, as worker 0 holds
+/// it), with its regulariser sum. Only worker 0 holds one.
+struct SummedGram {
+    sum: Vec<f64>,
+    reg: f64,
+}
+
+impl SummedGram {
+    /// Sums partials in virtual-shard order, so the result is the same for any layout.
+    fn of(mut parts: Vec<(u32, Vec<f32>, f64)>, d: usize) -> SummedGram {
+        parts.sort_by_key(|p| p.0);
+        let mut sum = vec![0.0f64; d * d];
+        let mut reg = 0.0;
+        for (_, g, r) in &parts {
+            sum.iter_mut().zip(g).for_each(|(s, &x)| *s += x as f64);
+            reg += r;
+        }
+        SummedGram { sum, reg }
+    }
+}
+
+/// The other side's Gram for a half-step: still to be computed, or already summed on worker
+/// 0 by the half-step that solved that side (every worker knows which, so all take the same
+/// supersteps).
+enum OtherGram {
+    Compute,
+    /// `Some` on worker 0 only.
+    Summed(Option<SummedGram>),
+}
+
 /// One half-step solving side `s`; with `only`, just the rows it flags (fold-in).
+///
+/// The objective costs `n·d` per interaction, not `d²` per entity: its quadratic part
+/// `Σ_r x_rᵀ G_o x_r` is `⟨G_o, G_s⟩`, and `G_s`, the Gram of the rows just solved, is what the
+/// next half-step needs anyway; with `keep_gram` it is computed here, at the end, where the
+/// solved vectors already are, and returned (summed, on worker 0) for the next half-step.
 #[allow(clippy::too_many_arguments)]
 fn half_step(
     worker: &mut Worker,
@@ -197,37 +268,93 @@ fn half_step(
     s: &mut Side,
     o: &Side,
     gathered: &mut [f32],
+    other: OtherGram,
+    keep_gram: bool,
     want_loss: bool,
     only: Option<&[bool]>,
 ) -> Result<Half, CommError> {
     let d = als.factors;
-    // 1. Partial Grams to worker 0, then vectors along interaction edges.
     let bytes0 = comm.vector_bytes_sent;
-    let (du, mut flops, mut bytes) = (d as u64, 0u64, 0u64);
-    #[cfg(target_arch = "x86_64")]
-    let upper = kernels::simd::usable(d);
-    #[cfg(not(target_arch = "x86_64"))]
-    let upper = false;
-    // Gram over this worker's rows of the other side.
-    flops += 2 * o.rows() as u64 * du * du;
-    bytes += 4 * o.factors.len() as u64;
-    let mut parts = Vec::with_capacity(o.vshards.len());
-    for (j, &vs) in o.vshards.iter().enumerate() {
-        let (a, b) = (o.starts[j], o.starts[j + 1]);
-        let mut g = vec![0.0f32; d * d];
-        kernels::gram(&o.factors[a * d..b * d], b - a, d, &mut g);
-        let reg: f64 = (a..b)
-            .map(|r| {
-                lambda_of(als, o.degree(r))
-                    * o.row(r).iter().map(|&x| x as f64 * x as f64).sum::<f64>()
-            })
-            .sum();
-        parts.push((vs, g, reg));
+    let (mut flops, mut bytes) = (0u64, 0u64);
+    // 1. Partial Grams of the other side to worker 0 (unless already summed), then vectors
+    // along interaction edges.
+    let fresh = matches!(other, OtherGram::Compute);
+    if fresh {
+        let (parts, f) = gram_parts(als, o);
+        flops += f;
+        bytes += 4 * o.factors.len() as u64;
+        comm.send(0, Body::GramParts(parts));
     }
-    comm.send(0, Body::GramParts(parts));
-    // Vectors go in rounds of at most `als.exchange_kib` per destination: a round's buffers
-    // are copied into `gathered` and freed before the next round is built, so the exchange
-    // costs a few chunks of memory, not a second copy of every vector this worker sends.
+    let parts = exchange_vectors(worker, comm, als, s, o, gathered)?;
+    // 2. Worker 0 sums in virtual-shard order and broadcasts.
+    let summed = match other {
+        OtherGram::Compute => (comm.index == 0).then(|| SummedGram::of(parts, d)),
+        OtherGram::Summed(g) => g,
+    };
+    if let Some(g) = &summed {
+        let g32 = g.sum.iter().map(|&x| x as f32).collect();
+        comm.broadcast(Body::GramSum(g32, g.reg));
+    }
+    let mut gram = Vec::new();
+    for (_, b) in comm.exchange(worker, "train: gram")? {
+        if let Body::GramSum(g, _) = b {
+            gram = g;
+        }
+    }
+    // 3. Solve every owned row, then this side's Gram partials for the objective and the
+    // next half-step.
+    let t = Instant::now();
+    let solved = solve_rows(als, s, &gram, gathered, want_loss, only);
+    flops += solved.flops;
+    bytes += solved.bytes;
+    let own = (keep_gram || want_loss).then(|| gram_parts(als, s));
+    let secs = t.elapsed().as_secs_f64();
+    if let Some((parts, f)) = own {
+        flops += f;
+        bytes += 4 * s.factors.len() as u64;
+        comm.send(0, Body::GramParts(parts));
+    }
+    comm.send(0, Body::Scalars(solved.loss_parts));
+    comm.send(
+        0,
+        Body::Counts(vec![
+            (secs * 1e9) as u64,
+            comm.vector_bytes_sent - bytes0,
+            solved.singular,
+            flops,
+            bytes,
+        ]),
+    );
+    let mut half = collect_solve(worker, comm)?;
+    if comm.index == 0 {
+        let own = half.own_parts.take().map(|p| SummedGram::of(p, d));
+        if want_loss {
+            let (own, other) = (
+                own.as_ref().expect("own gram"),
+                summed.as_ref().expect("gram"),
+            );
+            let quad: f64 = gram.iter().zip(&own.sum).map(|(&a, &b)| a as f64 * b).sum();
+            half.objective = Some(half.observed + quad + own.reg + other.reg);
+        }
+        half.own_gram = own.filter(|_| keep_gram);
+    }
+    Ok(half)
+}
+
+/// Sends this worker's vectors to the workers whose rows touch them and fills `gathered`
+/// with the vectors its own rows touch, in rounds of at most `als.exchange_kib` per
+/// destination: a round's buffers are copied into `gathered` and freed before the next round
+/// is built, so the exchange costs a few chunks of memory, not a second copy of every vector
+/// this worker sends. Returns the Gram partials that arrived with the first round.
+fn exchange_vectors(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    als: &Als,
+    s: &Side,
+    o: &Side,
+    gathered: &mut [f32],
+) -> Result<Vec<(u32, Vec<f32>, f64)>, CommError> {
+    let d = als.factors;
     let per_round = (als.exchange_kib * 256 / d).max(1);
     let mut all_parts = Vec::new();
     let mut got_rows = vec![0usize; s.recv.len()];
@@ -300,30 +427,40 @@ fn half_step(
             got_rows[j]
         );
     }
-    // 2. Worker 0 sums in virtual-shard order and broadcasts.
-    if comm.index == 0 {
-        all_parts.sort_by_key(|p| p.0);
-        let mut sum = vec![0.0f64; d * d];
-        let mut reg = 0.0;
-        for (_, g, r) in &all_parts {
-            sum.iter_mut().zip(g).for_each(|(s, &x)| *s += x as f64);
-            reg += r;
-        }
-        comm.broadcast(Body::GramSum(sum.iter().map(|&x| x as f32).collect(), reg));
-    }
-    let mut gram = Vec::new();
-    let mut other_reg = 0.0;
-    for (_, b) in comm.exchange(worker, "train: gram")? {
-        if let Body::GramSum(g, r) = b {
-            gram = g;
-            other_reg = r;
-        }
-    }
-    // 3. Solve every owned row.
-    let t = Instant::now();
+    Ok(all_parts)
+}
+
+/// What solving one worker's rows produced.
+struct Solved {
+    /// Per owned virtual shard: the observed-pair part of the objective (when wanted).
+    loss_parts: Vec<(u32, f64)>,
+    singular: u64,
+    flops: u64,
+    bytes: u64,
+}
+
+/// Solves every owned row of `s` (or those `only` flags) against the broadcast Gram.
+fn solve_rows(
+    als: &Als,
+    s: &mut Side,
+    gram: &[f32],
+    gathered: &[f32],
+    want_loss: bool,
+    only: Option<&[bool]>,
+) -> Solved {
+    let d = als.factors;
+    let du = d as u64;
+    #[cfg(target_arch = "x86_64")]
+    let upper = kernels::simd::usable(d);
+    #[cfg(not(target_arch = "x86_64"))]
+    let upper = false;
     let mut solver = kernels::Solver::new(d);
-    let mut singular = 0u64;
-    let mut loss_parts = Vec::new();
+    let mut out = Solved {
+        loss_parts: Vec::with_capacity(s.vshards.len()),
+        singular: 0,
+        flops: 0,
+        bytes: 0,
+    };
     for (j, &vs) in s.vshards.iter().enumerate() {
         let mut loss = 0.0f64;
         for r in s.starts[j]..s.starts[j + 1] {
@@ -332,76 +469,64 @@ fn half_step(
             }
             let (a, b) = (s.indptr[r], s.indptr[r + 1]);
             let nu = (b - a) as u64;
-            flops += entity_flops(als.solver, du, nu, als.cg_steps as u64, want_loss, upper);
-            bytes += nu * (4 * du + 8) + 8 * du;
+            out.flops += entity_flops(als.solver, du, nu, als.cg_steps as u64, want_loss, upper);
+            out.bytes += nu * (4 * du + 8) + 8 * du;
             if r + 2 < s.indptr.len() {
                 let next = &s.cols[b..s.indptr[r + 2]];
                 kernels::prefetch_rows(gathered, &next[..next.len().min(8)], d);
             }
             let lam = lambda_of(als, b - a);
+            let (cols, conf) = (&s.cols[a..b], &s.conf[a..b]);
             let x = &mut s.factors[r * d..(r + 1) * d];
             match als.solver {
                 Solver::Cholesky => {
-                    if !solver.solve(&gram, lam as f32, gathered, &s.cols[a..b], &s.conf[a..b], x) {
-                        singular += 1;
+                    if !solver.solve(gram, lam as f32, gathered, cols, conf, x) {
+                        out.singular += 1;
                     }
                 }
-                Solver::Cg => solver.cg(
-                    &gram,
-                    lam as f32,
-                    gathered,
-                    &s.cols[a..b],
-                    &s.conf[a..b],
-                    x,
-                    als.cg_steps,
-                ),
+                Solver::Cg => solver.cg(gram, lam as f32, gathered, cols, conf, x, als.cg_steps),
             }
             if want_loss {
-                loss += kernels::entity_loss(&gram, lam, gathered, &s.cols[a..b], &s.conf[a..b], x);
+                loss += kernels::observed_loss(gathered, cols, conf, x);
             }
         }
-        loss_parts.push((vs, loss));
+        out.loss_parts.push((vs, loss));
     }
-    let secs = t.elapsed().as_secs_f64();
-    comm.send(0, Body::Scalars(loss_parts));
-    comm.send(
-        0,
-        Body::Counts(vec![
-            (secs * 1e9) as u64,
-            comm.vector_bytes_sent - bytes0,
-            singular,
-            flops,
-            bytes,
-        ]),
-    );
-    let mut parts = Vec::new();
-    let mut solve_secs = vec![0.0; comm.peers];
-    let mut flops = vec![0u64; comm.peers];
-    let (mut vector_bytes, mut singular, mut bytes) = (0, 0, 0);
+    out
+}
+
+/// Gathers every worker's solve counters, objective partials and Gram partials on worker 0.
+fn collect_solve(worker: &mut Worker, comm: &mut Comm) -> Result<Half, CommError> {
+    let mut loss = Vec::new();
+    let mut own_parts = Vec::new();
+    let mut half = Half {
+        solve_secs: vec![0.0; comm.peers],
+        flops: vec![0u64; comm.peers],
+        ..Half::default()
+    };
+    let mut got_parts = false;
     for (from, b) in comm.exchange(worker, "train: solve")? {
         match b {
-            Body::Scalars(mut p) => parts.append(&mut p),
+            Body::Scalars(mut p) => loss.append(&mut p),
+            Body::GramParts(mut p) => {
+                got_parts = true;
+                own_parts.append(&mut p)
+            }
             Body::Counts(c) => {
-                solve_secs[from] = c[0] as f64 / 1e9;
-                vector_bytes += c[1];
-                singular += c[2];
-                flops[from] = c[3];
-                bytes += c[4];
+                half.solve_secs[from] = c[0] as f64 / 1e9;
+                half.vector_bytes += c[1];
+                half.singular += c[2];
+                half.flops[from] = c[3];
+                half.bytes += c[4];
             }
             _ => unreachable!(),
         }
     }
-    parts.sort_by_key(|p| p.0);
-    let objective =
-        (want_loss && comm.index == 0).then(|| parts.iter().map(|p| p.1).sum::<f64>() + other_reg);
-    Ok(Half {
-        objective,
-        solve_secs,
-        vector_bytes,
-        singular,
-        flops,
-        bytes: bytes + vector_bytes,
-    })
+    loss.sort_by_key(|p| p.0);
+    half.observed = loss.iter().map(|p| p.1).sum();
+    half.bytes += half.vector_bytes;
+    half.own_parts = got_parts.then_some(own_parts);
+    Ok(half)
 }
 
 /// Folds new entities in before a warm start's iterations: one exact (Cholesky) solve of every
@@ -428,7 +553,19 @@ pub fn fold_in(
             (&mut *items, &*users, new_items)
         };
         let mut buf = vec![0.0f32; s.gathered_keys.len() * d];
-        half_step(worker, comm, &exact, s, o, &mut buf, false, Some(new))?;
+        let other = OtherGram::Compute;
+        half_step(
+            worker,
+            comm,
+            &exact,
+            s,
+            o,
+            &mut buf,
+            other,
+            false,
+            false,
+            Some(new),
+        )?;
     }
     Ok(())
 }
