@@ -48,8 +48,9 @@ pub enum Format {
     Whitespace,
 }
 
-/// Whether the first line of each file is a header.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// Whether the first line of each file is a header (`true`/`false` as TOML booleans or
+/// strings, or `"auto"`).
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Header {
     /// A header when a numeric column does not parse or the id columns read like names.
@@ -58,6 +59,90 @@ pub enum Header {
     True,
     /// Never a header.
     False,
+}
+
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected true, false or \"auto\""))?
+        {
+            Raw::Bool(true) => Ok(Header::True),
+            Raw::Bool(false) => Ok(Header::False),
+            Raw::Text(t) => match t.as_str() {
+                "auto" => Ok(Header::Auto),
+                "true" => Ok(Header::True),
+                "false" => Ok(Header::False),
+                _ => Err(serde::de::Error::custom(format!(
+                    "{:?}: expected true, false or \"auto\"",
+                    escape_controls(&t)
+                ))),
+            },
+        }
+    }
+}
+
+/// Where event weights come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WeightColumn {
+    /// A header column named like a weight (`weight`, `count`, `rating`, `plays`, …), or
+    /// without a header the first column after the ids that holds numbers; none: weight 1.
+    Auto,
+    /// Every event weighs 1.
+    None,
+    /// This column.
+    Column(Column),
+}
+
+impl WeightColumn {
+    /// The column when one was named in the job.
+    pub fn column(&self) -> Option<&Column> {
+        match self {
+            WeightColumn::Column(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for WeightColumn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            WeightColumn::Auto => s.serialize_str("auto"),
+            WeightColumn::None => s.serialize_str("none"),
+            WeightColumn::Column(c) => c.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WeightColumn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Column::deserialize(d)? {
+            Column::Name(n) if n == "auto" => WeightColumn::Auto,
+            Column::Name(n) if n == "none" => WeightColumn::None,
+            c => WeightColumn::Column(c),
+        })
+    }
+}
+
+/// A single string where a list of strings is expected is a list of one.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    match Raw::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a path string or a list of them"))?
+    {
+        Raw::One(s) => Ok(vec![s]),
+        Raw::Many(v) => Ok(v),
+    }
 }
 
 /// A column, by 0-based position or by header name.
@@ -85,7 +170,9 @@ pub enum BadLines {
 #[serde(deny_unknown_fields, default)]
 pub struct Input {
     /// Files, directories or globs (`*`, `?` in the last component). Relative paths are
-    /// resolved against the job file's directory. Empty: the built-in demo data.
+    /// resolved against the job file's directory. Empty: the built-in demo data. A single
+    /// string is a list of one.
+    #[serde(deserialize_with = "one_or_many")]
     pub path: Vec<String>,
     /// Line format.
     pub format: Format,
@@ -95,8 +182,8 @@ pub struct Input {
     pub user: Column,
     /// Item id column.
     pub item: Column,
-    /// Weight column (absent: every event weighs 1).
-    pub weight: Option<Column>,
+    /// Weight column: `"auto"` (default) finds one, `"none"` weighs every event 1.
+    pub weight: WeightColumn,
     /// Timestamp column (integer; used to keep the most recent events under a cap).
     pub timestamp: Option<Column>,
     /// Removal flag column (by index or header name): a true value (`1`, `true`, `yes`,
@@ -148,7 +235,7 @@ impl Default for Input {
             header: Header::Auto,
             user: Column::Index(0),
             item: Column::Index(1),
-            weight: None,
+            weight: WeightColumn::Auto,
             timestamp: None,
             removed: None,
             min_weight: None,
@@ -467,12 +554,17 @@ impl std::error::Error for JobError {}
 
 impl Job {
     /// Reads a job file, applies `section.key=value` overrides, types and validates it.
+    /// An error names its source: the job file, or the `--set` that caused it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Job, JobError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| JobError(format!("cannot read job file {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Job::parse_in(&text, overrides, Some(base))
-            .map_err(|e| JobError(format!("job file {}: {}", path.display(), e.0)))
+        Job::parse_from(
+            &text,
+            overrides,
+            Some(base),
+            &format!("job file {}", path.display()),
+        )
     }
 
     /// Parses job text with overrides (paths are left as written).
@@ -487,25 +579,46 @@ impl Job {
         overrides: &[String],
         base: Option<&Path>,
     ) -> Result<Job, JobError> {
+        Job::parse_from(text, overrides, base, "job text")
+    }
+
+    /// [`Job::parse_in`], with errors of the text itself prefixed by `source`. A failure of the
+    /// whole is blamed on the earliest source (the text, or one `--set`) after which every
+    /// step fails, so a typo in `--set` names `--set`, not the file.
+    fn parse_from(
+        text: &str,
+        overrides: &[String],
+        base: Option<&Path>,
+        source: &str,
+    ) -> Result<Job, JobError> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             JobError(format!(
-                "invalid TOML: {}",
+                "{source}: invalid TOML: {}",
                 escape_controls(e.to_string().trim())
             ))
         })?;
         if let Some(base) = base {
             resolve_paths(&mut table, base);
         }
+        let mut tables = vec![table.clone()];
         for o in overrides {
             apply_override(&mut table, o)?;
+            tables.push(table.clone());
         }
-        let job: Job = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                JobError(escape_controls(&e.to_string().trim().replace('\n', " ")))
-            })?;
-        job.validate()?;
-        Ok(job)
+        let e = match typed(&table) {
+            Ok(job) => return Ok(job),
+            Err(e) => e,
+        };
+        // The culprit: the earliest source after which every tree fails.
+        let mut k = tables.len() - 1;
+        while k > 0 && typed(&tables[k - 1]).is_err() {
+            k -= 1;
+        }
+        if k == 0 {
+            return Err(JobError(format!("{source}: {}", e.0)));
+        }
+        let o = escape_controls(&overrides[k - 1]);
+        Err(JobError(format!("--set {o}: {}", e.0)))
     }
 
     /// Checks every value against its allowed range; the error names the key.
@@ -633,6 +746,17 @@ fn escape_controls(s: &str) -> String {
         .collect()
 }
 
+/// Types and validates a TOML tree.
+fn typed(table: &toml::Table) -> Result<Job, JobError> {
+    let job: Job = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            JobError(escape_controls(&e.to_string().trim().replace('\n', " ")))
+        })?;
+    job.validate()?;
+    Ok(job)
+}
+
 fn resolve_paths(table: &mut toml::Table, base: &Path) {
     if let Some(toml::Value::Table(input)) = table.get_mut("input") {
         match input.get_mut("path") {
@@ -666,15 +790,16 @@ fn resolve(base: &Path, p: &str) -> String {
 /// Applies one `section.key=value` override. The value is read as a TOML value when it
 /// parses as one (numbers, booleans, arrays, quoted strings), else as a bare string.
 fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), JobError> {
+    let shown = escape_controls(spec);
     let (key, value) = spec.split_once('=').ok_or_else(|| {
         JobError(format!(
-            "--set {spec}: expected section.key=value, e.g. --set als.factors=128"
+            "--set {shown}: expected section.key=value, e.g. --set als.factors=128"
         ))
     })?;
     let parts: Vec<&str> = key.trim().split('.').collect();
     if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
         return Err(JobError(format!(
-            "--set {spec}: the key must be section.key, e.g. als.factors"
+            "--set {shown}: the key must be section.key, e.g. als.factors"
         )));
     }
     let value = value.trim();
@@ -688,17 +813,14 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), JobError> {
         let entry = cur
             .entry(p.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry
-            .as_table_mut()
-            .ok_or_else(|| JobError(format!("--set {spec}: {p} is not a section")))?;
+        cur = entry.as_table_mut().ok_or_else(|| {
+            JobError(format!(
+                "--set {shown}: {} is not a section",
+                escape_controls(p)
+            ))
+        })?;
     }
-    let last = parts[parts.len() - 1];
-    // `input.path` is a list; a single string is the natural thing to type.
-    let parsed = match (last, parsed) {
-        ("path", toml::Value::String(s)) => toml::Value::Array(vec![toml::Value::String(s)]),
-        (_, v) => v,
-    };
-    cur.insert(last.to_string(), parsed);
+    cur.insert(parts[parts.len() - 1].to_string(), parsed);
     Ok(())
 }
 
@@ -776,5 +898,91 @@ mod tests {
         let e = Job::parse("", &["als.nope=1".into()]).unwrap_err();
         assert!(e.0.contains("nope"), "{}", e.0);
         assert!(Job::parse("", &["factors".into()]).is_err());
+    }
+
+    #[test]
+    fn path_takes_a_string_or_a_list() {
+        let j = Job::parse("[input]\npath = \"events.tsv\"", &[]).unwrap();
+        assert_eq!(j.input.path, vec!["events.tsv".to_string()]);
+        let j = Job::parse("[input]\npath = [\"a.tsv\", \"b/\"]", &[]).unwrap();
+        assert_eq!(j.input.path, vec!["a.tsv".to_string(), "b/".to_string()]);
+        let j = Job::parse_in("[input]\npath = \"e.tsv\"", &[], Some(Path::new("jobs"))).unwrap();
+        assert_eq!(
+            j.input.path,
+            vec![Path::new("jobs").join("e.tsv").display().to_string()]
+        );
+        let e = Job::parse("[input]\npath = 3", &[]).unwrap_err();
+        assert!(
+            e.0.contains("input.path") && e.0.contains("string"),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
+    fn header_takes_booleans_and_strings() {
+        for (v, h) in [
+            ("false", Header::False),
+            ("true", Header::True),
+            ("\"false\"", Header::False),
+            ("\"auto\"", Header::Auto),
+        ] {
+            let j = Job::parse(&format!("[input]\nheader = {v}"), &[]).unwrap();
+            assert_eq!(j.input.header, h, "{v}");
+        }
+        let j = Job::parse("", &["input.header=false".into()]).unwrap();
+        assert_eq!(j.input.header, Header::False);
+        let e = Job::parse("[input]\nheader = \"maybe\"", &[]).unwrap_err();
+        assert!(
+            e.0.contains("input.header") && e.0.contains("auto"),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
+    fn weight_column_auto_none_or_named() {
+        assert_eq!(
+            Job::parse("", &[]).unwrap().input.weight,
+            WeightColumn::Auto
+        );
+        let w = |t: &str| {
+            Job::parse(&format!("[input]\nweight = {t}"), &[])
+                .unwrap()
+                .input
+                .weight
+        };
+        assert_eq!(w("\"none\""), WeightColumn::None);
+        assert_eq!(w("\"auto\""), WeightColumn::Auto);
+        assert_eq!(w("2"), WeightColumn::Column(Column::Index(2)));
+        assert_eq!(
+            w("\"plays\""),
+            WeightColumn::Column(Column::Name("plays".into()))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_set_that_caused_them() {
+        let e = Job::load_text("[als]\nfactors = 8\n", &["als.factor=8".into()]);
+        assert!(e.0.starts_with("--set als.factor=8:"), "{}", e.0);
+        assert!(e.0.contains("factor"), "{}", e.0);
+        let e = Job::load_text("[als]\nfactors = 8\n", &["als.factors=0".into()]);
+        assert!(e.0.starts_with("--set als.factors=0:"), "{}", e.0);
+        // The file's own mistakes are the file's, whatever --set says.
+        let e = Job::load_text("[als]\nfactor = 8\n", &["als.factors=4".into()]);
+        assert!(e.0.starts_with("job file j.toml:"), "{}", e.0);
+        // A bad file fixed by --set, then a bad --set: the --set is named.
+        let e = Job::load_text(
+            "[als]\nfactors = 0\n",
+            &["als.factors=4".into(), "als.bogus=1".into()],
+        );
+        assert!(e.0.starts_with("--set als.bogus=1:"), "{}", e.0);
+    }
+
+    impl Job {
+        /// `Job::load` of `text` as if read from `j.toml`, expecting an error.
+        fn load_text(text: &str, sets: &[String]) -> JobError {
+            Job::parse_from(text, sets, None, "job file j.toml").unwrap_err()
+        }
     }
 }

@@ -16,6 +16,7 @@
 pub mod consolidate;
 pub mod parse;
 pub mod read;
+pub mod weight;
 
 use crate::cluster::{owner, Body, Comm, CommError};
 use crate::generate::{Generator, Spec};

@@ -174,6 +174,11 @@ fn clean(mut f: &[u8]) -> &[u8] {
     f
 }
 
+/// A field as a finite number, read as the line parser reads weights.
+pub fn number_field(f: &[u8]) -> Option<f64> {
+    number::<f64>(clean(f)).filter(|v| v.is_finite())
+}
+
 fn number<T: std::str::FromStr>(f: &[u8]) -> Option<T> {
     std::str::from_utf8(f).ok()?.parse().ok()
 }

@@ -4,8 +4,9 @@
 //! byte lies, so each line is read exactly once whatever the number of parts. Line numbers
 //! for error messages are recovered only on the error path (by counting newlines before it).
 
-use super::parse::{looks_like_header, parse_line, split_fields, Columns, Event};
-use crate::job::{BadLines, Header, Input};
+use super::parse::{looks_like_header, number_field, parse_line, split_fields, Columns, Event};
+use super::weight::{self, WeightChoice};
+use crate::job::{BadLines, Format, Header, Input, WeightColumn};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,8 @@ pub struct ReadStats {
     pub samples: Vec<String>,
     /// Rows dropped by `min_weight`.
     pub below_min_weight: u64,
+    /// Where the weights came from, one entry per distinct choice over the files.
+    pub weights: Vec<String>,
     /// Seconds the slowest worker spent reading and parsing its part.
     pub secs: f64,
     /// Read-and-parse rate of the slowest worker (MB/s; 0 when nothing was read).
@@ -65,6 +68,11 @@ impl ReadStats {
         self.events += o.events;
         self.skipped += o.skipped;
         self.below_min_weight += o.below_min_weight;
+        for w in &o.weights {
+            if !self.weights.contains(w) {
+                self.weights.push(w.clone());
+            }
+        }
         self.secs = self.secs.max(o.secs);
         if o.min_mb_per_sec_per_worker > 0.0
             && (self.min_mb_per_sec_per_worker == 0.0
@@ -122,28 +130,115 @@ pub fn list_files(paths: &[String]) -> Result<Vec<PathBuf>, String> {
             ));
         } else {
             return Err(format!(
-                "input.path '{p}': no such file or directory (relative paths are resolved against the job file's directory)"
+                "input.path '{p}': no such file or directory (relative paths written in a job file resolve against the job file's directory; paths given with --set, against the working directory)"
             ));
         }
     }
     Ok(out)
 }
 
-/// Reads the first line of a file (for header detection and column names).
-fn first_line(path: &Path) -> Result<Vec<u8>, String> {
+/// Lines of a file's head looked at to find its header and weight column.
+const HEAD_LINES: usize = 64;
+
+/// Reads up to [`HEAD_LINES`] first lines of a file (within its first MiB), without line
+/// ends or a byte order mark: for header detection, column names and the weight column.
+fn head_lines(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     let f = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
-    let mut line = Vec::new();
-    BufReader::new(f)
-        .take(1 << 20)
-        .read_until(b'\n', &mut line)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    while line.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
-        line.pop();
+    let mut r = BufReader::new(f).take(1 << 20);
+    let mut out = Vec::new();
+    while out.len() < HEAD_LINES {
+        let mut line = Vec::new();
+        let k = r
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        if k == 0 {
+            break;
+        }
+        while line.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+            line.pop();
+        }
+        out.push(line);
     }
-    if line.starts_with(BOM) {
-        line.drain(..BOM.len());
+    if out.is_empty() {
+        out.push(Vec::new());
     }
-    Ok(line)
+    if out[0].starts_with(BOM) {
+        out[0].drain(..BOM.len());
+    }
+    Ok(out)
+}
+
+/// Resolves one file's columns: whether its first line is a header, and where its weights
+/// come from (see [`super::weight`]).
+fn file_columns(path: &Path, input: &Input) -> Result<(Columns, bool, WeightChoice), String> {
+    let name = path.display();
+    let head = head_lines(path)?;
+    let explicit = input.weight.column();
+    let probe_cols = Columns::resolve(
+        &input.user,
+        &input.item,
+        explicit,
+        input.timestamp.as_ref(),
+        None,
+    )
+    .and_then(|c| c.with_removed(input.removed.as_ref(), None));
+    let has_header = match input.header {
+        Header::True => true,
+        Header::False => false,
+        Header::Auto => match &probe_cols {
+            Ok(c) => {
+                looks_like_header(&head[0], input.format, c)
+                    || (input.weight == WeightColumn::Auto
+                        && names_a_weight(&head, input.format, c))
+            }
+            Err(_) => true, // names are used: there must be a header
+        },
+    };
+    let names = has_header.then(|| {
+        let mut fields = Vec::new();
+        split_fields(&head[0], input.format, &mut fields);
+        fields
+            .iter()
+            .map(|&(s, e)| {
+                String::from_utf8_lossy(&head[0][s..e])
+                    .trim()
+                    .trim_matches('"')
+                    .to_string()
+            })
+            .collect::<Vec<String>>()
+    });
+    let cols = Columns::resolve(
+        &input.user,
+        &input.item,
+        None,
+        input.timestamp.as_ref(),
+        names.as_deref(),
+    )
+    .and_then(|c| c.with_removed(input.removed.as_ref(), names.as_deref()))
+    .map_err(|e| format!("{name}: {e}"))?;
+    let data = &head[has_header as usize..];
+    let weight = weight::choose(&input.weight, input.format, &cols, names.as_deref(), data)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let cols = Columns {
+        weight: weight.column,
+        ..cols
+    };
+    Ok((cols, has_header, weight))
+}
+
+/// With the weight column to be found: a first line whose candidate weight field is not a
+/// number while the next line's is, is a header (e.g. `customer,product,qty`).
+fn names_a_weight(head: &[Vec<u8>], format: Format, cols: &Columns) -> bool {
+    let c = weight::candidate(cols);
+    let num = |line: &Vec<u8>| {
+        let mut fields = Vec::new();
+        split_fields(line, format, &mut fields);
+        fields
+            .get(c)
+            .and_then(|&(s, e)| number_field(&line[s..e]))
+            .is_some()
+    };
+    head.len() >= 2 && !num(&head[0]) && num(&head[1])
 }
 
 /// 1-based number of the line starting at byte `offset`.
@@ -177,47 +272,10 @@ pub fn read_part(
         let len = std::fs::metadata(path)
             .map_err(|e| format!("{name}: cannot stat: {e}"))?
             .len();
-        let head = first_line(path)?;
-        let probe_cols = Columns::resolve(
-            &input.user,
-            &input.item,
-            input.weight.as_ref(),
-            input.timestamp.as_ref(),
-            None,
-        )
-        .and_then(|c| c.with_removed(input.removed.as_ref(), None));
-        let has_header = match input.header {
-            Header::True => true,
-            Header::False => false,
-            Header::Auto => match &probe_cols {
-                Ok(c) => looks_like_header(&head, input.format, c),
-                Err(_) => true, // names are used: there must be a header
-            },
-        };
-        let cols = if has_header {
-            split_fields(&head, input.format, &mut fields);
-            let names: Vec<String> = fields
-                .iter()
-                .map(|&(s, e)| {
-                    String::from_utf8_lossy(&head[s..e])
-                        .trim()
-                        .trim_matches('"')
-                        .to_string()
-                })
-                .collect();
-            Columns::resolve(
-                &input.user,
-                &input.item,
-                input.weight.as_ref(),
-                input.timestamp.as_ref(),
-                Some(&names),
-            )
-            .and_then(|c| c.with_removed(input.removed.as_ref(), Some(&names)))
-        } else {
-            probe_cols
+        let (cols, has_header, weight) = file_columns(path, input)?;
+        if !st.weights.contains(&weight.described) {
+            st.weights.push(weight.described);
         }
-        .map_err(|e| format!("{name}: {e}"))?;
-
         let start = len * part as u64 / parts as u64;
         let end = len * (part as u64 + 1) / parts as u64;
         if start >= end {
@@ -338,7 +396,7 @@ mod tests {
 
     fn input() -> Input {
         Input {
-            weight: Some(crate::job::Column::Index(2)),
+            weight: crate::job::WeightColumn::Column(crate::job::Column::Index(2)),
             ..Input::default()
         }
     }
