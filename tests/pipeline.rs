@@ -373,7 +373,15 @@ fn cli_reports_job_errors_with_the_key() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--set als.bogus=1") && err.contains("bogus"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("job file"),
+        "a --set typo is not the file's: {err}"
+    );
 }
 
 #[test]
@@ -874,5 +882,123 @@ fn reported_objective_equals_the_direct_computation() {
             (last - direct).abs() <= 1e-4 * direct,
             "{solver}: reported objective {last}, direct {direct}"
         );
+    }
+}
+
+/// The user factors a run of `text` (a TSV file) with `sets` publishes.
+fn user_factors(dir: &Path, name: &str, text: &str, sets: &[&str]) -> Vec<u8> {
+    let data = write(dir, &format!("{name}.tsv"), text.as_bytes());
+    let store = dir.join(format!("s-{name}"));
+    let mut all = vec![
+        format!("input.path={}", data.display()),
+        "als.factors=4".into(),
+        "als.iterations=2".into(),
+        "shards.virtual=4".into(),
+        "recommend.k=0".into(),
+        format!("output.store={}", store.display()),
+    ];
+    all.extend(sets.iter().map(|s| s.to_string()));
+    run(Job::parse("", &all).unwrap(), opts(1))
+        .unwrap()
+        .unwrap();
+    let out = dir.join(format!("e-{name}"));
+    recflow::export::export(&store, None, &out, recflow::export::ExportFormat::Tsv).unwrap();
+    std::fs::read(out.join("users.tsv")).unwrap()
+}
+
+#[test]
+fn a_third_column_of_counts_is_read_as_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = recflow::ids::SplitMix::new(9);
+    let (mut counts, mut bare) = (String::new(), String::new());
+    for _ in 0..400 {
+        let (u, i, c) = (rng.below(30), rng.below(20), 1 + rng.below(9));
+        counts.push_str(&format!("{u}\t{i}\t{c}\n"));
+        bare.push_str(&format!("{u}\t{i}\n"));
+    }
+    let auto = user_factors(tmp.path(), "auto", &counts, &[]);
+    let named = user_factors(tmp.path(), "named", &counts, &["input.weight=2"]);
+    assert_eq!(
+        auto, named,
+        "with no input.weight the counts are the weights"
+    );
+    let none = user_factors(tmp.path(), "none", &counts, &["input.weight=none"]);
+    let two_cols = user_factors(tmp.path(), "bare", &bare, &[]);
+    assert_eq!(
+        none, two_cols,
+        "input.weight = \"none\" weighs every event 1"
+    );
+    assert_ne!(auto, none, "the counts change the model");
+    // A header names the weight column.
+    let header = format!("user\titem\tplays\n{counts}");
+    let by_name = user_factors(tmp.path(), "header", &header, &[]);
+    assert_eq!(by_name, auto, "a column named plays is the weight");
+}
+
+#[test]
+fn timestamp_like_weights_are_refused_with_the_key_to_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write(
+        tmp.path(),
+        "ts.tsv",
+        b"1\t2\t1600000000\n1\t3\t1600000100\n2\t2\t1600000200\n",
+    );
+    let job = write(tmp.path(), "j.toml", b"");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recflow"))
+        .args(["run", job.to_str().unwrap(), "-q", "--set"])
+        .arg(format!("input.path={}", data.display()))
+        .arg("--set")
+        .arg(format!("output.store={}", tmp.path().join("s").display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ts.tsv") && err.contains("input.timestamp = 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn workers_default_to_the_cores_this_process_may_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = write(
+        tmp.path(),
+        "j.toml",
+        b"[input.demo]\nusers = 300\nitems = 100\nnnz = 3000\n[als]\nfactors = 4\niterations = 1\n",
+    );
+    let workers = |prefix: &[&str], store: &str| {
+        let store = tmp.path().join(store);
+        let mut cmd = std::process::Command::new(
+            prefix
+                .first()
+                .copied()
+                .unwrap_or(env!("CARGO_BIN_EXE_recflow")),
+        );
+        if !prefix.is_empty() {
+            cmd.args(&prefix[1..]).arg(env!("CARGO_BIN_EXE_recflow"));
+        }
+        let st = cmd
+            .args(["run", job.to_str().unwrap(), "-q", "--set"])
+            .arg(format!("output.store={}", store.display()))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let v = std::fs::read_to_string(store.join("CURRENT")).unwrap();
+        let r: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(store.join(v.trim()).join("report.json")).unwrap(),
+        )
+        .unwrap();
+        r["layout"]["workers"].as_u64().unwrap() as usize
+    };
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(workers(&[], "all"), cores);
+    // Pinned to one core (where taskset exists), the default follows the affinity mask.
+    if std::process::Command::new("taskset")
+        .arg("-V")
+        .output()
+        .is_ok()
+    {
+        assert_eq!(workers(&["taskset", "-c", "0"], "one"), 1);
     }
 }

@@ -127,12 +127,14 @@ fn by_numbers(format: Format, cols: &Columns, sample: &[Vec<u8>]) -> Result<Weig
         split_fields(line, format, &mut fields);
         match fields.get(c).and_then(|&(s, e)| number_field(&line[s..e])) {
             Some(v) => values.push(v),
-            None => return Ok(WeightChoice {
-                column: None,
-                described: format!(
+            None => {
+                return Ok(WeightChoice {
+                    column: None,
+                    described: format!(
                     "none: every event weighs 1 (column {c} does not hold numbers on every line)"
                 ),
-            }),
+                })
+            }
         }
     }
     if values.is_empty() {

@@ -703,6 +703,11 @@ pub fn render(r: &Value) -> String {
             None => String::new(),
         }
     );
+    let _ = write!(
+        s,
+        r#"<p class="meta" id="confidence">{}</p>"#,
+        esc(&crate::report::confidence_line(m))
+    );
     s.push_str(&counts_tables(r));
     s.push_str(r#"<h2 style="margin-top:18px">Metrics</h2>"#);
     s.push_str(&metrics_table(r));

@@ -70,6 +70,7 @@ pub fn version_lines(dir: &Path, manifest: &Value, current: bool) -> String {
         r["layout"]["workers"],
         format_args!("{}s", short(r["total_secs"].as_f64().unwrap_or(0.0)))
     );
+    let _ = writeln!(s, "    input    {}", crate::report::confidence_line(m));
     let x = &r["metrics"];
     if x.is_object() {
         let _ = writeln!(

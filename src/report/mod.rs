@@ -193,6 +193,33 @@ fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
+/// One line on how weights became confidences, from `report.json`'s `model`: where the
+/// weights came from, the scheme and its parameters (summary, report page and `inspect`).
+pub fn confidence_line(model: &Value) -> String {
+    let c = &model["confidence"];
+    let a = c["alpha"].as_f64().unwrap_or(f64::NAN);
+    let rule = match c["scheme"].as_str() {
+        Some("log") => format!(
+            "log, c = 1 + {a}·ln(1 + w/{})",
+            c["epsilon"].as_f64().unwrap_or(f64::NAN)
+        ),
+        Some("linear") => format!("linear, c = 1 + {a}·w"),
+        _ => "unknown (an older version)".into(),
+    };
+    let weights: Vec<&str> = model["weights"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let weights = if weights.is_empty() {
+        "not recorded".to_string()
+    } else {
+        weights.join("; ")
+    };
+    format!("weights {weights}; confidence {rule}")
+}
+
 /// Builds `report.json` from a manifest and the gathered degree distributions.
 pub fn build(m: &Value, degrees: Option<&Degrees>) -> Value {
     let c = &m["counts"];
@@ -293,6 +320,10 @@ pub fn build(m: &Value, degrees: Option<&Degrees>) -> Value {
             "solver": m["job"]["als"]["solver"],
             "recommend_mode": rec["mode"],
             "k": rec["k"],
+            "regularization": m["job"]["als"]["regularization"],
+            "regularization_scaling": m["job"]["als"]["regularization_scaling"],
+            "weights": r["weights"].as_array().cloned().unwrap_or_default(),
+            "confidence": m["job"]["confidence"],
         },
         "counts": {
             "bytes": u(&r["bytes"]),
