@@ -4,11 +4,13 @@
   bench_implicit.py run  --train TRAIN.tsv --out RESULT.json --recs RECS.npz
                          [--factors 64] [--regularization 0.01] [--alpha 1.0]
                          [--iterations 15] [--threads 2] [--cg | --cholesky] [--cg-steps 3] [--k 10]
+                         [--scheme linear|log] [--epsilon 1.0]
       The whole implicit 0.7.3 job, timed in-process: pandas reads the TSV (user item weight),
       scipy builds the user x item CSR (duplicates summed, as recflow sums them), fit, and
       recommend top-k for every user with already-seen items filtered. Confidence: recflow uses
-      c = 1 + alpha*w, implicit c = alpha_impl * value, so the matrix holds 1 + alpha*w and
-      implicit runs with alpha = 1 (the same objective). Writes timings to RESULT.json and the
+      c = 1 + alpha*w (or 1 + alpha*ln(1 + w/epsilon) with --scheme log), implicit
+      c = alpha_impl * value, so the matrix holds recflow's c and implicit runs with
+      alpha = 1 (the same objective). Writes timings to RESULT.json and the
       recommendations (raw ids) to RECS.npz after the clock stopped.
 
   bench_implicit.py eval --train TRAIN.tsv --test TEST.tsv (--recs RECS.npz | --recflow STORE_VERSION_DIR)
@@ -54,7 +56,8 @@ def cmd_run(a):
     if not keep.all():
         ui.data[~keep] = 0
         ui.eliminate_zeros()
-    ui.data = (1.0 + a.alpha * ui.data).astype(np.float32)
+    term = np.log1p(ui.data / a.epsilon) if a.scheme == "log" else ui.data
+    ui.data = (1.0 + a.alpha * term).astype(np.float32)
     del df, uidx, iidx
     t_load = time.time()
     model = AlternatingLeastSquares(factors=a.factors, regularization=a.regularization,
@@ -121,6 +124,8 @@ def main():
     r.add_argument("--factors", type=int, default=64)
     r.add_argument("--regularization", type=float, default=0.01)
     r.add_argument("--alpha", type=float, default=1.0)
+    r.add_argument("--scheme", choices=["linear", "log"], default="linear")
+    r.add_argument("--epsilon", type=float, default=1.0)
     r.add_argument("--iterations", type=int, default=15)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--solver", choices=["cg", "cholesky"], default="cg")

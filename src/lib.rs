@@ -9,6 +9,7 @@
 pub mod als;
 pub mod checkpoint;
 pub mod cluster;
+pub mod confidence;
 pub mod eval;
 pub mod export;
 pub mod generate;

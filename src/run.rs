@@ -193,6 +193,14 @@ fn run_worker(
         Ok(())
     };
     comm.agree(worker, "ingest: check", check)?;
+    data.confidence = crate::confidence::apply(
+        worker,
+        &mut comm,
+        &job.confidence,
+        &data.stats,
+        &mut data.users,
+        &mut data.items,
+    )?;
     if leader {
         let s = &data.stats;
         log.done(&format!(
@@ -526,6 +534,7 @@ fn publish(
             "virtual_shards": job.shards.virtual_shards,
             "factors": job.als.factors,
             "counts": stats,
+            "confidence": data.confidence,
             "train": train,
             "timings": timings,
             "recommend": recs.map(|r| json!({

@@ -1002,3 +1002,51 @@ fn workers_default_to_the_cores_this_process_may_use() {
         assert_eq!(workers(&["taskset", "-c", "0"], "one"), 1);
     }
 }
+
+#[test]
+fn automatic_alpha_follows_the_density_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = recflow::ids::SplitMix::new(3);
+    let mut w: std::collections::BTreeMap<(u64, u64), f64> = Default::default();
+    let mut text = String::new();
+    for _ in 0..500 {
+        let (u, i, c) = (rng.below(40), rng.below(30), 1 + rng.below(50));
+        text.push_str(&format!("{u}\t{i}\t{c}\n"));
+        *w.entry((u, i)).or_default() += c as f64;
+    }
+    let data = write(tmp.path(), "d.tsv", text.as_bytes());
+    let users: std::collections::BTreeSet<_> = w.keys().map(|k| k.0).collect();
+    let items: std::collections::BTreeSet<_> = w.keys().map(|k| k.1).collect();
+    let density = w.len() as f64 / (users.len() * items.len()) as f64;
+    let mean = w.values().map(|x| (1.0 + x).ln()).sum::<f64>() / w.len() as f64;
+    let want = ((1.0 / density.sqrt()).clamp(2.0, 1000.0) - 1.0) / mean;
+    let mut alphas = Vec::new();
+    for workers in [1, 3] {
+        let store = tmp.path().join(format!("s{workers}"));
+        let job = Job::parse(
+            "",
+            &[
+                format!("input.path={}", data.display()),
+                "als.factors=4".into(),
+                "als.iterations=1".into(),
+                "shards.virtual=8".into(),
+                format!("output.store={}", store.display()),
+            ],
+        )
+        .unwrap();
+        let s = run(job, opts(workers)).unwrap().unwrap();
+        let c = &s.manifest["confidence"];
+        assert_eq!(c["auto"], true);
+        alphas.push(c["alpha"].as_f64().unwrap());
+    }
+    assert!(
+        (alphas[0] - want).abs() < 1e-9 * want,
+        "{} vs {want}",
+        alphas[0]
+    );
+    assert_eq!(
+        alphas[0].to_bits(),
+        alphas[1].to_bits(),
+        "the same alpha for any layout"
+    );
+}

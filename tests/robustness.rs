@@ -290,7 +290,8 @@ fn confidences_too_large_for_f32_never_publish_a_broken_model() {
     // Weights within the accepted ±1e9, but alpha × weight = 4e9 beside confidences of 41.
     let text = good_text() + "1\t5\t1e8\n2\t6\t1e8\n";
     std::fs::write(d.join("mix.tsv"), text).unwrap();
-    run_job(d, "path = [\"mix.tsv\"]\nweight = 2", "").fails(
+    let linear = "[confidence]\nscheme = \"linear\"\nalpha = 40.0\n";
+    run_job(d, "path = [\"mix.tsv\"]\nweight = 2", linear).fails(
         1,
         &[
             "training broke down numerically",
@@ -300,13 +301,14 @@ fn confidences_too_large_for_f32_never_publish_a_broken_model() {
     );
     assert!(current(d).is_none());
     assert!(recflow::store::versions(&d.join("store")).is_empty());
-    // The log scheme is the documented way out: it trains.
+    // The log scheme is the documented way out (and the default): it trains.
     run_job(
         d,
         "path = [\"mix.tsv\"]\nweight = 2",
-        "[confidence]\nscheme = \"log\"\n",
+        "[confidence]\nscheme = \"log\"\nalpha = 40.0\n",
     )
     .ok();
+    run_job(d, "path = [\"mix.tsv\"]\nweight = 2", "").ok();
 }
 
 #[test]

@@ -60,6 +60,9 @@ pub struct Ingested {
     pub users: Side,
     /// Items owned by this worker.
     pub items: Side,
+    /// The confidence rule applied to the weights (set by [`crate::confidence::apply`]: until
+    /// then the sides' `conf` arrays hold summed weights).
+    pub confidence: crate::confidence::Resolved,
     /// Held-out pairs of this worker's users: (user id, item key or `u64::MAX`).
     pub test: Vec<(RawId, u64)>,
     /// Counters (complete on worker 0).
@@ -327,7 +330,9 @@ pub fn ingest(
             users.ids.push(u.clone());
             local += 1;
         }
-        let c = job.confidence.of(*w as f64);
+        // The summed weight; `crate::confidence::apply` turns it into a confidence once the
+        // whole data set (and so an automatic alpha) is known.
+        let c = *w;
         other.push(*ik);
         users.conf.push(c);
         edges[owner(unkey(*ik).0, peers)].push((*ik, key(users.vshards[j], local - 1), c));
@@ -402,6 +407,7 @@ pub fn ingest(
         test,
         stats,
         snapshot,
+        confidence: Default::default(),
     })
 }
 
@@ -514,7 +520,10 @@ fn read_demo(job: &Job, me: usize, peers: usize, mut sink: impl FnMut(Event)) ->
         rank: d.rank,
         seed: d.seed,
     });
-    let mut st = ReadStats::default();
+    let mut st = ReadStats {
+        weights: vec!["the built-in demo data's counts".into()],
+        ..ReadStats::default()
+    };
     let mut c = me as u64;
     while c < g.chunks() {
         g.chunk(c, |u, i, n| {

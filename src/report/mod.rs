@@ -197,7 +197,12 @@ fn u(v: &Value) -> u64 {
 /// weights came from, the scheme and its parameters (summary, report page and `inspect`).
 pub fn confidence_line(model: &Value) -> String {
     let c = &model["confidence"];
-    let a = c["alpha"].as_f64().unwrap_or(f64::NAN);
+    let applied = &model["confidence_applied"];
+    let a = applied["alpha"]
+        .as_f64()
+        .or_else(|| c["alpha"].as_f64())
+        .map(|a| format!("{a:.4}"))
+        .unwrap_or_else(|| "?".into());
     let rule = match c["scheme"].as_str() {
         Some("log") => format!(
             "log, c = 1 + {a}·ln(1 + w/{})",
@@ -205,6 +210,15 @@ pub fn confidence_line(model: &Value) -> String {
         ),
         Some("linear") => format!("linear, c = 1 + {a}·w"),
         _ => "unknown (an older version)".into(),
+    };
+    let rule = if applied["auto"].as_bool() == Some(true) {
+        format!(
+            "{rule} (alpha auto: mean confidence {:.1} = 1/sqrt(density {:.3e}))",
+            applied["target"].as_f64().unwrap_or(f64::NAN),
+            applied["density"].as_f64().unwrap_or(f64::NAN)
+        )
+    } else {
+        rule
     };
     let weights: Vec<&str> = model["weights"]
         .as_array()
@@ -324,6 +338,7 @@ pub fn build(m: &Value, degrees: Option<&Degrees>) -> Value {
             "regularization_scaling": m["job"]["als"]["regularization_scaling"],
             "weights": r["weights"].as_array().cloned().unwrap_or_default(),
             "confidence": m["job"]["confidence"],
+            "confidence_applied": m["confidence"],
         },
         "counts": {
             "bytes": u(&r["bytes"]),

@@ -39,7 +39,7 @@ pub fn render(r: &Value, dir: &str) -> String {
         n(&d["item_cap_pairs"]),
         n(&d["lsh_buckets"])
     );
-    let _ = writeln!(s, "  model      {}", super::confidence_line(&r["model"]));
+    let _ = writeln!(s, "  input      {}", super::confidence_line(&r["model"]));
     for x in r["skipped_samples"].as_array().into_iter().flatten() {
         let _ = writeln!(s, "             e.g. {}", x.as_str().unwrap_or(""));
     }

@@ -1,0 +1,108 @@
+//! Summed weights → confidences, once the whole data set is ingested.
+//!
+//! Ingest leaves each pair's summed weight `w` in the sides' `conf` arrays; [`apply`] maps
+//! them in place to `c = 1 + α·g(w)` (`g` from `confidence.scheme`). With `alpha = "auto"`
+//! the α comes from the data ([`crate::job::auto_alpha`]): the density of the matrix and the
+//! mean of `g(w)` over all pairs, summed per virtual shard and in virtual-shard order on
+//! worker 0, so the value — and the model — is the same for any worker layout.
+
+use crate::cluster::{Body, Comm, CommError};
+use crate::ingest::IngestStats;
+use crate::job::{auto_alpha, target_confidence, Alpha, Confidence};
+use crate::side::Side;
+use serde::{Deserialize, Serialize};
+use timely::worker::Worker;
+
+/// The confidence rule a run used (recorded in the manifest and the report).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// The α applied.
+    pub alpha: f64,
+    /// Whether it was chosen from the data.
+    pub auto: bool,
+    /// pairs / (users · items).
+    pub density: f64,
+    /// Mean of `g(w)` over the training pairs (computed when `auto`).
+    pub mean_term: f64,
+    /// The mean observed confidence aimed at (when `auto`).
+    pub target: f64,
+}
+
+/// Resolves α (collectively, when automatic) and turns the weights of this worker's `users`
+/// and `items` into confidences. `stats` are the ingest totals (complete on worker 0).
+pub fn apply(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    conf: &Confidence,
+    stats: &IngestStats,
+    users: &mut Side,
+    items: &mut Side,
+) -> Result<Resolved, CommError> {
+    let density = stats.pairs as f64 / (stats.users as f64 * stats.items as f64).max(1.0);
+    let resolved = match conf.alpha {
+        Alpha::Value(alpha) => Resolved {
+            alpha,
+            density,
+            ..Resolved::default()
+        },
+        Alpha::Auto => resolve_auto(worker, comm, conf, (density, stats.pairs), users)?,
+    };
+    for c in users.conf.iter_mut().chain(items.conf.iter_mut()) {
+        *c = conf.of(resolved.alpha, *c as f64);
+    }
+    Ok(resolved)
+}
+
+/// Sums `g(w)` per virtual shard of the users, adds the shards up in order on worker 0 and
+/// broadcasts what it chose (worker 0's density is the one that counts: its totals are
+/// complete).
+fn resolve_auto(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    conf: &Confidence,
+    (density, pairs): (f64, u64),
+    users: &Side,
+) -> Result<Resolved, CommError> {
+    let parts: Vec<(u32, f64)> = users
+        .vshards
+        .iter()
+        .enumerate()
+        .map(|(j, &vs)| {
+            let (a, b) = (
+                users.indptr[users.starts[j]],
+                users.indptr[users.starts[j + 1]],
+            );
+            (
+                vs,
+                users.conf[a..b].iter().map(|&w| conf.term(w as f64)).sum(),
+            )
+        })
+        .collect();
+    comm.send(0, Body::Scalars(parts));
+    let mut all = Vec::new();
+    for (_, b) in comm.exchange(worker, "confidence: sum weights")? {
+        if let Body::Scalars(mut p) = b {
+            all.append(&mut p);
+        }
+    }
+    if comm.index == 0 {
+        all.sort_by_key(|p| p.0);
+        let mean_term = all.iter().map(|p| p.1).sum::<f64>() / (pairs as f64).max(1.0);
+        let alpha = auto_alpha(density, mean_term);
+        let msg = [alpha, density, mean_term, target_confidence(density)];
+        comm.broadcast(Body::Scalars(msg.iter().map(|&x| (0, x)).collect()));
+    }
+    let mut got = Vec::new();
+    for (_, b) in comm.exchange(worker, "confidence: alpha")? {
+        if let Body::Scalars(p) = b {
+            got = p.into_iter().map(|x| x.1).collect();
+        }
+    }
+    Ok(Resolved {
+        alpha: got[0],
+        auto: true,
+        density: got[1],
+        mean_term: got[2],
+        target: got[3],
+    })
+}
