@@ -410,7 +410,7 @@ impl Default for Als {
             regularization: 0.01,
             regularization_scaling: RegScaling::None,
             iterations: 15,
-            solver: Solver::Cholesky,
+            solver: Solver::Cg,
             cg_steps: 3,
             seed: 42,
             loss_every: 1,

@@ -95,6 +95,7 @@ fn objective_never_increases_with_cholesky() {
             &[
                 "als.iterations=8",
                 "als.loss_every=1",
+                "als.solver=cholesky",
                 &format!("confidence.alpha={alpha}"),
                 &format!("als.regularization={reg}"),
                 &format!("als.regularization_scaling={scaling}"),

@@ -24,6 +24,9 @@ pub struct Solver {
     yu: Vec<f32>,
     bu: Vec<f32>,
     b: Vec<f32>,
+    /// CG with the objective: `y_j·x` per interaction, and `y_j·p` of the current step.
+    yx: Vec<f32>,
+    yp: Vec<f32>,
     stack: faer::dyn_stack::MemBuffer,
 }
 
@@ -38,6 +41,8 @@ impl Solver {
             yu: Vec::new(),
             bu: Vec::new(),
             b: vec![0.0; d],
+            yx: Vec::new(),
+            yp: Vec::new(),
             stack: faer::dyn_stack::MemBuffer::new(req),
         }
     }
@@ -206,8 +211,19 @@ impl Solver {
         conf: &[f32],
         x: &mut [f32],
         steps: usize,
-    ) {
+        loss: bool,
+    ) -> f64 {
         let d = self.d;
+        // With the objective, every `y_j·x` is tracked through the steps (`y_j·x += α·y_j·p`,
+        // from the products each step computes anyway), so it costs O(n) per step instead of
+        // another pass over the entity's rows.
+        let track = if loss {
+            self.yx.resize(cols.len(), 0.0);
+            self.yp.resize(cols.len(), 0.0);
+            Some((&mut self.yx[..], &mut self.yp[..]))
+        } else {
+            None
+        };
         #[cfg(target_arch = "x86_64")]
         if simd::usable(d) {
             let (p, ap) = self.a.split_at_mut(d);
@@ -225,9 +241,14 @@ impl Solver {
                     p,
                     &mut ap[..d],
                     &mut self.b,
+                    track,
                 )
             };
-            return;
+            return if loss {
+                observed_from(conf, &self.yx)
+            } else {
+                0.0
+            };
         }
         cg_portable(
             g,
@@ -239,7 +260,13 @@ impl Solver {
             steps,
             &mut self.a,
             &mut self.b,
+            track,
         );
+        if loss {
+            observed_from(conf, &self.yx)
+        } else {
+            0.0
+        }
     }
 
     fn cholesky_solve(&mut self, x: &mut [f32]) -> bool {
@@ -326,24 +353,31 @@ pub fn cg_portable(
     steps: usize,
     scratch: &mut [f32],
     r: &mut [f32],
+    mut track: Option<(&mut [f32], &mut [f32])>,
 ) {
     let d = x.len();
     let ys = |j: usize| &gathered[cols[j] as usize * d..(cols[j] as usize + 1) * d];
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f32>();
     let (p, rest) = scratch.split_at_mut(d);
     let ap = &mut rest[..d];
-    let apply = |v: &[f32], out: &mut [f32]| {
+    // out = A·v; `yv` (when given) receives every y_j·v on the way.
+    let apply = |v: &[f32], out: &mut [f32], mut yv: Option<&mut [f32]>| {
         for i in 0..d {
             let row = &g[i * d..(i + 1) * d];
             out[i] = row.iter().zip(v).map(|(a, b)| a * b).sum::<f32>() + lambda * v[i];
         }
         for (j, &c) in conf.iter().enumerate() {
             let y = ys(j);
-            let s = (c - 1.0) * y.iter().zip(v).map(|(a, b)| a * b).sum::<f32>();
+            let t = dot(y, v);
+            if let Some(yv) = &mut yv {
+                yv[j] = t;
+            }
+            let s = (c - 1.0) * t;
             out.iter_mut().zip(y).for_each(|(o, &yy)| *o += s * yy);
         }
     };
     // r = b − A·x
-    apply(x, ap);
+    apply(x, ap, track.as_mut().map(|t| &mut *t.0));
     r.iter_mut().zip(ap.iter()).for_each(|(r, &a)| *r = -a);
     for (j, &c) in conf.iter().enumerate() {
         r.iter_mut().zip(ys(j)).for_each(|(r, &y)| *r += c * y);
@@ -354,7 +388,7 @@ pub fn cg_portable(
         if rs < 1e-20 {
             break;
         }
-        apply(p, ap);
+        apply(p, ap, track.as_mut().map(|t| &mut *t.1));
         let pap: f32 = p.iter().zip(ap.iter()).map(|(a, b)| a * b).sum();
         if pap <= 0.0 || !pap.is_finite() {
             break;
@@ -363,6 +397,11 @@ pub fn cg_portable(
         x.iter_mut()
             .zip(p.iter())
             .for_each(|(x, &p)| *x += alpha * p);
+        if let Some((sx, tp)) = &mut track {
+            sx.iter_mut()
+                .zip(tp.iter())
+                .for_each(|(s, &t)| *s += alpha * t);
+        }
         r.iter_mut()
             .zip(ap.iter())
             .for_each(|(r, &a)| *r -= alpha * a);
@@ -662,8 +701,12 @@ pub mod simd {
         p: &mut [f32],
         ap: &mut [f32],
         r: &mut [f32],
+        mut track: Option<(&mut [f32], &mut [f32])>,
     ) {
         let d = x.len();
+        if let Some((sx, tp)) = &track {
+            assert!(sx.len() == cols.len() && tp.len() == cols.len());
+        }
         assert!(
             d.is_multiple_of(8)
                 && g.len() >= d * d
@@ -693,7 +736,11 @@ pub mod simd {
                     off += 16;
                 }
             }
-            let s = c - (c - 1.0) * dot(y(j), x.as_ptr(), d);
+            let yx = dot(y(j), x.as_ptr(), d);
+            if let Some((sx, _)) = &mut track {
+                sx[j] = yx;
+            }
+            let s = c - (c - 1.0) * yx;
             axpy(r.as_mut_ptr(), s, y(j), d);
         }
         p.copy_from_slice(r);
@@ -704,8 +751,11 @@ pub mod simd {
             }
             symv(gp, lambda, p.as_ptr(), ap.as_mut_ptr(), d);
             for (j, &c) in conf.iter().enumerate() {
-                let s = (c - 1.0) * dot(y(j), p.as_ptr(), d);
-                axpy(ap.as_mut_ptr(), s, y(j), d);
+                let yp = dot(y(j), p.as_ptr(), d);
+                if let Some((_, tp)) = &mut track {
+                    tp[j] = yp;
+                }
+                axpy(ap.as_mut_ptr(), (c - 1.0) * yp, y(j), d);
             }
             let pap = dot(p.as_ptr(), ap.as_ptr(), d);
             if pap <= 0.0 || !pap.is_finite() {
@@ -713,6 +763,11 @@ pub mod simd {
             }
             let alpha = rs / pap;
             axpy(x.as_mut_ptr(), alpha, p.as_ptr(), d);
+            if let Some((sx, tp)) = &mut track {
+                sx.iter_mut()
+                    .zip(tp.iter())
+                    .for_each(|(s, &t)| *s += alpha * t);
+            }
             axpy(r.as_mut_ptr(), -alpha, ap.as_ptr(), d);
             let rs_new = dot(r.as_ptr(), r.as_ptr(), d);
             let beta = rs_new / rs;
@@ -743,6 +798,17 @@ pub fn observed_loss(gathered: &[f32], cols: &[u32], conf: &[f32], x: &[f32]) ->
         obs += c as f64 * (1.0 - s) * (1.0 - s) - s * s;
     }
     obs
+}
+
+/// [`observed_loss`] from the products `y_j·x` already at hand.
+fn observed_from(conf: &[f32], yx: &[f32]) -> f64 {
+    conf.iter()
+        .zip(yx)
+        .map(|(&c, &s)| {
+            let s = s as f64;
+            c as f64 * (1.0 - s) * (1.0 - s) - s * s
+        })
+        .sum()
 }
 
 /// Whether the AVX2 kernels run for dimension `d` (false off x86-64).
@@ -953,12 +1019,12 @@ mod tests {
         s.solve(&g, 0.5, &ys, &cols, &conf, &mut exact);
         // d steps of CG solve a d×d SPD system (up to rounding); few steps already get close.
         let mut x = vec![0.0; d];
-        s.cg(&g, 0.5, &ys, &cols, &conf, &mut x, 3 * d);
+        s.cg(&g, 0.5, &ys, &cols, &conf, &mut x, 3 * d, false);
         for (a, b) in x.iter().zip(&exact) {
             assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{x:?} vs {exact:?}");
         }
         let mut x3 = vec![0.0; d];
-        s.cg(&g, 0.5, &ys, &cols, &conf, &mut x3, 3);
+        s.cg(&g, 0.5, &ys, &cols, &conf, &mut x3, 3, false);
         let l3 = entity_loss(&g, 0.5, &ys, &cols, &conf, &x3);
         let l0 = entity_loss(&g, 0.5, &ys, &cols, &conf, &vec![0.0; d]);
         let le = entity_loss(&g, 0.5, &ys, &cols, &conf, &exact);
@@ -1015,10 +1081,10 @@ mod tests {
                 let mut want = x0.clone();
                 let (mut sc, mut rr) = (vec![0.0; 2 * d], vec![0.0; d]);
                 cg_portable(
-                    &g, 0.05, &ys, &cols, &conf, &mut want, steps, &mut sc, &mut rr,
+                    &g, 0.05, &ys, &cols, &conf, &mut want, steps, &mut sc, &mut rr, None,
                 );
                 let mut got = x0.clone();
-                Solver::new(d).cg(&g, 0.05, &ys, &cols, &conf, &mut got, steps);
+                Solver::new(d).cg(&g, 0.05, &ys, &cols, &conf, &mut got, steps, false);
                 let scale = want.iter().map(|v| v.abs()).fold(1e-3f32, f32::max);
                 for (a, b) in got.iter().zip(&want) {
                     assert!(

@@ -483,11 +483,14 @@ fn solve_rows(
                     if !solver.solve(gram, lam as f32, gathered, cols, conf, x) {
                         out.singular += 1;
                     }
+                    if want_loss {
+                        loss += kernels::observed_loss(gathered, cols, conf, x);
+                    }
                 }
-                Solver::Cg => solver.cg(gram, lam as f32, gathered, cols, conf, x, als.cg_steps),
-            }
-            if want_loss {
-                loss += kernels::observed_loss(gathered, cols, conf, x);
+                Solver::Cg => {
+                    let steps = als.cg_steps;
+                    loss += solver.cg(gram, lam as f32, gathered, cols, conf, x, steps, want_loss);
+                }
             }
         }
         out.loss_parts.push((vs, loss));
