@@ -290,8 +290,14 @@ fn confidences_too_large_for_f32_never_publish_a_broken_model() {
     // Weights within the accepted ±1e9, but alpha × weight = 4e9 beside confidences of 41.
     let text = good_text() + "1\t5\t1e8\n2\t6\t1e8\n";
     std::fs::write(d.join("mix.tsv"), text).unwrap();
-    let linear = "[confidence]\nscheme = \"linear\"\nalpha = 40.0\n";
-    run_job(d, "path = [\"mix.tsv\"]\nweight = 2", linear).fails(
+    // Cholesky is the solver that detects the breakdown: it finds the systems singular.
+    std::fs::write(
+        d.join("job.toml"),
+        "[input]\npath = [\"mix.tsv\"]\nweight = 2\n[als]\nfactors = 4\niterations = 2\nsolver = \"cholesky\"\n[confidence]\nscheme = \"linear\"\nalpha = 40.0\n[shards]\nvirtual = 8\n[output]\nstore = \"store\"\n",
+    )
+    .unwrap();
+    let ran = recflow_env(d, &["run", "job.toml", "-w", "2", "-q"], &[]);
+    ran.fails(
         1,
         &[
             "training broke down numerically",
