@@ -169,7 +169,7 @@ fn pairs<'a>(path: &std::path::Path, text: &'a str) -> Result<Vec<Line<'a>>, Str
                 "{}:{}: need at least two columns (user, item): '{}'",
                 path.display(),
                 n + 1,
-                crate::ingest::read::printable(line.as_bytes())
+                crate::escape::sample(line.as_bytes())
             ));
         }
         let rank = (len > 3).then(|| f[3].parse().ok()).flatten();

@@ -490,7 +490,7 @@ impl Job {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             JobError(format!(
                 "invalid TOML: {}",
-                escape_controls(e.to_string().trim())
+                crate::escape::for_terminal(e.to_string().trim())
             ))
         })?;
         if let Some(base) = base {
@@ -502,7 +502,9 @@ impl Job {
         let job: Job = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| {
-                JobError(escape_controls(&e.to_string().trim().replace('\n', " ")))
+                JobError(crate::escape::for_terminal(
+                    &e.to_string().trim().replace('\n', " "),
+                ))
             })?;
         job.validate()?;
         Ok(job)
@@ -617,20 +619,6 @@ impl Job {
         }
         Ok(())
     }
-}
-
-/// Escapes control characters (except line breaks) that a parser error may quote from the
-/// file, so that a hostile job file cannot drive the terminal.
-fn escape_controls(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' {
-                c.escape_debug().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 fn resolve_paths(table: &mut toml::Table, base: &Path) {

@@ -8,7 +8,9 @@
 
 pub mod als;
 pub mod checkpoint;
+pub mod cleanup;
 pub mod cluster;
+pub mod escape;
 pub mod eval;
 pub mod export;
 pub mod generate;

@@ -175,24 +175,21 @@ fn main() -> ExitCode {
                     std::thread::park();
                 }
             }
-            eprintln!(
-                "error: lost the connection to another recflow process ({payload}): a peer exited, was killed or is unreachable; nothing was published. The first failure is in the other processes' output; rerun the job (with --resume if als.checkpoint_every is set)"
-            );
-            std::process::exit(1);
+            recflow::cleanup::finish(1, &format!(
+                "lost the connection to another recflow process ({payload}): a peer exited, was killed or is unreachable; nothing was published. The first failure is in the other processes' output; rerun the job (with --resume if als.checkpoint_every is set)"
+            ));
         }
         default_hook(info);
-        eprintln!(
-            "error: internal error (a bug in recflow); please report it with the message above"
+        recflow::cleanup::finish(
+            101,
+            "internal error (a bug in recflow); please report it with the message above",
         );
-        std::process::exit(101);
     }));
     let cli = Cli::parse();
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
-        Err((code, msg)) => {
-            eprintln!("error: {msg}");
-            ExitCode::from(code)
-        }
+        // Removes a failed run's temporary files; the message is escaped for the terminal.
+        Err((code, msg)) => recflow::cleanup::finish(code.into(), &msg),
     }
 }
 
@@ -265,6 +262,8 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 deadline: Duration::from_secs(deadline_secs.max(1)),
                 resume,
             };
+            // SIGINT / SIGTERM: this run's temporary files go, exit 130 / 143 (crate::cleanup).
+            recflow::cleanup::on_signals().map_err(|e| (1, e))?;
             let summary = run(j, opts).map_err(|e| {
                 let code = if e.contains(recflow::lock::LOCKED) {
                     recflow::lock::EXIT_LOCKED as u8

@@ -98,11 +98,10 @@ pub fn run(job: Job, opts: RunOptions) -> Result<Option<Summary>, String> {
                 } else {
                     1
                 };
-                // Peers may see our sockets close and panic in timely's network threads while
-                // we exit: the panic hook then keeps this code (see `EXITING`).
-                EXITING.store(code, std::sync::atomic::Ordering::SeqCst);
-                eprintln!("error: process {}: {e}", o.process);
-                std::process::exit(code);
+                // This process's temporary files go; peers may see our sockets close and
+                // panic in timely's network threads while we exit: the panic hook then keeps
+                // this code (see `EXITING`).
+                crate::cleanup::finish(code, &format!("process {}: {e}", o.process));
             }
         }
         r
@@ -540,12 +539,18 @@ fn publish(
         });
         // report.json and report.html go into the staging directory: published with the rest.
         let report = crate::report::write(&staging, &mut manifest, degrees.as_ref());
-        match report.and_then(|_| store::publish(&store_path, &staging, version, &manifest)) {
+        // Publish and prune as one step against a signal (crate::cleanup).
+        let published = crate::cleanup::publishing(|| {
+            let dir =
+                report.and_then(|_| store::publish(&store_path, &staging, version, &manifest))?;
+            // Retention: only after the new version is published, and never fatal.
+            if let Err(e) = store::prune(&store_path, job.output.keep_versions) {
+                eprintln!("warning: published {version}, but pruning old versions failed: {e}");
+            }
+            Ok::<_, String>(dir)
+        });
+        match published {
             Ok(dir) => {
-                // Retention: only after the new version is published, and never fatal.
-                if let Err(e) = store::prune(&store_path, job.output.keep_versions) {
-                    eprintln!("warning: published {version}, but pruning old versions failed: {e}");
-                }
                 summary = Some(Summary {
                     version_dir: dir,
                     manifest,

@@ -20,22 +20,6 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 /// The UTF-8 byte order mark some tools put at the start of a text file; it is dropped.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Up to 200 bytes of a line for a message, control characters escaped (`\t`, `\u{1b}`) so a
-/// hostile line cannot drive the terminal.
-pub fn printable(line: &[u8]) -> String {
-    String::from_utf8_lossy(&line[..line.len().min(200)])
-        .trim_end()
-        .chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_debug().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// What one worker's reading saw.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReadStats {
@@ -139,6 +123,16 @@ fn first_line(path: &Path) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     while line.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
         line.pop();
+    }
+    // `\r\n` ends are accepted; a `\r` inside the first line means `\r`-only line ends (old
+    // Mac tools), which would otherwise read as one huge line (or one header line). Binary
+    // files (NUL bytes, not UTF-8) get the line-length message instead.
+    let text = !line.contains(&0) && std::str::from_utf8(&line).is_ok();
+    if text && line.contains(&b'\r') {
+        return Err(format!(
+            "{}:1: the line holds a carriage return (\\r) that does not end it: the file seems to use \\r-only line ends; convert them to \\n or \\r\\n (e.g. tr '\\r' '\\n')",
+            path.display()
+        ));
     }
     if line.starts_with(BOM) {
         line.drain(..BOM.len());
@@ -302,7 +296,7 @@ pub fn read_part(
                         "{name}:{ln}: field {}: {}: '{}'",
                         e.field,
                         e.message,
-                        printable(&line)
+                        crate::escape::sample(&line)
                     );
                     if line_start == 0 && input.header == Header::False {
                         msg.push_str(" (input.header = \"false\": if this is a header line, set input.header = \"true\" or \"auto\")");

@@ -40,7 +40,11 @@ pub fn render(r: &Value, dir: &str) -> String {
         n(&d["lsh_buckets"])
     );
     for x in r["skipped_samples"].as_array().into_iter().flatten() {
-        let _ = writeln!(s, "             e.g. {}", x.as_str().unwrap_or(""));
+        let _ = writeln!(
+            s,
+            "             e.g. {}",
+            crate::escape::escape(x.as_str().unwrap_or(""))
+        );
     }
     let stages: Vec<String> = r["stages"]
         .as_array()
