@@ -16,7 +16,8 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 #[derive(Default)]
 struct State {
@@ -34,6 +35,24 @@ static STATE: Mutex<State> = Mutex::new(State {
     published: None,
 });
 static PUBLISH: Mutex<()> = Mutex::new(());
+/// The signal received (set in the signal handler itself, before the handler thread runs).
+static SIGNALLED: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+
+fn signal_name(sig: usize) -> &'static str {
+    if sig == signal_hook::consts::SIGINT as usize {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    }
+}
+
+fn interrupted_after(sig: usize, v: &Path) -> String {
+    format!(
+        "recflow: interrupted by {} after publishing {} (CURRENT names it): the version is complete",
+        signal_name(sig),
+        v.display()
+    )
+}
 
 thread_local! {
     /// This thread holds [`PUBLISH`] (a panic there must not wait for itself).
@@ -131,7 +150,7 @@ fn end(code: i32, say: impl FnOnce(Option<&Path>) -> String) -> ! {
         std::process::exit(0);
     }
     for p in st.paths.drain(..).rev() {
-        let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+        remove(&p);
     }
     eprintln!("{}", say(None));
     // A network thread that panics from here on (peers see us go) exits with this code.
@@ -139,20 +158,52 @@ fn end(code: i32, say: impl FnOnce(Option<&Path>) -> String) -> ! {
     std::process::exit(code)
 }
 
+/// Removes a registered path. A directory is first renamed out of the way (to `.trash-*`,
+/// which the next run also sweeps): a worker still running cannot add a file to it by name
+/// while it is being removed, which would make the removal fail.
+fn remove(p: &Path) {
+    if p.is_dir() {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        let trash = p.with_file_name(format!(".trash-{name}-{}", std::process::id()));
+        let gone = std::fs::rename(p, &trash).map(|_| trash);
+        let _ = std::fs::remove_dir_all(gone.as_deref().unwrap_or(p));
+    } else {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Ends a successful run (exit 0). A signal that arrived during the publish, which it waited
+/// for, is reported here when the handler thread has not reported it yet.
+pub fn succeed() -> ! {
+    let _publish = PUBLISH.lock().unwrap_or_else(|e| e.into_inner());
+    let mut st = state();
+    st.ending = true;
+    let sig = SIGNALLED.get().map_or(0, |s| s.load(Ordering::SeqCst));
+    if let (true, Some(v)) = (sig != 0, &st.published) {
+        eprintln!("{}", interrupted_after(sig, v));
+    }
+    std::process::exit(0)
+}
+
 /// Installs the SIGINT / SIGTERM handler for a training run: a thread that [`finish`]es the
 /// process with exit code 130 / 143 and a message saying nothing was published.
 pub fn on_signals() -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = SIGNALLED.get_or_init(|| Arc::new(AtomicUsize::new(0)));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_usize(sig, flag.clone(), sig as usize)
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    }
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     std::thread::Builder::new()
         .name("recflow-signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                let name = signal_name(sig as usize);
                 end(128 + sig, |published| match published {
                     None => format!("error: interrupted by {name}: nothing was published (CURRENT is unchanged); this run's temporary files were removed"),
-                    Some(v) => format!("recflow: interrupted by {name} after publishing {} (CURRENT names it): the version is complete", v.display()),
+                    Some(v) => interrupted_after(sig as usize, v),
                 });
             }
         })

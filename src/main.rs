@@ -278,7 +278,7 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 let dir = s.version_dir.display().to_string();
                 eprint!("{}", recflow::report::summary::render(&report, &dir));
             }
-            Ok(())
+            recflow::cleanup::succeed()
         }
         Cmd::Generate {
             users,
@@ -358,6 +358,9 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 recflow::report::inspect::inspect(&store).map_err(|e| (1, e))?
             );
             Ok(())
+        }
+        Cmd::Recommend { k: 0, .. } | Cmd::Similar { k: 0, .. } => {
+            Err((2, "-k must be at least 1".into()))
         }
         Cmd::Recommend { store, user, k } => {
             for l in recflow::query::query(&store, "users", &user, k).map_err(|e| (1, e))? {

@@ -183,10 +183,15 @@ fn run_worker(
             "no interactions left after ingest ({} lines read, {} below min_weight, {} skipped, {} pairs with weight <= 0): check input.path, input.format and input.min_weight",
             data.stats.read.lines, data.stats.read.below_min_weight, data.stats.read.skipped, data.stats.nonpositive_pairs
         ))
-    } else if leader && data.stats.items < job.als.factors as u64 {
+    } else if leader && data.stats.items.min(data.stats.users) < job.als.factors as u64 {
+        let (n, what) = if data.stats.items <= data.stats.users {
+            (data.stats.items, "items")
+        } else {
+            (data.stats.users, "users")
+        };
         Err(format!(
-            "als.factors = {} exceeds the number of items in the data ({}): the model would be over-parameterised; set als.factors to at most {}",
-            job.als.factors, data.stats.items, data.stats.items
+            "als.factors = {} exceeds the number of {what} in the data ({n}): the model would be over-parameterised; set als.factors to at most {n}",
+            job.als.factors
         ))
     } else {
         Ok(())
@@ -532,6 +537,7 @@ fn publish(
                 "mode": job.recommend.mode,
                 "lines": r.lines,
                 "users_without_recs": r.users_without_recs,
+                "exact": r.exact,
                 "lsh": r.lsh,
             })),
             "metrics": recs.filter(|_| !job_has_no_eval(job)).map(|r| r.metrics.report(job.eval.k)),

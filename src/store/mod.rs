@@ -38,6 +38,25 @@ pub fn crash_point() {
     }
 }
 
+/// Signal injection for tests: `RECFLOW_TEST_SIGNAL_AT=POINT` sends this process SIGINT when
+/// the run reaches [`signal_point`] `POINT` (`staged`: the staging directory exists; `flip`:
+/// just before `CURRENT` is replaced; `flipped`: just after, before pruning).
+pub const SIGNAL_ENV: &str = "RECFLOW_TEST_SIGNAL_AT";
+
+/// A place where a test may deliver SIGINT at a known step of a publish. Outside the publish
+/// lock (`staged`) the run then waits for the handler to end the process, so the outcome does
+/// not depend on which thread runs first.
+pub fn signal_point(point: &str) {
+    if std::env::var(SIGNAL_ENV).is_ok_and(|v| v == point) {
+        let _ = signal_hook::low_level::raise(signal_hook::consts::SIGINT);
+        if point == "staged" {
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+}
+
 /// Prefix of the directories where workers keep files for the next version before it is
 /// staged (large files written early so they need not stay in memory).
 pub const PENDING_PREFIX: &str = ".pending-";
@@ -297,6 +316,7 @@ pub fn begin(store: &Path) -> Result<(String, PathBuf), String> {
     for sub in SUBDIRS {
         crate::cleanup::create_dir_all(&staging.join(sub))?;
     }
+    signal_point("staged");
     Ok((version, staging))
 }
 
@@ -331,10 +351,12 @@ pub fn publish(
     crate::cleanup::register(&tmp);
     write_synced(&tmp, format!("{version}\n").as_bytes())?;
     crash_point();
+    signal_point("flip");
     fs::rename(&tmp, store.join("CURRENT"))
         .map_err(|e| format!("cannot replace {}/CURRENT: {e}", store.display()))?;
     crate::cleanup::forget(&tmp);
     crate::cleanup::published(&dest);
+    signal_point("flipped");
     // CURRENT has flipped: the version is published even if this last sync fails.
     if let Err(e) = sync_dir(store) {
         eprintln!("warning: published {version}, but {e}");
