@@ -176,7 +176,16 @@ pub fn resume(
         let it = state["iteration"]
             .as_u64()
             .ok_or("checkpoint state has no iteration")? as usize;
-        let dir = root(job).join(state["dir"].as_str().ok_or("checkpoint state has no dir")?);
+        let name = state["dir"].as_str().ok_or("checkpoint state has no dir")?;
+        // Like CURRENT: a directory of this checkpoint, never a path elsewhere.
+        if !name.starts_with("it-") || name.contains(['/', '\\']) || name.contains("..") {
+            return Err(format!(
+                "{}: bad checkpoint directory '{}'",
+                sp.display(),
+                crate::escape::escape(name)
+            ));
+        }
+        let dir = root(job).join(name);
         load_side(&dir, users, "users", &state["xxh3"])?;
         load_side(&dir, items, "items", &state["xxh3"])?;
         Ok(it)
