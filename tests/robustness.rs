@@ -1002,7 +1002,7 @@ fn no_control_bytes_reach_the_terminal_on_any_error_path() {
     std::fs::write(d.join("weight.tsv"), format!("{good}1\t2\t\x1b[2J\n")).unwrap();
     let ts = good.replace('\n', "\t100\n");
     std::fs::write(d.join("ts.tsv"), format!("{ts}1\t2\t1\t\x1b[2J\n")).unwrap();
-    std::fs::write(d.join("removed.tsv"), format!("1\t2\t\x1b]0;x\x07\n")).unwrap();
+    std::fs::write(d.join("removed.tsv"), "1\t2\t\x1b]0;x\x07\n").unwrap();
     std::fs::write(d.join("head.tsv"), format!("u\x1b[2J\ti\tw\n{good}")).unwrap();
     // A gzip file's first bytes as a "header".
     let mut gz = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\x1b[31m\x07\x08\tx\ty\n".to_vec();
