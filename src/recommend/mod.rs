@@ -416,7 +416,7 @@ pub fn recommend(
     let mut mark = vec![u32::MAX; lsh_n];
     let mut cand: Vec<usize> = Vec::new();
     let mut cand_buf: Vec<f32> = Vec::new();
-    // candidates scored, users, recall hits, recall total
+    // candidates scored (LSH, or what exact mode's scan scored), users, recall hits, recall total
     let mut lsh_counts = [0u64; 4];
     // Users by candidates scored (log2 bins, for the report).
     let mut cand_hist = vec![0u64; crate::report::BINS];
