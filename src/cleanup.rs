@@ -11,8 +11,14 @@
 //! pruning run inside [`publishing`], which holds a lock that [`finish`] takes first. A signal
 //! therefore lands either before the flip (nothing published, temporary files removed, exit
 //! 130 / 143) or after it and after pruning (the version is reported as published, exit 0),
-//! never in between. Once [`finish`] has begun, [`create_dir_all`] refuses, so a worker that
-//! is still running cannot recreate a directory after it was removed.
+//! never in between. A signal that arrives during the flip waits for it; if the run then ends
+//! first, [`succeed`] reports the signal (the handler sets a flag synchronously). Once
+//! [`finish`] has begun, [`create_dir_all`] refuses, so a worker that is still running cannot
+//! recreate a directory after it was removed, and directories are renamed before removal so
+//! that a worker writing into one cannot make the removal fail.
+//!
+//! The registry is per process (paths carry the process id); library callers of
+//! [`crate::run::run`] only register, and only the binary ends the process.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -104,11 +110,6 @@ pub fn published(version_dir: &Path) {
     let mut st = state();
     st.paths.retain(|p| p != version_dir);
     st.published = Some(version_dir.to_path_buf());
-}
-
-/// The version this process published, if any.
-pub fn published_version() -> Option<PathBuf> {
-    state().published.clone()
 }
 
 /// Runs the last steps of a publish (rename, `CURRENT` flip, pruning) so that [`finish`]
