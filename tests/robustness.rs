@@ -1301,3 +1301,68 @@ fn small_cli_mistakes_get_clear_errors() {
         ],
     );
 }
+
+#[test]
+fn a_really_full_small_filesystem_keeps_none_of_the_failed_runs_files() {
+    // A 3 MB tmpfs in a private mount namespace (`unshare -m`, needs root: skipped otherwise),
+    // filled by runs whose files need more: real ENOSPC, and the space is given back. The
+    // first fills it with the pending snapshot; the second (less data, larger factors, no
+    // recs) in the staging directory.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir(d.join("tfs")).unwrap();
+    std::fs::write(
+        d.join("t.toml"),
+        "[input.demo]\nusers = 20000\nitems = 5000\n[als]\niterations = 2\n[output]\nstore = \"tfs/store\"\n",
+    )
+    .unwrap();
+    let run = |sets: &str| {
+        format!(
+            "{} run t.toml -q -w 2 {sets}; echo rc=$?; echo left=$(ls -A tfs/store); echo used=$(du -sk tfs | cut -f1)",
+            env!("CARGO_BIN_EXE_recflow")
+        )
+    };
+    let script = format!(
+        "mount -t tmpfs -o size=3m tmpfs tfs || exit 77; {}; {}",
+        run("--set input.demo.nnz=200000 --set als.factors=32"),
+        run("--set input.demo.nnz=20000 --set als.factors=64 --set recommend.k=0"),
+    );
+    let out = match Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .current_dir(d)
+        .output()
+    {
+        Ok(o) if o.status.code() != Some(77) && o.status.success() => o,
+        other => {
+            eprintln!(
+                "cannot mount a tmpfs here ({other:?}): the real full-disk case is not checked"
+            );
+            return;
+        }
+    };
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(stdout.matches("rc=1\n").count(), 2, "{stdout} {stderr}");
+    assert!(
+        stderr.contains("/.pending-") && stderr.contains("/.staging-"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("No space left on device").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(stdout.matches("left=LOCK\n").count(), 2, "{stdout}");
+    for used in stdout.split("used=").skip(1) {
+        let kib: u64 = used
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .expect(&stdout);
+        assert!(kib <= 8, "{kib} KiB still used: {stdout}");
+    }
+}
