@@ -370,7 +370,7 @@ fn signals_end_every_process_of_a_cluster_run_and_leave_no_files() {
             "input.demo.items=20000",
             "als.iterations=10000",
         ];
-        let cs = spawn_cluster(tmp.path(), 2, 1, &store, &big);
+        let mut cs = spawn_cluster(tmp.path(), 2, 1, &store, &big);
         // Both processes have written their ingest snapshots: training has begun.
         while debris(&store)
             .iter()
@@ -378,6 +378,12 @@ fn signals_end_every_process_of_a_cluster_run_and_leave_no_files() {
             .count()
             < 2
         {
+            for c in cs.iter_mut() {
+                assert!(
+                    c.try_wait().unwrap().is_none(),
+                    "a process ended before the signal"
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         for &p in to {
