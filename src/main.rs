@@ -353,10 +353,9 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             Ok(())
         }
         Cmd::Inspect { store } => {
-            print!(
-                "{}",
-                recflow::report::inspect::inspect(&store).map_err(|e| (1, e))?
-            );
+            // The listing quotes manifests and reports: escaped like every other message.
+            let text = recflow::report::inspect::inspect(&store).map_err(|e| (1, e))?;
+            print!("{}", recflow::escape::for_terminal(&text));
             Ok(())
         }
         Cmd::Recommend { k: 0, .. } | Cmd::Similar { k: 0, .. } => {
