@@ -4,10 +4,13 @@
 //! shards it owns to `<store>/.checkpoint/it-NNNNNN/`; once all have, worker 0 points
 //! `<store>/.checkpoint/state.json` at it (temp file + rename) and removes older ones. A
 //! checkpoint carries a fingerprint of the job and the ingested data, so one from another job
-//! or other data is refused. Factors after iteration i are the whole ALS state, so a resumed run
-//! ends with the same bytes as an uninterrupted one, on any worker layout.
+//! or other data is refused. `state.json` also records each file's xxh3-128 digest, so a file
+//! swapped in from another checkpoint or store is refused by name (a state without digests,
+//! from an older recflow, falls back to the files' own CRC-32). Factors after iteration i are
+//! the whole ALS state, so a resumed run ends with the same bytes as an uninterrupted one, on
+//! any worker layout.
 
-use crate::cluster::{Comm, CommError};
+use crate::cluster::{Body, Comm, CommError};
 use crate::ingest::IngestStats;
 use crate::job::Job;
 use crate::side::Side;
@@ -39,9 +42,16 @@ fn root(job: &Job) -> PathBuf {
     Path::new(&job.output.store).join(".checkpoint")
 }
 
-fn write_side(dir: &Path, side: &Side, name: &str, tag: u8) -> Result<(), String> {
+/// Writes one side's files; returns (path in the checkpoint, digest) per file.
+fn write_side(
+    dir: &Path,
+    side: &Side,
+    name: &str,
+    tag: u8,
+) -> Result<Vec<(String, String)>, String> {
     std::fs::create_dir_all(dir.join(name))
         .map_err(|e| format!("cannot create checkpoint {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
     for (j, &vs) in side.vshards.iter().enumerate() {
         let (a, b) = (side.starts[j], side.starts[j + 1]);
         let bytes = format::encode(
@@ -51,9 +61,11 @@ fn write_side(dir: &Path, side: &Side, name: &str, tag: u8) -> Result<(), String
             &side.ids[a..b],
             &side.factors[a * side.dim..b * side.dim],
         );
-        store::write_synced(&dir.join(format!("{name}/vs-{vs:05}.bin")), &bytes)?;
+        let rel = format!("{name}/vs-{vs:05}.bin");
+        store::write_synced(&dir.join(&rel), &bytes)?;
+        out.push((rel, store::digest(&bytes)));
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Writes a checkpoint after `iteration` (collective: every worker calls it).
@@ -67,11 +79,23 @@ pub fn save(
     items: &Side,
 ) -> Result<(), CommError> {
     let dir = root(job).join(format!("it-{iteration:06}"));
-    let mine =
-        write_side(&dir, users, "users", 0).and_then(|_| write_side(&dir, items, "items", 1));
-    comm.agree(worker, "checkpoint: write", mine)?;
+    let mine = write_side(&dir, users, "users", 0).and_then(|mut u| {
+        u.extend(write_side(&dir, items, "items", 1)?);
+        Ok(u)
+    });
+    match mine {
+        Ok(m) => comm.send(0, Body::Text(serde_json::to_string(&m).expect("digests"))),
+        Err(e) => comm.broadcast(Body::Abort(e)),
+    }
+    let mut digests = serde_json::Map::new();
+    for (_, b) in comm.exchange(worker, "checkpoint: write")? {
+        if let Body::Text(t) = b {
+            let m: Vec<(String, String)> = serde_json::from_str(&t).expect("digests");
+            digests.extend(m.into_iter().map(|(p, d)| (p, d.into())));
+        }
+    }
     let done = if comm.index == 0 {
-        let state = serde_json::json!({ "iteration": iteration, "fingerprint": fp, "dir": format!("it-{iteration:06}") });
+        let state = serde_json::json!({ "iteration": iteration, "fingerprint": fp, "dir": format!("it-{iteration:06}"), "xxh3": digests });
         let tmp = root(job).join(format!(".state.tmp-{}", std::process::id()));
         store::write_synced(&tmp, state.to_string().as_bytes())
             .and_then(|_| {
@@ -95,11 +119,25 @@ pub fn save(
     comm.agree(worker, "checkpoint: publish", done)
 }
 
-fn load_side(dir: &Path, side: &mut Side, name: &str) -> Result<(), String> {
+/// Loads one side; `digests` is the state's `xxh3` map (null in an older state).
+fn load_side(
+    dir: &Path,
+    side: &mut Side,
+    name: &str,
+    digests: &serde_json::Value,
+) -> Result<(), String> {
     for (j, &vs) in side.vshards.iter().enumerate() {
-        let path = dir.join(format!("{name}/vs-{vs:05}.bin"));
+        let rel = format!("{name}/vs-{vs:05}.bin");
+        let path = dir.join(&rel);
         let bytes = std::fs::read(&path)
             .map_err(|e| format!("cannot read checkpoint file {}: {e}", path.display()))?;
+        if !digests.is_null() && digests[&rel].as_str() != Some(&store::digest(&bytes)) {
+            return Err(format!(
+                "{}: its digest differs from the checkpoint's state.json: the file is corrupted or was replaced (remove {} to start over)",
+                path.display(),
+                dir.display()
+            ));
+        }
         let f = format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         let (a, b) = (side.starts[j], side.starts[j + 1]);
         if f.vshard != vs || f.dim != side.dim || f.ids[..] != side.ids[a..b] {
@@ -138,9 +176,18 @@ pub fn resume(
         let it = state["iteration"]
             .as_u64()
             .ok_or("checkpoint state has no iteration")? as usize;
-        let dir = root(job).join(state["dir"].as_str().ok_or("checkpoint state has no dir")?);
-        load_side(&dir, users, "users")?;
-        load_side(&dir, items, "items")?;
+        let name = state["dir"].as_str().ok_or("checkpoint state has no dir")?;
+        // Like CURRENT: a directory of this checkpoint, never a path elsewhere.
+        if !name.starts_with("it-") || name.contains(['/', '\\']) || name.contains("..") {
+            return Err(format!(
+                "{}: bad checkpoint directory '{}'",
+                sp.display(),
+                crate::escape::escape(name)
+            ));
+        }
+        let dir = root(job).join(name);
+        load_side(&dir, users, "users", &state["xxh3"])?;
+        load_side(&dir, items, "items", &state["xxh3"])?;
         Ok(it)
     })();
     comm.agree(worker, "checkpoint: resume", r)

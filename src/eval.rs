@@ -169,7 +169,7 @@ fn pairs<'a>(path: &std::path::Path, text: &'a str) -> Result<Vec<Line<'a>>, Str
                 "{}:{}: need at least two columns (user, item): '{}'",
                 path.display(),
                 n + 1,
-                crate::ingest::read::printable(line.as_bytes())
+                crate::escape::sample(line.as_bytes())
             ));
         }
         let rank = (len > 3).then(|| f[3].parse().ok()).flatten();
@@ -178,16 +178,26 @@ fn pairs<'a>(path: &std::path::Path, text: &'a str) -> Result<Vec<Line<'a>>, Str
     Ok(out)
 }
 
-/// `recflow eval`: metrics at `k` of any recommendation file(s) (`user item [score rank]`,
-/// ranked by the rank column when present, else by line order) against held-out `test` pairs.
-/// Users are evaluated when they have held-out items and appear in `train`.
-pub fn eval_files(
-    recs: &std::path::Path,
-    train: &std::path::Path,
-    test: &std::path::Path,
-    k: usize,
-) -> Result<serde_json::Value, String> {
-    use std::collections::{HashMap, HashSet};
+/// The recommendation texts `--recs` names: a model store (its `CURRENT` version's parts,
+/// checked against the manifest), a directory of part files, or one file.
+fn recs_texts(recs: &std::path::Path) -> Result<Vec<(std::path::PathBuf, String)>, String> {
+    if recs.join("CURRENT").is_file() {
+        let (dir, manifest) = crate::store::open(recs, None)?;
+        let parts = crate::store::records_under(&dir, &manifest, "recs")?;
+        if parts.is_empty() {
+            return Err(format!(
+                "{}: the store's current version has no recommendations (recommend.k = 0?)",
+                recs.display()
+            ));
+        }
+        return parts
+            .iter()
+            .map(|f| {
+                let b = crate::store::read_record(&dir, f)?;
+                Ok((dir.join(&f.path), String::from_utf8_lossy(&b).into_owned()))
+            })
+            .collect();
+    }
     let files: Vec<std::path::PathBuf> = if recs.is_dir() {
         let mut v: Vec<_> = std::fs::read_dir(recs)
             .map_err(|e| format!("cannot list {}: {e}", recs.display()))?
@@ -200,10 +210,28 @@ pub fn eval_files(
     } else {
         vec![recs.to_path_buf()]
     };
-    let texts: Vec<String> = files.iter().map(|f| load(f)).collect::<Result<_, _>>()?;
+    files
+        .into_iter()
+        .map(|f| Ok((f.clone(), load(&f)?)))
+        .collect()
+}
+
+/// `recflow eval`: metrics at `k` of any recommendation file(s) (`user item [score rank]`,
+/// ranked by the rank column when present, else by line order) against held-out `test` pairs.
+/// Users are evaluated when they have held-out items and appear in `train`. `recs` may also be
+/// a model store. Recommendations that match no evaluated user, or no item of the data, are an
+/// error (the wrong file, not a model that scores 0).
+pub fn eval_files(
+    recs: &std::path::Path,
+    train: &std::path::Path,
+    test: &std::path::Path,
+    k: usize,
+) -> Result<serde_json::Value, String> {
+    use std::collections::{HashMap, HashSet};
+    let texts = recs_texts(recs)?;
     let mut lists: HashMap<&str, Vec<(usize, usize, &str)>> = HashMap::new();
     let mut order = 0;
-    for (f, text) in files.iter().zip(&texts) {
+    for (f, text) in &texts {
         for (u, i, r) in pairs(f, text)? {
             order += 1;
             lists
@@ -213,19 +241,20 @@ pub fn eval_files(
         }
     }
     let train_text = load(train)?;
-    let train_users: HashSet<&str> = pairs(train, &train_text)?
-        .into_iter()
-        .map(|p| p.0)
-        .collect();
+    let train_pairs = pairs(train, &train_text)?;
+    let train_users: HashSet<&str> = train_pairs.iter().map(|p| p.0).collect();
     let test_text = load(test)?;
+    let test_pairs = pairs(test, &test_text)?;
     let mut tests: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (u, i, _) in pairs(test, &test_text)? {
+    for &(u, i, _) in &test_pairs {
         if train_users.contains(u) {
             tests.entry(u).or_default().push(i);
         }
     }
     let mut users: Vec<&str> = tests.keys().copied().collect();
     users.sort_unstable();
+    let known: HashSet<&str> = train_pairs.iter().chain(&test_pairs).map(|p| p.1).collect();
+    matches_data(recs, &lists, &users, &known)?;
     let mut m = Metrics::default();
     let mut ids: HashMap<&str, u64> = HashMap::new();
     let mut id = |s| {
@@ -249,6 +278,41 @@ pub fn eval_files(
         m.add_user(k, &rec, &t);
     }
     Ok(m.report(k))
+}
+
+/// Refuses recommendations that share no user with the evaluated users, or no item with the
+/// training and test data: metrics of 0 would read as a bad model rather than a wrong file.
+fn matches_data(
+    recs: &std::path::Path,
+    lists: &std::collections::HashMap<&str, Vec<(usize, usize, &str)>>,
+    users: &[&str],
+    known_items: &std::collections::HashSet<&str>,
+) -> Result<(), String> {
+    let matched: Vec<&str> = users
+        .iter()
+        .copied()
+        .filter(|u| lists.contains_key(u))
+        .collect();
+    let hint = "are --recs, --train and --test from the same data and id scheme?";
+    if matched.is_empty() {
+        return Err(format!(
+            "{}: none of its {} recommended user(s) is an evaluated user (held out in --test and present in --train, {} users): {hint}",
+            recs.display(),
+            lists.len(),
+            users.len()
+        ));
+    }
+    let any_item = matched
+        .iter()
+        .any(|u| lists[u].iter().any(|x| known_items.contains(x.2)));
+    if !any_item {
+        return Err(format!(
+            "{}: none of the items recommended to the {} evaluated user(s) occurs in --train or --test: {hint}",
+            recs.display(),
+            matched.len()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

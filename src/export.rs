@@ -135,16 +135,8 @@ pub fn read_parts(
     parts.sort_by(|a, b| a.path.cmp(&b.path));
     let mut out = Vec::new();
     for f in parts {
-        let path = dir.join(&f.path);
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc32 {
-            return Err(format!(
-                "{}: size or checksum differs from the manifest: the file is corrupted",
-                path.display()
-            ));
-        }
-        out.push((path.display().to_string(), bytes));
+        let bytes = store::read_record(dir, f)?;
+        out.push((dir.join(&f.path).display().to_string(), bytes));
     }
     Ok(out)
 }

@@ -80,7 +80,7 @@ impl<'de> Deserialize<'de> for Header {
                 "false" => Ok(Header::False),
                 _ => Err(serde::de::Error::custom(format!(
                     "{:?}: expected true, false or \"auto\"",
-                    escape_controls(&t)
+                    crate::escape::escape(&t)
                 ))),
             },
         }
@@ -319,7 +319,7 @@ impl<'de> Deserialize<'de> for Alpha {
             Raw::Text(t) if t == "auto" => Ok(Alpha::Auto),
             Raw::Text(t) => Err(serde::de::Error::custom(format!(
                 "{:?}: expected a number or \"auto\"",
-                escape_controls(&t)
+                crate::escape::escape(&t)
             ))),
         }
     }
@@ -657,7 +657,7 @@ impl Job {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             JobError(format!(
                 "{source}: invalid TOML: {}",
-                escape_controls(e.to_string().trim())
+                crate::escape::for_terminal(e.to_string().trim())
             ))
         })?;
         if let Some(base) = base {
@@ -680,7 +680,7 @@ impl Job {
         if k == 0 {
             return Err(JobError(format!("{source}: {}", e.0)));
         }
-        let o = escape_controls(&overrides[k - 1]);
+        let o = crate::escape::escape(&overrides[k - 1]);
         Err(JobError(format!("--set {o}: {}", e.0)))
     }
 
@@ -797,26 +797,14 @@ impl Job {
     }
 }
 
-/// Escapes control characters (except line breaks) that a parser error may quote from the
-/// file, so that a hostile job file cannot drive the terminal.
-fn escape_controls(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' {
-                c.escape_debug().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// Types and validates a TOML tree.
 fn typed(table: &toml::Table) -> Result<Job, JobError> {
     let job: Job = toml::Value::Table(table.clone())
         .try_into()
         .map_err(|e: toml::de::Error| {
-            JobError(escape_controls(&e.to_string().trim().replace('\n', " ")))
+            JobError(crate::escape::for_terminal(
+                &e.to_string().trim().replace('\n', " "),
+            ))
         })?;
     job.validate()?;
     Ok(job)
@@ -855,7 +843,7 @@ fn resolve(base: &Path, p: &str) -> String {
 /// Applies one `section.key=value` override. The value is read as a TOML value when it
 /// parses as one (numbers, booleans, arrays, quoted strings), else as a bare string.
 fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), JobError> {
-    let shown = escape_controls(spec);
+    let shown = crate::escape::escape(spec);
     let (key, value) = spec.split_once('=').ok_or_else(|| {
         JobError(format!(
             "--set {shown}: expected section.key=value, e.g. --set als.factors=128"
@@ -881,7 +869,7 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), JobError> {
         cur = entry.as_table_mut().ok_or_else(|| {
             JobError(format!(
                 "--set {shown}: {} is not a section",
-                escape_controls(p)
+                crate::escape::escape(p)
             ))
         })?;
     }

@@ -8,8 +8,10 @@
 
 pub mod als;
 pub mod checkpoint;
+pub mod cleanup;
 pub mod cluster;
 pub mod confidence;
+pub mod escape;
 pub mod eval;
 pub mod export;
 pub mod generate;

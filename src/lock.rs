@@ -51,6 +51,12 @@ impl StoreLock {
     /// Takes the lock of `store` (created if needed), without waiting. Returns an error
     /// containing [`LOCKED`] and naming the holder when another run holds it.
     pub fn acquire(store: &Path) -> Result<StoreLock, String> {
+        if store.exists() && !store.is_dir() {
+            return Err(format!(
+                "model store {} exists but is not a directory: set output.store to a directory",
+                store.display()
+            ));
+        }
         fs::create_dir_all(store)
             .map_err(|e| format!("cannot create model store {}: {e}", store.display()))?;
         let path = store.join("LOCK");

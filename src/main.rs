@@ -176,24 +176,21 @@ fn main() -> ExitCode {
                     std::thread::park();
                 }
             }
-            eprintln!(
-                "error: lost the connection to another recflow process ({payload}): a peer exited, was killed or is unreachable; nothing was published. The first failure is in the other processes' output; rerun the job (with --resume if als.checkpoint_every is set)"
-            );
-            std::process::exit(1);
+            recflow::cleanup::finish(1, &format!(
+                "lost the connection to another recflow process ({payload}): a peer exited, was killed or is unreachable; nothing was published. The first failure is in the other processes' output; rerun the job (with --resume if als.checkpoint_every is set)"
+            ));
         }
         default_hook(info);
-        eprintln!(
-            "error: internal error (a bug in recflow); please report it with the message above"
+        recflow::cleanup::finish(
+            101,
+            "internal error (a bug in recflow); please report it with the message above",
         );
-        std::process::exit(101);
     }));
     let cli = Cli::parse();
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
-        Err((code, msg)) => {
-            eprintln!("error: {msg}");
-            ExitCode::from(code)
-        }
+        // Removes a failed run's temporary files; the message is escaped for the terminal.
+        Err((code, msg)) => recflow::cleanup::finish(code.into(), &msg),
     }
 }
 
@@ -287,6 +284,8 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 deadline: Duration::from_secs(deadline_secs.max(1)),
                 resume,
             };
+            // SIGINT / SIGTERM: this run's temporary files go, exit 130 / 143 (crate::cleanup).
+            recflow::cleanup::on_signals().map_err(|e| (1, e))?;
             let summary = run(j, opts).map_err(|e| {
                 let code = if e.contains(recflow::lock::LOCKED) {
                     recflow::lock::EXIT_LOCKED as u8
@@ -301,7 +300,7 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 let dir = s.version_dir.display().to_string();
                 eprint!("{}", recflow::report::summary::render(&report, &dir));
             }
-            Ok(())
+            recflow::cleanup::succeed()
         }
         Cmd::Generate {
             users,
@@ -372,11 +371,13 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             Ok(())
         }
         Cmd::Inspect { store } => {
-            print!(
-                "{}",
-                recflow::report::inspect::inspect(&store).map_err(|e| (1, e))?
-            );
+            // The listing quotes manifests and reports: escaped like every other message.
+            let text = recflow::report::inspect::inspect(&store).map_err(|e| (1, e))?;
+            print!("{}", recflow::escape::for_terminal(&text));
             Ok(())
+        }
+        Cmd::Recommend { k: 0, .. } | Cmd::Similar { k: 0, .. } => {
+            Err((2, "-k must be at least 1".into()))
         }
         Cmd::Recommend { store, user, k } => {
             for l in recflow::query::query(&store, "users", &user, k).map_err(|e| (1, e))? {

@@ -31,7 +31,7 @@ fn lines_for(
 /// `recflow recommend` / `recflow similar`: `side` is "users" (recs) or "items" (similar).
 pub fn query(store_path: &Path, side: &str, id: &str, k: usize) -> Result<Vec<String>, String> {
     let (dir, manifest) = store::open(store_path, None)?;
-    let version = manifest["version"].as_str().unwrap_or("?").to_string();
+    let version = crate::escape::escape(manifest["version"].as_str().unwrap_or("?"));
     let (sub, what, key) = if side == "users" {
         ("recs", "recommendations", "recommend.k")
     } else {
@@ -42,15 +42,16 @@ pub fn query(store_path: &Path, side: &str, id: &str, k: usize) -> Result<Vec<St
         return Ok(lines);
     }
     let (ids, _, _) = store::load_side(&dir, &manifest, side)?;
-    let raw = RawId::parse(id.as_bytes()).map_err(|e| format!("'{id}': {e}"))?;
+    let shown = crate::escape::escape(id);
+    let raw = RawId::parse(id.as_bytes()).map_err(|e| format!("'{shown}': {e}"))?;
     let singular = if side == "users" { "user" } else { "item" };
     if !ids.contains(&raw) {
         return Err(format!(
-            "unknown {singular} '{id}': not in model {version} ({} {side})",
+            "unknown {singular} '{shown}': not in model {version} ({} {side})",
             ids.len()
         ));
     }
     Err(format!(
-        "{singular} '{id}' has no {what} in model {version} (was {key} 0, or are all items already seen?)"
+        "{singular} '{shown}' has no {what} in model {version} (was {key} 0, or are all items already seen?)"
     ))
 }

@@ -98,11 +98,10 @@ pub fn run(job: Job, opts: RunOptions) -> Result<Option<Summary>, String> {
                 } else {
                     1
                 };
-                // Peers may see our sockets close and panic in timely's network threads while
-                // we exit: the panic hook then keeps this code (see `EXITING`).
-                EXITING.store(code, std::sync::atomic::Ordering::SeqCst);
-                eprintln!("error: process {}: {e}", o.process);
-                std::process::exit(code);
+                // This process's temporary files go; peers may see our sockets close and
+                // panic in timely's network threads while we exit: the panic hook then keeps
+                // this code (see `EXITING`).
+                crate::cleanup::finish(code, &format!("process {}: {e}", o.process));
             }
         }
         r
@@ -184,10 +183,15 @@ fn run_worker(
             "no interactions left after ingest ({} lines read, {} below min_weight, {} skipped, {} pairs with weight <= 0): check input.path, input.format and input.min_weight",
             data.stats.read.lines, data.stats.read.below_min_weight, data.stats.read.skipped, data.stats.nonpositive_pairs
         ))
-    } else if leader && data.stats.items < job.als.factors as u64 {
+    } else if leader && data.stats.items.min(data.stats.users) < job.als.factors as u64 {
+        let (n, what) = if data.stats.items <= data.stats.users {
+            (data.stats.items, "items")
+        } else {
+            (data.stats.users, "users")
+        };
         Err(format!(
-            "als.factors = {} exceeds the number of items in the data ({}): the model would be over-parameterised; set als.factors to at most {}",
-            job.als.factors, data.stats.items, data.stats.items
+            "als.factors = {} exceeds the number of {what} in the data ({n}): the model would be over-parameterised; set als.factors to at most {n}",
+            job.als.factors
         ))
     } else {
         Ok(())
@@ -542,6 +546,7 @@ fn publish(
                 "mode": job.recommend.mode,
                 "lines": r.lines,
                 "users_without_recs": r.users_without_recs,
+                "exact": r.exact,
                 "lsh": r.lsh,
             })),
             "metrics": recs.filter(|_| !job_has_no_eval(job)).map(|r| r.metrics.report(job.eval.k)),
@@ -549,12 +554,18 @@ fn publish(
         });
         // report.json and report.html go into the staging directory: published with the rest.
         let report = crate::report::write(&staging, &mut manifest, degrees.as_ref());
-        match report.and_then(|_| store::publish(&store_path, &staging, version, &manifest)) {
+        // Publish and prune as one step against a signal (crate::cleanup).
+        let published = crate::cleanup::publishing(|| {
+            let dir =
+                report.and_then(|_| store::publish(&store_path, &staging, version, &manifest))?;
+            // Retention: only after the new version is published, and never fatal.
+            if let Err(e) = store::prune(&store_path, job.output.keep_versions) {
+                eprintln!("warning: published {version}, but pruning old versions failed: {e}");
+            }
+            Ok::<_, String>(dir)
+        });
+        match published {
             Ok(dir) => {
-                // Retention: only after the new version is published, and never fatal.
-                if let Err(e) = store::prune(&store_path, job.output.keep_versions) {
-                    eprintln!("warning: published {version}, but pruning old versions failed: {e}");
-                }
                 summary = Some(Summary {
                     version_dir: dir,
                     manifest,

@@ -23,8 +23,8 @@ pub struct Parent {
     pub dir: PathBuf,
     /// Its manifest.
     pub manifest: serde_json::Value,
-    /// Its snapshot files, in a fixed order.
-    pub snapshot: Vec<PathBuf>,
+    /// Its snapshot files: (its directory, the file's manifest record), in a fixed order.
+    pub snapshot: Vec<(PathBuf, FileRecord)>,
     files: Vec<FileRecord>,
 }
 
@@ -89,10 +89,10 @@ fn open(store: &Path, version: &str, job: &Job) -> Result<Parent, String> {
             job.als.factors
         ));
     }
-    let snapshot: Vec<PathBuf> = files
+    let snapshot: Vec<(PathBuf, FileRecord)> = files
         .iter()
         .filter(|f| job.model.snapshot && f.path.starts_with("snapshot/"))
-        .map(|f| dir.join(&f.path))
+        .map(|f| (dir.clone(), f.clone()))
         .collect();
     if job.model.snapshot
         && snapshot.is_empty()

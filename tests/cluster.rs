@@ -338,3 +338,82 @@ fn hosts_launcher_runs_the_job_and_leaves_nothing_behind_when_stopped() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Store entries that only a running (or crashed) run leaves.
+fn debris(store: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(store)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    [".pending-", ".staging-", ".trash-", ".CURRENT.tmp"]
+                        .iter()
+                        .any(|p| n.starts_with(p))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn signals_end_every_process_of_a_cluster_run_and_leave_no_files() {
+    // SIGINT to both processes (Ctrl-C on a terminal's process group), SIGTERM to one (a
+    // scheduler stopping one task): every process removes its own files and says why.
+    for (sig, to) in [("INT", &[0usize, 1][..]), ("TERM", &[1][..])] {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("s");
+        let big = [
+            "input.demo.nnz=2000000",
+            "input.demo.users=100000",
+            "input.demo.items=20000",
+            "als.iterations=10000",
+        ];
+        let mut cs = spawn_cluster(tmp.path(), 2, 1, &store, &big);
+        // Both processes have written their ingest snapshots: training has begun.
+        while debris(&store)
+            .iter()
+            .filter(|n| n.starts_with(".pending-"))
+            .count()
+            < 2
+        {
+            for c in cs.iter_mut() {
+                assert!(
+                    c.try_wait().unwrap().is_none(),
+                    "a process ended before the signal"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for &p in to {
+            let pid = cs[p].id().to_string();
+            assert!(Command::new("kill")
+                .args([&format!("-{sig}"), &pid])
+                .status()
+                .unwrap()
+                .success());
+        }
+        let code = if sig == "INT" { 130 } else { 143 };
+        for (p, c) in cs.into_iter().enumerate() {
+            let out = c.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            let got = out.status.code();
+            let signalled = to.contains(&p);
+            // A signalled process may see its peer go first: then it fails as a survivor.
+            assert!(
+                (signalled
+                    && got == Some(code)
+                    && err.contains(&format!("interrupted by SIG{sig}")))
+                    || (got == Some(1) && err.contains("lost the connection")),
+                "SIG{sig} process {p}: {got:?} {err}"
+            );
+            assert!(
+                !err.contains("panicked") && !err.contains("internal error"),
+                "{err}"
+            );
+        }
+        assert_eq!(debris(&store), Vec::<String>::new(), "SIG{sig}");
+        assert!(!store.join("CURRENT").exists());
+    }
+}

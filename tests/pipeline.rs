@@ -1051,3 +1051,30 @@ fn automatic_alpha_follows_the_density_rule() {
         "the same alpha for any layout"
     );
 }
+
+#[test]
+fn a_checkpoint_file_from_another_run_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = ["als.iterations=3", "als.checkpoint_every=2"];
+    let (mine, theirs) = (tmp.path().join("mine"), tmp.path().join("theirs"));
+    run(small_job(&mine, &ck), opts(2)).unwrap().unwrap();
+    // Same data, ids and shards, other factors: only the digest tells the files apart.
+    run(
+        small_job(&theirs, &[&ck[..], &["als.seed=7"]].concat()),
+        opts(2),
+    )
+    .unwrap()
+    .unwrap();
+    let rel = ".checkpoint/it-000002/users/vs-00003.bin";
+    std::fs::copy(theirs.join(rel), mine.join(rel)).unwrap();
+    let resume = RunOptions {
+        workers: 2,
+        resume: true,
+        ..RunOptions::default()
+    };
+    let e = run(small_job(&mine, &["als.iterations=6"]), resume).unwrap_err();
+    assert!(
+        e.contains("vs-00003.bin") && e.contains("digest differs from the checkpoint"),
+        "{e}"
+    );
+}

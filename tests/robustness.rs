@@ -457,8 +457,9 @@ fn a_directory_of_mixed_files_names_the_bad_file_or_counts_skips() {
 fn a_file_without_line_breaks_is_bounded() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    // 3 MB, no '\n' (a binary file, or old Mac '\r' line ends): one line over the 1 MiB limit.
-    let mut text = good_text().replace('\n', "\r").into_bytes();
+    // 3 MB, no '\n' (a binary file): one line over the 1 MiB limit. (`\r`-only line ends are
+    // refused as such: files_with_only_carriage_returns_are_refused_and_say_so.)
+    let mut text = good_text().replace('\n', "\0").into_bytes();
     while text.len() < 3 << 20 {
         text.extend_from_within(..text.len().min(1 << 20));
     }
@@ -651,6 +652,7 @@ fn corrupted_model_stores_are_refused_by_file() {
                     b.extend_from_slice(&crc.to_le_bytes());
                     std::fs::write(&p, &b).unwrap();
                     let whole = crc32fast::hash(&b);
+                    let digest = recflow::store::digest(&b);
                     let rel = rel.clone();
                     let mp = v.join("manifest.json");
                     let mut m: serde_json::Value =
@@ -658,6 +660,7 @@ fn corrupted_model_stores_are_refused_by_file() {
                     for f in m["files"].as_array_mut().unwrap() {
                         if f["path"] == rel.as_str() {
                             f["crc32"] = whole.into();
+                            f["xxh3"] = digest.clone().into();
                         }
                     }
                     std::fs::write(mp, m.to_string()).unwrap();
@@ -877,5 +880,497 @@ fn fuzz_corpora_replay_without_panics() {
             accepted < files.len(),
             "{target}: no corpus input is refused"
         );
+    }
+}
+
+/// Asserts that no byte below 0x20 other than `\n` reached the terminal (stderr).
+fn no_raw_control_bytes(r: &Ran, what: &str) {
+    r.no_panic();
+    let bad: Vec<char> = r
+        .stderr
+        .chars()
+        .filter(|&c| (c as u32) < 0x20 && c != '\n')
+        .collect();
+    assert!(bad.is_empty(), "{what}: raw {bad:?} in: {:?}", r.stderr);
+}
+
+/// Entries of the store directory that a run leaves only while it runs.
+fn debris(store: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(store)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    [".pending-", ".staging-", ".trash-", ".CURRENT.tmp"]
+                        .iter()
+                        .any(|p| n.starts_with(p))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_factor_file_from_another_store_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("good.tsv"), good_text()).unwrap();
+    let input = "path = [\"good.tsv\"]\nweight = 2";
+    run_job(d, input, "").ok();
+    // The same data and layout with another seed: same file sizes, other factors.
+    let other = ["run", "job.toml", "-w", "2", "-q", "--set", "als.seed=7"];
+    recflow(d, &[&other[..], &["--set", "output.store=other"]].concat()).ok();
+    let pristine = d.join("pristine");
+    copy_tree(&d.join("store"), &pristine);
+    let rel = "users/vs-00003.bin";
+    let (mine, theirs) = (
+        d.join("store/v000001").join(rel),
+        d.join("other/v000001").join(rel),
+    );
+    assert_eq!(
+        std::fs::metadata(&mine).unwrap().len(),
+        std::fs::metadata(&theirs).unwrap().len()
+    );
+    assert_ne!(
+        std::fs::read(&mine).unwrap(),
+        std::fs::read(&theirs).unwrap()
+    );
+    std::fs::copy(&theirs, &mine).unwrap();
+    let needles = [
+        "vs-00003.bin",
+        "differs from the manifest",
+        "another store's file",
+    ];
+    recflow(d, &["export", "store", "--out", "x"]).fails(1, &needles);
+    recflow(d, &["recommend", "store", "--user", "nobody"]).fails(1, &needles);
+    // A warm start refuses to train on it.
+    std::fs::write(d.join("day2.tsv"), "3\t5\t1\n100\t2\t1\n").unwrap();
+    let warm = [
+        "--set",
+        "model.warm_start=true",
+        "--set",
+        "input.path=[\"day2.tsv\"]",
+    ];
+    recflow(d, &[&other[..4], &warm].concat()).fails(1, &needles);
+    assert_eq!(current(d).as_deref(), Some("v000001"));
+    // A manifest without digests (an older recflow) still loads, on the CRC-32 of old.
+    let old = d.join("old");
+    copy_tree(&pristine, &old);
+    let mp = old.join("v000001/manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mp).unwrap()).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        assert!(f["xxh3"].is_string(), "{f}");
+        f.as_object_mut().unwrap().remove("xxh3");
+    }
+    std::fs::write(&mp, m.to_string()).unwrap();
+    recflow(d, &["export", "old", "--out", "y"]).ok();
+    recflow(d, &["recommend", "old", "--user", "3"]).ok();
+}
+
+#[test]
+fn current_must_name_a_version_of_this_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("good.tsv"), good_text()).unwrap();
+    run_job(d, "path = [\"good.tsv\"]\nweight = 2", "").ok();
+    // Another store beside it, which CURRENT must not reach.
+    copy_tree(&d.join("store"), &d.join("b/store"));
+    let cases: [(&[u8], &str); 5] = [
+        (b"../b/store/v000001", "'../b/store/v000001'"),
+        (b"../../b/store/v000001\n", "'../../b/store/v000001'"),
+        (b"/tmp", "'/tmp'"),
+        (b"v0\x1b[2J\x00", "'v0\\u{1b}[2J\\0'"),
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00", "'\\u{7f}ELF"),
+    ];
+    for (text, shown) in cases {
+        std::fs::write(d.join("store/CURRENT"), text).unwrap();
+        for args in [
+            &["export", "store", "--out", "x"][..],
+            &["recommend", "store", "--user", "3"],
+            &["inspect", "store"],
+        ] {
+            let r = recflow(d, args);
+            r.fails(1, &["store/CURRENT", shown, "not a version name"]);
+            no_raw_control_bytes(&r, shown);
+        }
+    }
+    recflow(d, &["export", "store", "--version", "../b", "--out", "x"])
+        .fails(1, &["--version '../b'", "not a version name"]);
+}
+
+#[test]
+fn no_control_bytes_reach_the_terminal_on_any_error_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let good = good_text();
+    std::fs::write(d.join("good.tsv"), &good).unwrap();
+    std::fs::write(d.join("weight.tsv"), format!("{good}1\t2\t\x1b[2J\n")).unwrap();
+    let ts = good.replace('\n', "\t100\n");
+    std::fs::write(d.join("ts.tsv"), format!("{ts}1\t2\t1\t\x1b[2J\n")).unwrap();
+    std::fs::write(d.join("removed.tsv"), "1\t2\t\x1b]0;x\x07\n").unwrap();
+    std::fs::write(d.join("head.tsv"), format!("u\x1b[2J\ti\tw\n{good}")).unwrap();
+    // A gzip file's first bytes as a "header".
+    let mut gz = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\x1b[31m\x07\x08\tx\ty\n".to_vec();
+    gz.extend_from_slice(good.as_bytes());
+    std::fs::write(d.join("gz.tsv"), gz).unwrap();
+    std::fs::write(d.join("cr.tsv"), format!("{good}1\t2\t1\r65\n")).unwrap();
+    let runs: [(&str, &str); 8] = [
+        (
+            "path = [\"weight.tsv\"]\nweight = 2",
+            "'\\u{1b}[2J' is not a number",
+        ),
+        (
+            "path = [\"weight.tsv\"]\nweight = 2\nbad_lines = \"skip\"",
+            "'\\u{1b}[2J' is not a number",
+        ),
+        (
+            "path = [\"ts.tsv\"]\nweight = 2\ntimestamp = 3",
+            "'\\u{1b}[2J' is not an integer",
+        ),
+        (
+            "path = [\"removed.tsv\"]\nremoved = 2",
+            "is not a removal flag",
+        ),
+        (
+            "path = [\"head.tsv\"]\nheader = \"true\"\nuser = \"user\"\nitem = \"i\"",
+            "no such column in the header (u\\u{1b}[2J, i, w)",
+        ),
+        (
+            "path = [\"gz.tsv\"]\nheader = \"true\"\nuser = \"user\"\nitem = \"x\"",
+            "no such column in the header (\\u{1f}",
+        ),
+        (
+            "path = [\"cr.tsv\"]\nweight = 2\nheader = \"false\"",
+            "'1\\r65' is not a number",
+        ),
+        (
+            "path = [\"good.tsv\"]\nuser = \"u\\u001b\"",
+            "input.user = \"u\\u{1b}\"",
+        ),
+    ];
+    for (input, needle) in runs {
+        std::fs::write(
+            d.join("job.toml"),
+            format!("[input]\n{input}\n[als]\nfactors = 4\niterations = 2\n[output]\nstore = \"store\"\n"),
+        )
+        .unwrap();
+        // Not quiet: the progress lines and the run summary (skip samples) are checked too.
+        let r = recflow(d, &["run", "job.toml"]);
+        assert!(
+            r.stderr.contains(needle),
+            "{input}: missing {needle:?} in {}",
+            r.stderr
+        );
+        no_raw_control_bytes(&r, input);
+    }
+    // Ids in queries, and eval lines.
+    let r = recflow(d, &["recommend", "store", "--user", "a\x1b[2J"]);
+    r.fails(1, &["'a\\u{1b}[2J'"]);
+    no_raw_control_bytes(&r, "recommend");
+    std::fs::write(d.join("bad.tsv"), "x\x1b[2J\n").unwrap();
+    let r = recflow(
+        d,
+        &[
+            "eval", "--recs", "bad.tsv", "--train", "good.tsv", "--test", "good.tsv",
+        ],
+    );
+    r.fails(1, &["bad.tsv:1:", "x\\u{1b}[2J"]);
+    no_raw_control_bytes(&r, "eval");
+}
+
+#[test]
+fn files_with_only_carriage_returns_are_refused_and_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("cr.tsv"), good_text().replace('\n', "\r")).unwrap();
+    let needles = ["cr.tsv:1:", "\\r-only line ends", "convert them"];
+    for header in ["auto", "true", "false"] {
+        for bad in ["fail", "skip"] {
+            let input = format!(
+                "path = [\"cr.tsv\"]\nweight = 2\nheader = \"{header}\"\nbad_lines = \"{bad}\""
+            );
+            run_job(d, &input, "").fails(1, &needles);
+        }
+    }
+    assert!(current(d).is_none());
+    // `\r\n` ends are still fine.
+    std::fs::write(d.join("crlf.tsv"), good_text().replace('\n', "\r\n")).unwrap();
+    run_job(d, "path = [\"crlf.tsv\"]\nweight = 2", "").ok();
+}
+
+#[test]
+fn a_failed_run_leaves_none_of_its_temporary_files() {
+    // Disk full (simulated, store::FAIL_WRITE_ENV) at every kind of write: the run's own
+    // pending, staging, renamed-but-unpublished and CURRENT temporary files are gone.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("good.tsv"), good_text()).unwrap();
+    let input = "path = [\"good.tsv\"]\nweight = 2";
+    run_job(d, input, "").ok();
+    for at in [
+        ".pending-",
+        "items/vs-",
+        "recs/part-",
+        "report.html",
+        "manifest.json",
+        ".CURRENT.tmp",
+    ] {
+        run_job_env(d, input, "", &[(recflow::store::FAIL_WRITE_ENV, at)])
+            .fails(1, &[at, "No space left on device"]);
+        assert_eq!(
+            debris(&d.join("store")),
+            Vec::<String>::new(),
+            "failed at {at}"
+        );
+        assert_eq!(
+            recflow::store::versions(&d.join("store")),
+            vec!["v000001"],
+            "failed at {at}"
+        );
+    }
+    // A failing process of a 2-process run removes its own files too (tests/cluster.rs has the
+    // signal cases); here the single-process path through the same cleanup.
+    assert_eq!(current(d).as_deref(), Some("v000001"));
+}
+
+/// Starts `recflow run` on a demo set big enough to be signalled while it trains.
+fn slow_run(d: &Path, env: &[(&str, &str)]) -> std::process::Child {
+    std::fs::write(
+        d.join("slow.toml"),
+        "[input.demo]\nusers = 100000\nitems = 20000\nnnz = 2000000\n[als]\nfactors = 16\niterations = 40\n[output]\nstore = \"store\"\nkeep_versions = 1\n",
+    )
+    .unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_recflow"));
+    c.current_dir(d).args(["run", "slow.toml", "-w", "2"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_ran(c: std::process::Child) -> Ran {
+    let out = c.wait_with_output().unwrap();
+    Ran {
+        code: out.status.code(),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Waits (without a time limit) until a `.pending-*` directory appears: ingest is done.
+fn wait_for_pending(store: &Path, c: &mut std::process::Child) {
+    while !debris(store).iter().any(|n| n.starts_with(".pending-")) {
+        assert!(
+            c.try_wait().unwrap().is_none(),
+            "the run ended before it was signalled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigint_and_sigterm_remove_the_runs_files_and_exit_130_or_143() {
+    for (sig, code) in [("INT", 130), ("TERM", 143)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let store = d.join("store");
+        let mut c = slow_run(d, &[]);
+        wait_for_pending(&store, &mut c);
+        let pid = c.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+        let r = wait_ran(c);
+        r.fails(
+            code,
+            &[&format!("interrupted by SIG{sig}"), "nothing was published"],
+        );
+        assert_eq!(debris(&store), Vec::<String>::new(), "SIG{sig}");
+        assert!(recflow::store::current(&store).unwrap().is_none());
+    }
+}
+
+#[test]
+fn a_signal_at_publish_lands_before_or_after_the_current_flip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("good.tsv"), good_text()).unwrap();
+    let input = "path = [\"good.tsv\"]\nweight = 2";
+    let keep = "keep_versions = 1";
+    run_job(d, input, keep).ok();
+    let env = |p| [(recflow::store::SIGNAL_ENV, p)];
+    // Staged, not yet flipped: nothing published, the staging directory removed.
+    run_job_env(d, input, keep, &env("staged"))
+        .fails(130, &["interrupted by SIGINT", "nothing was published"]);
+    assert_eq!(debris(&d.join("store")), Vec::<String>::new());
+    assert_eq!(recflow::store::versions(&d.join("store")), vec!["v000001"]);
+    // During the flip and after it (before pruning): the flip and the pruning complete, the
+    // version is reported as published, exit 0, and no `.trash-*` stays.
+    for (n, point) in [(2, "flip"), (3, "flipped")] {
+        let r = run_job_env(d, input, keep, &env(point));
+        r.ok();
+        let v = format!("v00000{n}");
+        assert!(
+            r.stderr.contains(&v) && r.stderr.contains("after publishing"),
+            "{point}: {}",
+            r.stderr
+        );
+        assert_eq!(current(d).as_deref(), Some(v.as_str()));
+        assert_eq!(debris(&d.join("store")), Vec::<String>::new(), "{point}");
+        assert_eq!(recflow::store::versions(&d.join("store")), vec![v]);
+    }
+}
+
+#[test]
+fn eval_refuses_recommendations_that_match_nothing_and_reads_a_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("good.tsv"), good_text()).unwrap();
+    run_job(d, "path = [\"good.tsv\"]\nweight = 2", "").ok();
+    std::fs::write(d.join("xy.tsv"), "x\ty\n").unwrap();
+    let elf = std::fs::read(env!("CARGO_BIN_EXE_recflow")).unwrap();
+    std::fs::write(d.join("elf"), &elf[..elf.len().min(1 << 20)]).unwrap();
+    std::fs::write(d.join("items.tsv"), "3\tnope\n4\tnada\n").unwrap();
+    let eval = |recs: &str| {
+        recflow(
+            d,
+            &[
+                "eval", "--recs", recs, "--train", "good.tsv", "--test", "good.tsv",
+            ],
+        )
+    };
+    eval("xy.tsv").fails(
+        1,
+        &["xy.tsv", "none of its 1 recommended user(s)", "same data"],
+    );
+    let r = eval("elf");
+    r.fails(1, &["elf"]);
+    no_raw_control_bytes(&r, "elf");
+    eval("items.tsv").fails(1, &["none of the items recommended", "same data"]);
+    // A store: its CURRENT version's recs, checked against the manifest.
+    let r = eval("store");
+    r.ok();
+    let m: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(m["users"], 30, "{m}");
+    let parts = recflow::store::records_under(
+        &d.join("store").join(current(d).unwrap()),
+        &manifest(d),
+        "recs",
+    )
+    .unwrap();
+    let dir = d.join("store").join(current(d).unwrap());
+    let r2 = eval(dir.join("recs").to_str().unwrap());
+    assert_eq!(r2.ok().stdout, r.stdout, "{parts:?}");
+}
+
+#[test]
+fn small_cli_mistakes_get_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("good.tsv"), good_text()).unwrap();
+    run_job(d, "path = [\"good.tsv\"]\nweight = 2", "").ok();
+    recflow(d, &["recommend", "store", "--user", "3", "-k", "0"])
+        .fails(2, &["-k must be at least 1"]);
+    recflow(d, &["similar", "store", "--item", "3", "-k", "0"])
+        .fails(2, &["-k must be at least 1"]);
+    recflow(d, &["inspect", "missing"]).fails(1, &["missing", "no such directory"]);
+    recflow(d, &["inspect", "good.tsv"]).fails(1, &["good.tsv", "not a directory"]);
+    // The store path is a regular file: named as such, not "File exists (os error 17)".
+    let r = recflow(
+        d,
+        &["run", "job.toml", "-q", "--set", "output.store=good.tsv"],
+    );
+    r.fails(1, &["good.tsv", "exists but is not a directory"]);
+    assert!(!r.stderr.contains("os error 17"), "{}", r.stderr);
+    // More factors than users (3 users, 11 items).
+    let few: Vec<String> = (0..3)
+        .flat_map(|u| (0..11).map(move |i| format!("{u}\t{i}\t1")))
+        .collect();
+    std::fs::write(d.join("few.tsv"), few.join("\n") + "\n").unwrap();
+    std::fs::write(
+        d.join("few.toml"),
+        "[input]\npath = [\"few.tsv\"]\nweight = 2\n[als]\nfactors = 5\n[output]\nstore = \"few\"\n",
+    )
+    .unwrap();
+    recflow(d, &["run", "few.toml", "-q"]).fails(
+        1,
+        &[
+            "als.factors = 5",
+            "number of users in the data (3)",
+            "at most 3",
+        ],
+    );
+}
+
+#[test]
+fn a_really_full_small_filesystem_keeps_none_of_the_failed_runs_files() {
+    // A 3 MB tmpfs in a private mount namespace (`unshare -m`, needs root: skipped otherwise),
+    // filled by runs whose files need more: real ENOSPC, and the space is given back. The
+    // first fills it with the pending snapshot; the second (less data, larger factors, no
+    // recs) in the staging directory.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir(d.join("tfs")).unwrap();
+    std::fs::write(
+        d.join("t.toml"),
+        "[input.demo]\nusers = 20000\nitems = 5000\n[als]\niterations = 2\n[output]\nstore = \"tfs/store\"\n",
+    )
+    .unwrap();
+    let run = |sets: &str| {
+        format!(
+            "{} run t.toml -q -w 2 {sets}; echo rc=$?; echo left=$(ls -A tfs/store); echo used=$(du -sk tfs | cut -f1)",
+            env!("CARGO_BIN_EXE_recflow")
+        )
+    };
+    let script = format!(
+        "mount -t tmpfs -o size=3m tmpfs tfs || exit 77; {}; {}",
+        run("--set input.demo.nnz=200000 --set als.factors=32"),
+        run("--set input.demo.nnz=20000 --set als.factors=64 --set recommend.k=0"),
+    );
+    let out = match Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .current_dir(d)
+        .output()
+    {
+        Ok(o) if o.status.code() != Some(77) && o.status.success() => o,
+        other => {
+            eprintln!(
+                "cannot mount a tmpfs here ({other:?}): the real full-disk case is not checked"
+            );
+            return;
+        }
+    };
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(stdout.matches("rc=1\n").count(), 2, "{stdout} {stderr}");
+    assert!(
+        stderr.contains("/.pending-") && stderr.contains("/.staging-"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("No space left on device").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(stdout.matches("left=LOCK\n").count(), 2, "{stdout}");
+    for used in stdout.split("used=").skip(1) {
+        let kib: u64 = used
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .expect(&stdout);
+        assert!(kib <= 8, "{kib} KiB still used: {stdout}");
     }
 }

@@ -73,13 +73,14 @@ pub struct Ingested {
 }
 
 /// Runs ingest on this worker. `files` empty means the built-in demo data; `snapshot` lists
-/// the parent version's snapshot files (warm start): each worker reads those of its shards.
+/// the parent version's snapshot files (warm start) as (version directory, manifest record):
+/// each worker reads those of its shards, checked against the record.
 pub fn ingest(
     worker: &mut Worker,
     comm: &mut Comm,
     job: &Job,
     files: &[PathBuf],
-    snapshot: &[PathBuf],
+    snapshot: &[(PathBuf, crate::store::FileRecord)],
 ) -> Result<Ingested, CommError> {
     let peers = comm.peers;
     let v = job.shards.virtual_shards;
@@ -98,7 +99,8 @@ pub fn ingest(
     };
     let mut previous: Vec<consolidate::Pair> = Vec::new();
     let read = read.and_then(|st| {
-        for path in snapshot {
+        for (dir, rec) in snapshot {
+            let path = &dir.join(&rec.path);
             // `snapshot/vs-NNNNN.bin`: only the owner of shard NNNNN reads it.
             let named = path
                 .file_stem()
@@ -107,8 +109,7 @@ pub fn ingest(
             if owner(named, peers) != me {
                 continue;
             }
-            let bytes = std::fs::read(path)
-                .map_err(|e| format!("cannot read snapshot {}: {e}", path.display()))?;
+            let bytes = crate::store::read_record(dir, rec)?;
             let (vs, pairs) = crate::store::snapshot::decode(&bytes)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             if vs != named {
@@ -427,12 +428,7 @@ fn write_snapshot(
     for p in pairs {
         by_vshard.entry(p.0.vshard(v)).or_default().push(p);
     }
-    std::fs::create_dir_all(dir).map_err(|e| {
-        format!(
-            "cannot create {} (is the store writable?): {e}",
-            dir.display()
-        )
-    })?;
+    crate::cleanup::create_dir_all(dir)?;
     let mut out = Vec::new();
     for (vs, p) in by_vshard {
         let name = format!("vs-{vs:05}.bin");

@@ -1,5 +1,6 @@
 //! One input line → one event. No allocation per line for numeric ids.
 
+use crate::escape::{escape, escape_bytes, sample};
 use crate::ids::RawId;
 use crate::job::{Column, Format};
 
@@ -71,12 +72,14 @@ impl Columns {
                 Column::Index(i) => Ok(*i),
                 Column::Name(n) => {
                     let h = header.ok_or_else(|| {
-                        format!("input.{key} = \"{n}\" names a column, but the file has no header line (set input.header = \"true\" or use a 0-based index)")
+                        format!("input.{key} = \"{}\" names a column, but the file has no header line (set input.header = \"true\" or use a 0-based index)", escape(n))
                     })?;
                     h.iter().position(|x| x == n).ok_or_else(|| {
+                        // A binary or compressed file's "header" is bounded and escaped.
                         format!(
-                            "input.{key} = \"{n}\": no such column in the header ({})",
-                            h.join(", ")
+                            "input.{key} = \"{}\": no such column in the header ({})",
+                            escape(n),
+                            sample(h.join(", ").as_bytes())
                         )
                     })
                 }
@@ -228,7 +231,7 @@ pub fn parse_line(
             let f = get(i);
             let w: f64 = number(f).ok_or_else(|| LineError {
                 field: "weight",
-                message: format!("'{}' is not a number", String::from_utf8_lossy(f)),
+                message: format!("'{}' is not a number", escape_bytes(f)),
             })?;
             if !w.is_finite() || w.abs() > MAX_ABS_WEIGHT {
                 return Err(LineError {
@@ -250,7 +253,7 @@ pub fn parse_line(
                     field: "removed",
                     message: format!(
                         "'{}' is not a removal flag (true/false, 1/0, yes/no, removed, unfavorite)",
-                        String::from_utf8_lossy(get(i))
+                        escape_bytes(get(i))
                     ),
                 })
             }
@@ -264,7 +267,7 @@ pub fn parse_line(
                 .or_else(|| number::<f64>(f).filter(|x| x.is_finite()).map(|x| x as i64))
                 .ok_or_else(|| LineError {
                     field: "timestamp",
-                    message: format!("'{}' is not an integer", String::from_utf8_lossy(f)),
+                    message: format!("'{}' is not an integer", escape_bytes(f)),
                 })?
         }
     };

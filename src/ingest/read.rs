@@ -21,22 +21,6 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 /// The UTF-8 byte order mark some tools put at the start of a text file; it is dropped.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Up to 200 bytes of a line for a message, control characters escaped (`\t`, `\u{1b}`) so a
-/// hostile line cannot drive the terminal.
-pub fn printable(line: &[u8]) -> String {
-    String::from_utf8_lossy(&line[..line.len().min(200)])
-        .trim_end()
-        .chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_debug().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// What one worker's reading saw.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReadStats {
@@ -161,6 +145,17 @@ fn head_lines(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     }
     if out.is_empty() {
         out.push(Vec::new());
+    }
+    // `\r\n` ends are accepted; a `\r` inside the first line means `\r`-only line ends (old
+    // Mac tools), which would otherwise read as one huge line (or one header line). Binary
+    // files (NUL bytes, not UTF-8) get the line-length message instead.
+    let first = &out[0];
+    let text = !first.contains(&0) && std::str::from_utf8(first).is_ok();
+    if text && first.contains(&b'\r') {
+        return Err(format!(
+            "{}:1: the line holds a carriage return (\\r) that does not end it: the file seems to use \\r-only line ends; convert them to \\n or \\r\\n (e.g. tr '\\r' '\\n')",
+            path.display()
+        ));
     }
     if out[0].starts_with(BOM) {
         out[0].drain(..BOM.len());
@@ -360,7 +355,7 @@ pub fn read_part(
                         "{name}:{ln}: field {}: {}: '{}'",
                         e.field,
                         e.message,
-                        printable(&line)
+                        crate::escape::sample(&line)
                     );
                     if line_start == 0 && input.header == Header::False {
                         msg.push_str(" (input.header = \"false\": if this is a header line, set input.header = \"true\" or \"auto\")");

@@ -107,6 +107,9 @@ pub struct Recs {
     pub buckets: Option<(Vec<u8>, u64)>,
     /// Similar items: this worker's part file (`item<TAB>other<TAB>cosine<TAB>rank`) and lines.
     pub similar: Option<(Vec<u8>, u64)>,
+    /// Exact mode: items the pruned scan scored per user (mean, histogram, catalogue share);
+    /// None where the scan did not run (the dense fallback scores every item).
+    pub exact: Option<serde_json::Value>,
     /// LSH: bucket statistics, candidates scored per user and recall against exact top-k
     /// (complete on worker 0).
     pub lsh: Option<serde_json::Value>,
@@ -413,7 +416,7 @@ pub fn recommend(
     let mut mark = vec![u32::MAX; lsh_n];
     let mut cand: Vec<usize> = Vec::new();
     let mut cand_buf: Vec<f32> = Vec::new();
-    // candidates scored, users, recall hits, recall total
+    // candidates scored (LSH, or what exact mode's scan scored), users, recall hits, recall total
     let mut lsh_counts = [0u64; 4];
     // Users by candidates scored (log2 bins, for the report).
     let mut cand_hist = vec![0u64; crate::report::BINS];
@@ -427,6 +430,7 @@ pub fn recommend(
             .as_ref()
             .map(|ix| ix.bucket_lines(&cat.ids, comm.index, comm.peers)),
         similar: None,
+        exact: None,
         lsh: None,
         phases: Phases::default(),
     };
@@ -521,15 +525,18 @@ pub fn recommend(
                 seen
             })
             .collect();
-        let scanned = scan.as_ref().map(|ix| {
-            let none = vec![Vec::new(); b];
-            let ex = if job.recommend.exclude_seen {
-                &seen_block
-            } else {
-                &none
-            };
-            ix.top_k(&users.factors[r0 * d..r1 * d], ex, k.max(ek))
-        });
+        let (scanned, scan_scored) = scan
+            .as_ref()
+            .map(|ix| {
+                let none = vec![Vec::new(); b];
+                let ex = if job.recommend.exclude_seen {
+                    &seen_block
+                } else {
+                    &none
+                };
+                ix.top_k_scored(&users.factors[r0 * d..r1 * d], ex, k.max(ek))
+            })
+            .unzip();
         let head_lists = head_scan.as_ref().map(|(hs, sub_of, _)| {
             let ex: Vec<Vec<usize>> = seen_block
                 .iter()
@@ -721,7 +728,14 @@ pub fn recommend(
                     best.into_iter().map(|b| (b.2, b.0)).collect()
                 }
                 _ => match &scanned {
-                    Some(l) => l[r - r0].iter().map(|&(sc, i)| (i, sc)).collect(),
+                    Some(l) => {
+                        // Exact mode: what the pruned scan really scored for this user.
+                        let c = scan_scored.as_ref().map_or(n as u64, |s| s[r - r0] as u64);
+                        lsh_counts[0] += c;
+                        lsh_counts[1] += 1;
+                        cand_hist[crate::report::log2_bin(c)] += 1;
+                        l[r - r0].iter().map(|&(sc, i)| (i, sc)).collect()
+                    }
                     None => top_k(row, &cat.keys, excluded, k.max(ek))
                         .into_iter()
                         .map(|i| (i, row[i]))
@@ -838,6 +852,14 @@ pub fn recommend(
         all.iter().for_each(|(_, m)| out.metrics.merge(m));
         out.users_without_recs = without;
         out.lines = lines;
+        if scan.is_some() {
+            let per_user = lc[0] as f64 / lc[1].max(1) as f64;
+            out.exact = Some(serde_json::json!({
+                "candidates_per_user": per_user,
+                "candidates_histogram": hist,
+                "catalog_share": per_user / n.max(1) as f64,
+            }));
+        }
         if let Some(ix) = &index {
             let per_user = lc[0] as f64 / lc[1].max(1) as f64;
             out.lsh = Some(serde_json::json!({

@@ -132,11 +132,22 @@ impl ScanIndex {
         excluded: &[Vec<usize>],
         k: usize,
     ) -> Vec<Vec<(f32, usize)>> {
+        self.top_k_scored(users, excluded, k).0
+    }
+
+    /// [`ScanIndex::top_k`], and per user how many items it scored before the Cauchy–Schwarz
+    /// stop (what the report shows as exact mode's candidates).
+    pub fn top_k_scored(
+        &self,
+        users: &[f32],
+        excluded: &[Vec<usize>],
+        k: usize,
+    ) -> (Vec<Vec<(f32, usize)>>, Vec<u32>) {
         let d = self.d;
         let b = users.len() / d;
         let mut lists = Tops::new(b, k);
         if k == 0 || self.n == 0 {
-            return vec![Vec::new(); b];
+            return (vec![Vec::new(); b], vec![0; b]);
         }
         // Excluded items as positions, sorted, per user.
         let ex: Vec<Vec<u32>> = excluded
@@ -157,6 +168,7 @@ impl ScanIndex {
         // The opening: the first panels as one buffer per user, pushed above a floor
         // (`Tops::push_opening`); then tiles with the Cauchy–Schwarz stop.
         let open = if k <= NR { OPEN_PANELS.min(np) } else { 0 };
+        let mut scored = vec![(open * NR).min(self.n) as u32; b];
         if open > 0 {
             let mut buf = Vec::new();
             for grp in active.chunks(MR) {
@@ -187,6 +199,9 @@ impl ScanIndex {
         let mut t0 = open;
         while t0 < np && !active.is_empty() {
             let t1 = (t0 + TILE_PANELS).min(np);
+            for &u in &active {
+                scored[u] = (t1 * NR).min(self.n) as u32;
+            }
             for grp in active.chunks(MR) {
                 let mut rows = [zero.as_ptr(); MR];
                 for (slot, &u) in rows.iter_mut().zip(grp) {
@@ -236,14 +251,15 @@ impl ScanIndex {
                     && lists.threshold(u) > unorm[u] * rest * (1.0 + 1e-4) + f32::MIN_POSITIVE)
             });
         }
-        (0..b)
+        let out = (0..b)
             .map(|u| {
                 lists
                     .list(u)
                     .map(|(s, _, p)| (s, self.order[p as usize] as usize))
                     .collect()
             })
-            .collect()
+            .collect();
+        (out, scored)
     }
 }
 
@@ -526,7 +542,16 @@ mod tests {
                 })
                 .collect();
             for k in [0usize, 1, 10, n + 5] {
-                let got = ix.top_k(&users, &excluded, k);
+                let (got, scored) = ix.top_k_scored(&users, &excluded, k);
+                // Counts are whole items of the catalogue; a list of k items needs k scored.
+                for (u, &c) in scored.iter().enumerate() {
+                    assert!(c as usize <= n, "n={n} k={k} user {u}: {c}");
+                    assert!(c as usize >= got[u].len(), "n={n} k={k} user {u}: {c}");
+                }
+                if k == 1 && n == 2100 {
+                    // Here the stop comes before the end of the catalogue for most users.
+                    assert!(scored.iter().any(|&c| (c as usize) < n), "{scored:?}");
+                }
                 for u in 0..nu {
                     let x = &users[u * d..(u + 1) * d];
                     let mut all: Vec<(f32, usize)> = (0..n)

@@ -535,7 +535,11 @@ fn candidates_plot(r: &Value) -> String {
                 note_svg(
                     id,
                     "candidates scored per user",
-                    &[format!("recommend.mode = {mode}: no candidate scoring")],
+                    &[if mode == "exact" {
+                        "recommend.mode = exact: not recorded (made by an older recflow)".into()
+                    } else {
+                        format!("recommend.mode = {mode}: no candidate scoring")
+                    }],
                     None,
                 )
             }

@@ -103,6 +103,17 @@ pub fn version_lines(dir: &Path, manifest: &Value, current: bool) -> String {
 
 /// The text `recflow inspect` prints.
 pub fn inspect(store_path: &Path) -> Result<String, String> {
+    if !store_path.is_dir() {
+        return Err(format!(
+            "{}: {}",
+            store_path.display(),
+            if store_path.exists() {
+                "not a directory (a model store is a directory)"
+            } else {
+                "no such directory (is the store path right?)"
+            }
+        ));
+    }
     let versions = store::versions(store_path);
     if versions.is_empty() {
         return Err(format!(

@@ -293,12 +293,25 @@ pub fn build(m: &Value, degrees: Option<&Degrees>) -> Value {
                 histogram_json(&lsh["candidates_histogram"].as_array().map(|a| a.iter().map(u).collect::<Vec<_>>()).unwrap_or_default())
             } else { Value::Null },
         }),
-        "exact" => json!({
-            "mode": "exact",
-            "per_user_mean": c["items"],
-            "catalog_share": 1.0,
-            "histogram": Value::Null,
-        }),
+        // What the pruned scan really scored; `exact: null` is the dense fallback, which
+        // scores every item; a manifest without the key (older recflow) did not record it.
+        "exact" => match rec.get("exact") {
+            Some(e) if e.is_object() => json!({
+                "mode": "exact",
+                "per_user_mean": e["candidates_per_user"],
+                "catalog_share": e["catalog_share"],
+                "histogram": histogram_json(&e["candidates_histogram"].as_array().map(|a| a.iter().map(u).collect::<Vec<_>>()).unwrap_or_default()),
+            }),
+            Some(_) => json!({
+                "mode": "exact",
+                "per_user_mean": c["items"],
+                "catalog_share": 1.0,
+                "histogram": Value::Null,
+            }),
+            None => {
+                json!({ "mode": "exact", "per_user_mean": Value::Null, "catalog_share": Value::Null, "histogram": Value::Null })
+            }
+        },
         _ => {
             json!({ "mode": mode, "per_user_mean": Value::Null, "catalog_share": Value::Null, "histogram": Value::Null })
         }
@@ -548,8 +561,9 @@ pub(crate) mod tests {
     #[test]
     fn report_without_lsh_or_degrees_still_builds() {
         let mut m = manifest();
-        m["recommend"] =
-            json!({ "k": 10, "mode": "exact", "lines": 500, "users_without_recs": 0, "lsh": null });
+        // The dense fallback (`exact: null`) scores every item.
+        m["recommend"] = json!({ "k": 10, "mode": "exact", "lines": 500, "users_without_recs": 0,
+            "exact": null, "lsh": null });
         m["metrics"] = Value::Null;
         let r = build(&m, None);
         assert!(r["lsh"].is_null());
@@ -558,5 +572,23 @@ pub(crate) mod tests {
         assert_eq!(r["candidates"]["per_user_mean"], 20);
         let h = html::render(&r);
         assert!(h.contains("id=\"plot-candidates\""));
+    }
+
+    /// Exact mode reports what the pruned scan scored, not the catalogue; a manifest from
+    /// before the count existed reports nothing rather than the catalogue.
+    #[test]
+    fn exact_mode_reports_the_items_really_scored() {
+        let mut m = manifest();
+        let mut hist = vec![0u64; BINS];
+        hist[3] = 50;
+        m["recommend"] = json!({ "k": 10, "mode": "exact", "lines": 500, "users_without_recs": 0,
+            "exact": { "candidates_per_user": 9.5, "catalog_share": 0.475, "candidates_histogram": hist },
+            "lsh": null });
+        let r = build(&m, None);
+        assert_eq!(r["candidates"]["per_user_mean"], 9.5);
+        assert_eq!(r["candidates"]["catalog_share"], 0.475);
+        assert_eq!(r["candidates"]["histogram"][0]["lo"], 4);
+        m["recommend"].as_object_mut().unwrap().remove("exact");
+        assert!(build(&m, None)["candidates"]["per_user_mean"].is_null());
     }
 }

@@ -41,7 +41,11 @@ pub fn render(r: &Value, dir: &str) -> String {
     );
     let _ = writeln!(s, "  input      {}", super::confidence_line(&r["model"]));
     for x in r["skipped_samples"].as_array().into_iter().flatten() {
-        let _ = writeln!(s, "             e.g. {}", x.as_str().unwrap_or(""));
+        let _ = writeln!(
+            s,
+            "             e.g. {}",
+            crate::escape::escape(x.as_str().unwrap_or(""))
+        );
     }
     let stages: Vec<String> = r["stages"]
         .as_array()

@@ -38,6 +38,25 @@ pub fn crash_point() {
     }
 }
 
+/// Signal injection for tests: `RECFLOW_TEST_SIGNAL_AT=POINT` sends this process SIGINT when
+/// the run reaches [`signal_point`] `POINT` (`staged`: the staging directory exists; `flip`:
+/// just before `CURRENT` is replaced; `flipped`: just after, before pruning).
+pub const SIGNAL_ENV: &str = "RECFLOW_TEST_SIGNAL_AT";
+
+/// A place where a test may deliver SIGINT at a known step of a publish. Outside the publish
+/// lock (`staged`) the run then waits for the handler to end the process, so the outcome does
+/// not depend on which thread runs first.
+pub fn signal_point(point: &str) {
+    if std::env::var(SIGNAL_ENV).is_ok_and(|v| v == point) {
+        let _ = signal_hook::low_level::raise(signal_hook::consts::SIGINT);
+        if point == "staged" {
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+}
+
 /// Prefix of the directories where workers keep files for the next version before it is
 /// staged (large files written early so they need not stay in memory).
 pub const PENDING_PREFIX: &str = ".pending-";
@@ -52,10 +71,37 @@ pub struct FileRecord {
     pub path: String,
     /// Size in bytes.
     pub bytes: u64,
-    /// CRC-32 of the whole file.
+    /// CRC-32 of the whole file. For files that end in their own CRC-32 (factor and snapshot
+    /// files) this is the same constant for every file: only old stores rely on it.
     pub crc32: u32,
     /// Rows (entities or lines) in it.
     pub rows: u64,
+    /// xxh3-128 of the whole file (32 hex digits): what identifies its content. Absent in
+    /// manifests written before it existed; readers then fall back to `crc32`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxh3: Option<String>,
+}
+
+/// The content digest recorded in [`FileRecord::xxh3`].
+pub fn digest(bytes: &[u8]) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
+}
+
+/// Checks a file's bytes against its record: size, then the xxh3-128 digest (or, for a
+/// record without one, the CRC-32), so a swapped, stale or foreign file is refused by name.
+pub fn check_record(path: &Path, f: &FileRecord, bytes: &[u8]) -> Result<(), String> {
+    let same = bytes.len() as u64 == f.bytes
+        && match &f.xxh3 {
+            Some(d) => digest(bytes) == *d,
+            None => crc32fast::hash(bytes) == f.crc32,
+        };
+    if same {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: size or checksum differs from the manifest: the file is corrupted, or was replaced by another version's or another store's file",
+        path.display()
+    ))
 }
 
 /// Fault injection for tests: when the environment variable `RECFLOW_FAIL_WRITE` is set to a
@@ -107,6 +153,7 @@ pub struct PartWriter {
     path: PathBuf,
     rec: FileRecord,
     crc: crc32fast::Hasher,
+    xxh: xxhash_rust::xxh3::Xxh3,
     inject: bool,
 }
 
@@ -114,12 +161,7 @@ impl PartWriter {
     /// Creates `path` (and its directory); `rel` is its path in the version once published.
     pub fn create(path: PathBuf, rel: &str) -> Result<PartWriter, String> {
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| {
-                format!(
-                    "cannot create {} (is the store writable?): {e}",
-                    dir.display()
-                )
-            })?;
+            crate::cleanup::create_dir_all(dir)?;
         }
         let file =
             File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
@@ -132,8 +174,10 @@ impl PartWriter {
                 bytes: 0,
                 crc32: 0,
                 rows: 0,
+                xxh3: None,
             },
             crc: crc32fast::Hasher::new(),
+            xxh: xxhash_rust::xxh3::Xxh3::new(),
         })
     }
 
@@ -148,6 +192,7 @@ impl PartWriter {
         };
         written.map_err(|e| write_error(&self.path, e))?;
         self.crc.update(bytes);
+        self.xxh.update(bytes);
         self.rec.bytes += bytes.len() as u64;
         self.rec.rows += rows;
         Ok(())
@@ -158,6 +203,7 @@ impl PartWriter {
     pub fn finish(mut self) -> Result<(PathBuf, FileRecord), String> {
         self.file.flush().map_err(|e| write_error(&self.path, e))?;
         self.rec.crc32 = self.crc.finalize();
+        self.rec.xxh3 = Some(format!("{:032x}", self.xxh.digest128()));
         Ok((self.path, self.rec))
     }
 }
@@ -183,7 +229,13 @@ pub fn write_part(dir: &Path, rel: &str, bytes: &[u8], rows: u64) -> Result<File
         bytes: bytes.len() as u64,
         crc32: crc32fast::hash(bytes),
         rows,
+        xxh3: Some(digest(bytes)),
     })
+}
+
+/// Whether `n` is a version directory name: `v` and six digits (so no separator, no `..`).
+pub fn is_version_name(n: &str) -> bool {
+    n.len() == 7 && n.starts_with('v') && n[1..].bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Published versions (`vNNNNNN` directories), ascending.
@@ -192,9 +244,7 @@ pub fn versions(store: &Path) -> Vec<String> {
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| {
-                    n.len() == 7 && n.starts_with('v') && n[1..].bytes().all(|b| b.is_ascii_digit())
-                })
+                .filter(|n| is_version_name(n))
                 .collect()
         })
         .unwrap_or_default();
@@ -202,11 +252,29 @@ pub fn versions(store: &Path) -> Vec<String> {
     v
 }
 
-/// The version `CURRENT` names, if any.
+/// Reads `CURRENT` (at most 64 bytes: a crafted one cannot make this read a large file).
+fn read_current(store: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut b = Vec::new();
+    File::open(store.join("CURRENT"))?
+        .take(64)
+        .read_to_end(&mut b)?;
+    Ok(b)
+}
+
+/// The version `CURRENT` names, if any. It must name a `vNNNNNN` directory of this store:
+/// anything else (`../other/store/v000001`, garbage) is refused, its value escaped.
 pub fn current(store: &Path) -> Result<Option<String>, String> {
-    match fs::read_to_string(store.join("CURRENT")) {
-        Ok(s) => {
-            let v = s.trim().to_string();
+    match read_current(store) {
+        Ok(b) => {
+            let v = String::from_utf8_lossy(&b).trim().to_string();
+            if !is_version_name(&v) {
+                return Err(format!(
+                    "{}/CURRENT holds '{}', which is not a version name of this store (vNNNNNN): the file was edited or damaged; write the name of one of its published versions into it (recflow inspect lists them)",
+                    store.display(),
+                    crate::escape::sample(v.as_bytes())
+                ));
+            }
             if !store.join(&v).join("manifest.json").is_file() {
                 return Err(format!(
                     "{}/CURRENT names '{v}', which has no manifest",
@@ -246,17 +314,15 @@ pub fn begin(store: &Path) -> Result<(String, PathBuf), String> {
             .map_err(|e| format!("cannot clear {}: {e}", staging.display()))?;
     }
     for sub in SUBDIRS {
-        fs::create_dir_all(staging.join(sub)).map_err(|e| {
-            format!(
-                "cannot create {} (is the store writable?): {e}",
-                staging.join(sub).display()
-            )
-        })?;
+        crate::cleanup::create_dir_all(&staging.join(sub))?;
     }
+    signal_point("staged");
     Ok((version, staging))
 }
 
 /// Writes the manifest, moves the staging directory into place and points `CURRENT` at it.
+/// Call inside [`crate::cleanup::publishing`]: until `CURRENT` names the new version, the
+/// renamed directory and the temporary `CURRENT` are this run's temporary files.
 pub fn publish(
     store: &Path,
     staging: &Path,
@@ -277,20 +343,36 @@ pub fn publish(
             dest.display()
         )
     })?;
+    crate::cleanup::forget(staging);
+    crate::cleanup::register(&dest);
     sync_dir(store)?;
     crash_point();
     let tmp = store.join(format!(".CURRENT.tmp-{}", std::process::id()));
+    crate::cleanup::register(&tmp);
     write_synced(&tmp, format!("{version}\n").as_bytes())?;
     crash_point();
+    signal_point("flip");
     fs::rename(&tmp, store.join("CURRENT"))
         .map_err(|e| format!("cannot replace {}/CURRENT: {e}", store.display()))?;
-    sync_dir(store)?;
+    crate::cleanup::forget(&tmp);
+    crate::cleanup::published(&dest);
+    signal_point("flipped");
+    // CURRENT has flipped: the version is published even if this last sync fails.
+    if let Err(e) = sync_dir(store) {
+        eprintln!("warning: published {version}, but {e}");
+    }
     Ok(dest)
 }
 
 /// Resolves `version` (or CURRENT) to a version directory and reads its manifest.
 pub fn open(store: &Path, version: Option<&str>) -> Result<(PathBuf, serde_json::Value), String> {
     let v = match version {
+        Some(v) if !is_version_name(v) => {
+            return Err(format!(
+                "--version '{}': not a version name (vNNNNNN, e.g. v000001)",
+                crate::escape::escape(v)
+            ))
+        }
         Some(v) => v.to_string(),
         None => current(store)?.ok_or_else(|| {
             format!("{} has no published model (no CURRENT file): run a job with output.store = \"{}\" first", store.display(), store.display())
@@ -325,7 +407,7 @@ pub fn read_record(dir: &Path, f: &FileRecord) -> Result<Vec<u8>, String> {
         return Err(format!(
             "{}: bad file path '{}' in manifest",
             dir.display(),
-            f.path
+            crate::escape::escape(&f.path)
         ));
     }
     let path = dir.join(&f.path);
@@ -338,12 +420,7 @@ pub fn read_record(dir: &Path, f: &FileRecord) -> Result<Vec<u8>, String> {
         ));
     }
     let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc32 {
-        return Err(format!(
-            "{}: size or checksum differs from the manifest: the file is corrupted",
-            path.display()
-        ));
-    }
+    check_record(&path, f, &bytes)?;
     Ok(bytes)
 }
 
@@ -478,8 +555,8 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), all);
         assert_eq!(rec.path, "recs/part-00003.tsv");
         assert_eq!(
-            (rec.bytes, rec.crc32, rec.rows),
-            (once.bytes, once.crc32, once.rows)
+            (rec.bytes, rec.crc32, rec.rows, &rec.xxh3),
+            (once.bytes, once.crc32, once.rows, &once.xxh3)
         );
     }
 }
