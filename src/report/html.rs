@@ -793,6 +793,10 @@ mod tests {
     fn page_has_every_plot_and_balanced_svg() {
         let r = crate::report::build(&manifest(), Some(&degrees()));
         let h = render(&r);
+        assert!(
+            h.contains("id=\"confidence\">weights column 2"),
+            "the page names the weights"
+        );
         for id in PLOT_IDS {
             assert_eq!(count(&h, &format!("id=\"{id}\"")), 1, "{id}");
             assert_eq!(count(&h, &format!("id=\"svg-{id}\"")), 1, "{id}");

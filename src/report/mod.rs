@@ -483,12 +483,15 @@ pub(crate) mod tests {
             "version": "v000002",
             "parent": null,
             "created_unix": 1,
-            "job": { "als": { "iterations": 2, "solver": "cholesky" } },
+            "job": { "als": { "iterations": 2, "solver": "cholesky" },
+                     "confidence": { "scheme": "log", "alpha": "auto", "epsilon": 1.0 } },
+            "confidence": { "alpha": 12.5, "auto": true, "density": 0.01, "mean_term": 0.72, "target": 10.0 },
             "workers": 2,
             "virtual_shards": 16,
             "factors": 8,
             "counts": {
                 "read": { "bytes": 1000, "lines": 100, "events": 98, "skipped": 2, "below_min_weight": 0,
+                          "weights": ["column 2 (found: it holds numbers)"],
                           "samples": ["a.tsv:3: field weight: not a number: 'x\ty\tz'"] },
                 "users": 50, "items": 20, "pairs": 90, "test_pairs": 8, "nonpositive_pairs": 1,
                 "dropped_user_cap": 0, "dropped_item_cap": 0, "test_unknown_item": 0

@@ -132,6 +132,10 @@ mod tests {
         );
         assert!(s.contains("1:2.0025e2 2:1.4900e2"), "{s}");
         assert!(s.contains("precision 0.1250"), "{s}");
+        assert!(
+            s.contains("weights column 2 (found: it holds numbers); confidence log, c = 1 + 12.5000·ln(1 + w/1) (alpha auto: mean confidence 10.0 = 1/sqrt(density 1.000e-2))"),
+            "{s}"
+        );
         assert!(s.contains("LSH recall@10 0.9000"), "{s}");
         assert!(s.contains("models/x/v000002/report.html"), "{s}");
     }
