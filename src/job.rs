@@ -388,14 +388,49 @@ pub struct Similar {
 pub struct Eval {
     /// Hold out this fraction of each user's interactions (0 = none).
     pub holdout: f64,
-    /// Held-out interactions file (same format as the input); exclusive with holdout.
+    /// Held-out interactions file (same format as the input); exclusive with holdout. The
+    /// final report's metrics; `recflow tune` never reads it before the model is chosen.
     pub test: Option<String>,
-    /// Cut-off for the metrics.
-    pub k: usize,
+    /// Held-out interactions for tuning and early stopping (a file, directory or glob, same
+    /// format as the input): evaluated beside `test` as `valid_metrics`, never the final report.
+    pub valid: Option<String>,
+    /// Cut-off(s) for the metrics: one number or a list (`[10, 20]`); the first is the
+    /// report's headline, recommendations are computed to the largest.
+    pub k: Cutoffs,
     /// Seed of the holdout split and the LSH-recall sample.
     pub seed: u64,
     /// Users sampled to measure LSH recall against exact top-k (0 = off).
     pub recall_sample: usize,
+}
+
+/// `eval.k`: one cut-off or several.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Cutoffs {
+    /// One cut-off (`k = 10`).
+    One(usize),
+    /// Several (`k = [10, 20]`), the first the headline.
+    List(Vec<usize>),
+}
+
+impl Cutoffs {
+    /// The cut-offs, the headline first.
+    pub fn list(&self) -> Vec<usize> {
+        match self {
+            Cutoffs::One(k) => vec![*k],
+            Cutoffs::List(v) => v.clone(),
+        }
+    }
+
+    /// The headline cut-off.
+    pub fn first(&self) -> usize {
+        self.list().first().copied().unwrap_or(0)
+    }
+
+    /// The largest cut-off (how deep lists must go for the metrics).
+    pub fn max(&self) -> usize {
+        self.list().into_iter().max().unwrap_or(0)
+    }
 }
 
 impl Default for Eval {
@@ -403,7 +438,8 @@ impl Default for Eval {
         Eval {
             holdout: 0.0,
             test: None,
-            k: 10,
+            valid: None,
+            k: Cutoffs::One(10),
             seed: 3,
             recall_sample: 2000,
         }
@@ -609,8 +645,9 @@ impl Job {
                 "eval.holdout and eval.test are exclusive: set one of them".into(),
             ));
         }
-        if !(1..=10_000).contains(&e.k) {
-            return bad("eval.k", "1..=10000", e.k);
+        let ks = e.k.list();
+        if ks.is_empty() || ks.iter().any(|k| !(1..=10_000).contains(k)) {
+            return bad("eval.k", "1..=10000, or a non-empty list of such", format!("{ks:?}"));
         }
         if self.output.store.is_empty() {
             return Err(JobError("output.store must name a directory".into()));
@@ -648,8 +685,10 @@ fn resolve_paths(table: &mut toml::Table, base: &Path) {
         }
     }
     if let Some(toml::Value::Table(eval)) = table.get_mut("eval") {
-        if let Some(toml::Value::String(s)) = eval.get_mut("test") {
-            *s = resolve(base, s);
+        for key in ["test", "valid"] {
+            if let Some(toml::Value::String(s)) = eval.get_mut(key) {
+                *s = resolve(base, s);
+            }
         }
     }
 }

@@ -116,9 +116,9 @@ enum Cmd {
         /// Held-out pairs.
         #[arg(long)]
         test: PathBuf,
-        /// Cut-off.
-        #[arg(long, default_value_t = 10)]
-        k: usize,
+        /// Cut-off(s), comma-separated (`-k 10,20`); the first is the headline.
+        #[arg(short, long, default_value = "10", value_delimiter = ',')]
+        k: Vec<usize>,
     },
     /// Print a user's recommendations from the current version of a store.
     Recommend {
@@ -378,10 +378,10 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             test,
             k,
         } => {
-            if k == 0 {
-                return Err((2, "--k must be at least 1".into()));
+            if k.is_empty() || k.contains(&0) {
+                return Err((2, "--k must be at least 1 (each of a list)".into()));
             }
-            let m = recflow::eval::eval_files(&recs, &train, &test, k).map_err(|e| (1, e))?;
+            let m = recflow::eval::eval_files(&recs, &train, &test, &k).map_err(|e| (1, e))?;
             println!("{}", serde_json::to_string_pretty(&m).expect("json"));
             Ok(())
         }
