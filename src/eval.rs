@@ -114,7 +114,13 @@ impl Metrics {
     /// Adds another partial sum (over the same cut-offs, or an empty one).
     pub fn merge(&mut self, o: &Metrics) {
         if self.at.is_empty() {
-            self.at = o.at.iter().map(|a| AtK { k: a.k, ..AtK::default() }).collect();
+            self.at =
+                o.at.iter()
+                    .map(|a| AtK {
+                        k: a.k,
+                        ..AtK::default()
+                    })
+                    .collect();
         }
         self.users += o.users;
         for (a, b) in self.at.iter_mut().zip(&o.at) {
@@ -127,7 +133,10 @@ impl Metrics {
             if a.covered.len() < b.covered.len() {
                 a.covered.resize(b.covered.len(), 0);
             }
-            a.covered.iter_mut().zip(&b.covered).for_each(|(x, y)| *x |= y);
+            a.covered
+                .iter_mut()
+                .zip(&b.covered)
+                .for_each(|(x, y)| *x |= y);
         }
         self.auc += o.auc;
         self.auc_users += o.auc_users;
@@ -419,7 +428,10 @@ mod tests {
             }
         }
         assert_eq!(rep["k"], 1);
-        assert_eq!(lookup(&rep, "recall@5"), rep["at_k"]["5"]["recall"].as_f64());
+        assert_eq!(
+            lookup(&rep, "recall@5"),
+            rep["at_k"]["5"]["recall"].as_f64()
+        );
     }
 
     #[test]

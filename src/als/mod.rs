@@ -10,6 +10,7 @@
 //! Every floating-point sum runs in an order fixed by global keys, never by worker layout, so
 //! the factors are bit-identical for any number of workers.
 
+pub mod block;
 pub mod kernels;
 
 use crate::cluster::{Body, Comm, CommError};
@@ -163,7 +164,16 @@ struct Half {
 /// Flops of one entity's solve with `n` interactions (see [`TrainReport::flops_per_half_step`]).
 /// `upper`: the Cholesky build updates only the upper triangle (the AVX2 path), `n·d·(d + 8)`
 /// flops with the lanes left of the diagonal it also computes, instead of a full `2·n·d²` GEMM.
-fn entity_flops(solver: Solver, d: u64, n: u64, cg_steps: u64, loss: bool, upper: bool) -> u64 {
+#[allow(clippy::too_many_arguments)]
+fn entity_flops(
+    solver: Solver,
+    d: u64,
+    n: u64,
+    cg_steps: u64,
+    block_size: u64,
+    loss: bool,
+    upper: bool,
+) -> u64 {
     let build = if upper {
         n * d * (d + 8)
     } else {
@@ -172,6 +182,7 @@ fn entity_flops(solver: Solver, d: u64, n: u64, cg_steps: u64, loss: bool, upper
     let solve = match solver {
         Solver::Cholesky => build + 2 * n * d + d * d * d / 3 + 2 * d * d,
         Solver::Cg => (2 * d * d + 4 * n * d) + cg_steps * (2 * d * d + 4 * n * d + 10 * d),
+        Solver::Block => block::flops(d, n, block_size, upper),
     };
     solve
         + if loss {
@@ -181,11 +192,36 @@ fn entity_flops(solver: Solver, d: u64, n: u64, cg_steps: u64, loss: bool, upper
         }
 }
 
-fn lambda_of(als: &Als, degree: usize) -> f64 {
+/// λ of one entity with confidences `conf` against `n_other` entities on the other side.
+pub fn lambda_of(als: &Als, conf: &[f32], n_other: u64) -> f64 {
     match als.regularization_scaling {
         RegScaling::None => als.regularization,
-        RegScaling::Count => als.regularization * degree as f64,
+        RegScaling::Count => als.regularization * conf.len() as f64,
+        RegScaling::Frequency => {
+            // The entity's weight in the objective: 1 per pair, c − 1 more per observed pair.
+            let mass = n_other as f64 + conf.iter().map(|&c| c as f64 - 1.0).sum::<f64>();
+            als.regularization * mass.powf(als.regularization_exponent)
+        }
     }
+}
+
+/// Entities on each side over all workers (s's, o's), for frequency scaling. Collective, and
+/// only called when it is on, so other jobs keep their supersteps.
+fn side_totals(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    s: &Side,
+    o: &Side,
+) -> Result<(u64, u64), CommError> {
+    comm.broadcast(Body::Counts(vec![s.rows() as u64, o.rows() as u64]));
+    let mut t = (0, 0);
+    for (_, b) in comm.exchange(worker, "train: side totals")? {
+        if let Body::Counts(c) = b {
+            t.0 += c[0];
+            t.1 += c[1];
+        }
+    }
+    Ok(t)
 }
 
 /// One half-step solving side `s`; with `only`, just the rows it flags (fold-in).
@@ -201,6 +237,11 @@ fn half_step(
     only: Option<&[bool]>,
 ) -> Result<Half, CommError> {
     let d = als.factors;
+    let (n_s, n_o) = if als.regularization_scaling == RegScaling::Frequency {
+        side_totals(worker, comm, s, o)?
+    } else {
+        (0, 0)
+    };
     // 1. Partial Grams to worker 0, then vectors along interaction edges.
     let bytes0 = comm.vector_bytes_sent;
     let (du, mut flops, mut bytes) = (d as u64, 0u64, 0u64);
@@ -218,7 +259,7 @@ fn half_step(
         kernels::gram(&o.factors[a * d..b * d], b - a, d, &mut g);
         let reg: f64 = (a..b)
             .map(|r| {
-                lambda_of(als, o.degree(r))
+                lambda_of(als, &o.conf[o.indptr[r]..o.indptr[r + 1]], n_s)
                     * o.row(r).iter().map(|&x| x as f64 * x as f64).sum::<f64>()
             })
             .sum();
@@ -322,6 +363,7 @@ fn half_step(
     // 3. Solve every owned row.
     let t = Instant::now();
     let mut solver = kernels::Solver::new(d);
+    let mut blocks = (als.solver == Solver::Block).then(|| block::Block::new(d, als.block_size));
     let mut singular = 0u64;
     let mut loss_parts = Vec::new();
     for (j, &vs) in s.vshards.iter().enumerate() {
@@ -332,13 +374,15 @@ fn half_step(
             }
             let (a, b) = (s.indptr[r], s.indptr[r + 1]);
             let nu = (b - a) as u64;
-            flops += entity_flops(als.solver, du, nu, als.cg_steps as u64, want_loss, upper);
+            let bs = als.block_size.min(d) as u64;
+            let steps = als.cg_steps as u64;
+            flops += entity_flops(als.solver, du, nu, steps, bs, want_loss, upper);
             bytes += nu * (4 * du + 8) + 8 * du;
             if r + 2 < s.indptr.len() {
                 let next = &s.cols[b..s.indptr[r + 2]];
                 kernels::prefetch_rows(gathered, &next[..next.len().min(8)], d);
             }
-            let lam = lambda_of(als, b - a);
+            let lam = lambda_of(als, &s.conf[a..b], n_o);
             let x = &mut s.factors[r * d..(r + 1) * d];
             match als.solver {
                 Solver::Cholesky => {
@@ -355,6 +399,12 @@ fn half_step(
                     x,
                     als.cg_steps,
                 ),
+                Solver::Block => {
+                    let bl = blocks.as_mut().expect("block solver");
+                    if !bl.solve(&gram, lam as f32, gathered, &s.cols[a..b], &s.conf[a..b], x) {
+                        singular += 1;
+                    }
+                }
             }
             if want_loss {
                 loss += kernels::entity_loss(&gram, lam, gathered, &s.cols[a..b], &s.conf[a..b], x);

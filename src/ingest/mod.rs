@@ -120,9 +120,12 @@ pub fn ingest(
     // range; a set not configured is never opened.
     let mut test_ev: [Vec<Vec<Event>>; 2] = [vec![Vec::new(); peers], vec![Vec::new(); peers]];
     let read = read.and_then(|st| {
-        for (set, (name, path)) in [("eval.test", &job.eval.test), ("eval.valid", &job.eval.valid)]
-            .into_iter()
-            .enumerate()
+        for (set, (name, path)) in [
+            ("eval.test", &job.eval.test),
+            ("eval.valid", &job.eval.valid),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let Some(t) = path else { continue };
             let files =
@@ -198,7 +201,8 @@ pub fn ingest(
         i = j;
     }
     let kept = pairs.into_iter().filter(|p| p.2 > 0);
-    let mut test_out: [Vec<Vec<(RawId, RawId)>>; 2] = [vec![Vec::new(); peers], vec![Vec::new(); peers]];
+    let mut test_out: [Vec<Vec<(RawId, RawId)>>; 2] =
+        [vec![Vec::new(); peers], vec![Vec::new(); peers]];
     let mut train_out: Vec<Vec<(RawId, RawId, f32, i64)>> = vec![Vec::new(); peers];
     let holdout = job.eval.holdout;
     for (u, it, w, ts) in kept {
@@ -392,8 +396,8 @@ pub fn ingest(
         stats.snapshot_pairs,
     ] = total;
 
-    init_factors(&mut users, job.als.seed, 0);
-    init_factors(&mut items, job.als.seed, 1);
+    init_factors(&mut users, &job.als, 0);
+    init_factors(&mut items, &job.als, 1);
     Ok(Ingested {
         users,
         items,
@@ -511,14 +515,20 @@ fn request(comm: &mut Comm, side: &mut Side, other: &[u64], other_side: u8) {
     side.gathered_keys = gathered;
 }
 
-/// Initial vectors, uniform in [0, 0.01) as in `implicit`, seeded by (seed, side, raw id).
-fn init_factors(side: &mut Side, seed: u64, tag: u64) {
+/// Initial vectors seeded by (seed, side, raw id), so any worker layout starts alike: uniform
+/// in [0, 0.01) as in `implicit` (`init_std = 0`), else normal with std `init_std / √d`.
+fn init_factors(side: &mut Side, als: &crate::job::Als, tag: u64) {
     let d = side.dim;
     side.factors = vec![0.0; side.rows() * d];
+    let std = als.init_std / (d.max(1) as f64).sqrt();
     for (r, id) in side.ids.iter().enumerate() {
-        let mut rng = SplitMix::new(mix64(seed ^ mix64(tag ^ mix64(id.stable_hash()))));
+        let mut rng = SplitMix::new(mix64(als.seed ^ mix64(tag ^ mix64(id.stable_hash()))));
         for x in &mut side.factors[r * d..(r + 1) * d] {
-            *x = rng.next_f64() as f32 * 0.01;
+            *x = if als.init_std > 0.0 {
+                (rng.next_normal() * std) as f32
+            } else {
+                rng.next_f64() as f32 * 0.01
+            };
         }
     }
 }

@@ -305,11 +305,7 @@ const SET_SHIFT: u32 = 24;
 const COVERAGE: u32 = (1 << SET_SHIFT) - 1;
 
 /// Held-out items per user row as catalogue indices (`usize::MAX`: no training data).
-fn held_out_rows(
-    users: &Side,
-    cat: &Catalog,
-    held: &[(RawId, u64)],
-) -> HashMap<usize, Vec<usize>> {
+fn held_out_rows(users: &Side, cat: &Catalog, held: &[(RawId, u64)]) -> HashMap<usize, Vec<usize>> {
     let row_of: HashMap<&RawId, usize> = users
         .ids
         .iter()
