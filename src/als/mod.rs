@@ -363,8 +363,10 @@ fn half_step(
     // 3. Solve every owned row.
     let t = Instant::now();
     let mut solver = kernels::Solver::new(d);
-    let mut blocks = (als.solver == Solver::Block).then(|| block::Block::new(d, als.block_size));
     let mut singular = 0u64;
+    if als.solver == Solver::Block {
+        singular += block::solve_side(als, n_o, &gram, gathered, s, only);
+    }
     let mut loss_parts = Vec::new();
     for (j, &vs) in s.vshards.iter().enumerate() {
         let mut loss = 0.0f64;
@@ -399,12 +401,8 @@ fn half_step(
                     x,
                     als.cg_steps,
                 ),
-                Solver::Block => {
-                    let bl = blocks.as_mut().expect("block solver");
-                    if !bl.solve(&gram, lam as f32, gathered, &s.cols[a..b], &s.conf[a..b], x) {
-                        singular += 1;
-                    }
-                }
+                // Solved above, block by block over all rows.
+                Solver::Block => {}
             }
             if want_loss {
                 loss += kernels::entity_loss(&gram, lam, gathered, &s.cols[a..b], &s.conf[a..b], x);
