@@ -24,4 +24,5 @@ pub mod report;
 pub mod run;
 pub mod side;
 pub mod store;
+pub mod tune;
 pub mod warm;
