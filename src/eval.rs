@@ -388,7 +388,7 @@ mod tests {
     fn recall_hit_rate_coverage_match_naive() {
         let mut r = crate::ids::SplitMix::new(5);
         let (n, ks) = (60usize, [1usize, 5, 20]);
-        let mut parts = vec![Metrics::new(&ks), Metrics::new(&ks), Metrics::new(&ks)];
+        let mut parts = [Metrics::new(&ks), Metrics::new(&ks), Metrics::new(&ks)];
         let mut cases = Vec::new();
         for u in 0..40 {
             let mut recs: Vec<u64> = (0..25).map(|_| r.below(n as u64)).collect();

@@ -35,7 +35,7 @@ fn events(users: usize, items: usize) -> String {
             h = h
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            if (h >> 33) % 3 == 0 || i == u % items {
+            if (h >> 33).is_multiple_of(3) || i == u % items {
                 t.push_str(&format!("u{u}\tm{i}\t{}\n", 1 + (h >> 40) % 3));
             }
         }
@@ -44,6 +44,7 @@ fn events(users: usize, items: usize) -> String {
 }
 
 /// Solves `a x = b` (dense, f64) by Gaussian elimination with partial pivoting.
+#[allow(clippy::needless_range_loop)]
 fn gauss(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let d = b.len();
     for p in 0..d {

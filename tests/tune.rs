@@ -16,7 +16,7 @@ fn setup(dir: &Path, test_file: &str) -> std::path::PathBuf {
                 .wrapping_add(1442695040888963407);
             // Users like items of their own group of 4 (a planted structure to learn).
             let p = if i % 4 == u % 4 { 3 } else { 30 };
-            if (h >> 33) % p == 0 {
+            if (h >> 33).is_multiple_of(p) {
                 let f = match (h >> 20) % 10 {
                     0 => &mut va,
                     1 => &mut te,

@@ -140,9 +140,10 @@ impl Block {
         self.s.resize(cols.len(), 0.0);
         for r in (0..rows).filter(|&r| keep(r)) {
             let x = &factors[r * d..(r + 1) * d];
-            for j in indptr[r]..indptr[r + 1] {
-                let c = cols[j] as usize;
-                self.s[j] = dot(&gathered[c * d..(c + 1) * d], x);
+            let (a, b) = (indptr[r], indptr[r + 1]);
+            for (s, &c) in self.s[a..b].iter_mut().zip(&cols[a..b]) {
+                let c = c as usize;
+                *s = dot(&gathered[c * d..(c + 1) * d], x);
             }
         }
         let mut failed = vec![false; rows];
@@ -167,6 +168,7 @@ impl Block {
 
     /// The Newton step on coordinates `k0..k0 + w` of `x`, whose pairs are `cols`, `conf`
     /// with residuals `s` (updated).
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         g: &[f32],

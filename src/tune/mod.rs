@@ -335,10 +335,9 @@ pub fn tune(
     std::fs::write(o.out.join("tune.html"), page::html(&out))
         .map_err(|e| format!("tune.html: {e}"))?;
     eprintln!(
-        "tune: published {} (best trial {}); {} and best.toml in {}",
+        "tune: published {} (best trial {}); tune.json, tune.html and best.toml in {}",
         s.version_dir.display(),
         best.index,
-        "tune.json, tune.html",
         o.out.display()
     );
     Ok(out)
