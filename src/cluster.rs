@@ -29,17 +29,18 @@ use timely::worker::Worker;
 pub enum Body {
     /// Parsed events, routed to the user's owner.
     Events(Vec<Event>),
-    /// Events of a separate held-out file (`eval.test`), routed like [`Body::Events`].
-    TestEvents(Vec<Event>),
+    /// Events of a separate held-out set (0: `eval.test`, 1: `eval.valid`), routed like
+    /// [`Body::Events`].
+    TestEvents(u8, Vec<Event>),
     /// Consolidated (user, item, weight, timestamp) pairs, routed to the item's owner.
     Pairs(Vec<(RawId, RawId, f32, i64)>),
     /// Held-out (user, item) pairs, routed to the item's owner to learn the item key.
-    TestPairs(Vec<(RawId, RawId)>),
+    TestPairs(u8, Vec<(RawId, RawId)>),
     /// The parent version's top-k (user, item) lines as the raw ids' stable hashes, routed to
     /// the user's owner (warm start report: how many users' recommendations changed).
     ParentRecs(Vec<(u64, u64)>),
     /// Held-out pairs with the item key (`u64::MAX`: the item has no training data).
-    TestKeyed(Vec<(RawId, u64)>),
+    TestKeyed(u8, Vec<(RawId, u64)>),
     /// (user, item key, weight) routed back to the user's owner once item keys are known.
     ItemKeyed(Vec<(RawId, u64, f32)>),
     /// (item key, user key, weight) so the item owner can build its CSR.

@@ -1,25 +1,50 @@
-//! Ranking metrics at k for implicit feedback.
+//! Ranking metrics at one or more cut-offs k for implicit feedback.
 //!
-//! Definitions follow `implicit`'s `ranking_metrics_at_k`: precision = hits / Σ_u min(k, |T_u|),
-//! MAP over min(k, |T_u|), NDCG with binary gains and the ideal DCG over min(k, |T_u|) items.
+//! Per user u with held-out items T_u and ranked list R_u (seen items removed), at each k:
+//! - `precision`: hits / Σ_u min(k, |T_u|), summed over users before dividing (`implicit`'s
+//!   `ranking_metrics_at_k`; 1.0 is reachable even when |T_u| < k);
+//! - `precision_at_k`: mean over users of hits_u / k (the textbook precision@k);
+//! - `recall`: mean over users of hits_u / |T_u| (LightGCN's Recall@k; held-out items without
+//!   training data count in |T_u| and can never be hit);
+//! - `hit_rate`: share of users with at least one hit;
+//! - `map`: mean AP@k, each over min(k, |T_u|);
+//! - `ndcg`: binary gains 1/log2(rank + 1), ideal DCG over min(k, |T_u|) hits (LightGCN's);
+//! - `coverage`: distinct items in the evaluated users' top k / items in the catalogue.
+//!
 //! AUC is the exact per-user AUC over all unseen items when full scores are available, on a
 //! hash-chosen sample of users (every user on small jobs; `auc_users` in the metrics says how many).
 
 use serde::{Deserialize, Serialize};
+
+/// Sums at one cut-off.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AtK {
+    /// The cut-off.
+    pub k: usize,
+    /// Hits in the top k.
+    pub hits: u64,
+    /// Σ_u min(k, |T_u|).
+    pub relevant: u64,
+    /// Σ_u hits_u / |T_u|.
+    pub recall: f64,
+    /// Users with at least one hit.
+    pub hit_users: u64,
+    /// Σ_u AP@k.
+    pub ap: f64,
+    /// Σ_u NDCG@k.
+    pub ndcg: f64,
+    /// Bitset over catalogue indices: items in some evaluated user's top k (filled by
+    /// [`Metrics::cover`], once per worker, not per shard part).
+    pub covered: Vec<u64>,
+}
 
 /// Sums over evaluated users; combine with [`Metrics::merge`], finish with [`Metrics::report`].
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
     /// Users with at least one held-out item.
     pub users: u64,
-    /// Hits in the top k.
-    pub hits: u64,
-    /// Σ_u min(k, |T_u|).
-    pub relevant: u64,
-    /// Σ_u AP@k.
-    pub ap: f64,
-    /// Σ_u NDCG@k.
-    pub ndcg: f64,
+    /// One entry per cut-off, ascending.
+    pub at: Vec<AtK>,
     /// Σ_u AUC (over users where it was computed).
     pub auc: f64,
     /// Users with an AUC.
@@ -27,26 +52,57 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Empty sums for the cut-offs `ks` (deduplicated, ascending).
+    pub fn new(ks: &[usize]) -> Metrics {
+        let mut ks = ks.to_vec();
+        ks.sort_unstable();
+        ks.dedup();
+        Metrics {
+            at: ks
+                .into_iter()
+                .map(|k| AtK {
+                    k,
+                    ..AtK::default()
+                })
+                .collect(),
+            ..Metrics::default()
+        }
+    }
+
     /// Adds one user's ranked list (`recs`, best first) against held-out `test` items.
-    pub fn add_user(&mut self, k: usize, recs: &[u64], test: &[u64]) {
+    pub fn add_user(&mut self, recs: &[u64], test: &[u64]) {
         if test.is_empty() {
             return;
         }
-        let rel = k.min(test.len());
-        let (mut hits, mut ap, mut dcg) = (0u64, 0.0, 0.0);
-        for (i, r) in recs.iter().take(k).enumerate() {
-            if test.contains(r) {
-                hits += 1;
-                ap += hits as f64 / (i + 1) as f64;
-                dcg += 1.0 / ((i + 2) as f64).log2();
+        self.users += 1;
+        for a in &mut self.at {
+            let rel = a.k.min(test.len());
+            let (mut hits, mut ap, mut dcg) = (0u64, 0.0, 0.0);
+            for (i, r) in recs.iter().take(a.k).enumerate() {
+                if test.contains(r) {
+                    hits += 1;
+                    ap += hits as f64 / (i + 1) as f64;
+                    dcg += 1.0 / ((i + 2) as f64).log2();
+                }
+            }
+            let idcg: f64 = (0..rel).map(|i| 1.0 / ((i + 2) as f64).log2()).sum();
+            a.hits += hits;
+            a.relevant += rel as u64;
+            a.recall += hits as f64 / test.len() as f64;
+            a.hit_users += (hits > 0) as u64;
+            a.ap += ap / rel as f64;
+            a.ndcg += dcg / idcg;
+        }
+    }
+
+    /// Marks an evaluated user's top items (catalogue indices `< n`) as covered.
+    pub fn cover(&mut self, recs: &[usize], n: usize) {
+        for a in &mut self.at {
+            a.covered.resize(n.div_ceil(64), 0);
+            for &i in recs.iter().take(a.k).filter(|&&i| i < n) {
+                a.covered[i / 64] |= 1 << (i % 64);
             }
         }
-        let idcg: f64 = (0..rel).map(|i| 1.0 / ((i + 2) as f64).log2()).sum();
-        self.users += 1;
-        self.hits += hits;
-        self.relevant += rel as u64;
-        self.ap += ap / rel as f64;
-        self.ndcg += dcg / idcg;
     }
 
     /// Adds one user's AUC.
@@ -55,30 +111,79 @@ impl Metrics {
         self.auc_users += 1;
     }
 
-    /// Adds another partial sum.
+    /// Adds another partial sum (over the same cut-offs, or an empty one).
     pub fn merge(&mut self, o: &Metrics) {
+        if self.at.is_empty() {
+            self.at =
+                o.at.iter()
+                    .map(|a| AtK {
+                        k: a.k,
+                        ..AtK::default()
+                    })
+                    .collect();
+        }
         self.users += o.users;
-        self.hits += o.hits;
-        self.relevant += o.relevant;
-        self.ap += o.ap;
-        self.ndcg += o.ndcg;
+        for (a, b) in self.at.iter_mut().zip(&o.at) {
+            a.hits += b.hits;
+            a.relevant += b.relevant;
+            a.recall += b.recall;
+            a.hit_users += b.hit_users;
+            a.ap += b.ap;
+            a.ndcg += b.ndcg;
+            if a.covered.len() < b.covered.len() {
+                a.covered.resize(b.covered.len(), 0);
+            }
+            a.covered
+                .iter_mut()
+                .zip(&b.covered)
+                .for_each(|(x, y)| *x |= y);
+        }
         self.auc += o.auc;
         self.auc_users += o.auc_users;
     }
 
-    /// Final values as JSON: precision, map, ndcg, auc (null without AUC) and the users each
-    /// is over.
-    pub fn report(&self, k: usize) -> serde_json::Value {
+    /// Final values as JSON over a catalogue of `catalogue` items: the first cut-off's metrics
+    /// as flat fields (`k`, precision, precision_at_k, recall, hit_rate, map, ndcg, coverage),
+    /// every cut-off's under `at_k` ("10", "20", …), AUC (null without) and the users each is
+    /// over.
+    pub fn report(&self, catalogue: usize) -> serde_json::Value {
         let n = self.users.max(1) as f64;
-        serde_json::json!({
-            "k": k,
-            "users": self.users,
-            "precision": self.hits as f64 / self.relevant.max(1) as f64,
-            "map": self.ap / n,
-            "ndcg": self.ndcg / n,
-            "auc": if self.auc_users > 0 { Some(self.auc / self.auc_users as f64) } else { None },
-            "auc_users": self.auc_users,
-        })
+        let one = |a: &AtK| {
+            let covered: u64 = a.covered.iter().map(|w| w.count_ones() as u64).sum();
+            serde_json::json!({
+                "precision": a.hits as f64 / a.relevant.max(1) as f64,
+                "precision_at_k": a.hits as f64 / (n * a.k as f64),
+                "recall": a.recall / n,
+                "hit_rate": a.hit_users as f64 / n,
+                "map": a.ap / n,
+                "ndcg": a.ndcg / n,
+                "coverage": covered as f64 / catalogue.max(1) as f64,
+            })
+        };
+        let mut out = match self.at.first() {
+            Some(a) => one(a),
+            None => serde_json::json!({}),
+        };
+        out["k"] = serde_json::json!(self.at.first().map(|a| a.k));
+        out["users"] = serde_json::json!(self.users);
+        out["auc"] = serde_json::json!(if self.auc_users > 0 {
+            Some(self.auc / self.auc_users as f64)
+        } else {
+            None
+        });
+        out["auc_users"] = serde_json::json!(self.auc_users);
+        let at: serde_json::Map<String, serde_json::Value> =
+            self.at.iter().map(|a| (a.k.to_string(), one(a))).collect();
+        out["at_k"] = serde_json::Value::Object(at);
+        out
+    }
+}
+
+/// A metric named like `ndcg@20` (or `auc`) from a [`Metrics::report`] value.
+pub fn lookup(report: &serde_json::Value, name: &str) -> Option<f64> {
+    match name.split_once('@') {
+        Some((m, k)) => report["at_k"][k][m].as_f64(),
+        None => report[name].as_f64(),
     }
 }
 
@@ -216,7 +321,7 @@ fn recs_texts(recs: &std::path::Path) -> Result<Vec<(std::path::PathBuf, String)
         .collect()
 }
 
-/// `recflow eval`: metrics at `k` of any recommendation file(s) (`user item [score rank]`,
+/// `recflow eval`: metrics at each of `ks` of any recommendation file(s) (`user item [score rank]`,
 /// ranked by the rank column when present, else by line order) against held-out `test` pairs.
 /// Users are evaluated when they have held-out items and appear in `train`. `recs` may also be
 /// a model store. Recommendations that match no evaluated user, or no item of the data, are an
@@ -225,7 +330,7 @@ pub fn eval_files(
     recs: &std::path::Path,
     train: &std::path::Path,
     test: &std::path::Path,
-    k: usize,
+    ks: &[usize],
 ) -> Result<serde_json::Value, String> {
     use std::collections::{HashMap, HashSet};
     let texts = recs_texts(recs)?;
@@ -243,6 +348,13 @@ pub fn eval_files(
     let train_text = load(train)?;
     let train_pairs = pairs(train, &train_text)?;
     let train_users: HashSet<&str> = train_pairs.iter().map(|p| p.0).collect();
+    // Training items are numbered first: they are the catalogue coverage is measured over.
+    let mut ids: HashMap<&str, u64> = HashMap::new();
+    for p in &train_pairs {
+        let n = ids.len() as u64;
+        ids.entry(p.1).or_insert(n);
+    }
+    let catalogue = ids.len();
     let test_text = load(test)?;
     let test_pairs = pairs(test, &test_text)?;
     let mut tests: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -255,8 +367,7 @@ pub fn eval_files(
     users.sort_unstable();
     let known: HashSet<&str> = train_pairs.iter().chain(&test_pairs).map(|p| p.1).collect();
     matches_data(recs, &lists, &users, &known)?;
-    let mut m = Metrics::default();
-    let mut ids: HashMap<&str, u64> = HashMap::new();
+    let mut m = Metrics::new(ks);
     let mut id = |s| {
         let n = ids.len() as u64;
         *ids.entry(s).or_insert(n)
@@ -275,9 +386,11 @@ pub fn eval_files(
         let mut t: Vec<u64> = tests[u].iter().map(|x| id(x)).collect();
         t.sort_unstable();
         t.dedup();
-        m.add_user(k, &rec, &t);
+        m.add_user(&rec, &t);
+        let idx: Vec<usize> = rec.iter().map(|&i| i as usize).collect();
+        m.cover(&idx, catalogue);
     }
-    Ok(m.report(k))
+    Ok(m.report(catalogue))
 }
 
 /// Refuses recommendations that share no user with the evaluated users, or no item with the
@@ -321,18 +434,70 @@ mod tests {
 
     #[test]
     fn metrics_by_hand() {
-        let mut m = Metrics::default();
+        let mut m = Metrics::new(&[3]);
         // k=3, test {1, 9}: hits at ranks 1 and 3.
-        m.add_user(3, &[1, 5, 9], &[1, 9]);
-        let r = m.report(3);
+        m.add_user(&[1, 5, 9], &[1, 9]);
+        let r = m.report(10);
         assert_eq!(r["precision"], 1.0);
         assert!((r["map"].as_f64().unwrap() - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
         let ndcg = (1.0 + 1.0 / 4f64.log2()) / (1.0 + 1.0 / 3f64.log2());
         assert!((r["ndcg"].as_f64().unwrap() - ndcg).abs() < 1e-12);
-        m.add_user(3, &[2, 3, 4], &[7]);
-        assert_eq!(m.report(3)["precision"], 2.0 / 3.0);
-        m.add_user(3, &[2], &[]); // no held-out items: not counted
+        m.add_user(&[2, 3, 4], &[7]);
+        assert_eq!(m.report(10)["precision"], 2.0 / 3.0);
+        m.add_user(&[2], &[]); // no held-out items: not counted
         assert_eq!(m.users, 2);
+    }
+
+    /// Recall, hit rate, precision@k and coverage at several cut-offs against naive code
+    /// written from the definitions, over random lists split into shard parts and merged.
+    #[test]
+    fn recall_hit_rate_coverage_match_naive() {
+        let mut r = crate::ids::SplitMix::new(5);
+        let (n, ks) = (60usize, [1usize, 5, 20]);
+        let mut parts = [Metrics::new(&ks), Metrics::new(&ks), Metrics::new(&ks)];
+        let mut cases = Vec::new();
+        for u in 0..40 {
+            let mut recs: Vec<u64> = (0..25).map(|_| r.below(n as u64)).collect();
+            recs.dedup();
+            let mut test: Vec<u64> = (0..1 + r.below(8)).map(|_| r.below(n as u64)).collect();
+            test.sort_unstable();
+            test.dedup();
+            let p = &mut parts[u % 3];
+            p.add_user(&recs, &test);
+            p.cover(&recs.iter().map(|&i| i as usize).collect::<Vec<_>>(), n);
+            cases.push((recs, test));
+        }
+        let mut m = Metrics::default();
+        parts.iter().for_each(|p| m.merge(p));
+        let rep = m.report(n);
+        for k in ks {
+            let (mut recall, mut hit, mut prec) = (0.0, 0.0, 0.0);
+            let mut seen = std::collections::BTreeSet::new();
+            for (recs, test) in &cases {
+                let top = &recs[..k.min(recs.len())];
+                let h = top.iter().filter(|i| test.contains(i)).count() as f64;
+                recall += h / test.len() as f64;
+                hit += (h > 0.0) as u64 as f64;
+                prec += h / k as f64;
+                seen.extend(top.iter().copied());
+            }
+            let u = cases.len() as f64;
+            let at = &rep["at_k"][k.to_string()];
+            for (name, want) in [
+                ("recall", recall / u),
+                ("hit_rate", hit / u),
+                ("precision_at_k", prec / u),
+                ("coverage", seen.len() as f64 / n as f64),
+            ] {
+                let got = at[name].as_f64().unwrap();
+                assert!((got - want).abs() < 1e-12, "{name}@{k}: {got} vs {want}");
+            }
+        }
+        assert_eq!(rep["k"], 1);
+        assert_eq!(
+            lookup(&rep, "recall@5"),
+            rep["at_k"]["5"]["recall"].as_f64()
+        );
     }
 
     #[test]

@@ -364,6 +364,10 @@ pub enum Solver {
     Cholesky,
     /// Warm-started conjugate gradient, `cg_steps` steps.
     Cg,
+    /// iALS++ subspace steps (Rendle et al. 2021): one sweep of exact Newton steps on blocks of
+    /// `block_size` coordinates per entity and half-step; `block_size = factors` is Cholesky.
+    /// Never increases the objective; at large `factors` far cheaper than either.
+    Block,
 }
 
 /// How lambda scales per entity.
@@ -374,6 +378,10 @@ pub enum RegScaling {
     None,
     /// lambda times the entity's interaction count (Spark's ALS-WR).
     Count,
+    /// lambda times (the entity's weight in the objective)^exponent: `N + Σ_j (c_j − 1)`, N the
+    /// number of entities on the other side (each unobserved pair weighs 1, an observed one
+    /// c_j). Rendle et al.'s `(n_u + α₀·N)^ν`, divided by α₀ (README: the mapping).
+    Frequency,
 }
 
 /// `[als]`
@@ -386,12 +394,19 @@ pub struct Als {
     pub regularization: f64,
     /// Scaling of lambda.
     pub regularization_scaling: RegScaling,
+    /// ν of `regularization_scaling = "frequency"`.
+    pub regularization_exponent: f64,
+    /// Initial vectors: 0 = uniform in [0, 0.01) (as `implicit`); > 0 = normal with standard
+    /// deviation `init_std / √factors` (Rendle et al. use 0.1). Seeded per raw id either way.
+    pub init_std: f64,
     /// Full iterations (a user half-step then an item half-step).
     pub iterations: usize,
     /// Solver.
     pub solver: Solver,
     /// Conjugate-gradient steps per entity and half-step (solver = "cg").
     pub cg_steps: usize,
+    /// Coordinates per block (solver = "block"; capped at `factors`, where it is Cholesky).
+    pub block_size: usize,
     /// Seed for the initial vectors.
     pub seed: u64,
     /// Compute and log the objective every this many iterations (0 = never).
@@ -409,9 +424,12 @@ impl Default for Als {
             factors: 64,
             regularization: 0.01,
             regularization_scaling: RegScaling::None,
+            regularization_exponent: 1.0,
+            init_std: 0.0,
             iterations: 15,
             solver: Solver::Cg,
             cg_steps: 3,
+            block_size: 32,
             seed: 42,
             loss_every: 1,
             checkpoint_every: 0,
@@ -538,14 +556,49 @@ pub struct Similar {
 pub struct Eval {
     /// Hold out this fraction of each user's interactions (0 = none).
     pub holdout: f64,
-    /// Held-out interactions file (same format as the input); exclusive with holdout.
+    /// Held-out interactions file (same format as the input); exclusive with holdout. The
+    /// final report's metrics; `recflow tune` never reads it before the model is chosen.
     pub test: Option<String>,
-    /// Cut-off for the metrics.
-    pub k: usize,
+    /// Held-out interactions for tuning and early stopping (a file, directory or glob, same
+    /// format as the input): evaluated beside `test` as `valid_metrics`, never the final report.
+    pub valid: Option<String>,
+    /// Cut-off(s) for the metrics: one number or a list (`[10, 20]`); the first is the
+    /// report's headline, recommendations are computed to the largest.
+    pub k: Cutoffs,
     /// Seed of the holdout split and the LSH-recall sample.
     pub seed: u64,
     /// Users sampled to measure LSH recall against exact top-k (0 = off).
     pub recall_sample: usize,
+}
+
+/// `eval.k`: one cut-off or several.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Cutoffs {
+    /// One cut-off (`k = 10`).
+    One(usize),
+    /// Several (`k = [10, 20]`), the first the headline.
+    List(Vec<usize>),
+}
+
+impl Cutoffs {
+    /// The cut-offs, the headline first.
+    pub fn list(&self) -> Vec<usize> {
+        match self {
+            Cutoffs::One(k) => vec![*k],
+            Cutoffs::List(v) => v.clone(),
+        }
+    }
+
+    /// The headline cut-off.
+    pub fn first(&self) -> usize {
+        self.list().first().copied().unwrap_or(0)
+    }
+
+    /// The largest cut-off (how deep lists must go for the metrics).
+    pub fn max(&self) -> usize {
+        self.list().into_iter().max().unwrap_or(0)
+    }
 }
 
 impl Default for Eval {
@@ -553,7 +606,8 @@ impl Default for Eval {
         Eval {
             holdout: 0.0,
             test: None,
-            k: 10,
+            valid: None,
+            k: Cutoffs::One(10),
             seed: 3,
             recall_sample: 2000,
         }
@@ -711,6 +765,25 @@ impl Job {
         if !(1..=1024).contains(&a.cg_steps) {
             return bad("als.cg_steps", "1..=1024", a.cg_steps);
         }
+        if !(1..=1024).contains(&a.block_size) {
+            return bad("als.block_size", "1..=1024", a.block_size);
+        }
+        if !(a.regularization_exponent.is_finite()
+            && (0.0..=4.0).contains(&a.regularization_exponent))
+        {
+            return bad(
+                "als.regularization_exponent",
+                "0..=4",
+                a.regularization_exponent,
+            );
+        }
+        if !(a.init_std.is_finite() && (0.0..=100.0).contains(&a.init_std)) {
+            return bad(
+                "als.init_std",
+                "0..=100 (0: uniform in [0, 0.01))",
+                a.init_std,
+            );
+        }
         let c = &self.confidence;
         if let Alpha::Value(a) = c.alpha {
             if !(a.is_finite() && a >= 0.0) {
@@ -787,8 +860,13 @@ impl Job {
                 "eval.holdout and eval.test are exclusive: set one of them".into(),
             ));
         }
-        if !(1..=10_000).contains(&e.k) {
-            return bad("eval.k", "1..=10000", e.k);
+        let ks = e.k.list();
+        if ks.is_empty() || ks.iter().any(|k| !(1..=10_000).contains(k)) {
+            return bad(
+                "eval.k",
+                "1..=10000, or a non-empty list of such",
+                format!("{ks:?}"),
+            );
         }
         if self.output.store.is_empty() {
             return Err(JobError("output.store must name a directory".into()));
@@ -825,8 +903,10 @@ fn resolve_paths(table: &mut toml::Table, base: &Path) {
         }
     }
     if let Some(toml::Value::Table(eval)) = table.get_mut("eval") {
-        if let Some(toml::Value::String(s)) = eval.get_mut("test") {
-            *s = resolve(base, s);
+        for key in ["test", "valid"] {
+            if let Some(toml::Value::String(s)) = eval.get_mut(key) {
+                *s = resolve(base, s);
+            }
         }
     }
 }

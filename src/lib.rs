@@ -27,4 +27,5 @@ pub mod report;
 pub mod run;
 pub mod side;
 pub mod store;
+pub mod tune;
 pub mod warm;

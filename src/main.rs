@@ -52,6 +52,43 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         deadline_secs: u64,
     },
+    /// Search hyperparameters on eval.valid, then publish the best configuration's model
+    /// (with metrics on eval.test) and write OUT/tune.json, OUT/tune.html, OUT/best.toml.
+    Tune {
+        /// The job file (TOML); needs eval.valid.
+        job: PathBuf,
+        /// Worker threads.
+        #[arg(short = 'w', long, default_value_t = 1)]
+        workers: usize,
+        /// Searched key: `als.factors=64,128,256`, `als.regularization=1e-3..10:log`,
+        /// `als.solver=cg,block` (repeatable). None: a built-in space for ALS.
+        #[arg(long = "param", value_name = "KEY=VALUES")]
+        param: Vec<String>,
+        /// Random-search trials (default: the full grid for lists only, else 10).
+        #[arg(long)]
+        trials: Option<usize>,
+        /// Seed of the random search.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Validation metric to maximise (`ndcg@20`, `recall@10`, `auc`, …).
+        #[arg(long, default_value = "ndcg@20")]
+        metric: String,
+        /// Start no new trial after this many minutes.
+        #[arg(long = "time-limit", value_name = "MIN")]
+        time_limit: Option<f64>,
+        /// Retrain the best configuration on the input plus eval.valid before publishing.
+        #[arg(long)]
+        refit: bool,
+        /// Directory for trials and the results.
+        #[arg(long, default_value = "tune")]
+        out: PathBuf,
+        /// Override a job key for every trial (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+        /// No progress output from the runs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Write synthetic implicit data (planted low-rank model, power-law activity) as TSV.
     Generate {
         /// Users.
@@ -117,9 +154,9 @@ enum Cmd {
         /// Held-out pairs.
         #[arg(long)]
         test: PathBuf,
-        /// Cut-off.
-        #[arg(long, default_value_t = 10)]
-        k: usize,
+        /// Cut-off(s), comma-separated (`-k 10,20`); the first is the headline.
+        #[arg(short, long, default_value = "10", value_delimiter = ',')]
+        k: Vec<usize>,
     },
     /// Print a user's recommendations from the current version of a store.
     Recommend {
@@ -391,16 +428,55 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             }
             Ok(())
         }
+        Cmd::Tune {
+            job,
+            workers,
+            param,
+            trials,
+            seed,
+            metric,
+            time_limit,
+            refit,
+            out,
+            set,
+            quiet,
+        } => {
+            if workers == 0 {
+                return Err((2, "-w must be at least 1".into()));
+            }
+            Job::load(&job, &set).map_err(|e| (2, e.0))?;
+            let params = param
+                .iter()
+                .map(|p| recflow::tune::parse_param(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| (2, e))?;
+            let o = recflow::tune::TuneOptions {
+                params,
+                trials,
+                seed,
+                metric,
+                time_limit_min: time_limit,
+                refit,
+                out,
+                run: RunOptions {
+                    workers,
+                    quiet,
+                    ..RunOptions::default()
+                },
+            };
+            recflow::tune::tune(&job, &set, &o).map_err(|e| (1, e))?;
+            Ok(())
+        }
         Cmd::Eval {
             recs,
             train,
             test,
             k,
         } => {
-            if k == 0 {
-                return Err((2, "--k must be at least 1".into()));
+            if k.is_empty() || k.contains(&0) {
+                return Err((2, "--k must be at least 1 (each of a list)".into()));
             }
-            let m = recflow::eval::eval_files(&recs, &train, &test, k).map_err(|e| (1, e))?;
+            let m = recflow::eval::eval_files(&recs, &train, &test, &k).map_err(|e| (1, e))?;
             println!("{}", serde_json::to_string_pretty(&m).expect("json"));
             Ok(())
         }

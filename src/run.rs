@@ -337,7 +337,11 @@ fn run_worker(
     ));
 
     let t = Instant::now();
-    let mut recs = if job.recommend.k > 0 || job.similar.k > 0 || !job_has_no_eval(job) {
+    let mut recs = if job.recommend.k > 0
+        || job.similar.k > 0
+        || !job_has_no_eval(job)
+        || job.eval.valid.is_some()
+    {
         log.stage(
             "recommend",
             &format!("{:?} mode", job.recommend.mode).to_lowercase(),
@@ -348,7 +352,7 @@ fn run_worker(
             job,
             &data.users,
             &data.items,
-            &data.test,
+            &[&data.test, &data.valid],
             parent.is_some(),
         )?;
         log.done(&format!(
@@ -549,7 +553,8 @@ fn publish(
                 "exact": r.exact,
                 "lsh": r.lsh,
             })),
-            "metrics": recs.filter(|_| !job_has_no_eval(job)).map(|r| r.metrics.report(job.eval.k)),
+            "metrics": recs.filter(|_| !job_has_no_eval(job)).map(|r| r.metrics[0].report(r.catalogue)),
+            "valid_metrics": recs.filter(|_| job.eval.valid.is_some()).map(|r| r.metrics[1].report(r.catalogue)),
             "files": files,
         });
         // report.json and report.html go into the staging directory: published with the rest.

@@ -702,7 +702,7 @@ fn eval_command_agrees_with_the_pipeline() {
     );
     // A recommendation file of the test pairs themselves is perfect.
     let perfect = write(tmp.path(), "perfect.tsv", test.as_bytes());
-    let m = recflow::eval::eval_files(&perfect, &trp, &tep, 10).unwrap();
+    let m = recflow::eval::eval_files(&perfect, &trp, &tep, &[10]).unwrap();
     assert_eq!(m["precision"], 1.0);
 }
 

@@ -10,6 +10,7 @@
 //! Every floating-point sum runs in an order fixed by global keys, never by worker layout, so
 //! the factors are bit-identical for any number of workers.
 
+pub mod block;
 pub mod kernels;
 
 use crate::cluster::{Body, Comm, CommError};
@@ -175,7 +176,16 @@ struct Half {
 /// Flops of one entity's solve with `n` interactions (see [`TrainReport::flops_per_half_step`]).
 /// `upper`: the Cholesky build updates only the upper triangle (the AVX2 path), `n·d·(d + 8)`
 /// flops with the lanes left of the diagonal it also computes, instead of a full `2·n·d²` GEMM.
-fn entity_flops(solver: Solver, d: u64, n: u64, cg_steps: u64, loss: bool, upper: bool) -> u64 {
+#[allow(clippy::too_many_arguments)]
+fn entity_flops(
+    solver: Solver,
+    d: u64,
+    n: u64,
+    cg_steps: u64,
+    block_size: u64,
+    loss: bool,
+    upper: bool,
+) -> u64 {
     let build = if upper {
         n * d * (d + 8)
     } else {
@@ -184,6 +194,7 @@ fn entity_flops(solver: Solver, d: u64, n: u64, cg_steps: u64, loss: bool, upper
     let solve = match solver {
         Solver::Cholesky => build + 2 * n * d + d * d * d / 3 + 2 * d * d,
         Solver::Cg => (2 * d * d + 4 * n * d) + cg_steps * (2 * d * d + 4 * n * d + 10 * d),
+        Solver::Block => block::flops(d, n, block_size, upper),
     };
     solve
         + if loss {
@@ -193,16 +204,23 @@ fn entity_flops(solver: Solver, d: u64, n: u64, cg_steps: u64, loss: bool, upper
         }
 }
 
-fn lambda_of(als: &Als, degree: usize) -> f64 {
+/// λ of one entity with confidences `conf` against `n_other` entities on the other side.
+pub fn lambda_of(als: &Als, conf: &[f32], n_other: u64) -> f64 {
     match als.regularization_scaling {
         RegScaling::None => als.regularization,
-        RegScaling::Count => als.regularization * degree as f64,
+        RegScaling::Count => als.regularization * conf.len() as f64,
+        RegScaling::Frequency => {
+            // The entity's weight in the objective: 1 per pair, c − 1 more per observed pair.
+            let mass = n_other as f64 + conf.iter().map(|&c| c as f64 - 1.0).sum::<f64>();
+            als.regularization * mass.powf(als.regularization_exponent)
+        }
     }
 }
 
 /// Per-virtual-shard partial Grams of `side`'s rows, each with its regulariser sum
-/// `Σ λ_r‖x_r‖²`, and the flops spent.
-fn gram_parts(als: &Als, side: &Side) -> (Vec<(u32, Vec<f32>, f64)>, u64) {
+/// `Σ λ_r‖x_r‖²` (`n_other`: the other side's entities, for frequency scaling), and the flops
+/// spent.
+fn gram_parts(als: &Als, side: &Side, n_other: u64) -> (Vec<(u32, Vec<f32>, f64)>, u64) {
     let d = als.factors;
     let mut parts = Vec::with_capacity(side.vshards.len());
     for (j, &vs) in side.vshards.iter().enumerate() {
@@ -211,7 +229,8 @@ fn gram_parts(als: &Als, side: &Side) -> (Vec<(u32, Vec<f32>, f64)>, u64) {
         kernels::gram(&side.factors[a * d..b * d], b - a, d, &mut g);
         let reg: f64 = (a..b)
             .map(|r| {
-                lambda_of(als, side.degree(r))
+                let conf = &side.conf[side.indptr[r]..side.indptr[r + 1]];
+                lambda_of(als, conf, n_other)
                     * side
                         .row(r)
                         .iter()
@@ -254,6 +273,25 @@ enum OtherGram {
     Summed(Option<SummedGram>),
 }
 
+/// Entities on each side over all workers (s's, o's), for frequency scaling. Collective, and
+/// only called when it is on, so other jobs keep their supersteps.
+fn side_totals(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    s: &Side,
+    o: &Side,
+) -> Result<(u64, u64), CommError> {
+    comm.broadcast(Body::Counts(vec![s.rows() as u64, o.rows() as u64]));
+    let mut t = (0, 0);
+    for (_, b) in comm.exchange(worker, "train: side totals")? {
+        if let Body::Counts(c) = b {
+            t.0 += c[0];
+            t.1 += c[1];
+        }
+    }
+    Ok(t)
+}
+
 /// One half-step solving side `s`; with `only`, just the rows it flags (fold-in).
 ///
 /// The objective costs `n·d` per interaction, not `d²` per entity: its quadratic part
@@ -274,13 +312,18 @@ fn half_step(
     only: Option<&[bool]>,
 ) -> Result<Half, CommError> {
     let d = als.factors;
+    let (n_s, n_o) = if als.regularization_scaling == RegScaling::Frequency {
+        side_totals(worker, comm, s, o)?
+    } else {
+        (0, 0)
+    };
     let bytes0 = comm.vector_bytes_sent;
     let (mut flops, mut bytes) = (0u64, 0u64);
     // 1. Partial Grams of the other side to worker 0 (unless already summed), then vectors
     // along interaction edges.
     let fresh = matches!(other, OtherGram::Compute);
     if fresh {
-        let (parts, f) = gram_parts(als, o);
+        let (parts, f) = gram_parts(als, o, n_s);
         flops += f;
         bytes += 4 * o.factors.len() as u64;
         comm.send(0, Body::GramParts(parts));
@@ -304,10 +347,10 @@ fn half_step(
     // 3. Solve every owned row, then this side's Gram partials for the objective and the
     // next half-step.
     let t = Instant::now();
-    let solved = solve_rows(als, s, &gram, gathered, want_loss, only);
+    let solved = solve_rows(als, s, (&gram, n_o), gathered, want_loss, only);
     flops += solved.flops;
     bytes += solved.bytes;
-    let own = (keep_gram || want_loss).then(|| gram_parts(als, s));
+    let own = (keep_gram || want_loss).then(|| gram_parts(als, s, n_o));
     let secs = t.elapsed().as_secs_f64();
     if let Some((parts, f)) = own {
         flops += f;
@@ -443,7 +486,7 @@ struct Solved {
 fn solve_rows(
     als: &Als,
     s: &mut Side,
-    gram: &[f32],
+    (gram, n_o): (&[f32], u64),
     gathered: &[f32],
     want_loss: bool,
     only: Option<&[bool]>,
@@ -461,6 +504,9 @@ fn solve_rows(
         flops: 0,
         bytes: 0,
     };
+    if als.solver == Solver::Block {
+        out.singular += block::solve_side(als, n_o, gram, gathered, s, only);
+    }
     for (j, &vs) in s.vshards.iter().enumerate() {
         let mut loss = 0.0f64;
         for r in s.starts[j]..s.starts[j + 1] {
@@ -469,14 +515,16 @@ fn solve_rows(
             }
             let (a, b) = (s.indptr[r], s.indptr[r + 1]);
             let nu = (b - a) as u64;
-            out.flops += entity_flops(als.solver, du, nu, als.cg_steps as u64, want_loss, upper);
+            let bs = als.block_size.min(d) as u64;
+            let steps = als.cg_steps as u64;
+            out.flops += entity_flops(als.solver, du, nu, steps, bs, want_loss, upper);
             out.bytes += nu * (4 * du + 8) + 8 * du;
             if r + 2 < s.indptr.len() {
                 let next = &s.cols[b..s.indptr[r + 2]];
                 kernels::prefetch_rows(gathered, &next[..next.len().min(8)], d);
             }
-            let lam = lambda_of(als, b - a);
             let (cols, conf) = (&s.cols[a..b], &s.conf[a..b]);
+            let lam = lambda_of(als, conf, n_o);
             let x = &mut s.factors[r * d..(r + 1) * d];
             match als.solver {
                 Solver::Cholesky => {
@@ -490,6 +538,12 @@ fn solve_rows(
                 Solver::Cg => {
                     let steps = als.cg_steps;
                     loss += solver.cg(gram, lam as f32, gathered, cols, conf, x, steps, want_loss);
+                }
+                // Solved above, block by block over all rows.
+                Solver::Block => {
+                    if want_loss {
+                        loss += kernels::observed_loss(gathered, cols, conf, x);
+                    }
                 }
             }
         }

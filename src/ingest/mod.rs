@@ -65,6 +65,8 @@ pub struct Ingested {
     pub confidence: crate::confidence::Resolved,
     /// Held-out pairs of this worker's users: (user id, item key or `u64::MAX`).
     pub test: Vec<(RawId, u64)>,
+    /// Held-out pairs of `eval.valid`, the same way.
+    pub valid: Vec<(RawId, u64)>,
     /// Counters (complete on worker 0).
     pub stats: IngestStats,
     /// The next interaction snapshot of this worker's user shards, already written (and
@@ -119,36 +121,46 @@ pub fn ingest(
         }
         Ok(st)
     });
-    // A separate held-out file (`eval.test`) is read the same way, split by byte range.
-    let mut test_ev: Vec<Vec<Event>> = vec![Vec::new(); peers];
-    let read = read.and_then(|st| match &job.eval.test {
-        None => Ok(st),
-        Some(t) => {
+    // Separate held-out files (`eval.test`, `eval.valid`) are read the same way, split by byte
+    // range; a set not configured is never opened.
+    let mut test_ev: [Vec<Vec<Event>>; 2] = [vec![Vec::new(); peers], vec![Vec::new(); peers]];
+    let read = read.and_then(|st| {
+        for (set, (name, path)) in [
+            ("eval.test", &job.eval.test),
+            ("eval.valid", &job.eval.valid),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let Some(t) = path else { continue };
             let files =
-                read::list_files(std::slice::from_ref(t)).map_err(|e| format!("eval.test: {e}"))?;
+                read::list_files(std::slice::from_ref(t)).map_err(|e| format!("{name}: {e}"))?;
+            let dest = &mut test_ev[set];
             read::read_part(&files, &job.input, me, peers, |e| {
-                test_ev[owner(e.user.vshard(v), peers)].push(e)
-            })
-            .map(|_| st)
+                dest[owner(e.user.vshard(v), peers)].push(e)
+            })?;
         }
+        Ok(st)
     });
     match read {
         Ok(st) => {
             comm.send(0, Body::Read(st));
-            for (w, (evs, tev)) in out.into_iter().zip(test_ev).enumerate() {
+            let [t0, t1] = test_ev;
+            for (w, ((evs, a), b)) in out.into_iter().zip(t0).zip(t1).enumerate() {
                 comm.send(w, Body::Events(evs));
-                comm.send(w, Body::TestEvents(tev));
+                comm.send(w, Body::TestEvents(0, a));
+                comm.send(w, Body::TestEvents(1, b));
             }
         }
         Err(e) => comm.broadcast(Body::Abort(e)),
     }
     let mut events = Vec::new();
-    let mut test_events = Vec::new();
+    let mut test_events: [Vec<Event>; 2] = [Vec::new(), Vec::new()];
     let mut stats = IngestStats::default();
     for (_, b) in comm.exchange(worker, "ingest: read")? {
         match b {
             Body::Events(mut e) => events.append(&mut e),
-            Body::TestEvents(mut e) => test_events.append(&mut e),
+            Body::TestEvents(set, mut e) => test_events[set as usize].append(&mut e),
             Body::Read(st) => stats.read.merge(&st),
             _ => unreachable!(),
         }
@@ -194,47 +206,33 @@ pub fn ingest(
         i = j;
     }
     let kept = pairs.into_iter().filter(|p| p.2 > 0);
-    let mut test_out: Vec<Vec<(RawId, RawId)>> = vec![Vec::new(); peers];
+    let mut test_out: [Vec<Vec<(RawId, RawId)>>; 2] =
+        [vec![Vec::new(); peers], vec![Vec::new(); peers]];
     let mut train_out: Vec<Vec<(RawId, RawId, f32, i64)>> = vec![Vec::new(); peers];
     let holdout = job.eval.holdout;
     for (u, it, w, ts) in kept {
         let dest = owner(it.vshard(v), peers);
         if holdout > 0.0 && unit(job.eval.seed, &u, &it) < holdout {
-            test_out[dest].push((u, it));
+            test_out[0][dest].push((u, it));
         } else {
             train_out[dest].push((u, it, consolidate::from_fixed(w) as f32, ts));
         }
     }
-    // Held-out file pairs: summed like training events, kept when the sum is positive.
-    test_events.sort_unstable_by(|a, b| (&a.user, &a.item).cmp(&(&b.user, &b.item)));
-    let mut j = 0;
-    while j < test_events.len() {
-        let mut k = j;
-        let mut w = 0.0f64;
-        while k < test_events.len()
-            && test_events[k].user == test_events[j].user
-            && test_events[k].item == test_events[j].item
-        {
-            w += test_events[k].weight as f64;
-            k += 1;
-        }
-        if w > 0.0 {
-            let e = &test_events[j];
-            test_out[owner(e.item.vshard(v), peers)].push((e.user.clone(), e.item.clone()));
-        }
-        j = k;
+    for (set, evs) in test_events.into_iter().enumerate() {
+        held_out_pairs(evs, &mut test_out[set], v, peers);
     }
-    drop(test_events);
-    for (w, (tr, te)) in train_out.into_iter().zip(test_out).enumerate() {
+    let [t0, t1] = test_out;
+    for (w, ((tr, a), b)) in train_out.into_iter().zip(t0).zip(t1).enumerate() {
         comm.send(w, Body::Pairs(tr));
-        comm.send(w, Body::TestPairs(te));
+        comm.send(w, Body::TestPairs(0, a));
+        comm.send(w, Body::TestPairs(1, b));
     }
     let mut pairs = Vec::new();
-    let mut tests = Vec::new();
+    let mut tests: [Vec<(RawId, RawId)>; 2] = [Vec::new(), Vec::new()];
     for (_, b) in comm.exchange(worker, "ingest: consolidate")? {
         match b {
             Body::Pairs(mut p) => pairs.append(&mut p),
-            Body::TestPairs(mut p) => tests.append(&mut p),
+            Body::TestPairs(set, mut p) => tests[set as usize].append(&mut p),
             _ => unreachable!(),
         }
     }
@@ -278,26 +276,31 @@ pub fn ingest(
         items.starts[j + 1] = items.ids.len();
     }
     // Held-out items by binary search in their shard's sorted ids (u64::MAX: no training data).
-    let mut tback: Vec<Vec<(RawId, u64)>> = vec![Vec::new(); peers];
-    for (u, it) in tests {
-        let vs = it.vshard(v);
-        let j = vs as usize / peers;
-        let ids = &items.ids[items.starts[j]..items.starts[j + 1]];
-        let k = ids
-            .binary_search(&it)
-            .map_or(u64::MAX, |l| key(vs, l as u32));
-        tback[owner(u.vshard(v), peers)].push((u, k));
+    let mut tback: [Vec<Vec<(RawId, u64)>>; 2] = [vec![Vec::new(); peers], vec![Vec::new(); peers]];
+    for (set, held) in tests.into_iter().enumerate() {
+        for (u, it) in held {
+            let vs = it.vshard(v);
+            let j = vs as usize / peers;
+            let ids = &items.ids[items.starts[j]..items.starts[j + 1]];
+            let k = ids
+                .binary_search(&it)
+                .map_or(u64::MAX, |l| key(vs, l as u32));
+            tback[set][owner(u.vshard(v), peers)].push((u, k));
+        }
     }
-    for (w, (b, t)) in back.into_iter().zip(tback).enumerate() {
+    let [t0, t1] = tback;
+    for (w, ((b, t), vl)) in back.into_iter().zip(t0).zip(t1).enumerate() {
         comm.send(w, Body::ItemKeyed(b));
-        comm.send(w, Body::TestKeyed(t));
+        comm.send(w, Body::TestKeyed(0, t));
+        comm.send(w, Body::TestKeyed(1, vl));
     }
     let mut keyed = Vec::new();
-    let mut test = Vec::new();
+    let (mut test, mut valid) = (Vec::new(), Vec::new());
     for (_, b) in comm.exchange(worker, "ingest: number items")? {
         match b {
             Body::ItemKeyed(mut p) => keyed.append(&mut p),
-            Body::TestKeyed(mut p) => test.append(&mut p),
+            Body::TestKeyed(0, mut p) => test.append(&mut p),
+            Body::TestKeyed(_, mut p) => valid.append(&mut p),
             _ => unreachable!(),
         }
     }
@@ -400,12 +403,13 @@ pub fn ingest(
         stats.snapshot_pairs,
     ] = total;
 
-    init_factors(&mut users, job.als.seed, 0);
-    init_factors(&mut items, job.als.seed, 1);
+    init_factors(&mut users, &job.als, 0);
+    init_factors(&mut items, &job.als, 1);
     Ok(Ingested {
         users,
         items,
         test,
+        valid,
         stats,
         snapshot,
         confidence: Default::default(),
@@ -445,6 +449,26 @@ fn recency(ta: i64, a: &RawId, tb: i64, b: &RawId) -> std::cmp::Ordering {
     tb.cmp(&ta)
         .then_with(|| a.stable_hash().cmp(&b.stable_hash()))
         .then_with(|| a.cmp(b))
+}
+
+/// Held-out file pairs of one set: summed like training events, kept when the sum is positive,
+/// routed to the item's owner.
+fn held_out_pairs(mut evs: Vec<Event>, out: &mut [Vec<(RawId, RawId)>], v: u32, peers: usize) {
+    evs.sort_unstable_by(|a, b| (&a.user, &a.item).cmp(&(&b.user, &b.item)));
+    let mut j = 0;
+    while j < evs.len() {
+        let mut k = j;
+        let mut w = 0.0f64;
+        while k < evs.len() && evs[k].user == evs[j].user && evs[k].item == evs[j].item {
+            w += evs[k].weight as f64;
+            k += 1;
+        }
+        if w > 0.0 {
+            let e = &evs[j];
+            out[owner(e.item.vshard(v), peers)].push((e.user.clone(), e.item.clone()));
+        }
+        j = k;
+    }
 }
 
 /// A uniform number in [0, 1) fixed by (seed, user, item).
@@ -494,14 +518,20 @@ fn request(comm: &mut Comm, side: &mut Side, other: &[u64], other_side: u8) {
     side.gathered_keys = gathered;
 }
 
-/// Initial vectors, uniform in [0, 0.01) as in `implicit`, seeded by (seed, side, raw id).
-fn init_factors(side: &mut Side, seed: u64, tag: u64) {
+/// Initial vectors seeded by (seed, side, raw id), so any worker layout starts alike: uniform
+/// in [0, 0.01) as in `implicit` (`init_std = 0`), else normal with std `init_std / √d`.
+fn init_factors(side: &mut Side, als: &crate::job::Als, tag: u64) {
     let d = side.dim;
     side.factors = vec![0.0; side.rows() * d];
+    let std = als.init_std / (d.max(1) as f64).sqrt();
     for (r, id) in side.ids.iter().enumerate() {
-        let mut rng = SplitMix::new(mix64(seed ^ mix64(tag ^ mix64(id.stable_hash()))));
+        let mut rng = SplitMix::new(mix64(als.seed ^ mix64(tag ^ mix64(id.stable_hash()))));
         for x in &mut side.factors[r * d..(r + 1) * d] {
-            *x = rng.next_f64() as f32 * 0.01;
+            *x = if als.init_std > 0.0 {
+                (rng.next_normal() * std) as f32
+            } else {
+                rng.next_f64() as f32 * 0.01
+            };
         }
     }
 }

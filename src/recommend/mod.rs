@@ -101,8 +101,11 @@ pub struct Recs {
     pub lines: u64,
     /// Users with no candidate at all (no line written).
     pub users_without_recs: u64,
-    /// Evaluation sums (whole job on worker 0 after the merge, summed in vshard order).
-    pub metrics: Metrics,
+    /// Evaluation sums (whole job on worker 0 after the merge, summed in vshard order), one
+    /// per held-out set given to [`recommend`] (`eval.test` or the holdout, then `eval.valid`).
+    pub metrics: Vec<Metrics>,
+    /// Items in the catalogue (the coverage denominator).
+    pub catalogue: usize,
     /// LSH: this worker's bucket part file and its line count.
     pub buckets: Option<(Vec<u8>, u64)>,
     /// Similar items: this worker's part file (`item<TAB>other<TAB>cosine<TAB>rank`) and lines.
@@ -299,26 +302,13 @@ const AUC_SCORES: f64 = 4e8;
 /// Users per block in list scoring (user buckets).
 const LIST_BLOCK: usize = 16384;
 
-/// Recommends for this worker's users and evaluates against `test` (user id, item key);
-/// `keep_pairs`: also return the lines' (user, item) hashes.
-pub fn recommend(
-    worker: &mut Worker,
-    comm: &mut Comm,
-    job: &Job,
-    users: &Side,
-    items: &Side,
-    test: &[(RawId, u64)],
-    keep_pairs: bool,
-) -> Result<Recs, CommError> {
-    let k = job.recommend.k;
-    let ek = job.eval.k;
-    // Where this worker's time goes (the report's `recommend_phases`).
-    let mut phases = Phases::default();
-    let mut clock = std::time::Instant::now();
-    let cat = gather_items(worker, comm, items)?;
-    let n = cat.keys.len();
-    let d = users.dim;
-    // Held-out items per user row, as catalogue indices.
+/// Tag of a held-out set's per-vshard metrics in [`Body::Metrics`] (vshards are < 2^16).
+const SET_SHIFT: u32 = 24;
+/// The vshard slot of a worker's coverage bitsets (after every real vshard).
+const COVERAGE: u32 = (1 << SET_SHIFT) - 1;
+
+/// Held-out items per user row as catalogue indices (`usize::MAX`: no training data).
+fn held_out_rows(users: &Side, cat: &Catalog, held: &[(RawId, u64)]) -> HashMap<usize, Vec<usize>> {
     let row_of: HashMap<&RawId, usize> = users
         .ids
         .iter()
@@ -326,16 +316,41 @@ pub fn recommend(
         .map(|(r, id)| (id, r))
         .collect();
     let mut tests: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (u, ik) in test {
+    for (u, ik) in held {
         if let Some(&r) = row_of.get(u) {
-            let e = tests.entry(r).or_default();
-            if let Some(i) = cat.index(*ik) {
-                e.push(i);
-            } else {
-                e.push(usize::MAX); // an item with no training data: never recommended
-            }
+            // An item with no training data is never recommended.
+            tests
+                .entry(r)
+                .or_default()
+                .push(cat.index(*ik).unwrap_or(usize::MAX));
         }
     }
+    tests
+}
+
+/// Recommends for this worker's users and evaluates against each held-out set of `held`
+/// (user id, item key); `keep_pairs`: also return the lines' (user, item) hashes.
+pub fn recommend(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    job: &Job,
+    users: &Side,
+    items: &Side,
+    held: &[&[(RawId, u64)]],
+    keep_pairs: bool,
+) -> Result<Recs, CommError> {
+    let k = job.recommend.k;
+    // Lists go as deep as the largest metric cut-off, whatever `recommend.k` writes.
+    let ek = job.eval.k.max();
+    let ks = job.eval.k.list();
+    // Where this worker's time goes (the report's `recommend_phases`).
+    let mut phases = Phases::default();
+    let mut clock = std::time::Instant::now();
+    let cat = gather_items(worker, comm, items)?;
+    let n = cat.keys.len();
+    let d = users.dim;
+    let tests: Vec<HashMap<usize, Vec<usize>>> =
+        held.iter().map(|h| held_out_rows(users, &cat, h)).collect();
     let popular: Vec<usize> = {
         let mut p: Vec<usize> = (0..n).collect();
         p.sort_unstable_by(|&a, &b| {
@@ -425,7 +440,8 @@ pub fn recommend(
         pairs: keep_pairs.then(Vec::new),
         lines: 0,
         users_without_recs: 0,
-        metrics: Metrics::default(),
+        metrics: vec![Metrics::new(&ks); held.len()],
+        catalogue: n,
         buckets: index
             .as_ref()
             .map(|ix| ix.bucket_lines(&cat.ids, comm.index, comm.peers)),
@@ -441,11 +457,15 @@ pub fn recommend(
     }
     phases.similar += lap(&mut clock);
     // Per-vshard sums, so the totals do not depend on which worker summed what.
-    let mut parts: Vec<(u32, Metrics)> = users
-        .vshards
-        .iter()
-        .map(|&v| (v, Metrics::default()))
+    let mut parts: Vec<Vec<(u32, Metrics)>> = (0..held.len() as u32)
+        .map(|set| {
+            let vs = users.vshards.iter();
+            vs.map(|&v| (v | set << SET_SHIFT, Metrics::new(&ks)))
+                .collect()
+        })
         .collect();
+    // Coverage: one bitset per set and cut-off for the whole worker (a union: any order).
+    let mut coverage = vec![Metrics::new(&ks); held.len()];
     // Exact mode scans with the fused kernel where it runs (no score matrix); the full score
     // row is then computed only for users sampled for AUC.
     let scan = full_scan.as_ref().filter(|_| mode == Mode::Exact);
@@ -768,9 +788,9 @@ pub fn recommend(
         written = out.lines;
         text.clear();
         phases.write += lap(&mut clock);
-        for r in r0..r1 {
+        for (set, r) in (0..held.len()).flat_map(|s| (r0..r1).map(move |r| (s, r))) {
             let list = &blk[blk_at[r - r0]..blk_at[r - r0 + 1]];
-            if let Some(t) = tests.get(&r) {
+            if let Some(t) = tests[set].get(&r) {
                 let seen = &seen_block[r - r0];
                 let row: &[f32] = if !dense {
                     &[]
@@ -778,10 +798,12 @@ pub fn recommend(
                     &scores[(r - r0) * n..(r - r0 + 1) * n]
                 };
                 let j = users.starts.partition_point(|&s| s <= r) - 1;
-                let m = &mut parts[j].1;
+                let m = &mut parts[set][j].1;
                 let keys: Vec<u64> = list.iter().map(|&(i, _)| i as u64).collect();
                 let tk: Vec<u64> = t.iter().map(|&i| i as u64).collect();
-                m.add_user(ek, &keys, &tk);
+                m.add_user(&keys, &tk);
+                let idx: Vec<usize> = list.iter().map(|&(i, _)| i).collect();
+                coverage[set].cover(&idx, n);
                 let sampled = unit(users.ids[r].stable_hash() ^ job.eval.seed) <= auc_rate;
                 if sampled && mode == Mode::Exact {
                     let known: Vec<usize> =
@@ -814,7 +836,11 @@ pub fn recommend(
     let finished = writer.map(|w| w.and_then(|w| w.finish())).transpose();
     out.part = comm.agree(worker, "recommend: write", finished)?;
     phases.write += lap(&mut clock);
-    comm.send(0, Body::Metrics(parts));
+    let mut sums: Vec<(u32, Metrics)> = parts.into_iter().flatten().collect();
+    for (set, c) in coverage.into_iter().enumerate() {
+        sums.push((COVERAGE | (set as u32) << SET_SHIFT, c));
+    }
+    comm.send(0, Body::Metrics(sums));
     comm.send(
         0,
         Body::Counts(
@@ -849,7 +875,9 @@ pub fn recommend(
     }
     if comm.index == 0 {
         all.sort_by_key(|p| p.0);
-        all.iter().for_each(|(_, m)| out.metrics.merge(m));
+        for (tag, m) in &all {
+            out.metrics[(tag >> SET_SHIFT) as usize].merge(m);
+        }
         out.users_without_recs = without;
         out.lines = lines;
         if scan.is_some() {

@@ -1,0 +1,424 @@
+//! `recflow tune`: train and evaluate many configurations of one job on `eval.valid`, publish
+//! the best.
+//!
+//! Each trial is the job with some keys overridden (`--param`), trained without `eval.test`
+//! (the trial's job has none, so the file is never opened), evaluated on `eval.valid` and
+//! published into its own scratch store under `OUT/trials`. The winner (by `--metric`, ties
+//! to the earlier trial) is then run once more as a normal job into `output.store`, with
+//! `eval.test` restored (and, with `--refit`, `eval.valid` added to the input). Trials are
+//! drawn from `--seed` only and every run is bit-identical for any worker count, so the whole
+//! search is deterministic (except where `--time-limit` cuts it short).
+//!
+//! Not (yet) done here: ingest once for all trials (each trial re-reads the input), early
+//! stopping inside a trial, successive halving.
+
+mod page;
+
+use crate::ids::SplitMix;
+use crate::job::{Job, JobError};
+use crate::run::{run, RunOptions};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One searched key.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Space {
+    /// Listed values (numbers or enum names), tried as written.
+    List(Vec<String>),
+    /// A range `lo..hi`, uniform or (`:log`) log-uniform; integers when both ends are.
+    Range {
+        /// Lower end.
+        lo: f64,
+        /// Upper end.
+        hi: f64,
+        /// Log-uniform.
+        log: bool,
+        /// Whole numbers.
+        int: bool,
+    },
+}
+
+/// A `--param KEY=SPEC`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// `section.key`.
+    pub key: String,
+    /// Its values.
+    pub space: Space,
+}
+
+/// Parses `als.factors=64,128`, `als.regularization=1e-3..10:log`.
+pub fn parse_param(spec: &str) -> Result<Param, String> {
+    let (key, v) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("--param {spec}: expected KEY=VALUES, e.g. als.factors=64,128"))?;
+    let key = key.trim().to_string();
+    if key.split('.').count() < 2 {
+        return Err(format!("--param {spec}: the key must be section.key"));
+    }
+    let (body, log) = match v.trim().strip_suffix(":log") {
+        Some(b) => (b, true),
+        None => (v.trim(), false),
+    };
+    if let Some((lo, hi)) = body.split_once("..") {
+        let num = |s: &str| {
+            s.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("--param {spec}: '{s}' is not a number"))
+        };
+        let (l, h) = (num(lo)?, num(hi)?);
+        if !(l.is_finite() && h.is_finite() && l < h) || (log && l <= 0.0) {
+            return Err(format!(
+                "--param {spec}: need lo < hi (and lo > 0 with :log)"
+            ));
+        }
+        let int = [lo, hi].iter().all(|s| s.trim().parse::<i64>().is_ok());
+        return Ok(Param {
+            key,
+            space: Space::Range {
+                lo: l,
+                hi: h,
+                log,
+                int,
+            },
+        });
+    }
+    let vals: Vec<String> = body.split(',').map(|s| s.trim().to_string()).collect();
+    if vals.iter().any(|s| s.is_empty()) {
+        return Err(format!("--param {spec}: empty value"));
+    }
+    Ok(Param {
+        key,
+        space: Space::List(vals),
+    })
+}
+
+/// The space used when no `--param` is given: Rendle et al.'s recipe (frequency-scaled λ,
+/// normal initial vectors) over the three keys that matter most, ranges wide enough for
+/// most implicit data sets.
+pub fn default_space() -> Vec<Param> {
+    [
+        "als.regularization_scaling=frequency",
+        "als.init_std=0.1",
+        "als.factors=64,128,256",
+        "als.regularization=1e-4..1e-1:log",
+        "confidence.alpha=3..300:log",
+    ]
+    .iter()
+    .map(|s| parse_param(s).expect("built-in space"))
+    .collect()
+}
+
+/// Tuning options.
+#[derive(Clone, Debug)]
+pub struct TuneOptions {
+    /// The searched keys.
+    pub params: Vec<Param>,
+    /// Trials (random search); `None` with lists only: the full grid.
+    pub trials: Option<usize>,
+    /// Seed of the random search.
+    pub seed: u64,
+    /// `ndcg@20`, `recall@10`, `auc`, … of `valid_metrics` (larger is better).
+    pub metric: String,
+    /// Start no trial after this many minutes.
+    pub time_limit_min: Option<f64>,
+    /// Retrain the winner on the input plus `eval.valid` before publishing.
+    pub refit: bool,
+    /// Where trials, `tune.json`, `tune.html` and `best.toml` go.
+    pub out: PathBuf,
+    /// Workers etc.
+    pub run: RunOptions,
+}
+
+/// One trial's assignment and outcome.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Trial {
+    /// 1-based.
+    pub index: usize,
+    /// `key=value` per parameter.
+    pub set: Vec<(String, String)>,
+    /// The metric on `eval.valid`.
+    pub value: f64,
+    /// All validation metrics.
+    pub valid_metrics: serde_json::Value,
+    /// Wall seconds.
+    pub secs: f64,
+}
+
+fn fmt_value(x: f64, int: bool) -> String {
+    if int {
+        format!("{}", x.round() as i64)
+    } else {
+        format!("{x:.4e}")
+    }
+}
+
+/// The trials' assignments: the grid (lists only, no trial count) or seeded random draws.
+pub fn assignments(
+    params: &[Param],
+    trials: Option<usize>,
+    seed: u64,
+) -> Vec<Vec<(String, String)>> {
+    let lists_only = params.iter().all(|p| matches!(p.space, Space::List(_)));
+    if lists_only && trials.is_none() {
+        let mut out: Vec<Vec<(String, String)>> = vec![Vec::new()];
+        for p in params {
+            let Space::List(vals) = &p.space else {
+                unreachable!()
+            };
+            out = out
+                .into_iter()
+                .flat_map(|a| {
+                    vals.iter().map(move |v| {
+                        let mut a = a.clone();
+                        a.push((p.key.clone(), v.clone()));
+                        a
+                    })
+                })
+                .collect();
+        }
+        return out;
+    }
+    let mut rng = SplitMix::new(seed ^ 0x7e57_u64);
+    (0..trials.unwrap_or(10))
+        .map(|_| {
+            params
+                .iter()
+                .map(|p| {
+                    let v = match &p.space {
+                        Space::List(vals) => vals[rng.below(vals.len() as u64) as usize].clone(),
+                        Space::Range { lo, hi, log, int } => {
+                            let u = rng.next_f64();
+                            let x = if *log {
+                                (lo.ln() + u * (hi.ln() - lo.ln())).exp()
+                            } else {
+                                lo + u * (hi - lo)
+                            };
+                            fmt_value(x, *int)
+                        }
+                    };
+                    (p.key.clone(), v)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A trial's job: the base with the assignment, no test set, its own scratch store, no files.
+fn trial_job(text: &str, base: &Path, sets: &[String], store: &Path) -> Result<Job, JobError> {
+    let mut job = Job::parse_in(text, sets, Some(base))?;
+    job.eval.test = None;
+    job.recommend.k = 0;
+    job.similar.k = 0;
+    job.model.warm_start = false;
+    job.output.store = store.display().to_string();
+    job.output.keep_versions = 1;
+    if job.eval.valid.is_none() {
+        return Err(JobError(
+            "recflow tune needs eval.valid (held-out pairs to choose on; eval.test is never used for that)".into(),
+        ));
+    }
+    if job.eval.holdout > 0.0 {
+        return Err(JobError(
+            "recflow tune: use eval.valid, not eval.holdout (the holdout would be tuned on)".into(),
+        ));
+    }
+    Ok(job)
+}
+
+fn overrides(job_sets: &[String], a: &[(String, String)]) -> Vec<String> {
+    let mut s = job_sets.to_vec();
+    s.extend(a.iter().map(|(k, v)| format!("{k}={v}")));
+    s
+}
+
+/// Runs the search and publishes the best configuration; returns `tune.json`'s value.
+pub fn tune(
+    job_path: &Path,
+    job_sets: &[String],
+    o: &TuneOptions,
+) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(job_path)
+        .map_err(|e| format!("cannot read job file {}: {e}", job_path.display()))?;
+    let base = job_path.parent().unwrap_or(Path::new("."));
+    let params = if o.params.is_empty() {
+        default_space()
+    } else {
+        o.params.clone()
+    };
+    let plan = assignments(&params, o.trials, o.seed);
+    std::fs::create_dir_all(o.out.join("trials"))
+        .map_err(|e| format!("{}: {e}", o.out.display()))?;
+    let started = Instant::now();
+    let mut trials: Vec<Trial> = Vec::new();
+    for (i, a) in plan.iter().enumerate() {
+        if o.time_limit_min
+            .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0)
+        {
+            eprintln!(
+                "tune: time limit reached after {} of {} trials",
+                i,
+                plan.len()
+            );
+            break;
+        }
+        let store = o.out.join("trials").join(format!("t{:04}", i + 1));
+        let job = trial_job(&text, base, &overrides(job_sets, a), &store).map_err(|e| e.0)?;
+        let t = Instant::now();
+        let s = run(job, o.run.clone())?.ok_or("tune runs on one process")?;
+        let vm = s.manifest["valid_metrics"].clone();
+        let value = crate::eval::lookup(&vm, &o.metric).ok_or_else(|| {
+            format!(
+                "--metric {}: not in the validation metrics (eval.k lists the cut-offs)",
+                o.metric
+            )
+        })?;
+        let tr = Trial {
+            index: i + 1,
+            set: a.clone(),
+            value,
+            valid_metrics: vm,
+            secs: t.elapsed().as_secs_f64(),
+        };
+        let desc: Vec<String> = a.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!(
+            "tune: trial {}/{}  {} = {:.5}  ({:.1}s)  {}",
+            i + 1,
+            plan.len(),
+            o.metric,
+            value,
+            tr.secs,
+            desc.join(" ")
+        );
+        trials.push(tr);
+        let _ = std::fs::remove_dir_all(&store);
+        // Written after every trial: the search so far survives an interrupted run.
+        let so_far = serde_json::to_string_pretty(&trials).expect("json");
+        std::fs::write(o.out.join("trials.json"), so_far)
+            .map_err(|e| format!("trials.json: {e}"))?;
+    }
+    // Best: highest value, the earlier trial on ties (NaN never wins).
+    let best = trials
+        .iter()
+        .filter(|t| t.value.is_finite())
+        .fold(None::<&Trial>, |b, t| match b {
+            Some(b) if b.value >= t.value => Some(b),
+            _ => Some(t),
+        })
+        .ok_or("tune: no trial finished")?
+        .clone();
+    eprintln!("{}", table(&trials, &o.metric, best.index));
+    // Only now is eval.test read: by the final run of the chosen configuration.
+    let mut fin =
+        Job::parse_in(&text, &overrides(job_sets, &best.set), Some(base)).map_err(|e| e.0)?;
+    if o.refit {
+        if let Some(v) = fin.eval.valid.take() {
+            fin.input.path.push(v);
+        }
+    }
+    let best_toml = toml::to_string(&fin).map_err(|e| format!("best.toml: {e}"))?;
+    std::fs::write(o.out.join("best.toml"), &best_toml).map_err(|e| format!("best.toml: {e}"))?;
+    let s = run(fin, o.run.clone())?.ok_or("tune runs on one process")?;
+    let out = serde_json::json!({
+        "metric": o.metric,
+        "seed": o.seed,
+        "refit": o.refit,
+        "params": params.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
+        "trials": trials,
+        "best": best,
+        "published": s.version_dir,
+        "test_metrics": s.manifest["metrics"],
+        "final_valid_metrics": s.manifest["valid_metrics"],
+    });
+    let json = serde_json::to_string_pretty(&out).expect("json");
+    std::fs::write(o.out.join("tune.json"), json).map_err(|e| format!("tune.json: {e}"))?;
+    std::fs::write(o.out.join("tune.html"), page::html(&out))
+        .map_err(|e| format!("tune.html: {e}"))?;
+    eprintln!(
+        "tune: published {} (best trial {}); tune.json, tune.html and best.toml in {}",
+        s.version_dir.display(),
+        best.index,
+        o.out.display()
+    );
+    Ok(out)
+}
+
+/// The trials as a text table, the best marked.
+fn table(trials: &[Trial], metric: &str, best: usize) -> String {
+    let mut s = String::new();
+    let keys: Vec<&str> = trials
+        .first()
+        .map(|t| t.set.iter().map(|(k, _)| k.as_str()).collect())
+        .unwrap_or_default();
+    s.push_str(&format!(
+        "{:>5}  {:>10}  {:>7}  {}\n",
+        "trial",
+        metric,
+        "secs",
+        keys.join("  ")
+    ));
+    for t in trials {
+        let vals: Vec<&str> = t.set.iter().map(|(_, v)| v.as_str()).collect();
+        let mark = if t.index == best { " *" } else { "" };
+        s.push_str(&format!(
+            "{:>5}  {:>10.5}  {:>7.1}  {}{mark}\n",
+            t.index,
+            t.value,
+            t.secs,
+            vals.join("  ")
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_parse() {
+        let p = parse_param("als.factors=64,128").unwrap();
+        assert_eq!(p.space, Space::List(vec!["64".into(), "128".into()]));
+        let p = parse_param("als.regularization=1e-3..10:log").unwrap();
+        assert_eq!(
+            p.space,
+            Space::Range {
+                lo: 1e-3,
+                hi: 10.0,
+                log: true,
+                int: false
+            }
+        );
+        let p = parse_param("als.factors=16..64").unwrap();
+        assert!(matches!(p.space, Space::Range { int: true, .. }));
+        assert!(parse_param("factors=1").is_err());
+        assert!(parse_param("als.x=0..1:log").is_err());
+        assert!(parse_param("als.x=3..1").is_err());
+    }
+
+    #[test]
+    fn grid_and_random_draws() {
+        let ps = vec![
+            parse_param("a.x=1,2").unwrap(),
+            parse_param("a.y=p,q,r").unwrap(),
+        ];
+        let g = assignments(&ps, None, 1);
+        assert_eq!(g.len(), 6);
+        assert_eq!(
+            g[5],
+            vec![("a.x".into(), "2".into()), ("a.y".into(), "r".into())]
+        );
+        let ps = vec![
+            parse_param("a.z=1e-2..1:log").unwrap(),
+            parse_param("a.n=8..9").unwrap(),
+        ];
+        let r = assignments(&ps, Some(20), 4);
+        assert_eq!(r, assignments(&ps, Some(20), 4));
+        assert_ne!(r, assignments(&ps, Some(20), 5));
+        for a in &r {
+            let z: f64 = a[0].1.parse().unwrap();
+            assert!((1e-2..=1.0).contains(&z));
+            assert!(a[1].1 == "8" || a[1].1 == "9");
+        }
+    }
+}

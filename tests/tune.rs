@@ -1,0 +1,137 @@
+//! `recflow tune` through the library API: determinism across worker counts, `eval.test`
+//! untouched until the winner is chosen, `--refit`.
+
+use recflow::run::RunOptions;
+use recflow::tune::{parse_param, tune, TuneOptions};
+use std::path::Path;
+
+/// Train / valid / test files of a small planted data set, and a job over them.
+fn setup(dir: &Path, test_file: &str) -> std::path::PathBuf {
+    let (mut tr, mut va, mut te) = (String::new(), String::new(), String::new());
+    let mut h = 11u64;
+    for u in 0..200u64 {
+        for i in 0..80u64 {
+            h = h
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Users like items of their own group of 4 (a planted structure to learn).
+            let p = if i % 4 == u % 4 { 3 } else { 30 };
+            if (h >> 33).is_multiple_of(p) {
+                let f = match (h >> 20) % 10 {
+                    0 => &mut va,
+                    1 => &mut te,
+                    _ => &mut tr,
+                };
+                f.push_str(&format!("u{u}\ti{i}\n"));
+            }
+        }
+    }
+    for (n, t) in [("train.tsv", &tr), ("valid.tsv", &va), ("test.tsv", &te)] {
+        std::fs::write(dir.join(n), t).unwrap();
+    }
+    let job = format!(
+        "[input]\npath = [\"train.tsv\"]\n[als]\nfactors = 8\niterations = 3\n[shards]\nvirtual = 8\n[recommend]\nk = 5\n[eval]\nvalid = \"valid.tsv\"\ntest = \"{test_file}\"\nk = [5, 10]\n[output]\nstore = \"store\"\n"
+    );
+    let p = dir.join("job.toml");
+    std::fs::write(&p, job).unwrap();
+    p
+}
+
+fn options(out: &Path, w: usize, refit: bool) -> TuneOptions {
+    TuneOptions {
+        params: vec![
+            parse_param("als.regularization=0.01,1").unwrap(),
+            parse_param("confidence.alpha=1..40:log").unwrap(),
+        ],
+        trials: Some(4),
+        seed: 9,
+        metric: "ndcg@10".into(),
+        time_limit_min: None,
+        refit,
+        out: out.to_path_buf(),
+        run: RunOptions {
+            workers: w,
+            ..RunOptions::default()
+        },
+    }
+}
+
+/// The same trials, values, winner and published model for 1 and 3 workers.
+#[test]
+fn tuning_is_deterministic_across_worker_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut got = Vec::new();
+    for w in [1, 3] {
+        let dir = tmp.path().join(format!("w{w}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let job = setup(&dir, "test.tsv");
+        let store = format!("output.store={}", dir.join("store").display());
+        let r = tune(&job, &[store], &options(&dir.join("out"), w, false)).unwrap();
+        let trials: Vec<(serde_json::Value, f64)> = r["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["set"].clone(), t["value"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(trials.len(), 4);
+        let ex = dir.join("export");
+        recflow::export::export(
+            &dir.join("store"),
+            None,
+            &ex,
+            recflow::export::ExportFormat::Tsv,
+        )
+        .unwrap();
+        let users = std::fs::read(ex.join("users.tsv")).unwrap();
+        assert!(r["test_metrics"]["at_k"]["10"]["ndcg"].as_f64().unwrap() > 0.0);
+        assert!(dir.join("out/tune.html").exists() && dir.join("out/best.toml").exists());
+        got.push((
+            trials,
+            r["best"]["index"].clone(),
+            users,
+            r["test_metrics"].clone(),
+        ));
+    }
+    assert!(got[0] == got[1], "tuning differs between 1 and 3 workers");
+}
+
+/// With `eval.test` naming a file that does not exist, every trial still runs (trials never
+/// open it) and only the final run of the winner fails on it.
+#[test]
+fn trials_never_open_the_test_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = setup(tmp.path(), "missing-test.tsv");
+    let out = tmp.path().join("out");
+    let store = format!("output.store={}", tmp.path().join("store").display());
+    let e = tune(&job, &[store], &options(&out, 2, false)).unwrap_err();
+    assert!(e.contains("eval.test"), "{e}");
+    let trials: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("trials.json")).unwrap()).unwrap();
+    assert_eq!(trials.as_array().unwrap().len(), 4);
+    assert!(out.join("best.toml").exists() && !out.join("tune.json").exists());
+}
+
+/// `--refit` trains the winner on train + valid: more pairs, valid in best.toml's input.
+#[test]
+fn refit_adds_the_validation_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = setup(tmp.path(), "test.tsv");
+    let mut pairs = Vec::new();
+    for refit in [false, true] {
+        let out = tmp.path().join(format!("out{refit}"));
+        let store = format!(
+            "output.store={}",
+            tmp.path().join(format!("s{refit}")).display()
+        );
+        let r = tune(&job, &[store], &options(&out, 2, refit)).unwrap();
+        let dir = Path::new(r["published"].as_str().unwrap());
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
+                .unwrap();
+        pairs.push(m["counts"]["pairs"].as_u64().unwrap());
+        let best = std::fs::read_to_string(out.join("best.toml")).unwrap();
+        assert_eq!(best.contains("valid.tsv\"]"), refit, "{best}");
+    }
+    let valid = std::fs::read_to_string(tmp.path().join("valid.tsv")).unwrap();
+    assert_eq!(pairs[1], pairs[0] + valid.lines().count() as u64);
+}
