@@ -78,6 +78,13 @@ enum Cmd {
         /// Retrain the best configuration on the input plus eval.valid before publishing.
         #[arg(long)]
         refit: bool,
+        /// Early stopping: stop a trial after this many evaluations without a better value
+        /// (its iteration count becomes the best evaluation's).
+        #[arg(long = "early-stop", value_name = "PATIENCE")]
+        early_stop: Option<usize>,
+        /// Iterations between a trial's evaluations with --early-stop.
+        #[arg(long = "eval-every", default_value_t = 2)]
+        eval_every: usize,
         /// Directory for trials and the results.
         #[arg(long, default_value = "tune")]
         out: PathBuf,
@@ -418,6 +425,8 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             metric,
             time_limit,
             refit,
+            early_stop,
+            eval_every,
             out,
             set,
             quiet,
@@ -438,6 +447,8 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 metric,
                 time_limit_min: time_limit,
                 refit,
+                patience: early_stop,
+                eval_every,
                 out,
                 run: RunOptions {
                     workers,
