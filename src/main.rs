@@ -57,9 +57,9 @@ enum Cmd {
     Tune {
         /// The job file (TOML); needs eval.valid.
         job: PathBuf,
-        /// Worker threads.
-        #[arg(short = 'w', long, default_value_t = 1)]
-        workers: usize,
+        /// Worker threads [default: the cores this process may use].
+        #[arg(short = 'w', long)]
+        workers: Option<usize>,
         /// Searched key: `als.factors=64,128,256`, `als.regularization=1e-3..10:log`,
         /// `als.solver=cg,block` (repeatable). None: a built-in space for ALS.
         #[arg(long = "param", value_name = "KEY=VALUES")]
@@ -79,6 +79,13 @@ enum Cmd {
         /// Retrain the best configuration on the input plus eval.valid before publishing.
         #[arg(long)]
         refit: bool,
+        /// Early stopping: stop a trial after this many evaluations without a better value
+        /// (its iteration count becomes the best evaluation's).
+        #[arg(long = "early-stop", value_name = "PATIENCE")]
+        early_stop: Option<usize>,
+        /// Iterations between a trial's evaluations with --early-stop.
+        #[arg(long = "eval-every", default_value_t = 2)]
+        eval_every: usize,
         /// Directory for trials and the results.
         #[arg(long, default_value = "tune")]
         out: PathBuf,
@@ -437,10 +444,13 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             metric,
             time_limit,
             refit,
+            early_stop,
+            eval_every,
             out,
             set,
             quiet,
         } => {
+            let workers = workers.unwrap_or_else(local_cores);
             if workers == 0 {
                 return Err((2, "-w must be at least 1".into()));
             }
@@ -457,6 +467,8 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 metric,
                 time_limit_min: time_limit,
                 refit,
+                patience: early_stop,
+                eval_every,
                 out,
                 run: RunOptions {
                     workers,

@@ -48,6 +48,8 @@ fn options(out: &Path, w: usize, refit: bool) -> TuneOptions {
         metric: "ndcg@10".into(),
         time_limit_min: None,
         refit,
+        patience: None,
+        eval_every: 1,
         out: out.to_path_buf(),
         run: RunOptions {
             workers: w,
@@ -134,4 +136,39 @@ fn refit_adds_the_validation_pairs() {
     }
     let valid = std::fs::read_to_string(tmp.path().join("valid.tsv")).unwrap();
     assert_eq!(pairs[1], pairs[0] + valid.lines().count() as u64);
+}
+
+/// Early stopping: chunks of one iteration, patience 1, at most 40 iterations. The trial stops
+/// before 40, and its value is exactly what a straight run of its iteration count scores
+/// (chunked warm starts train the same model).
+#[test]
+fn early_stopping_stops_and_matches_a_straight_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = setup(tmp.path(), "test.tsv");
+    let mut o = options(&tmp.path().join("out"), 2, false);
+    o.params = vec![parse_param("als.regularization=0.05").unwrap()];
+    o.trials = None;
+    o.patience = Some(1);
+    let sets = [
+        format!("output.store={}", tmp.path().join("store").display()),
+        "als.iterations=40".to_string(),
+    ];
+    let r = tune(&job, &sets, &o).unwrap();
+    let t = &r["trials"][0];
+    let it = t["iterations"].as_u64().unwrap() as usize;
+    assert!((1..40).contains(&it), "{t}");
+    let mut straight = recflow::job::Job::load(&job, &sets).unwrap();
+    straight.als.regularization = 0.05;
+    straight.als.iterations = it;
+    straight.eval.test = None;
+    straight.output.store = tmp.path().join("straight").display().to_string();
+    let s = recflow::run::run(straight, RunOptions::default())
+        .unwrap()
+        .unwrap();
+    let want = s.manifest["valid_metrics"]["at_k"]["10"]["ndcg"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(t["value"].as_f64().unwrap(), want);
+    let best = std::fs::read_to_string(tmp.path().join("out/best.toml")).unwrap();
+    assert!(best.contains(&format!("iterations = {it}\n")), "{best}");
 }

@@ -183,8 +183,9 @@ impl Block {
         let yb = |j: usize| &gathered[cols[j] as usize * d + k0..cols[j] as usize * d + k0 + w];
         // Gradient (A x − r)_B = (G x)_B + λ x_B + Σ_j ((c_j − 1) s_j − c_j) y_jB.
         let grad = &mut self.g[..w];
-        for (i, gi) in grad.iter_mut().enumerate() {
-            *gi = dot(&g[(k0 + i) * d..(k0 + i + 1) * d], x) + lambda * x[k0 + i];
+        gram_rows_times(&g[k0 * d..(k0 + w) * d], x, grad);
+        for (gi, &xi) in grad.iter_mut().zip(&x[k0..k0 + w]) {
+            *gi += lambda * xi;
         }
         for (j, (&c, &sj)) in conf.iter().zip(s.iter()).enumerate() {
             axpy(grad, (c - 1.0) * sj - c, yb(j));
@@ -195,16 +196,22 @@ impl Block {
             .max(1.0);
         for shift in [lambda, lambda + 1e-6 * tr] {
             self.build(g, shift, gathered, cols, conf, k0, w);
-            let mut delta: Vec<f32> = self.g[..w].iter().map(|v| -v).collect();
-            if !cholesky_solve(&mut self.a[..w * w], w, &mut delta) {
+            // The step −A_BB⁻¹·grad, in the `coef` scratch (free once the system is built).
+            let delta = &mut self.coef[..w];
+            delta
+                .iter_mut()
+                .zip(&self.g[..w])
+                .for_each(|(o, &v)| *o = -v);
+            if !cholesky_solve(&mut self.a[..w * w], w, delta) {
                 continue;
             }
+            let delta = &self.coef[..w];
             x[k0..k0 + w]
                 .iter_mut()
-                .zip(&delta)
+                .zip(delta)
                 .for_each(|(x, d)| *x += d);
             for (j, sj) in s.iter_mut().enumerate() {
-                *sj += dot(yb(j), &delta);
+                *sj += dot(yb(j), delta);
             }
             return true;
         }
@@ -331,6 +338,58 @@ fn cholesky_solve(a: &mut [f32], w: usize, x: &mut [f32]) -> bool {
     }
     x.iter_mut().zip(&y).for_each(|(x, &v)| *x = v as f32);
     x.iter().all(|v| v.is_finite())
+}
+
+/// `out[i] = rows[i]·x` for the row-major `out.len() × x.len()` block `rows` of the Gram.
+fn gram_rows_times(rows: &[f32], x: &[f32], out: &mut [f32]) {
+    let d = x.len();
+    assert_eq!(rows.len(), out.len() * d);
+    #[cfg(target_arch = "x86_64")]
+    if super::kernels::simd::usable(d) {
+        // SAFETY: features and d % 8 == 0 checked; lengths asserted.
+        unsafe { rows_times_avx(rows, x, out) };
+        return;
+    }
+    for (o, r) in out.iter_mut().zip(rows.chunks_exact(d.max(1))) {
+        *o = dot(r, x);
+    }
+}
+
+/// [`gram_rows_times`] four rows at a time: four independent FMA chains instead of one
+/// latency-bound dot per row (the Gram term is the sweep's fixed `d²` cost per entity).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `x.len()` a multiple of 8, `rows` holds `out.len()` rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_times_avx(rows: &[f32], x: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let d = x.len();
+    let hsum = |v: __m256| {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    };
+    let (xp, gp) = (x.as_ptr(), rows.as_ptr());
+    let mut i = 0;
+    while i + 4 <= out.len() {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut k = 0;
+        while k < d {
+            let xv = _mm256_loadu_ps(xp.add(k));
+            for (t, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(_mm256_loadu_ps(gp.add((i + t) * d + k)), xv, *a);
+            }
+            k += 8;
+        }
+        for (t, a) in acc.iter().enumerate() {
+            out[i + t] = hsum(*a);
+        }
+        i += 4;
+    }
+    for (t, o) in out.iter_mut().enumerate().skip(i) {
+        *o = super::kernels::simd::dot(gp.add(t * d), xp, d);
+    }
 }
 
 /// `a·b` (the AVX2 kernel for lengths that are multiples of 8; a fixed order either way).

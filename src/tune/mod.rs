@@ -9,8 +9,13 @@
 //! drawn from `--seed` only and every run is bit-identical for any worker count, so the whole
 //! search is deterministic (except where `--time-limit` cuts it short).
 //!
-//! Not (yet) done here: ingest once for all trials (each trial re-reads the input), early
-//! stopping inside a trial, successive halving.
+//! Early stopping (`--early-stop P`): a trial trains `--eval-every` iterations at a time, each
+//! chunk a warm start from the previous one's factors (the same model as training straight
+//! through), and stops after P chunks without a better validation value; its iteration count
+//! becomes the best chunk's, and the winner is refit with that count.
+//!
+//! Not (yet) done here: ingest once for all trials (each trial, and each chunk, re-reads the
+//! input), successive halving.
 
 mod page;
 
@@ -124,6 +129,10 @@ pub struct TuneOptions {
     pub time_limit_min: Option<f64>,
     /// Retrain the winner on the input plus `eval.valid` before publishing.
     pub refit: bool,
+    /// Early stopping: stop a trial after this many evaluations without improvement.
+    pub patience: Option<usize>,
+    /// Iterations between a trial's evaluations with early stopping.
+    pub eval_every: usize,
     /// Where trials, `tune.json`, `tune.html` and `best.toml` go.
     pub out: PathBuf,
     /// Workers etc.
@@ -137,8 +146,10 @@ pub struct Trial {
     pub index: usize,
     /// `key=value` per parameter.
     pub set: Vec<(String, String)>,
-    /// The metric on `eval.valid`.
+    /// The metric on `eval.valid` (the best evaluation's with early stopping).
     pub value: f64,
+    /// Iterations the value was reached at.
+    pub iterations: usize,
     /// All validation metrics.
     pub valid_metrics: serde_json::Value,
     /// Wall seconds.
@@ -265,22 +276,20 @@ pub fn tune(
         let store = o.out.join("trials").join(format!("t{:04}", i + 1));
         let job = trial_job(&text, base, &overrides(job_sets, a), &store).map_err(|e| e.0)?;
         let t = Instant::now();
-        let s = run(job, o.run.clone())?.ok_or("tune runs on one process")?;
-        let vm = s.manifest["valid_metrics"].clone();
-        let value = crate::eval::lookup(&vm, &o.metric).ok_or_else(|| {
-            format!(
-                "--metric {}: not in the validation metrics (eval.k lists the cut-offs)",
-                o.metric
-            )
-        })?;
+        let (value, vm, iterations) = run_trial(job, o)?;
+        let mut set = a.clone();
+        if o.patience.is_some() {
+            set.push(("als.iterations".into(), iterations.to_string()));
+        }
         let tr = Trial {
             index: i + 1,
-            set: a.clone(),
+            set,
             value,
+            iterations,
             valid_metrics: vm,
             secs: t.elapsed().as_secs_f64(),
         };
-        let desc: Vec<String> = a.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let desc: Vec<String> = tr.set.iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!(
             "tune: trial {}/{}  {} = {:.5}  ({:.1}s)  {}",
             i + 1,
@@ -341,6 +350,51 @@ pub fn tune(
         o.out.display()
     );
     Ok(out)
+}
+
+/// The value of `o.metric` in a run's validation metrics.
+fn metric_of(s: &crate::run::Summary, o: &TuneOptions) -> Result<(f64, serde_json::Value), String> {
+    let vm = s.manifest["valid_metrics"].clone();
+    let v = crate::eval::lookup(&vm, &o.metric).ok_or_else(|| {
+        format!(
+            "--metric {}: not in the validation metrics (eval.k lists the cut-offs)",
+            o.metric
+        )
+    })?;
+    Ok((v, vm))
+}
+
+/// Trains one trial: straight through, or in warm-started chunks with early stopping.
+/// Returns the (best) value, its validation metrics and iteration count.
+fn run_trial(job: Job, o: &TuneOptions) -> Result<(f64, serde_json::Value, usize), String> {
+    let Some(patience) = o.patience else {
+        let it = job.als.iterations;
+        let s = run(job, o.run.clone())?.ok_or("tune runs on one process")?;
+        let (v, vm) = metric_of(&s, o)?;
+        return Ok((v, vm, it));
+    };
+    let (max, step) = (job.als.iterations, o.eval_every.max(1));
+    let (mut best, mut best_vm, mut best_it) = (f64::NEG_INFINITY, serde_json::Value::Null, 0);
+    let (mut done, mut since) = (0, 0);
+    while done < max {
+        let mut j = job.clone();
+        j.als.iterations = step.min(max - done);
+        // Later chunks continue from the previous chunk's factors (the input is all events).
+        j.model.warm_start = done > 0;
+        j.model.snapshot = false;
+        done += j.als.iterations;
+        let s = run(j, o.run.clone())?.ok_or("tune runs on one process")?;
+        let (v, vm) = metric_of(&s, o)?;
+        if v > best {
+            (best, best_vm, best_it, since) = (v, vm, done, 0);
+        } else {
+            since += 1;
+            if since >= patience {
+                break;
+            }
+        }
+    }
+    Ok((best, best_vm, best_it))
 }
 
 /// The trials as a text table, the best marked.
