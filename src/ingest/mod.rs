@@ -13,6 +13,7 @@
 //! 5. each side asks the owners of the other side for exactly the vectors it will need every
 //!    half-step: the routing tables.
 
+pub mod compress;
 pub mod consolidate;
 pub mod parse;
 pub mod read;
