@@ -1,4 +1,5 @@
-//! Parallel input: every worker reads a disjoint byte range of every file.
+//! Parallel input: every worker reads a disjoint byte range of every plain file, and whole
+//! compressed files in turn (a gzip or zstd stream cannot be entered mid-way: [`super::compress`]).
 //!
 //! A file of `n` bytes is cut at `n·k/parts`; a line belongs to the part in which its first
 //! byte lies, so each line is read exactly once whatever the number of parts. Line numbers
