@@ -717,16 +717,14 @@ fn corrupted_model_stores_are_refused_by_file() {
             "{what}"
         );
     }
-    // A bit flip in a recommendation part: `recommend` refuses it by name instead of answering
-    // from it; a stray file the manifest does not list is never read.
-    let part = m["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["path"].as_str().unwrap().to_string())
-        .find(|p| p.starts_with("recs/"))
-        .unwrap();
-    let s = d.join("case-recs");
+    // A bit flip in the snapshot of user 3's shard (its seen items): `recommend` refuses it by
+    // name instead of answering from it; a stray file the manifest does not list is never read.
+    let v = m["virtual_shards"].as_u64().unwrap() as u32;
+    let part = format!(
+        "snapshot/vs-{:05}.bin",
+        recflow::ids::RawId::Num(3).vshard(v)
+    );
+    let s = d.join("case-snapshot");
     copy_tree(&pristine, &s);
     let p = vdir(&s).join(&part);
     let mut b = std::fs::read(&p).unwrap();
