@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use recflow::ids::{RawId, MAX_ID_LEN};
-use recflow::ingest::parse::{self, looks_like_header, split_fields, Columns, MAX_ABS_WEIGHT};
+use recflow::ingest::parse::{self, looks_like_header, Columns, Fields, MAX_ABS_WEIGHT};
 use recflow::job::{Format, Job};
 use recflow::store::format;
 
@@ -34,10 +34,11 @@ pub fn parse_line(data: &[u8]) -> bool {
         // taken, and replaying the corpus must stay what was fuzzed.
         removed: None,
     };
-    let mut fields = Vec::new();
-    split_fields(line, format, &mut fields);
-    for &(s, e) in &fields {
-        assert!(s <= e && e <= line.len());
+    let mut fields = Fields::default();
+    fields.split(line, format);
+    for i in 0..fields.len() {
+        // Decoded CSV fields are never longer than the line.
+        assert!(fields.get(line, i).is_some_and(|f| f.len() <= line.len()));
     }
     let _ = looks_like_header(line, format, &cols);
     match parse::parse_line(line, format, &cols, &mut fields) {

@@ -172,9 +172,12 @@ enum Cmd {
         /// User id.
         #[arg(long)]
         user: String,
-        /// At most this many.
+        /// At most this many (any k: scored at query time from the factors).
         #[arg(short, long, default_value_t = 10)]
         k: usize,
+        /// Version to query (default: CURRENT).
+        #[arg(long)]
+        version: Option<String>,
     },
     /// Print an item's most similar items from the current version of a store.
     Similar {
@@ -183,9 +186,12 @@ enum Cmd {
         /// Item id.
         #[arg(long)]
         item: String,
-        /// At most this many.
+        /// At most this many (any k: scored at query time from the factors).
         #[arg(short, long, default_value_t = 10)]
         k: usize,
+        /// Version to query (default: CURRENT).
+        #[arg(long)]
+        version: Option<String>,
     },
     /// Show a store's versions, parameters, counts and metrics.
     Inspect {
@@ -423,14 +429,26 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
         Cmd::Recommend { k: 0, .. } | Cmd::Similar { k: 0, .. } => {
             Err((2, "-k must be at least 1".into()))
         }
-        Cmd::Recommend { store, user, k } => {
-            for l in recflow::query::query(&store, "users", &user, k).map_err(|e| (1, e))? {
+        Cmd::Recommend {
+            store,
+            user,
+            k,
+            version,
+        } => {
+            let v = version.as_deref();
+            for l in recflow::query::query(&store, v, "users", &user, k).map_err(|e| (1, e))? {
                 println!("{l}");
             }
             Ok(())
         }
-        Cmd::Similar { store, item, k } => {
-            for l in recflow::query::query(&store, "items", &item, k).map_err(|e| (1, e))? {
+        Cmd::Similar {
+            store,
+            item,
+            k,
+            version,
+        } => {
+            let v = version.as_deref();
+            for l in recflow::query::query(&store, v, "items", &item, k).map_err(|e| (1, e))? {
                 println!("{l}");
             }
             Ok(())

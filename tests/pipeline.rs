@@ -729,8 +729,9 @@ fn query_commands_answer_known_and_unknown_ids() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 4);
     assert!(text.lines().all(|l| l.starts_with("5\t")));
+    // The default -k 10, not the trained similar.k = 3: scored at query time.
     let out = q(&["similar", "--item", "7"]);
-    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 3);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 10);
     let out = q(&["recommend", "--user", "no-such-user"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown user 'no-such-user'"));
@@ -1077,4 +1078,74 @@ fn a_checkpoint_file_from_another_run_is_refused_by_name() {
         e.contains("vs-00003.bin") && e.contains("digest differs from the checkpoint"),
         "{e}"
     );
+}
+
+#[test]
+fn recommend_and_similar_score_any_k_at_query_time_for_any_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("e.tsv");
+    let mut text = String::new();
+    let seen = |u: u64| (0..6).map(move |k| (u * 7 + k * 5) % 40);
+    for u in 0..60 {
+        for i in seen(u) {
+            text += &format!("{u}\t{i}\t1\n");
+        }
+    }
+    std::fs::write(&data, text).unwrap();
+    let store = tmp.path().join("s");
+    let job = |seed: &str| {
+        let sets: Vec<String> = [
+            format!("input.path={}", data.display()),
+            "als.factors=4".into(),
+            "als.iterations=3".into(),
+            format!("als.seed={seed}"),
+            "recommend.k=5".into(),
+            "similar.k=5".into(),
+            format!("output.store={}", store.display()),
+        ]
+        .into();
+        Job::parse("", &sets).unwrap()
+    };
+    let first = run(job("1"), opts(2)).unwrap().unwrap();
+    let items_of = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| l.split('\t').nth(1).unwrap().to_string())
+            .collect()
+    };
+    let published = |sub: &str, id: &str| -> Vec<String> {
+        let lines: Vec<String> = read_sorted(&first.version_dir, sub)
+            .into_iter()
+            .filter(|l| l.starts_with(&format!("{id}\t")))
+            .collect();
+        let mut by_rank: Vec<(u32, String)> = lines
+            .iter()
+            .map(|l| (l.rsplit('\t').next().unwrap().parse().unwrap(), l.clone()))
+            .collect();
+        by_rank.sort();
+        items_of(&by_rank.into_iter().map(|p| p.1).collect::<Vec<_>>())
+    };
+    let q = |v: Option<&str>, side: &str, id: &str, k: usize| {
+        recflow::query::query(&store, v, side, id, k).unwrap()
+    };
+    // The trained k: the published lists. A larger k: more, and never a seen item.
+    assert_eq!(items_of(&q(None, "users", "3", 5)), published("recs", "3"));
+    assert_eq!(
+        items_of(&q(None, "items", "3", 5)),
+        published("similar", "3")
+    );
+    let many = q(None, "users", "3", 30);
+    assert_eq!(many.len(), 30);
+    for i in items_of(&many) {
+        assert!(
+            !seen(3).any(|s| s.to_string() == i),
+            "seen item {i} recommended"
+        );
+    }
+    assert_eq!(q(None, "items", "3", 100).len(), 39);
+    // A newer version does not change what an older one answers.
+    let v1 = first.manifest["version"].as_str().unwrap().to_string();
+    run(job("2"), opts(2)).unwrap().unwrap();
+    assert_eq!(q(Some(&v1), "users", "3", 30), many);
+    assert_ne!(q(None, "users", "3", 30), many);
 }

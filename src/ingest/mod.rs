@@ -1,7 +1,8 @@
 //! Ingest: events → consolidated, capped, sharded interactions in CSR form on both sides.
 //!
 //! Supersteps (all through [`Comm`], so they work across processes):
-//! 1. every worker parses its byte range of the input and routes events to the user's owner;
+//! 1. every worker parses its byte range of the plain input files and its share of the whole
+//!    compressed ones, and routes events to the user's owner;
 //! 2. user owners sum duplicate (user, item) events; on a warm start they merge the sums with
 //!    the previous version's snapshot of their virtual shards ([`consolidate`]: removals are
 //!    retractions, in differential dataflow); they drop pairs whose sum is ≤ 0, apply the
@@ -13,6 +14,7 @@
 //! 5. each side asks the owners of the other side for exactly the vectors it will need every
 //!    half-step: the routing tables.
 
+pub mod compress;
 pub mod consolidate;
 pub mod parse;
 pub mod read;

@@ -115,8 +115,91 @@ pub struct LineError {
     pub message: String,
 }
 
-/// Splits `line` into field ranges, reusing `out`.
-pub fn split_fields(line: &[u8], format: Format, out: &mut Vec<(usize, usize)>) {
+/// A line's fields, reused from line to line: byte ranges into the line itself, or, for a CSV
+/// line with quotes, into `unquoted` (its fields as the CSV parser decoded them).
+#[derive(Clone, Debug, Default)]
+pub struct Fields {
+    ranges: Vec<(usize, usize)>,
+    unquoted: Vec<u8>,
+    in_unquoted: bool,
+    ends: Vec<usize>,
+    csv: Option<csv_core::Reader>,
+}
+
+impl Fields {
+    /// Splits `line` (without its `\n`) in the format's way.
+    pub fn split(&mut self, line: &[u8], format: Format) {
+        self.in_unquoted = false;
+        match format {
+            // Without a quote, RFC 4180 CSV is a plain split: no parser needed on that line.
+            Format::Csv if line.contains(&b'"') => self.split_csv(line),
+            _ => split_fields(line, format, &mut self.ranges),
+        }
+    }
+
+    /// How many fields the line has.
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Whether the line has no field (never after [`Fields::split`]: a blank line has one).
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Field `i` of `line` (the line last split).
+    pub fn get<'a>(&'a self, line: &'a [u8], i: usize) -> Option<&'a [u8]> {
+        let &(s, e) = self.ranges.get(i)?;
+        Some(if self.in_unquoted {
+            &self.unquoted[s..e]
+        } else {
+            &line[s..e]
+        })
+    }
+
+    /// Quoted fields (embedded commas, `""` for a quote) through csv-core. A record never
+    /// spans lines: files are split among workers at line ends.
+    fn split_csv(&mut self, line: &[u8]) {
+        // `\n` only ends a record: a `\r` inside a field stays there to be reported.
+        let r = self.csv.get_or_insert_with(|| {
+            csv_core::ReaderBuilder::new()
+                .terminator(csv_core::Terminator::Any(b'\n'))
+                .build()
+        });
+        r.reset();
+        // Decoding only shrinks a field, and a line has at most len + 1 fields.
+        self.unquoted.resize(line.len(), 0);
+        self.ends.resize(line.len() + 1, 0);
+        let (mut nin, mut nout, mut nend) = (0, 0, 0);
+        loop {
+            let (res, i, o, e) = r.read_record(
+                &line[nin..],
+                &mut self.unquoted[nout..],
+                &mut self.ends[nend..],
+            );
+            (nin, nout, nend) = (nin + i, nout + o, nend + e);
+            if matches!(
+                res,
+                csv_core::ReadRecordResult::Record | csv_core::ReadRecordResult::End
+            ) {
+                break;
+            }
+        }
+        self.ranges.clear();
+        let mut start = 0;
+        for &end in &self.ends[..nend] {
+            self.ranges.push((start, end));
+            start = end;
+        }
+        if self.ranges.is_empty() {
+            self.ranges.push((0, 0));
+        }
+        self.in_unquoted = true;
+    }
+}
+
+/// Splits `line` into field ranges, reusing `out` (CSV quotes are not decoded: see [`Fields`]).
+fn split_fields(line: &[u8], format: Format, out: &mut Vec<(usize, usize)>) {
     out.clear();
     match format {
         Format::Tsv | Format::Csv => {
@@ -191,13 +274,13 @@ pub fn parse_line(
     line: &[u8],
     format: Format,
     cols: &Columns,
-    fields: &mut Vec<(usize, usize)>,
+    fields: &mut Fields,
 ) -> Result<Option<Event>, LineError> {
     let trimmed = clean(line);
     if trimmed.is_empty() {
         return Ok(None);
     }
-    split_fields(line, format, fields);
+    fields.split(line, format);
     let need = cols.max() + 1;
     if fields.len() < need {
         return Err(LineError {
@@ -209,7 +292,7 @@ pub fn parse_line(
             ),
         });
     }
-    let get = |i: usize| clean(&line[fields[i].0..fields[i].1]);
+    let get = |i: usize| clean(fields.get(line, i).unwrap_or_default());
     let id = |i: usize, field: &'static str| {
         parse_id(get(i)).map_err(|message| LineError { field, message })
     };
@@ -282,9 +365,9 @@ pub fn parse_line(
 /// Decides whether a first line is a header (for `header = "auto"`): it is when a numeric
 /// column does not parse as a number, or the id columns read like column names.
 pub fn looks_like_header(line: &[u8], format: Format, cols: &Columns) -> bool {
-    let mut fields = Vec::new();
-    split_fields(line, format, &mut fields);
-    let get = |i: usize| fields.get(i).map(|&(s, e)| clean(&line[s..e]));
+    let mut fields = Fields::default();
+    fields.split(line, format);
+    let get = |i: usize| fields.get(line, i).map(clean);
     let not_num = |i: Option<usize>| {
         i.and_then(get)
             .map(|f| number::<f64>(f).is_none())
@@ -366,7 +449,7 @@ mod tests {
     }
 
     fn p(line: &str, f: Format, c: &Columns) -> Result<Option<Event>, LineError> {
-        parse_line(line.as_bytes(), f, c, &mut Vec::new())
+        parse_line(line.as_bytes(), f, c, &mut Fields::default())
     }
 
     #[test]
@@ -396,6 +479,34 @@ mod tests {
     }
 
     #[test]
+    fn csv_quotes_are_decoded() {
+        let fields = |line: &str| {
+            let mut f = Fields::default();
+            f.split(line.as_bytes(), Format::Csv);
+            (0..f.len())
+                .map(|i| String::from_utf8(f.get(line.as_bytes(), i).unwrap().to_vec()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fields("\"alice, jr\",book1,1"), ["alice, jr", "book1", "1"]);
+        assert_eq!(fields("\"say \"\"hi\"\"\",,2"), ["say \"hi\"", "", "2"]);
+        assert_eq!(fields("a,b"), ["a", "b"]);
+        let c = cols(true, false);
+        let e = p("\"alice, jr\",\"b\"\"1\",3\r", Format::Csv, &c)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.user, e.item, e.weight),
+            (
+                RawId::Str("alice, jr".into()),
+                RawId::Str("b\"1".into()),
+                3.0
+            )
+        );
+        // Without a CSV parser the quoted comma would make four fields, "1" the weight.
+        assert!(p("\"a,1\",b,2", Format::Csv, &c).unwrap().unwrap().weight == 2.0);
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let c = cols(true, false);
         assert_eq!(p("1\t2", Format::Tsv, &c).unwrap_err().field, "columns");
@@ -410,7 +521,7 @@ mod tests {
         assert_eq!(p("1\t\t1", Format::Tsv, &c).unwrap_err().field, "item");
         let bad = b"\xff\xfe\t2\t1";
         assert_eq!(
-            parse_line(bad, Format::Tsv, &c, &mut Vec::new())
+            parse_line(bad, Format::Tsv, &c, &mut Fields::default())
                 .unwrap_err()
                 .field,
             "user"
@@ -515,9 +626,8 @@ mod removal_tests {
             ts: None,
             removed: Some(3),
         };
-        let mut f = Vec::new();
-        let p =
-            |l: &str, f: &mut Vec<(usize, usize)>| parse_line(l.as_bytes(), Format::Tsv, &cols, f);
+        let mut f = Fields::default();
+        let p = |l: &str, f: &mut Fields| parse_line(l.as_bytes(), Format::Tsv, &cols, f);
         assert_eq!(p("1\t2\t3\tfalse", &mut f).unwrap().unwrap().weight, 3.0);
         assert_eq!(p("1\t2\t3\t", &mut f).unwrap().unwrap().weight, 3.0);
         for yes in ["1", "TRUE", "unfavorite", "removed"] {

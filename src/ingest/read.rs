@@ -1,10 +1,12 @@
-//! Parallel input: every worker reads a disjoint byte range of every file.
+//! Parallel input: every worker reads a disjoint byte range of every plain file, and whole
+//! compressed files in turn (a gzip or zstd stream cannot be entered mid-way: [`super::compress`]).
 //!
 //! A file of `n` bytes is cut at `n·k/parts`; a line belongs to the part in which its first
 //! byte lies, so each line is read exactly once whatever the number of parts. Line numbers
 //! for error messages are recovered only on the error path (by counting newlines before it).
 
-use super::parse::{looks_like_header, number_field, parse_line, split_fields, Columns, Event};
+use super::compress::{self, Codec};
+use super::parse::{looks_like_header, number_field, parse_line, Columns, Event, Fields};
 use super::weight::{self, WeightChoice};
 use crate::job::{BadLines, Format, Header, Input, WeightColumn};
 use std::fs::File;
@@ -126,15 +128,15 @@ const HEAD_LINES: usize = 64;
 
 /// Reads up to [`HEAD_LINES`] first lines of a file (within its first MiB), without line
 /// ends or a byte order mark: for header detection, column names and the weight column.
-fn head_lines(path: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let f = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
-    let mut r = BufReader::new(f).take(1 << 20);
+fn head_lines(path: &Path, codec: Codec) -> Result<Vec<Vec<u8>>, String> {
+    // A compressed file's head is that of its text.
+    let mut r = compress::open(path, codec)?.take(1 << 20);
     let mut out = Vec::new();
     while out.len() < HEAD_LINES {
         let mut line = Vec::new();
         let k = r
             .read_until(b'\n', &mut line)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+            .map_err(|e| compress::read_error(path, codec, out.len() as u64 + 1, &e))?;
         if k == 0 {
             break;
         }
@@ -165,9 +167,13 @@ fn head_lines(path: &Path) -> Result<Vec<Vec<u8>>, String> {
 
 /// Resolves one file's columns: whether its first line is a header, and where its weights
 /// come from (see [`super::weight`]).
-fn file_columns(path: &Path, input: &Input) -> Result<(Columns, bool, WeightChoice), String> {
+fn file_columns(
+    path: &Path,
+    codec: Codec,
+    input: &Input,
+) -> Result<(Columns, bool, WeightChoice), String> {
     let name = path.display();
-    let head = head_lines(path)?;
+    let head = head_lines(path, codec)?;
     let explicit = input.weight.column();
     let probe_cols = Columns::resolve(
         &input.user,
@@ -190,12 +196,12 @@ fn file_columns(path: &Path, input: &Input) -> Result<(Columns, bool, WeightChoi
         },
     };
     let names = has_header.then(|| {
-        let mut fields = Vec::new();
-        split_fields(&head[0], input.format, &mut fields);
-        fields
-            .iter()
-            .map(|&(s, e)| {
-                String::from_utf8_lossy(&head[0][s..e])
+        let mut fields = Fields::default();
+        fields.split(&head[0], input.format);
+        (0..fields.len())
+            .filter_map(|i| fields.get(&head[0], i))
+            .map(|f| {
+                String::from_utf8_lossy(f)
                     .trim()
                     .trim_matches('"')
                     .to_string()
@@ -226,12 +232,9 @@ fn file_columns(path: &Path, input: &Input) -> Result<(Columns, bool, WeightChoi
 fn names_a_weight(head: &[Vec<u8>], format: Format, cols: &Columns) -> bool {
     let c = weight::candidate(cols);
     let num = |line: &Vec<u8>| {
-        let mut fields = Vec::new();
-        split_fields(line, format, &mut fields);
-        fields
-            .get(c)
-            .and_then(|&(s, e)| number_field(&line[s..e]))
-            .is_some()
+        let mut fields = Fields::default();
+        fields.split(line, format);
+        fields.get(line, c).and_then(number_field).is_some()
     };
     head.len() >= 2 && !num(&head[0]) && num(&head[1])
 }
@@ -251,7 +254,17 @@ fn line_number(path: &Path, offset: u64) -> u64 {
     n
 }
 
-/// Reads part `part` of `parts` of every file, calling `sink` for each kept event.
+/// One file being read: what every line of it is parsed with.
+struct FileRead<'a> {
+    path: &'a Path,
+    input: &'a Input,
+    cols: Columns,
+    has_header: bool,
+    codec: Codec,
+}
+
+/// Reads part `part` of `parts` of every file, calling `sink` for each kept event: a byte
+/// range of each plain file, and the whole of every `parts`-th compressed file.
 pub fn read_part(
     files: &[PathBuf],
     input: &Input,
@@ -261,120 +274,31 @@ pub fn read_part(
 ) -> Result<ReadStats, String> {
     let started = std::time::Instant::now();
     let mut st = ReadStats::default();
-    let mut fields = Vec::new();
+    let mut compressed = 0;
     for path in files {
-        let name = path.display();
-        let len = std::fs::metadata(path)
-            .map_err(|e| format!("{name}: cannot stat: {e}"))?
-            .len();
-        let (cols, has_header, weight) = file_columns(path, input)?;
+        let codec = Codec::detect(path)?;
+        if codec != Codec::Plain {
+            compressed += 1;
+            if compress::owner(compressed - 1, parts) != part {
+                continue;
+            }
+        }
+        let (cols, has_header, weight) = file_columns(path, codec, input)?;
         if !st.weights.contains(&weight.described) {
             st.weights.push(weight.described);
         }
-        let start = len * part as u64 / parts as u64;
-        let end = len * (part as u64 + 1) / parts as u64;
-        if start >= end {
-            continue;
-        }
-        let mut f = File::open(path).map_err(|e| format!("{name}: cannot open: {e}"))?;
-        // Find the first line that starts in [start, end).
-        let mut pos = start;
-        if start > 0 {
-            f.seek(SeekFrom::Start(start - 1))
-                .map_err(|e| format!("{name}: seek: {e}"))?;
-        }
-        let mut r = BufReader::with_capacity(1 << 20, f);
-        let mut line = Vec::with_capacity(256);
-        if start > 0 {
-            // Skipped without buffering: the line may be arbitrarily long.
-            let k = r
-                .skip_until(b'\n')
-                .map_err(|e| format!("{name}: read: {e}"))?;
-            // k counts the byte at start-1; the line we skipped began before `start`.
-            pos = start - 1 + k as u64;
-        }
-        let mut first = start == 0;
-        while pos < end {
-            line.clear();
-            let mut k = r
-                .by_ref()
-                .take(MAX_LINE_BYTES as u64 + 1)
-                .read_until(b'\n', &mut line)
-                .map_err(|e| format!("{name}: read: {e}"))?;
-            if k == 0 {
-                break;
-            }
-            let too_long = line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n');
-            if too_long {
-                k += r
-                    .skip_until(b'\n')
-                    .map_err(|e| format!("{name}: read: {e}"))?;
-            }
-            let line_start = pos;
-            pos += k as u64;
-            st.bytes += k as u64;
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            if first {
-                first = false;
-                if line.starts_with(BOM) {
-                    line.drain(..BOM.len());
-                }
-                // An over-long first line is an error, not a header to skip unseen.
-                if has_header && !too_long {
-                    continue;
-                }
-            }
-            let parsed = if too_long {
-                Err(super::parse::LineError {
-                    field: "line",
-                    message: format!("longer than {MAX_LINE_BYTES} bytes (is this a text file with \\n line ends?)"),
-                })
-            } else {
-                parse_line(&line, input.format, &cols, &mut fields)
-            };
-            match parsed {
-                Ok(None) => {}
-                Ok(Some(ev)) => {
-                    st.lines += 1;
-                    // Removals (negative weights) are never filtered: they retract pairs.
-                    if let Some(m) = input.min_weight {
-                        if ev.weight >= 0.0 && (ev.weight as f64) < m {
-                            st.below_min_weight += 1;
-                            continue;
-                        }
-                    }
-                    st.events += 1;
-                    sink(ev);
-                }
-                Err(e) => {
-                    st.lines += 1;
-                    let ln = line_number(path, line_start);
-                    let mut msg = format!(
-                        "{name}:{ln}: field {}: {}: '{}'",
-                        e.field,
-                        e.message,
-                        crate::escape::sample(&line)
-                    );
-                    if line_start == 0 && input.header == Header::False {
-                        msg.push_str(" (input.header = \"false\": if this is a header line, set input.header = \"true\" or \"auto\")");
-                    }
-                    match input.bad_lines {
-                        BadLines::Fail => {
-                            return Err(format!(
-                                "{msg}\n  fix the line, or set input.bad_lines = \"skip\" to skip and count such lines"
-                            ))
-                        }
-                        BadLines::Skip => {
-                            st.skipped += 1;
-                            if st.samples.len() < MAX_SAMPLES {
-                                st.samples.push(msg);
-                            }
-                        }
-                    }
-                }
-            }
+        let f = FileRead {
+            path,
+            input,
+            cols,
+            has_header,
+            codec,
+        };
+        if codec == Codec::Plain {
+            read_range(&f, part, parts, &mut st, &mut sink)?;
+        } else {
+            let mut r = compress::open(path, codec)?;
+            read_lines(&f, &mut r, 0, u64::MAX, &mut st, &mut sink)?;
         }
     }
     st.secs = started.elapsed().as_secs_f64();
@@ -382,6 +306,165 @@ pub fn read_part(
         st.min_mb_per_sec_per_worker = st.bytes as f64 / st.secs / 1e6;
     }
     Ok(st)
+}
+
+/// Reads the lines of a plain file that start in its part's byte range.
+fn read_range(
+    f: &FileRead,
+    part: usize,
+    parts: usize,
+    st: &mut ReadStats,
+    sink: &mut impl FnMut(Event),
+) -> Result<(), String> {
+    let name = f.path.display();
+    let len = std::fs::metadata(f.path)
+        .map_err(|e| format!("{name}: cannot stat: {e}"))?
+        .len();
+    let start = len * part as u64 / parts as u64;
+    let end = len * (part as u64 + 1) / parts as u64;
+    if start >= end {
+        return Ok(());
+    }
+    let mut file = File::open(f.path).map_err(|e| format!("{name}: cannot open: {e}"))?;
+    if start > 0 {
+        file.seek(SeekFrom::Start(start - 1))
+            .map_err(|e| format!("{name}: seek: {e}"))?;
+    }
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut pos = start;
+    if start > 0 {
+        // The line that began before `start` is another part's; skipped without buffering
+        // (it may be arbitrarily long). k counts the byte at start-1.
+        let k = r
+            .skip_until(b'\n')
+            .map_err(|e| format!("{name}: read: {e}"))?;
+        pos = start - 1 + k as u64;
+    }
+    read_lines(f, &mut r, pos, end, st, sink)
+}
+
+/// Reads the lines starting at stream offsets `pos..end` (`pos` is a line start; 0 is the
+/// file's first line). Plain files find a failing line's number by counting newlines before
+/// it; a compressed stream is read from its start, so its lines are counted as they come.
+fn read_lines<R: BufRead>(
+    f: &FileRead,
+    r: &mut R,
+    mut pos: u64,
+    end: u64,
+    st: &mut ReadStats,
+    sink: &mut impl FnMut(Event),
+) -> Result<(), String> {
+    let mut line = Vec::with_capacity(256);
+    let mut fields = Fields::default();
+    let mut counted = 0u64;
+    while pos < end {
+        let line_no = counted + 1;
+        let read_err = |e: std::io::Error| match f.codec {
+            Codec::Plain => format!("{}: read: {e}", f.path.display()),
+            c => compress::read_error(f.path, c, line_no, &e),
+        };
+        line.clear();
+        let mut k = r
+            .by_ref()
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(read_err)?;
+        if k == 0 {
+            break;
+        }
+        let too_long = line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n');
+        if too_long {
+            k += r.skip_until(b'\n').map_err(read_err)?;
+        }
+        let line_start = pos;
+        pos += k as u64;
+        counted += 1;
+        st.bytes += k as u64;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        if line_start == 0 {
+            if line.starts_with(BOM) {
+                line.drain(..BOM.len());
+            }
+            // An over-long first line is an error, not a header to skip unseen.
+            if f.has_header && !too_long {
+                continue;
+            }
+        }
+        let ln = || match f.codec {
+            Codec::Plain => line_number(f.path, line_start),
+            _ => line_no,
+        };
+        let parsed = if too_long {
+            Err(super::parse::LineError {
+                field: "line",
+                message: format!(
+                    "longer than {MAX_LINE_BYTES} bytes (is this a text file with \\n line ends?)"
+                ),
+            })
+        } else {
+            parse_line(&line, f.input.format, &f.cols, &mut fields)
+        };
+        take_line(f, &line, parsed, line_start == 0, ln, st, sink)?;
+    }
+    Ok(())
+}
+
+/// Hands a parsed line's event to `sink`, or applies the bad-line rule to its error.
+fn take_line(
+    f: &FileRead,
+    line: &[u8],
+    parsed: Result<Option<Event>, super::parse::LineError>,
+    first: bool,
+    line_no: impl Fn() -> u64,
+    st: &mut ReadStats,
+    sink: &mut impl FnMut(Event),
+) -> Result<(), String> {
+    let input = f.input;
+    match parsed {
+        Ok(None) => {} // blank lines are not counted
+        Ok(Some(ev)) => {
+            st.lines += 1;
+            // Removals (negative weights) are never filtered: they retract pairs.
+            if let Some(m) = input.min_weight {
+                if ev.weight >= 0.0 && (ev.weight as f64) < m {
+                    st.below_min_weight += 1;
+                    return Ok(());
+                }
+            }
+            st.events += 1;
+            sink(ev);
+        }
+        Err(e) => {
+            st.lines += 1;
+            let mut msg = format!(
+                "{}:{}: field {}: {}: '{}'",
+                f.path.display(),
+                line_no(),
+                e.field,
+                e.message,
+                crate::escape::sample(line)
+            );
+            if first && input.header == Header::False {
+                msg.push_str(" (input.header = \"false\": if this is a header line, set input.header = \"true\" or \"auto\")");
+            }
+            match input.bad_lines {
+                BadLines::Fail => {
+                    return Err(format!(
+                        "{msg}\n  fix the line, or set input.bad_lines = \"skip\" to skip and count such lines"
+                    ))
+                }
+                BadLines::Skip => {
+                    st.skipped += 1;
+                    if st.samples.len() < MAX_SAMPLES {
+                        st.samples.push(msg);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -433,6 +516,37 @@ mod tests {
         let mut n = 0;
         let st = read_part(&files, &inp, 0, 1, |_| n += 1).unwrap();
         assert_eq!((n, st.skipped, st.samples.len()), (3, 1, 1));
+    }
+
+    #[test]
+    fn compressed_files_are_read_whole_by_one_part_with_line_numbers() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let text = "1\t2\t1\n3\t4\t1\n5\t6\tabc\n";
+        let p = dir.path().join("b.data"); // gzip, not named so
+        let mut e = flate2::write::GzEncoder::new(File::create(&p).unwrap(), Default::default());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap();
+        let q = dir.path().join("c.zst");
+        std::fs::write(&q, zstd::encode_all(text.as_bytes(), 1).unwrap()).unwrap();
+        let files = vec![p, q];
+        let mut inp = input();
+        inp.bad_lines = BadLines::Skip;
+        // File k goes to part k mod 3: parts 0 and 1 read one file each, part 2 none.
+        let mut seen = Vec::new();
+        for part in 0..3 {
+            let st = read_part(&files, &inp, part, 3, |e| seen.push(e.user)).unwrap();
+            assert_eq!(st.events, if part < 2 { 2 } else { 0 }, "part {part}");
+            if part < 2 {
+                assert!(
+                    st.samples[0].contains(":3: field weight"),
+                    "{:?}",
+                    st.samples
+                );
+            }
+        }
+        seen.sort();
+        assert_eq!(seen.len(), 4);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! - numbers that all look like Unix timestamps (> 10⁹) are refused: a weight that large
 //!   would swamp every confidence, and a timestamp read as a weight is a silent disaster.
 
-use super::parse::{number_field, split_fields, Columns};
+use super::parse::{number_field, Columns, Fields};
 use crate::job::{Column, Format, WeightColumn};
 
 /// Header names read as a weight column (compared ignoring ASCII case).
@@ -118,14 +118,14 @@ fn by_name(cols: &Columns, names: &[String]) -> WeightChoice {
 
 fn by_numbers(format: Format, cols: &Columns, sample: &[Vec<u8>]) -> Result<WeightChoice, String> {
     let c = candidate(cols);
-    let mut fields = Vec::new();
+    let mut fields = Fields::default();
     let mut values = Vec::with_capacity(sample.len());
     for line in sample
         .iter()
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
     {
-        split_fields(line, format, &mut fields);
-        match fields.get(c).and_then(|&(s, e)| number_field(&line[s..e])) {
+        fields.split(line, format);
+        match fields.get(line, c).and_then(number_field) {
             Some(v) => values.push(v),
             None => {
                 return Ok(WeightChoice {
