@@ -7,7 +7,6 @@
 //! worker 0, so the value — and the model — is the same for any worker layout.
 
 use crate::cluster::{Body, Comm, CommError};
-use crate::ingest::IngestStats;
 use crate::job::{auto_alpha, target_confidence, Alpha, Confidence};
 use crate::side::Side;
 use serde::{Deserialize, Serialize};
@@ -29,23 +28,24 @@ pub struct Resolved {
 }
 
 /// Resolves α (collectively, when automatic) and turns the weights of this worker's `users`
-/// and `items` into confidences. `stats` are the ingest totals (complete on worker 0).
+/// and `items` into confidences. `totals` are the ingest's (pairs, users, items), complete on
+/// worker 0.
 pub fn apply(
     worker: &mut Worker,
     comm: &mut Comm,
     conf: &Confidence,
-    stats: &IngestStats,
+    (pairs, n_users, n_items): (u64, u64, u64),
     users: &mut Side,
     items: &mut Side,
 ) -> Result<Resolved, CommError> {
-    let density = stats.pairs as f64 / (stats.users as f64 * stats.items as f64).max(1.0);
+    let density = pairs as f64 / (n_users as f64 * n_items as f64).max(1.0);
     let resolved = match conf.alpha {
         Alpha::Value(alpha) => Resolved {
             alpha,
             density,
             ..Resolved::default()
         },
-        Alpha::Auto => resolve_auto(worker, comm, conf, (density, stats.pairs), users)?,
+        Alpha::Auto => resolve_auto(worker, comm, conf, (density, pairs), users)?,
     };
     for c in users.conf.iter_mut().chain(items.conf.iter_mut()) {
         *c = conf.of(resolved.alpha, *c as f64);

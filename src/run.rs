@@ -201,7 +201,7 @@ fn run_worker(
         worker,
         &mut comm,
         &job.confidence,
-        &data.stats,
+        (data.stats.pairs, data.stats.users, data.stats.items),
         &mut data.users,
         &mut data.items,
     )?;

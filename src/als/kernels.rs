@@ -812,7 +812,7 @@ fn observed_from(conf: &[f32], yx: &[f32]) -> f64 {
 }
 
 /// Whether the AVX2 kernels run for dimension `d` (false off x86-64).
-fn simd_usable(d: usize) -> bool {
+pub fn simd_usable(d: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     return simd::usable(d);
     #[cfg(not(target_arch = "x86_64"))]

@@ -493,10 +493,7 @@ fn solve_rows(
 ) -> Solved {
     let d = als.factors;
     let du = d as u64;
-    #[cfg(target_arch = "x86_64")]
-    let upper = kernels::simd::usable(d);
-    #[cfg(not(target_arch = "x86_64"))]
-    let upper = false;
+    let upper = kernels::simd_usable(d);
     let mut solver = kernels::Solver::new(d);
     let mut out = Solved {
         loss_parts: Vec::with_capacity(s.vshards.len()),
