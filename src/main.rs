@@ -64,9 +64,15 @@ enum Cmd {
         /// `als.solver=cg,block` (repeatable). None: a built-in space for ALS.
         #[arg(long = "param", value_name = "KEY=VALUES")]
         param: Vec<String>,
-        /// Random-search trials (default: the full grid for lists only, else 10).
+        /// Configurations drawn (default: the full grid for lists only; else 27 for halving,
+        /// 10 for random).
         #[arg(long)]
         trials: Option<usize>,
+        /// grid | random | halving (successive halving: every configuration trains a few
+        /// iterations, the best third go on, doubling). Default: grid for lists only without
+        /// --trials, else halving.
+        #[arg(long)]
+        search: Option<String>,
         /// Seed of the random search.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -458,6 +464,7 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             workers,
             param,
             trials,
+            search,
             seed,
             metric,
             time_limit,
@@ -478,7 +485,12 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 .map(|p| recflow::tune::parse_param(p))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| (2, e))?;
+            let search = search
+                .map(|s| recflow::tune::Search::parse(&s))
+                .transpose()
+                .map_err(|e| (2, e))?;
             let o = recflow::tune::TuneOptions {
+                search,
                 params,
                 trials,
                 seed,

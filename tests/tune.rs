@@ -39,6 +39,7 @@ fn setup(dir: &Path, test_file: &str) -> std::path::PathBuf {
 
 fn options(out: &Path, w: usize, refit: bool) -> TuneOptions {
     TuneOptions {
+        search: None,
         params: vec![
             parse_param("als.regularization=0.01,1").unwrap(),
             parse_param("confidence.alpha=1..40:log").unwrap(),
@@ -169,6 +170,59 @@ fn early_stopping_stops_and_matches_a_straight_run() {
         .as_f64()
         .unwrap();
     assert_eq!(t["value"].as_f64().unwrap(), want);
+    let best = std::fs::read_to_string(tmp.path().join("out/best.toml")).unwrap();
+    assert!(best.contains(&format!("iterations = {it}\n")), "{best}");
+}
+
+/// Successive halving: 9 configurations at 2 iterations, the best 3 on to 4, the best 1 on to
+/// 8 (or fewer where a survivor stopped improving); the rung-k survivors are the best third of
+/// rung k−1 by value, and the winner is the best value seen.
+#[test]
+fn halving_trains_the_best_third_further() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = setup(tmp.path(), "test.tsv");
+    let mut o = options(&tmp.path().join("out"), 2, false);
+    o.search = Some(recflow::tune::Search::Halving);
+    o.trials = Some(9);
+    o.eval_every = 2;
+    o.params = vec![
+        parse_param("als.regularization=1e-3..10:log").unwrap(),
+        parse_param("confidence.alpha=1..40:log").unwrap(),
+    ];
+    let sets = [
+        format!("output.store={}", tmp.path().join("store").display()),
+        "als.iterations=8".to_string(),
+    ];
+    let r = tune(&job, &sets, &o).unwrap();
+    let trials = r["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 9);
+    let curve = |t: &serde_json::Value| -> Vec<(u64, f64)> {
+        t["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c[0].as_u64().unwrap(), c[1].as_f64().unwrap()))
+            .collect()
+    };
+    let at2: Vec<(usize, f64)> = trials
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i, curve(t)[0].1))
+        .collect();
+    assert!(trials.iter().all(|t| curve(t)[0].0 == 2));
+    let went_on: Vec<usize> = (0..9).filter(|&i| curve(&trials[i]).len() > 1).collect();
+    let mut ranked = at2.clone();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut top3: Vec<usize> = ranked[..3].iter().map(|x| x.0).collect();
+    top3.sort();
+    assert_eq!(went_on, top3, "the rung-2 trials are the rung-1 best third");
+    assert!(trials.iter().filter(|t| curve(t).len() > 2).count() <= 1);
+    let best_seen = trials
+        .iter()
+        .flat_map(|t| curve(t).into_iter().map(|c| c.1))
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(r["best"]["value"].as_f64().unwrap(), best_seen);
+    let it = r["best"]["iterations"].as_u64().unwrap();
     let best = std::fs::read_to_string(tmp.path().join("out/best.toml")).unwrap();
     assert!(best.contains(&format!("iterations = {it}\n")), "{best}");
 }

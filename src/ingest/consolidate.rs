@@ -1,29 +1,24 @@
-//! Merging today's events into yesterday's interaction snapshot, in differential dataflow.
+//! Consolidation: events summed per (user, item), merged into yesterday's interaction snapshot.
 //!
-//! At a user's owner, today's events are first summed per (user, item) (a local sort). The
-//! pairs that exist in both the snapshot and today's sums are the ones whose weight changes:
-//! they go through a differential-dataflow computation where every contribution is an update
-//! whose diff is its weight, so a removal ("unfavorite", a negative weight) is a retraction
-//! that cancels the earlier weight. Pairs only in the snapshot or only in today's events pass
-//! through unchanged: a nightly delta touches few pairs, and a collection of every pair costs
-//! three times the time and five times the memory of the local sort (measured on 10 M events,
-//! docs/BENCHMARKS.md).
+//! At a user's owner, today's events are summed per (user, item) by a local sort
+//! ([`sum_events`]) and merged with the snapshot pairs of its virtual shards by one pass over
+//! both sorted lists ([`merge`]): a pair in both gets the sum of its weights and the newer
+//! time, so a removal ("unfavorite", a negative weight) cancels the earlier weight, and pairs
+//! whose sum is ≤ 0 are dropped.
+//!
+//! This was a differential-dataflow `reduce` until issue 16 measured it (benches/consolidate.rs,
+//! docs/DEPENDENCIES.md): at 10 M events differential used idiomatically — integer keys, the
+//! fixed-point weight as the difference type — took 3.0× the sort (cold start) and 1.9× this
+//! path (a night: 10 M snapshot pairs + 500 k events), and the `reduce` over pairs in both took
+//! 2.6× the plain merge. Everything here is local to the owner: no data crosses workers.
 //!
 //! Weights are summed as fixed-point integers ([`to_fixed`]), so sums are exact and do not
 //! depend on the order in which workers deliver events: the model stays bit-identical across
-//! worker layouts. Records are keyed by the user's virtual shard (their [`Hashable`] is the
-//! shard number and timely's exchange sends hash `h` to worker `h mod W`, which is
-//! [`crate::cluster::owner`]), so they stay on the worker that already holds them.
+//! worker layouts.
 
-use crate::cluster::CommError;
 use crate::ids::RawId;
-use differential_dataflow::hashable::Hashable;
-use differential_dataflow::input::Input;
-use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
-use timely::worker::Worker;
+use crate::ingest::parse::Event;
+use std::cmp::Ordering;
 
 /// Fixed-point scale of summed weights: 2⁻³² resolution; |weight| ≤ 1e9 per event leaves
 /// room for about 4·10¹⁹ events per pair in an `i128`.
@@ -42,19 +37,22 @@ pub fn from_fixed(w: i128) -> f64 {
 /// One consolidated pair: (user, item, summed fixed-point weight, newest event time).
 pub type Pair = (RawId, RawId, i128, i64);
 
-/// A (user, item) key routed by the user's virtual shard.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct PairKey {
-    vshard: u32,
-    user: RawId,
-    item: RawId,
-}
-
-impl Hashable for PairKey {
-    type Output = u64;
-    fn hashed(&self) -> u64 {
-        self.vshard as u64
+/// Sums events per (user, item) by a local sort: exact fixed-point sums and the newest time,
+/// sorted by (user, item), so the result does not depend on the order events arrived in.
+pub fn sum_events(mut events: Vec<Event>) -> Vec<Pair> {
+    events.sort_unstable_by(|a, b| (&a.user, &a.item).cmp(&(&b.user, &b.item)));
+    let mut sums: Vec<Pair> = Vec::new();
+    for e in events {
+        let w = to_fixed(e.weight as f64);
+        match sums.last_mut() {
+            Some(p) if p.0 == e.user && p.1 == e.item => {
+                p.2 += w;
+                p.3 = p.3.max(e.ts);
+            }
+            _ => sums.push((e.user, e.item, w, e.ts)),
+        }
     }
+    sums
 }
 
 /// The merged pairs of this worker's users.
@@ -67,102 +65,36 @@ pub struct Merged {
 }
 
 /// Merges `today` (this worker's per-pair sums of new events) into `previous` (its users'
-/// snapshot pairs); both sorted by (user, item) with unique keys. Collective: every worker
-/// calls it at the same point. Fails instead of hanging when a peer does not finish within
-/// `deadline`.
-pub fn merge(
-    worker: &mut Worker,
-    deadline: Duration,
-    virtual_shards: u32,
-    today: Vec<Pair>,
-    previous: Vec<Pair>,
-) -> Result<Merged, CommError> {
-    // Split off the pairs in both inputs; the rest passes through (without a copy when one
-    // input is empty, as on a cold start).
-    let (mut through, mut both) = (Vec::new(), Vec::new());
-    if previous.is_empty() || today.is_empty() {
-        through = if previous.is_empty() { today } else { previous };
-    } else {
-        through.reserve(previous.len() + today.len());
-        let (mut a, mut b) = (
-            previous.into_iter().peekable(),
-            today.into_iter().peekable(),
-        );
-        loop {
-            let order = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) => (&x.0, &x.1).cmp(&(&y.0, &y.1)),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => break,
-            };
-            match order {
-                std::cmp::Ordering::Less => through.push(a.next().expect("peeked")),
-                std::cmp::Ordering::Greater => through.push(b.next().expect("peeked")),
-                std::cmp::Ordering::Equal => {
-                    let (old, new) = (a.next().expect("peeked"), b.next().expect("peeked"));
-                    if new.2 == 0 {
-                        // Today's events cancel out: differential would drop a zero update,
-                        // but the pair's newest time still moves (it orders the caps).
-                        through.push((old.0, old.1, old.2, old.3.max(new.3)));
-                    } else {
-                        both.push(old);
-                        both.push(new);
-                    }
-                }
+/// snapshot pairs); both sorted by (user, item) with unique keys. Events that cancel among
+/// themselves still move the pair's newest time (it orders the caps).
+pub fn merge(today: Vec<Pair>, previous: Vec<Pair>) -> Merged {
+    let mut all = Vec::with_capacity(previous.len() + today.len());
+    let (mut a, mut b) = (
+        previous.into_iter().peekable(),
+        today.into_iter().peekable(),
+    );
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => (&x.0, &x.1).cmp(&(&y.0, &y.1)),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => break,
+        };
+        match order {
+            Ordering::Less => all.push(a.next().expect("peeked")),
+            Ordering::Greater => all.push(b.next().expect("peeked")),
+            Ordering::Equal => {
+                let (old, new) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                all.push((old.0, old.1, old.2 + new.2, old.3.max(new.3)));
             }
         }
     }
-
-    let out: Rc<RefCell<Vec<(Pair, isize)>>> = Rc::default();
-    let sink = out.clone();
-    let (mut input, probe) = worker.dataflow::<u64, _, _>(move |scope| {
-        // The value is (time, is an addition): an addition and a removal at the same time
-        // stay apart, so a pair that cancels exactly still reaches `reduce`.
-        let (input, updates) = scope.new_collection::<(PairKey, (i64, bool)), i128>();
-        let probe = updates
-            .reduce(|_pair, times: &[(&(i64, bool), i128)], out| {
-                let sum: i128 = times.iter().map(|(_, w)| w).sum();
-                let newest = times.iter().map(|(t, _)| t.0).max().unwrap_or(i64::MIN);
-                out.push(((sum, newest), 1isize));
-            })
-            .inspect(move |((k, (w, t)), _, r)| {
-                sink.borrow_mut()
-                    .push(((k.user.clone(), k.item.clone(), *w, *t), *r))
-            })
-            .probe()
-            .0;
-        (input, probe)
-    });
-    for (user, item, w, t) in both {
-        let vshard = user.vshard(virtual_shards);
-        input.update((PairKey { vshard, user, item }, (t, w > 0)), w);
+    let before = all.len();
+    all.retain(|p| p.2 > 0);
+    Merged {
+        nonpositive: (before - all.len()) as u64,
+        positive: all,
     }
-    input.advance_to(1);
-    input.flush();
-    drop(input);
-    let start = Instant::now();
-    while probe.less_than(&1) {
-        worker.step_or_park(Some(Duration::from_millis(50)));
-        if start.elapsed() > deadline {
-            return Err(CommError(format!(
-                "stage 'ingest: merge snapshot' did not complete within {deadline:?} on worker {}: a peer is stopped, hung or unreachable (if the stage is just slow, raise `recflow run --deadline-secs`, default 600)",
-                worker.index()
-            )));
-        }
-    }
-    let mut changed = std::mem::take(&mut *out.borrow_mut());
-    differential_dataflow::consolidation::consolidate(&mut changed);
-    through.extend(changed.into_iter().map(|(p, r)| {
-        assert_eq!(r, 1, "a merged pair appears {r} times");
-        p
-    }));
-    through.sort_unstable_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
-    let before = through.len();
-    through.retain(|p| p.2 > 0);
-    Ok(Merged {
-        nonpositive: (before - through.len()) as u64,
-        positive: through,
-    })
 }
 
 #[cfg(test)]
@@ -178,25 +110,20 @@ mod tests {
             .collect()
     }
 
-    /// Runs `merge` on `workers` threads, each worker getting the pairs of its own users.
-    fn run(workers: usize, today: Sums, previous: Sums) -> (Vec<Pair>, u64) {
-        let out = timely::execute(timely::Config::process(workers), move |w| {
-            let (me, peers) = (w.index(), w.peers());
+    /// Runs `merge` on the pairs split into `parts` by user (as owners hold them), then
+    /// joins the parts.
+    fn run(parts: u64, today: Sums, previous: Sums) -> (Vec<Pair>, u64) {
+        let mut all = (Vec::new(), 0);
+        for part in 0..parts {
             let mine = |m: &Sums| -> Vec<Pair> {
                 pairs(m)
                     .into_iter()
-                    .filter(|p| crate::cluster::owner(p.0.vshard(8), peers) == me)
+                    .filter(|p| matches!(p.0, RawId::Num(u) if u % parts == part))
                     .collect()
             };
-            let m = merge(w, Duration::from_secs(60), 8, mine(&today), mine(&previous)).unwrap();
-            (m.positive, m.nonpositive)
-        })
-        .unwrap();
-        let mut all = (Vec::new(), 0);
-        for r in out.join() {
-            let (p, n) = r.unwrap();
-            all.0.extend(p);
-            all.1 += n;
+            let m = merge(mine(&today), mine(&previous));
+            all.0.extend(m.positive);
+            all.1 += m.nonpositive;
         }
         all.0.sort();
         all

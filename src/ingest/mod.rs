@@ -5,7 +5,7 @@
 //!    compressed ones, and routes events to the user's owner;
 //! 2. user owners sum duplicate (user, item) events; on a warm start they merge the sums with
 //!    the previous version's snapshot of their virtual shards ([`consolidate`]: removals are
-//!    retractions, in differential dataflow); they drop pairs whose sum is ≤ 0, apply the
+//!    retractions); they drop pairs whose sum is ≤ 0, apply the
 //!    per-user cap and the holdout split, and route pairs to the item's owner;
 //! 3. item owners apply the per-item cap, number their items (per virtual shard, by raw id)
 //!    and send item keys back;
@@ -171,22 +171,10 @@ pub fn ingest(
     // 2. Consolidate per (user, item), cap per user, split off the holdout.
     // counts: pairs, users, items, nonpositive, ucap, icap, test, test_unknown, snapshot
     let mut counts = [0u64; 9];
-    // Exact fixed-point sums: the result does not depend on the order events arrived in.
-    events.sort_unstable_by(|a, b| (&a.user, &a.item).cmp(&(&b.user, &b.item)));
-    let mut delta: Vec<consolidate::Pair> = Vec::new();
-    for e in events {
-        let w = consolidate::to_fixed(e.weight as f64);
-        match delta.last_mut() {
-            Some(p) if p.0 == e.user && p.1 == e.item => {
-                p.2 += w;
-                p.3 = p.3.max(e.ts);
-            }
-            _ => delta.push((e.user, e.item, w, e.ts)),
-        }
-    }
+    let delta = consolidate::sum_events(events);
     counts[8] = previous.len() as u64;
     previous.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    let merged = consolidate::merge(worker, comm.deadline, v, delta, previous)?;
+    let merged = consolidate::merge(delta, previous);
     counts[3] = merged.nonpositive;
     let mut pairs = merged.positive;
     let written = write_snapshot(&pairs, v, &pending_dir(job, me));
