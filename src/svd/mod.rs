@@ -14,6 +14,7 @@
 //! Grams summed per virtual shard in virtual-shard order, so the factors are bit-identical
 //! for any worker count and process layout.
 
+pub mod basket;
 pub mod dense;
 pub mod project;
 pub mod sketch;
