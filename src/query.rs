@@ -127,7 +127,9 @@ pub fn query_items(
     });
     scored.truncate(k);
     if scored.is_empty() {
-        return Err(format!("--items: the list covers every item of model {name}: nothing left to recommend"));
+        return Err(format!(
+            "--items: the list covers every item of model {name}: nothing left to recommend"
+        ));
     }
     Ok(scored
         .iter()

@@ -293,7 +293,9 @@ fn run_worker(
         }
         Ok(())
     };
-    let kept = parent.as_ref().and_then(|p| Some((crate::svd::of_manifest(&p.manifest)?, p.version.clone())));
+    let kept = parent
+        .as_ref()
+        .and_then(|p| Some((crate::svd::of_manifest(&p.manifest)?, p.version.clone())));
     let (train, svd) = crate::svd::train_model(
         worker,
         &mut comm,
@@ -322,15 +324,17 @@ fn run_worker(
         Ok(())
     };
     comm.agree(worker, "train: check", check)?;
-    if svd.is_none() { log.done(&format!(
-        "train: {} iteration(s), objective {} ({train_secs:.2}s)",
-        job.als.iterations - start,
-        train
-            .objective
-            .last()
-            .map(|p| format!("{:.6e}", p.value))
-            .unwrap_or_else(|| "not computed".into())
-    )); }
+    if svd.is_none() {
+        log.done(&format!(
+            "train: {} iteration(s), objective {} ({train_secs:.2}s)",
+            job.als.iterations - start,
+            train
+                .objective
+                .last()
+                .map(|p| format!("{:.6e}", p.value))
+                .unwrap_or_else(|| "not computed".into())
+        ));
+    }
 
     let t = Instant::now();
     let mut recs = if job.recommend.k > 0

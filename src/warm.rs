@@ -181,7 +181,15 @@ pub fn fold_in(
     let input = job.svd.input;
     let kib = job.als.exchange_kib;
     let sides = (users, items);
-    crate::svd::project::fold_in(worker, comm, kib, sides, (new_users, new_items), &sigma, input)
+    crate::svd::project::fold_in(
+        worker,
+        comm,
+        kib,
+        sides,
+        (new_users, new_items),
+        &sigma,
+        input,
+    )
 }
 
 fn identity(path: &Path) -> serde_json::Value {

@@ -173,7 +173,10 @@ fn singular_values_and_residual_of_a_random_matrix_are_within_halko_bounds() {
         }
         // The published X·Yᵀ = A·V·Vᵀ: ‖A − A·V·Vᵀ‖ ≤ ‖A − Q·B_k‖ ≤ (1 + C)·σ_{k+1}.
         let res = spectral_norm(&(&a - &product(&model, m, n)));
-        assert!(res <= (1.0 + c) * tail + 1e-4 * exact[0], "q={q}: residual {res}");
+        assert!(
+            res <= (1.0 + c) * tail + 1e-4 * exact[0],
+            "q={q}: residual {res}"
+        );
         assert!(res >= tail * (1.0 - 1e-4), "q={q}: beats the optimum?");
         assert!(orthonormality_error(&model.items, &model.sigma, k) < 1e-4);
         if q == 2 {
@@ -215,10 +218,7 @@ fn a_low_rank_matrix_is_recovered_exactly_and_its_subspaces_match() {
     );
     assert_eq!(model.manifest["svd"]["numerical_rank"], 5);
     for j in 0..5 {
-        assert!(
-            (model.sigma[j] - exact[j]).abs() < 1e-5 * exact[0],
-            "σ{j}"
-        );
+        assert!((model.sigma[j] - exact[j]).abs() < 1e-5 * exact[0], "σ{j}");
     }
     let res = spectral_norm(&(&a - &product(&model, m, n)));
     assert!(res < 1e-4 * exact[0], "residual {res}");
@@ -268,8 +268,15 @@ fn a_rank_above_the_data_is_refused_with_the_key() {
     std::fs::create_dir_all(tmp.path()).unwrap();
     let input = tmp.path().join("in.tsv");
     write(&input, &pairs);
-    let e = run(job(tmp.path(), &input, &["svd.rank=13"]), RunOptions::default()).unwrap_err();
-    assert!(e.contains("svd.rank = 13") && e.contains("items in the data (12)"), "{e}");
+    let e = run(
+        job(tmp.path(), &input, &["svd.rank=13"]),
+        RunOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("svd.rank = 13") && e.contains("items in the data (12)"),
+        "{e}"
+    );
 }
 
 fn user_row<'a>(m: &'a Model, u: u64) -> &'a [f32] {
@@ -292,7 +299,11 @@ fn a_folded_in_user_with_a_known_users_row_gets_that_users_vector() {
     new.retain(|p| p.2 > 0.0);
     let input = tmp.path().join("new.tsv");
     write(&input, &new);
-    let j = job(tmp.path(), &input, &[&sets[..], &["model.warm_start=true"]].concat());
+    let j = job(
+        tmp.path(),
+        &input,
+        &[&sets[..], &["model.warm_start=true"]].concat(),
+    );
     let s = run(j, RunOptions::default()).unwrap().unwrap();
     let v2 = read(&tmp.path().join("store"), s.manifest);
     assert_eq!(v2.sigma, v1.sigma, "a warm start keeps the factorisation");
@@ -358,10 +369,22 @@ fn an_item_list_on_an_svd_model_scores_like_the_user_who_chose_it() {
 fn an_item_list_on_an_als_model_is_one_weighted_least_squares_solve() {
     let tmp = tempfile::tempdir().unwrap();
     let pairs = random_pairs(80, 40, 0.15, 13);
-    let sets = ["model.method=als", "als.factors=5", "als.iterations=3", "als.regularization=0.5"];
+    let sets = [
+        "model.method=als",
+        "als.factors=5",
+        "als.iterations=3",
+        "als.regularization=0.5",
+    ];
     let model = train(tmp.path(), &pairs, &sets, 1);
     let store = tmp.path().join("store");
-    let (ok, out, err) = cli(&["recommend", store.to_str().unwrap(), "--items", "2,9,9,30", "-k", "40"]);
+    let (ok, out, err) = cli(&[
+        "recommend",
+        store.to_str().unwrap(),
+        "--items",
+        "2,9,9,30",
+        "-k",
+        "40",
+    ]);
     assert!(ok, "{err}");
     // Dense reference: x = (Yᵀ C Y + λI)⁻¹ Yᵀ C p, c = 1 + α·1 = 2 on the listed items.
     let (n, d) = (model.items.len(), 5);
@@ -378,9 +401,16 @@ fn an_item_list_on_an_als_model_is_one_weighted_least_squares_solve() {
     let got = scores(&out);
     assert_eq!(got.len(), n - 3, "every item but the listed ones");
     for (item, score) in got {
-        let r = model.items.iter().position(|p| p.0.to_string() == item).unwrap();
+        let r = model
+            .items
+            .iter()
+            .position(|p| p.0.to_string() == item)
+            .unwrap();
         let want: f64 = (0..d).map(|j| y[(r, j)] * x[(j, 0)]).sum();
         let s: f64 = score.parse().unwrap();
-        assert!((s - want).abs() < 1e-4 * (1.0 + want.abs()), "{item}: {s} vs {want}");
+        assert!(
+            (s - want).abs() < 1e-4 * (1.0 + want.abs()),
+            "{item}: {s} vs {want}"
+        );
     }
 }

@@ -12,7 +12,10 @@ use std::collections::HashMap;
 /// order a user's interactions are summed in). Unknown ids and an empty list are errors.
 pub fn rows_of(items: &[RawId], list: &[RawId], model: &str) -> Result<Vec<usize>, String> {
     if list.is_empty() {
-        return Err("--items: the list is empty; give item ids separated by commas, e.g. --items 12,40,7".into());
+        return Err(
+            "--items: the list is empty; give item ids separated by commas, e.g. --items 12,40,7"
+                .into(),
+        );
     }
     let at: HashMap<&RawId, usize> = items.iter().enumerate().map(|(i, id)| (id, i)).collect();
     let unknown: Vec<String> = list
@@ -41,8 +44,9 @@ pub fn vector(
     d: usize,
     rows: &[usize],
 ) -> Result<Vec<f32>, String> {
-    let job: Job = serde_json::from_value(manifest["job"].clone())
-        .map_err(|e| format!("the manifest's job cannot be read ({e}): was it written by a newer recflow?"))?;
+    let job: Job = serde_json::from_value(manifest["job"].clone()).map_err(|e| {
+        format!("the manifest's job cannot be read ({e}): was it written by a newer recflow?")
+    })?;
     let alpha = manifest["confidence"]["alpha"].as_f64().unwrap_or(0.0);
     // A listed item is one interaction of weight 1.
     let c = job.confidence.of(alpha, 1.0);

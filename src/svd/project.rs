@@ -106,14 +106,5 @@ pub fn fold_in(
         input,
         Some(new_items),
     )?;
-    fold_side(
-        worker,
-        comm,
-        exchange_kib,
-        users,
-        items,
-        sigma,
-        input,
-        None,
-    )
+    fold_side(worker, comm, exchange_kib, users, items, sigma, input, None)
 }

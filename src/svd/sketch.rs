@@ -168,7 +168,9 @@ fn cholesky_step(
     let mut it = got.into_iter().map(|p| p.1);
     match (it.next(), it.next()) {
         (Some(r), Some(rinv)) => Ok((r, rinv)),
-        _ => Err(CommError(format!("{stage}: no Cholesky factor from worker 0"))),
+        _ => Err(CommError(format!(
+            "{stage}: no Cholesky factor from worker 0"
+        ))),
     }
 }
 
