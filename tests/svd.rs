@@ -160,6 +160,7 @@ fn singular_values_and_residual_of_a_random_matrix_are_within_halko_bounds() {
             .powf(1.0 / (2 * q + 1) as f64);
         let tail = exact[k];
         let slack = 1e-5 * exact[0];
+        #[allow(clippy::needless_range_loop)]
         for j in 0..k {
             // A projection never adds spectrum (σ̃_j ≤ σ_j); Weyl: σ̃_j ≥ σ_j − ‖A − QQᵀA‖.
             assert!(model.sigma[j] <= exact[j] + slack, "q={q} σ{j}");
@@ -279,7 +280,7 @@ fn a_rank_above_the_data_is_refused_with_the_key() {
     );
 }
 
-fn user_row<'a>(m: &'a Model, u: u64) -> &'a [f32] {
+fn user_row(m: &Model, u: u64) -> &[f32] {
     &m.users.iter().find(|p| p.0 == u).unwrap().1
 }
 

@@ -26,7 +26,7 @@ pub fn entry(input: SvdInput, conf: f32) -> f64 {
 pub fn omega(items: &Side, seed: u64, l: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; items.rows() * l];
     for (r, id) in items.ids.iter().enumerate() {
-        let mut rng = SplitMix::new(mix64(seed ^ mix64(0x5eed_0f_0e6a ^ id.stable_hash())));
+        let mut rng = SplitMix::new(mix64(seed ^ mix64(0x005e_ed0f_0e6a ^ id.stable_hash())));
         for x in &mut out[r * l..(r + 1) * l] {
             *x = rng.next_normal() as f32;
         }
