@@ -174,11 +174,10 @@ pub fn fold_in(
     if job.model.method == Method::Als {
         return crate::als::fold_in(worker, comm, &job.als, users, items, new_users, new_items);
     }
-    // `open` checked that the parent has an svd record.
-    let sigma = crate::svd::of_manifest(&parent.manifest)
-        .map(|r| r.singular_values)
-        .unwrap_or_default();
-    let input = job.svd.input;
+    // `open` checked that the parent has an svd record; its input is what V factorised.
+    let rec = crate::svd::of_manifest(&parent.manifest).unwrap_or_default();
+    let input = rec.input.unwrap_or(job.svd.input);
+    let sigma = rec.singular_values;
     let kib = job.als.exchange_kib;
     let sides = (users, items);
     crate::svd::project::fold_in(
