@@ -54,6 +54,9 @@ pub enum Body {
     GramParts(Vec<(u32, Vec<f32>, f64)>),
     /// The summed Gram matrix and regulariser sum, broadcast by worker 0.
     GramSum(Vec<f32>, f64),
+    /// Per-virtual-shard dense f64 blocks (the SVD's Gram partials, or its small factors
+    /// tagged by position), summed in vshard order.
+    Dense(Vec<(u32, Vec<f64>)>),
     /// Per-virtual-shard scalars (e.g. objective partials), summed in vshard order.
     Scalars(Vec<(u32, f64)>),
     /// Reading statistics.

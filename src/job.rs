@@ -30,8 +30,10 @@ pub struct Job {
     pub eval: Eval,
     /// The model store.
     pub output: Output,
-    /// Warm start from the store's current version.
+    /// Warm start from the store's current version, and which model to train.
     pub model: Model,
+    /// The stochastic SVD (`model.method = "svd"`).
+    pub svd: Svd,
 }
 
 /// Input file format.
@@ -646,6 +648,8 @@ pub struct Model {
     /// only the events since the parent). `false`: the input is a full dump of all events and
     /// only the parent's factors are reused.
     pub snapshot: bool,
+    /// Which factorisation trains the model.
+    pub method: Method,
 }
 
 impl Default for Model {
@@ -653,6 +657,55 @@ impl Default for Model {
         Model {
             warm_start: false,
             snapshot: true,
+            method: Method::Als,
+        }
+    }
+}
+
+/// `model.method`: the factorisation.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Weighted ALS (`[als]`).
+    Als,
+    /// Randomized truncated SVD (`[svd]`): no iterations to converge, fold-in by projection.
+    Svd,
+}
+
+/// `svd.input`: what the SVD factorises.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SvdInput {
+    /// 1 for every observed pair (the reference's favorites matrix).
+    Binary,
+    /// The pair's confidence `c = 1 + α·g(w)` as `[confidence]` defines it.
+    Confidence,
+}
+
+/// `[svd]`: randomized truncated SVD (Halko, Martinsson & Tropp 2011).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Svd {
+    /// Rank k of the published factors (the model's latent dimension).
+    pub rank: usize,
+    /// Oversampling p: the sketch has `rank + oversample` columns.
+    pub oversample: usize,
+    /// Power iterations q: each sharpens the spectrum by another factor (σ_j/σ_k)^2.
+    pub power_iterations: usize,
+    /// Seed of the Gaussian test matrix (drawn per raw item id).
+    pub seed: u64,
+    /// What is factorised.
+    pub input: SvdInput,
+}
+
+impl Default for Svd {
+    fn default() -> Self {
+        Svd {
+            rank: Als::default().factors,
+            oversample: 10,
+            power_iterations: 2,
+            seed: 42,
+            input: SvdInput::Binary,
         }
     }
 }
@@ -670,6 +723,15 @@ impl std::fmt::Display for JobError {
 impl std::error::Error for JobError {}
 
 impl Job {
+    /// The published latent dimension and the key that sets it: `als.factors`, or `svd.rank`
+    /// for an svd model.
+    pub fn factors(&self) -> (usize, &'static str) {
+        match self.model.method {
+            Method::Als => (self.als.factors, "als.factors"),
+            Method::Svd => (self.svd.rank, "svd.rank"),
+        }
+    }
+
     /// Reads a job file, applies `section.key=value` overrides, types and validates it.
     /// An error names its source: the job file, or the `--set` that caused it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Job, JobError> {
@@ -783,6 +845,16 @@ impl Job {
                 "0..=100 (0: uniform in [0, 0.01))",
                 a.init_std,
             );
+        }
+        let s = &self.svd;
+        if !(1..=1024).contains(&s.rank) {
+            return bad("svd.rank", "1..=1024", s.rank);
+        }
+        if s.oversample > 1024 {
+            return bad("svd.oversample", "0..=1024", s.oversample);
+        }
+        if s.power_iterations > 100 {
+            return bad("svd.power_iterations", "0..=100", s.power_iterations);
         }
         let c = &self.confidence;
         if let Alpha::Value(a) = c.alpha {

@@ -27,5 +27,6 @@ pub mod report;
 pub mod run;
 pub mod side;
 pub mod store;
+pub mod svd;
 pub mod tune;
 pub mod warm;

@@ -176,8 +176,12 @@ enum Cmd {
         /// Model store directory.
         store: PathBuf,
         /// User id.
+        #[arg(long, required_unless_present = "items", conflicts_with = "items")]
+        user: Option<String>,
+        /// Instead of a user: an ad-hoc item list (basket, curated list), comma-separated;
+        /// projected (svd model) or solved for (als model) against the item factors.
         #[arg(long)]
-        user: String,
+        items: Option<String>,
         /// At most this many (any k: scored at query time from the factors).
         #[arg(short, long, default_value_t = 10)]
         k: usize,
@@ -438,11 +442,17 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
         Cmd::Recommend {
             store,
             user,
+            items,
             k,
             version,
         } => {
             let v = version.as_deref();
-            for l in recflow::query::query(&store, v, "users", &user, k).map_err(|e| (1, e))? {
+            let lines = match (user, items) {
+                (Some(user), _) => recflow::query::query(&store, v, "users", &user, k),
+                (None, Some(list)) => recflow::query::query_items(&store, v, &list, k),
+                (None, None) => Err("give --user ID or --items A,B,C".into()),
+            };
+            for l in lines.map_err(|e| (1, e))? {
                 println!("{l}");
             }
             Ok(())

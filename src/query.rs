@@ -95,3 +95,48 @@ pub fn query(
         })
         .collect())
 }
+
+/// `recflow recommend STORE --items a,b,c`: the top `k` items for an ad-hoc list (a basket, a
+/// curated list), the listed items excluded. The list's vector is a projection for an svd
+/// model and one least-squares solve for an als model ([`crate::svd::basket`]). Lines are
+/// `- item score rank` (no user id).
+pub fn query_items(
+    store_path: &Path,
+    version: Option<&str>,
+    list: &str,
+    k: usize,
+) -> Result<Vec<String>, String> {
+    let (dir, manifest) = store::open(store_path, version)?;
+    let name = escape(manifest["version"].as_str().unwrap_or("?"));
+    let ids: Vec<RawId> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| RawId::parse(s.as_bytes()).map_err(|e| format!("--items '{}': {e}", escape(s))))
+        .collect::<Result<_, _>>()?;
+    let (items, ifac, d) = store::load_side(&dir, &manifest, "items")?;
+    let rows = crate::svd::basket::rows_of(&items, &ids, &name)?;
+    let q = crate::svd::basket::vector(&manifest, &ifac, d, &rows)?;
+    let mut scored: Vec<(f32, usize)> = (0..items.len())
+        .filter(|j| rows.binary_search(j).is_err())
+        .map(|j| (dot(&q, &ifac[j * d..(j + 1) * d]), j))
+        .collect();
+    scored.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| items[a.1].cmp(&items[b.1]))
+    });
+    scored.truncate(k);
+    if scored.is_empty() {
+        return Err(format!(
+            "--items: the list covers every item of model {name}: nothing left to recommend"
+        ));
+    }
+    Ok(scored
+        .iter()
+        .enumerate()
+        .map(|(n, &(s, j))| {
+            let score = zmij::Buffer::new().format_finite(s).to_string();
+            format!("-\t{}\t{score}\t{}", items[j], n + 1)
+        })
+        .collect())
+}

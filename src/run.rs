@@ -1,6 +1,6 @@
 //! A whole job on every worker: ingest → train → recommend → publish.
 
-use crate::als::{self, TrainReport};
+use crate::als::TrainReport;
 use crate::checkpoint;
 use crate::cluster::{Body, Comm, CommError};
 use crate::ingest::{self, Ingested};
@@ -183,15 +183,16 @@ fn run_worker(
             "no interactions left after ingest ({} lines read, {} below min_weight, {} skipped, {} pairs with weight <= 0): check input.path, input.format and input.min_weight",
             data.stats.read.lines, data.stats.read.below_min_weight, data.stats.read.skipped, data.stats.nonpositive_pairs
         ))
-    } else if leader && data.stats.items.min(data.stats.users) < job.als.factors as u64 {
+    } else if leader && data.stats.items.min(data.stats.users) < job.factors().0 as u64 {
         let (n, what) = if data.stats.items <= data.stats.users {
             (data.stats.items, "items")
         } else {
             (data.stats.users, "users")
         };
         Err(format!(
-            "als.factors = {} exceeds the number of {what} in the data ({n}): the model would be over-parameterised; set als.factors to at most {n}",
-            job.als.factors
+            "{key} = {} exceeds the number of {what} in the data ({n}): the model would be over-parameterised; set {key} to at most {n}",
+            job.factors().0,
+            key = job.factors().1
         ))
     } else {
         Ok(())
@@ -253,10 +254,11 @@ fn run_worker(
                 total.iter_mut().zip(c).for_each(|(t, c)| *t += c);
             }
         }
-        als::fold_in(
+        warm::fold_in(
             worker,
             &mut comm,
-            &job.als,
+            job,
+            p,
             &mut data.users,
             &mut data.items,
             &new_u,
@@ -291,22 +293,18 @@ fn run_worker(
         }
         Ok(())
     };
-    log.stage(
-        "train",
-        &format!(
-            "{} factors, {} iterations",
-            job.als.factors, job.als.iterations
-        ),
-    );
-    let train = als::train(
+    let kept = parent
+        .as_ref()
+        .and_then(|p| Some((crate::svd::of_manifest(&p.manifest)?, p.version.clone())));
+    let (train, svd) = crate::svd::train_model(
         worker,
         &mut comm,
-        &job.als,
-        &mut data.users,
-        &mut data.items,
+        job,
+        (&mut data.users, &mut data.items),
         &log,
         start,
         &mut after,
+        kept.filter(|_| !opts.resume),
     )?;
     let train_secs = t.elapsed().as_secs_f64();
     // A numerically broken solve (zeroed or non-finite vectors) is never published.
@@ -326,15 +324,17 @@ fn run_worker(
         Ok(())
     };
     comm.agree(worker, "train: check", check)?;
-    log.done(&format!(
-        "train: {} iteration(s), objective {} ({train_secs:.2}s)",
-        job.als.iterations - start,
-        train
-            .objective
-            .last()
-            .map(|p| format!("{:.6e}", p.value))
-            .unwrap_or_else(|| "not computed".into())
-    ));
+    if svd.is_none() {
+        log.done(&format!(
+            "train: {} iteration(s), objective {} ({train_secs:.2}s)",
+            job.als.iterations - start,
+            train
+                .objective
+                .last()
+                .map(|p| format!("{:.6e}", p.value))
+                .unwrap_or_else(|| "not computed".into())
+        ));
+    }
 
     let t = Instant::now();
     let mut recs = if job.recommend.k > 0
@@ -405,7 +405,7 @@ fn run_worker(
         &mut comm,
         job,
         &data,
-        &train,
+        (&train, svd.as_ref()),
         recs.as_ref(),
         timings,
         lineage,
@@ -462,7 +462,7 @@ fn publish(
     comm: &mut Comm,
     job: &Job,
     data: &Ingested,
-    train: &TrainReport,
+    (train, svd): (&TrainReport, Option<&crate::svd::SvdReport>),
     recs: Option<&Recs>,
     mut timings: serde_json::Value,
     lineage: serde_json::Value,
@@ -540,7 +540,9 @@ fn publish(
             "job": job,
             "workers": comm.peers,
             "virtual_shards": job.shards.virtual_shards,
-            "factors": job.als.factors,
+            "factors": job.factors().0,
+            "method": job.model.method,
+            "svd": svd,
             "counts": stats,
             "confidence": data.confidence,
             "train": train,

@@ -8,7 +8,7 @@
 
 use crate::cluster::{Body, Comm, CommError};
 use crate::ids::RawId;
-use crate::job::Job;
+use crate::job::{Job, Method};
 use crate::side::Side;
 use crate::store::{self, FileRecord};
 use std::collections::HashMap;
@@ -82,11 +82,17 @@ fn open(store: &Path, version: &str, job: &Job) -> Result<Parent, String> {
         ));
     }
     let d = manifest["factors"].as_u64().unwrap_or(0);
-    if d != job.als.factors as u64 {
+    let (want, key) = job.factors();
+    if d != want as u64 {
         return Err(format!(
-            "warm start: {} has als.factors = {d}, this job has {}; set it back, or set model.warm_start = false to train from scratch",
+            "warm start: {} has {key} = {d}, this job has {want}; set it back, or set model.warm_start = false to train from scratch",
             dir.display(),
-            job.als.factors
+        ));
+    }
+    if job.model.method == Method::Svd && crate::svd::of_manifest(&manifest).is_none() {
+        return Err(format!(
+            "warm start: {} is an als model, and an svd warm start projects new users against the parent's singular vectors; set model.warm_start = false once to factorise with model.method = \"svd\"",
+            dir.display()
         ));
     }
     let snapshot: Vec<(PathBuf, FileRecord)> = files
@@ -151,6 +157,40 @@ pub fn load_factors(parent: &Parent, side: &mut Side, name: &str) -> Result<Vec<
 const CONSUMED_MAX: usize = 10_000;
 
 /// Identity of an input file: canonical path, size and modification time.
+/// Folds new entities in before training: ALS solves them against the fixed other side
+/// (then iterates); an svd model projects them against the parent's factorisation
+/// ([`crate::svd::project::fold_in`]) and is not refactorised. Collective.
+#[allow(clippy::too_many_arguments)]
+pub fn fold_in(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    job: &Job,
+    parent: &Parent,
+    users: &mut Side,
+    items: &mut Side,
+    new_users: &[bool],
+    new_items: &[bool],
+) -> Result<(), CommError> {
+    if job.model.method == Method::Als {
+        return crate::als::fold_in(worker, comm, &job.als, users, items, new_users, new_items);
+    }
+    // `open` checked that the parent has an svd record; its input is what V factorised.
+    let rec = crate::svd::of_manifest(&parent.manifest).unwrap_or_default();
+    let input = rec.input.unwrap_or(job.svd.input);
+    let sigma = rec.singular_values;
+    let kib = job.als.exchange_kib;
+    let sides = (users, items);
+    crate::svd::project::fold_in(
+        worker,
+        comm,
+        kib,
+        sides,
+        (new_users, new_items),
+        &sigma,
+        input,
+    )
+}
+
 fn identity(path: &Path) -> serde_json::Value {
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let meta = std::fs::metadata(path).ok();

@@ -131,6 +131,31 @@ fn processes_and_threads_give_the_same_model() {
     }
 }
 
+#[test]
+fn processes_and_threads_give_the_same_svd_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut models = Vec::new();
+    for (procs, threads) in [(1, 1), (2, 1), (1, 3)] {
+        let store = tmp.path().join(format!("s{procs}x{threads}"));
+        let svd = ["model.method=svd", "svd.rank=12", "als.exchange_kib=1"];
+        for c in spawn_cluster(tmp.path(), procs, threads, &store, &svd) {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{procs}x{threads}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        models.push(export(
+            &store,
+            &tmp.path().join(format!("e{procs}x{threads}")),
+        ));
+    }
+    for m in &models[1..] {
+        assert!(*m == models[0], "svd model differs between process layouts");
+    }
+}
+
 fn wait_all(children: &mut [Child], limit: Duration) -> Vec<Option<i32>> {
     let start = Instant::now();
     let mut codes = vec![None; children.len()];

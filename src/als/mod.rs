@@ -389,7 +389,7 @@ fn half_step(
 /// destination: a round's buffers are copied into `gathered` and freed before the next round
 /// is built, so the exchange costs a few chunks of memory, not a second copy of every vector
 /// this worker sends. Returns the Gram partials that arrived with the first round.
-fn exchange_vectors(
+pub(crate) fn exchange_vectors(
     worker: &mut Worker,
     comm: &mut Comm,
     als: &Als,

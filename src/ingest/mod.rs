@@ -237,7 +237,7 @@ pub fn ingest(
     } else {
         pairs.sort_unstable_by(|a, b| a.1.cmp(&b.1));
     }
-    let mut items = empty_side(me, peers, v, job.als.factors);
+    let mut items = empty_side(me, peers, v, job.factors().0);
     let mut by_vshard: Vec<Vec<RawId>> = vec![Vec::new(); items.vshards.len()];
     let mut back: Vec<Vec<(RawId, u64, f32)>> = vec![Vec::new(); peers];
     let mut pairs = pairs.into_iter().peekable();
@@ -304,7 +304,7 @@ pub fn ingest(
         .map(|(u, k, w)| (u.vshard(v), u, k, w))
         .collect();
     keyed.sort_unstable_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
-    let mut users = empty_side(me, peers, v, job.als.factors);
+    let mut users = empty_side(me, peers, v, job.factors().0);
     let mut edges: Vec<Vec<(u64, u64, f32)>> = vec![Vec::new(); peers];
     let mut other: Vec<u64> = Vec::with_capacity(keyed.len());
     let mut j = 0; // position in users.vshards

@@ -10,6 +10,8 @@
 use serde_json::Value;
 use std::fmt::Write as _;
 
+mod spectrum;
+
 /// Ids of the plots, in page order.
 pub const PLOT_IDS: [&str; 7] = [
     "plot-objective",
@@ -722,6 +724,14 @@ pub fn render(r: &Value) -> String {
         "Objective per iteration",
         objective_plot(r),
     );
+    if r["svd"].is_object() {
+        plot_section(
+            &mut s,
+            "plot-spectrum",
+            "Singular values (svd model)",
+            spectrum::plot(r),
+        );
+    }
     plot_section(&mut s, "plot-stages", "Time per stage (s)", stages_plot(r));
     plot_section(
         &mut s,

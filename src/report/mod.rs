@@ -338,6 +338,7 @@ pub fn build(m: &Value, degrees: Option<&Degrees>) -> Value {
         "schema_version": SCHEMA_VERSION,
         "recflow_version": m["recflow_version"],
         "version": m["version"],
+        "svd": m["svd"],
         "parent": m["parent"],
         "created_unix": m["created_unix"],
         "layout": { "workers": m["workers"], "virtual_shards": m["virtual_shards"] },
