@@ -66,6 +66,8 @@ pub enum Body {
     Scored(Vec<(u64, u64, f32)>),
     /// A block of entities: keys, raw ids, interaction counts and row-major vectors.
     Block(Vec<u64>, Vec<RawId>, Vec<u32>, Vec<f32>),
+    /// Virtual shards moving to their owner by cost (ingest's rebalancing step).
+    Shards(Vec<crate::side::ShardRows>),
     /// Evaluation partial sums per virtual shard.
     Metrics(Vec<(u32, crate::eval::Metrics)>),
     /// Per user bucket (table, code): the exact fixed-point sum of its users' unit vectors.
@@ -111,6 +113,25 @@ pub struct Comm {
     pub deadline: Duration,
     /// Bytes of vectors sent by this worker (for the traffic report).
     pub vector_bytes_sent: u64,
+    /// Payload bytes of model data (vectors, Gram slices and sums) sent to other workers
+    /// (the cost model; see [`Body::payload_bytes`]).
+    pub payload_sent: u64,
+    /// The same, received from other workers.
+    pub payload_received: u64,
+}
+
+impl Body {
+    /// Bytes of model data this message carries: 4 per f32 (and per shard id), 8 per f64;
+    /// control messages (counters, texts, requests) count 0. The cost model's unit, so that
+    /// `recflow plan` can count the same from the data alone.
+    pub fn payload_bytes(&self) -> u64 {
+        match self {
+            Body::Vectors(_, v) => 4 * v.len() as u64,
+            Body::GramParts(p) => p.iter().map(|(_, g, _)| 12 + 4 * g.len() as u64).sum(),
+            Body::GramSum(g, _) => 8 + 4 * g.len() as u64,
+            _ => 0,
+        }
+    }
 }
 
 impl Comm {
@@ -146,15 +167,18 @@ impl Comm {
             peers: worker.peers(),
             deadline,
             vector_bytes_sent: 0,
+            payload_sent: 0,
+            payload_received: 0,
         }
     }
 
     /// Queues `body` for worker `to` in the current superstep.
     pub fn send(&mut self, to: usize, body: Body) {
-        if let Body::Vectors(_, v) = &body {
-            if to != self.index {
+        if to != self.index {
+            if let Body::Vectors(_, v) = &body {
                 self.vector_bytes_sent += 4 * v.len() as u64;
             }
+            self.payload_sent += body.payload_bytes();
         }
         self.seq += 1;
         self.input.send(Envelope {
@@ -203,6 +227,9 @@ impl Comm {
             if let Body::Abort(msg) = e.body {
                 return Err(CommError(format!("worker {} failed: {msg}", e.from)));
             }
+            if e.from as usize != self.index {
+                self.payload_received += e.body.payload_bytes();
+            }
             out.push((e.from as usize, e.body));
         }
         Ok(out)
@@ -227,7 +254,9 @@ impl Comm {
     }
 }
 
-/// The worker that owns virtual shard `v`.
+/// The worker that owns virtual shard `v` while ingest consolidates (its staging layout, and
+/// the owner of interaction snapshot files); trained sides are owned by cost, see
+/// [`crate::side::Side::owners`].
 pub fn owner(v: u32, peers: usize) -> usize {
     v as usize % peers
 }

@@ -21,6 +21,7 @@ pub mod job;
 pub mod launch;
 pub mod lock;
 pub mod lsh;
+pub mod plan;
 pub mod query;
 pub mod recommend;
 pub mod report;

@@ -2,19 +2,25 @@
 //!
 //! One half-step, solving side S against the fixed other side O:
 //! 1. O's owners send each worker exactly the O-vectors its S-rows touch (one buffer per
-//!    destination, per the routing tables) and send per-virtual-shard partial Grams to worker 0;
-//! 2. worker 0 sums the partials in virtual-shard order and broadcasts OᵀO, so every worker
-//!    holds the same Gram whatever the worker count;
+//!    destination, per the routing tables) and cut their per-virtual-shard partial Grams into
+//!    W contiguous slices of the d² entries, slice w to worker w (a reduce-scatter);
+//! 2. each worker sums its slice over all virtual shards in virtual-shard order and broadcasts
+//!    it, so every worker holds the same OᵀO whatever the worker count, and no worker sums the
+//!    V whole partials alone (each adds V slices of d²/W entries);
 //! 3. every worker solves its S-rows; optionally the objective partials go to worker 0.
 //!
 //! Every floating-point sum runs in an order fixed by global keys, never by worker layout, so
-//! the factors are bit-identical for any number of workers.
+//! the factors are bit-identical for any number of workers. Each Gram entry is still the same
+//! f64 sum, in virtual-shard order, of the same f32 partials as with one summing worker: the
+//! slicing only distributes *which* worker adds up *which* entries, so models match the binaries
+//! that summed on worker 0 bit for bit.
 
 pub mod block;
 pub mod kernels;
 
 use crate::cluster::{Body, Comm, CommError};
 use crate::job::{Als, RegScaling, Solver};
+use crate::plan::cost::{HalfStepCost, WorkerCost};
 use crate::report::Log;
 use crate::side::Side;
 use serde::Serialize;
@@ -66,6 +72,10 @@ pub struct TrainReport {
     pub floor_secs_per_half_step: Vec<f64>,
     /// Per iteration: the sum of its half-steps' floors, next to `iteration_secs`.
     pub floor_secs_per_iteration: Vec<f64>,
+    /// The cost model, counted while training: per half-step and per worker, flops, bytes sent
+    /// and received, entities and interactions owned, solve seconds (`recflow plan` counts the
+    /// same from the ingested data alone).
+    pub cost: Vec<HalfStepCost>,
 }
 
 /// Called after each iteration with (worker, comm, iteration, users, items): checkpoints.
@@ -135,6 +145,11 @@ pub fn train(
                 rep.solve_secs_per_worker.push(h.solve_secs);
                 rep.vector_bytes_per_half_step.push(h.vector_bytes);
                 rep.singular += h.singular;
+                rep.cost.push(HalfStepCost {
+                    iteration: it,
+                    half: half.to_string(),
+                    workers: std::mem::take(&mut h.workers),
+                });
             }
         }
         let secs = t.elapsed().as_secs_f64();
@@ -160,9 +175,9 @@ struct Half {
     objective: Option<f64>,
     /// Sum of the observed-pair objective partials (worker 0).
     observed: f64,
-    /// The solved side's Gram partials, as they arrived on worker 0.
-    own_parts: Option<Vec<(u32, Vec<f32>, f64)>>,
-    /// The solved side's summed Gram, kept for the next half-step (worker 0).
+    /// The solved side's Gram partials (this worker's slice), when they were sent.
+    own_parts: Vec<(u32, Vec<f32>, f64)>,
+    /// This worker's slice of the solved side's summed Gram, kept for the next half-step.
     own_gram: Option<SummedGram>,
     solve_secs: Vec<f64>,
     vector_bytes: u64,
@@ -171,6 +186,8 @@ struct Half {
     flops: Vec<u64>,
     /// All workers.
     bytes: u64,
+    /// The cost model's counts (worker 0).
+    workers: Vec<WorkerCost>,
 }
 
 /// Flops of one entity's solve with `n` interactions (see [`TrainReport::flops_per_half_step`]).
@@ -202,6 +219,21 @@ fn entity_flops(
         } else {
             0
         }
+}
+
+/// Flops of solving one entity with `n` interactions under `als` (without the objective), as
+/// the portable kernels count them (the AVX2 path counts a little less): the cost by which
+/// virtual shards are assigned, so it must not depend on the machine.
+pub fn row_flops(als: &Als, n: u64) -> u64 {
+    let (d, bs) = (als.factors as u64, als.block_size.min(als.factors) as u64);
+    entity_flops(als.solver, d, n, als.cg_steps as u64, bs, false, false)
+}
+
+/// The flops `solve_rows` counts for one entity with `n` interactions on this machine.
+pub fn counted_row_flops(als: &Als, n: u64, loss: bool) -> u64 {
+    let (d, bs) = (als.factors as u64, als.block_size.min(als.factors) as u64);
+    let upper = kernels::simd_usable(als.factors);
+    entity_flops(als.solver, d, n, als.cg_steps as u64, bs, loss, upper)
 }
 
 /// λ of one entity with confidences `conf` against `n_other` entities on the other side.
@@ -243,18 +275,19 @@ fn gram_parts(als: &Als, side: &Side, n_other: u64) -> (Vec<(u32, Vec<f32>, f64)
     (parts, 2 * side.rows() as u64 * (d * d) as u64)
 }
 
-/// A side's Gram summed over all workers in virtual-shard order (in f64, as worker 0 holds
-/// it), with its regulariser sum. Only worker 0 holds one.
+/// One worker's slice of a side's Gram, summed over all virtual shards in virtual-shard order
+/// (in f64), with the regulariser sum (complete on worker 0, zero elsewhere).
 struct SummedGram {
     sum: Vec<f64>,
     reg: f64,
 }
 
 impl SummedGram {
-    /// Sums partials in virtual-shard order, so the result is the same for any layout.
-    fn of(mut parts: Vec<(u32, Vec<f32>, f64)>, d: usize) -> SummedGram {
+    /// Sums slices of partials (`len` entries each) in virtual-shard order, so every entry is
+    /// the same for any layout.
+    fn of(mut parts: Vec<(u32, Vec<f32>, f64)>, len: usize) -> SummedGram {
         parts.sort_by_key(|p| p.0);
-        let mut sum = vec![0.0f64; d * d];
+        let mut sum = vec![0.0f64; len];
         let mut reg = 0.0;
         for (_, g, r) in &parts {
             sum.iter_mut().zip(g).for_each(|(s, &x)| *s += x as f64);
@@ -264,12 +297,49 @@ impl SummedGram {
     }
 }
 
-/// The other side's Gram for a half-step: still to be computed, or already summed on worker
-/// 0 by the half-step that solved that side (every worker knows which, so all take the same
-/// supersteps).
+/// The entries `w` of `peers` workers sums of a `d × d` Gram: a contiguous slice of the
+/// row-major matrix.
+pub fn gram_slice(w: usize, peers: usize, d: usize) -> std::ops::Range<usize> {
+    let n = d * d;
+    w * n / peers..(w + 1) * n / peers
+}
+
+/// Whether worker `w` takes part in the Gram reduce-scatter: it owns entries, or it is worker
+/// 0, which also sums the regulariser.
+pub fn gram_member(w: usize, peers: usize, d: usize) -> bool {
+    w == 0 || !gram_slice(w, peers, d).is_empty()
+}
+
+/// Sends each member worker its slice of every partial (the regulariser sums to worker 0).
+fn send_gram_slices(comm: &mut Comm, parts: &[(u32, Vec<f32>, f64)], d: usize) {
+    let peers = comm.peers;
+    for w in (0..peers).filter(|&w| gram_member(w, peers, d)) {
+        let sl = gram_slice(w, peers, d);
+        let cut = parts
+            .iter()
+            .map(|(v, g, r)| (*v, g[sl.clone()].to_vec(), if w == 0 { *r } else { 0.0 }))
+            .collect();
+        comm.send(w, Body::GramParts(cut));
+    }
+}
+
+/// Bytes of Gram slices this worker receives from other workers for the partials of `side`.
+fn gram_slice_bytes_in(comm: &Comm, side: &Side, d: usize) -> u64 {
+    if !gram_member(comm.index, comm.peers, d) {
+        return 0;
+    }
+    let len = gram_slice(comm.index, comm.peers, d).len() as u64;
+    let foreign = (0..side.owners.shards())
+        .filter(|&v| side.owners.owner(v) != comm.index)
+        .count() as u64;
+    foreign * (4 + 4 * len + 8)
+}
+
+/// The other side's Gram for a half-step: still to be computed, or already summed (slice by
+/// slice) by the half-step that solved that side (every worker knows which, so all take the
+/// same supersteps).
 enum OtherGram {
     Compute,
-    /// `Some` on worker 0 only.
     Summed(Option<SummedGram>),
 }
 
@@ -318,32 +388,37 @@ fn half_step(
         (0, 0)
     };
     let bytes0 = comm.vector_bytes_sent;
+    let (sent0, received0) = (comm.payload_sent, comm.payload_received);
     let (mut flops, mut bytes) = (0u64, 0u64);
-    // 1. Partial Grams of the other side to worker 0 (unless already summed), then vectors
-    // along interaction edges.
+    // 1. Partial Grams of the other side, sliced to the summing workers (unless already
+    // summed), then vectors along interaction edges.
     let fresh = matches!(other, OtherGram::Compute);
     if fresh {
         let (parts, f) = gram_parts(als, o, n_s);
         flops += f;
         bytes += 4 * o.factors.len() as u64;
-        comm.send(0, Body::GramParts(parts));
+        send_gram_slices(comm, &parts, d);
     }
     let parts = exchange_vectors(worker, comm, als, s, o, gathered)?;
-    // 2. Worker 0 sums in virtual-shard order and broadcasts.
+    // 2. Each member sums its slice in virtual-shard order and broadcasts it; the slices,
+    // in sender order, are the whole Gram.
+    let my_len = gram_slice(comm.index, comm.peers, d).len();
+    let member = gram_member(comm.index, comm.peers, d);
     let summed = match other {
-        OtherGram::Compute => (comm.index == 0).then(|| SummedGram::of(parts, d)),
+        OtherGram::Compute => member.then(|| SummedGram::of(parts, my_len)),
         OtherGram::Summed(g) => g,
     };
     if let Some(g) = &summed {
         let g32 = g.sum.iter().map(|&x| x as f32).collect();
         comm.broadcast(Body::GramSum(g32, g.reg));
     }
-    let mut gram = Vec::new();
+    let mut gram = Vec::with_capacity(d * d);
     for (_, b) in comm.exchange(worker, "train: gram")? {
-        if let Body::GramSum(g, _) = b {
-            gram = g;
+        if let Body::GramSum(mut g, _) = b {
+            gram.append(&mut g);
         }
     }
+    assert_eq!(gram.len(), d * d, "the Gram slices do not cover the matrix");
     // 3. Solve every owned row, then this side's Gram partials for the objective and the
     // next half-step.
     let t = Instant::now();
@@ -352,12 +427,27 @@ fn half_step(
     bytes += solved.bytes;
     let own = (keep_gram || want_loss).then(|| gram_parts(als, s, n_o));
     let secs = t.elapsed().as_secs_f64();
+    let sent_own = own.is_some();
     if let Some((parts, f)) = own {
         flops += f;
         bytes += 4 * s.factors.len() as u64;
-        comm.send(0, Body::GramParts(parts));
+        send_gram_slices(comm, &parts, d);
     }
+    // What arrives with the own partials below is known in advance (and checked).
+    let own_in = if sent_own {
+        gram_slice_bytes_in(comm, s, d)
+    } else {
+        0
+    };
     comm.send(0, Body::Scalars(solved.loss_parts));
+    let cost = WorkerCost {
+        flops,
+        bytes_sent: comm.payload_sent - sent0,
+        bytes_received: comm.payload_received - received0 + own_in,
+        entities: s.rows() as u64,
+        interactions: s.cols.len() as u64,
+        secs,
+    };
     comm.send(
         0,
         Body::Counts(vec![
@@ -366,22 +456,51 @@ fn half_step(
             solved.singular,
             flops,
             bytes,
+            cost.bytes_sent,
+            cost.bytes_received,
+            cost.entities,
+            cost.interactions,
         ]),
     );
+    let before = comm.payload_received;
     let mut half = collect_solve(worker, comm)?;
-    if comm.index == 0 {
-        let own = half.own_parts.take().map(|p| SummedGram::of(p, d));
-        if want_loss {
-            let (own, other) = (
-                own.as_ref().expect("own gram"),
-                summed.as_ref().expect("gram"),
-            );
-            let quad: f64 = gram.iter().zip(&own.sum).map(|(&a, &b)| a as f64 * b).sum();
+    assert_eq!(
+        comm.payload_received - before,
+        own_in,
+        "Gram slices received differ from the count"
+    );
+    let own = sent_own.then(|| SummedGram::of(std::mem::take(&mut half.own_parts), my_len));
+    if want_loss {
+        let own = own.as_ref().expect("own gram");
+        let whole = gather_slices(worker, comm, &own.sum)?;
+        if comm.index == 0 {
+            let other = summed.as_ref().expect("worker 0 sums a slice");
+            let quad: f64 = gram.iter().zip(&whole).map(|(&a, &b)| a as f64 * b).sum();
             half.objective = Some(half.observed + quad + own.reg + other.reg);
         }
-        half.own_gram = own.filter(|_| keep_gram);
     }
+    half.own_gram = own.filter(|_| keep_gram);
     Ok(half)
+}
+
+/// Gathers every worker's f64 Gram slice on worker 0, in worker order (the whole matrix
+/// there, empty elsewhere), so the objective's quadratic part is one sum in entry order.
+fn gather_slices(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    slice: &[f64],
+) -> Result<Vec<f64>, CommError> {
+    if !slice.is_empty() {
+        let body = slice.iter().enumerate().map(|(i, &x)| (i as u32, x));
+        comm.send(0, Body::Scalars(body.collect()));
+    }
+    let mut whole = Vec::new();
+    for (_, b) in comm.exchange(worker, "train: objective")? {
+        if let Body::Scalars(p) = b {
+            whole.extend(p.into_iter().map(|(_, x)| x));
+        }
+    }
+    Ok(whole)
 }
 
 /// Sends this worker's vectors to the workers whose rows touch them and fills `gathered`
@@ -400,16 +519,19 @@ fn exchange_vectors(
     let d = als.factors;
     let per_round = (als.exchange_kib * 256 / d).max(1);
     let mut all_parts = Vec::new();
-    let mut got_rows = vec![0usize; s.recv.len()];
+    let incoming = &s.routing.incoming;
+    let mut got_rows = vec![0usize; incoming.len()];
     for round in 0.. {
         let lo = round * per_round;
         let mut more = false;
-        for (dest, rows) in &o.send_plan {
+        for out in &o.routing.outgoing {
+            let (dest, rows) = (&out.to, &out.rows);
             // This worker's own rows go straight into its gathered array: no message buffer.
             if *dest == comm.index {
-                if let Some(&(_, off, len)) = s.recv.iter().find(|r| r.0 == comm.index) {
-                    if len == rows.len() {
+                if let Some((_, inc)) = s.routing.from(comm.index) {
+                    if inc.len == rows.len() {
                         if round == 0 {
+                            let off = inc.offset;
                             for (k, &r) in rows.iter().enumerate() {
                                 gathered[(off + k) * d..(off + k + 1) * d]
                                     .copy_from_slice(o.row(r as usize));
@@ -436,12 +558,8 @@ fn exchange_vectors(
         for (from, b) in comm.exchange(worker, "train: exchange vectors")? {
             match b {
                 Body::Vectors(first, v) => {
-                    let j = s
-                        .recv
-                        .iter()
-                        .position(|r| r.0 == from)
-                        .expect("routing table");
-                    let (_, off, len) = s.recv[j];
+                    let (j, inc) = s.routing.from(from).expect("routing table");
+                    let (off, len) = (inc.offset, inc.len);
                     let first = first as usize;
                     assert!(
                         v.len() % d == 0 && first + v.len() / d <= len,
@@ -459,11 +577,13 @@ fn exchange_vectors(
             break;
         }
     }
-    for (j, &(from, _, len)) in s.recv.iter().enumerate() {
+    for (j, inc) in incoming.iter().enumerate() {
+        let (from, len) = (inc.from, inc.len);
         let own = from == comm.index
-            && o.send_plan
+            && o.routing
+                .outgoing
                 .iter()
-                .any(|(w, rows)| *w == from && rows.len() == len);
+                .any(|out| out.to == from && out.rows.len() == len);
         assert!(
             own || got_rows[j] == len,
             "worker {from} sent {} of {len} vectors",
@@ -552,26 +672,32 @@ fn solve_rows(
 /// Gathers every worker's solve counters, objective partials and Gram partials on worker 0.
 fn collect_solve(worker: &mut Worker, comm: &mut Comm) -> Result<Half, CommError> {
     let mut loss = Vec::new();
-    let mut own_parts = Vec::new();
     let mut half = Half {
         solve_secs: vec![0.0; comm.peers],
         flops: vec![0u64; comm.peers],
         ..Half::default()
     };
-    let mut got_parts = false;
+    if comm.index == 0 {
+        half.workers = vec![WorkerCost::default(); comm.peers];
+    }
     for (from, b) in comm.exchange(worker, "train: solve")? {
         match b {
             Body::Scalars(mut p) => loss.append(&mut p),
-            Body::GramParts(mut p) => {
-                got_parts = true;
-                own_parts.append(&mut p)
-            }
+            Body::GramParts(mut p) => half.own_parts.append(&mut p),
             Body::Counts(c) => {
                 half.solve_secs[from] = c[0] as f64 / 1e9;
                 half.vector_bytes += c[1];
                 half.singular += c[2];
                 half.flops[from] = c[3];
                 half.bytes += c[4];
+                half.workers[from] = WorkerCost {
+                    flops: c[3],
+                    bytes_sent: c[5],
+                    bytes_received: c[6],
+                    entities: c[7],
+                    interactions: c[8],
+                    secs: c[0] as f64 / 1e9,
+                };
             }
             _ => unreachable!(),
         }
@@ -579,7 +705,6 @@ fn collect_solve(worker: &mut Worker, comm: &mut Comm) -> Result<Half, CommError
     loss.sort_by_key(|p| p.0);
     half.observed = loss.iter().map(|p| p.1).sum();
     half.bytes += half.vector_bytes;
-    half.own_parts = got_parts.then_some(own_parts);
     Ok(half)
 }
 

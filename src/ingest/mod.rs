@@ -11,9 +11,12 @@
 //!    and send item keys back;
 //! 4. user owners number their users, build the user-side CSR and send (item, user, c) edges
 //!    so the item owners build theirs;
-//! 5. each side asks the owners of the other side for exactly the vectors it will need every
+//! 5. every shard's cost is counted and shards move to the owners their cost gives them
+//!    ([`balance`]: until then they live at `v mod W`);
+//! 6. each side asks the owners of the other side for exactly the vectors it will need every
 //!    half-step: the routing tables.
 
+pub mod balance;
 pub mod compress;
 pub mod consolidate;
 pub mod parse;
@@ -24,7 +27,7 @@ use crate::cluster::{owner, Body, Comm, CommError};
 use crate::generate::{Generator, Spec};
 use crate::ids::{mix64, KeyMap, RawId, SplitMix};
 use crate::job::Job;
-use crate::side::{key, unkey, Side};
+use crate::side::{key, unkey, Assignment, Incoming, Outgoing, Side};
 use parse::Event;
 use read::ReadStats;
 use std::collections::BTreeMap;
@@ -364,7 +367,7 @@ pub fn ingest(
     let mut iother = Vec::with_capacity(iedges.len());
     items.indptr = vec![0; items.rows() + 1];
     for &(ik, uk, c) in &iedges {
-        let r = items.row_of(ik, peers);
+        let r = items.row_of(ik);
         items.indptr[r + 1] += 1;
         iother.push(uk);
         items.conf.push(c);
@@ -374,20 +377,38 @@ pub fn ingest(
     }
     drop(iedges);
 
-    // 5. Routing tables, and the counters to worker 0.
+    // 5. Shards to their owners by cost.
     counts[0] = other.len() as u64;
     counts[1] = users.rows() as u64;
     counts[2] = items.rows() as u64;
-    request(comm, &mut users, &other, 1);
-    request(comm, &mut items, &iother, 0);
+    let unrouted = [
+        balance::Unrouted {
+            side: users,
+            keys: other,
+        },
+        balance::Unrouted {
+            side: items,
+            keys: iother,
+        },
+    ];
+    let (sides, [test, valid]) =
+        balance::rebalance(worker, comm, &job.als, v, unrouted, [test, valid])?;
+    let [u, i] = sides;
+    let (mut users, other, mut items, iother) = (u.side, u.keys, i.side, i.keys);
+
+    // 6. Routing tables, and the counters to worker 0.
+    let (uo, io) = (users.owners.clone(), items.owners.clone());
+    request(comm, &mut users, &other, 1, &io);
+    request(comm, &mut items, &iother, 0, &uo);
+    drop((other, iother));
     comm.send(0, Body::Counts(counts.to_vec()));
     let mut total = [0u64; 9];
     for (from, b) in comm.exchange(worker, "ingest: routing")? {
         match b {
             Body::Request(side, keys) => {
                 let s = if side == 0 { &mut users } else { &mut items };
-                let rows = keys.iter().map(|&k| s.row_of(k, peers) as u32).collect();
-                s.send_plan.push((from, rows));
+                let rows = keys.iter().map(|&k| s.row_of(k) as u32).collect();
+                s.routing.outgoing.push(Outgoing { to: from, rows });
             }
             Body::Counts(c) => total.iter_mut().zip(c).for_each(|(t, c)| *t += c),
             _ => unreachable!(),
@@ -484,13 +505,20 @@ fn empty_side(me: usize, peers: usize, v: u32, dim: usize) -> Side {
     Side {
         starts: vec![0; vshards.len() + 1],
         vshards,
+        owners: Assignment::round_robin(v, peers),
         dim,
         ..Side::default()
     }
 }
 
 /// Turns the CSR's global keys into gathered indices and asks each owner for its vectors.
-fn request(comm: &mut Comm, side: &mut Side, other: &[u64], other_side: u8) {
+fn request(
+    comm: &mut Comm,
+    side: &mut Side,
+    other: &[u64],
+    other_side: u8,
+    owners: &Assignment,
+) {
     // Distinct keys through a hash map (edges outnumber distinct keys several times over).
     let mut pos: KeyMap<u32> = KeyMap::default();
     for &k in other {
@@ -501,13 +529,17 @@ fn request(comm: &mut Comm, side: &mut Side, other: &[u64], other_side: u8) {
     // Group by owner; the gathered array is owner by owner, keys ascending within an owner.
     let mut by_owner: Vec<Vec<u64>> = vec![Vec::new(); comm.peers];
     for &k in &keys {
-        by_owner[owner(unkey(k).0, comm.peers)].push(k);
+        by_owner[owners.owner(unkey(k).0)].push(k);
     }
     drop(keys);
     let mut gathered = Vec::with_capacity(pos.len());
     for (w, ks) in by_owner.into_iter().enumerate() {
         if !ks.is_empty() {
-            side.recv.push((w, gathered.len(), ks.len()));
+            side.routing.incoming.push(Incoming {
+                from: w,
+                offset: gathered.len(),
+                len: ks.len(),
+            });
             gathered.extend_from_slice(&ks);
             comm.send(w, Body::Request(other_side, ks));
         }
