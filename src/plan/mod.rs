@@ -25,6 +25,18 @@ pub struct Plan {
     pub half_steps: Vec<HalfStepCost>,
     /// Per side (users, items): the lower bound of a half-step's traffic solving it.
     pub vector_bound_bytes: [u64; 2],
+    /// Per side: max/mean over workers of the shard costs (solve + Gram flops) that
+    /// assignment by cost gives, and that `v mod W` (the assignment before it) would give.
+    pub shard_cost_imbalance: [ByAssignment; 2],
+}
+
+/// One quantity under the two assignments.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ByAssignment {
+    /// Assignment by counted cost (what runs use).
+    pub by_cost: f64,
+    /// `v mod W`.
+    pub round_robin: f64,
 }
 
 /// Ingests `job`'s input in this process (one worker; nothing is published, the store is not
@@ -63,6 +75,20 @@ pub fn plan(job: &Job, data: &[SideData; 2], workers: usize) -> Plan {
         workers,
         half_steps: cost::count(&job.als, data, Layout { workers }),
         vector_bound_bytes: [0, 1].map(|t| cost::vector_bound(&job.als, data, workers, t)),
+        shard_cost_imbalance: [0, 1].map(|t| {
+            let costs: Vec<u64> = data[t]
+                .degrees
+                .iter()
+                .map(|d| cost::shard_cost(&job.als, d.iter().copied()))
+                .collect();
+            let of = |a: assign::Assignment| {
+                cost::imbalance(a.loads(&costs, workers).into_iter().map(|x| x as f64))
+            };
+            ByAssignment {
+                by_cost: of(assign::Assignment::by_cost(&costs, workers)),
+                round_robin: of(assign::Assignment::round_robin(costs.len() as u32, workers)),
+            }
+        }),
     }
 }
 
@@ -91,6 +117,13 @@ pub fn table(p: &Plan) -> String {
             "{:<6} {:>10.2} {:>7.3} {:>10.1} {:>7.3} {:>10.1} {:>7.3} {:>11.0} {:>7.3} {:>10.1} {:>10.1} {:>6.3}\n",
             h.half, fl.0 / 1e9, r(fl), se.0 / 1e6, r(se), re.0 / 1e6, r(re), en.0, r(en),
             total / 1e6, bound / 1e6, if bound > 0.0 { total / bound } else { 1.0 }
+        );
+    }
+    for (t, side) in ["users", "items"].iter().enumerate() {
+        let b = p.shard_cost_imbalance[t];
+        out += &format!(
+            "{side}: shard cost max/mean {:.3} by cost, {:.3} with v mod W\n",
+            b.by_cost, b.round_robin
         );
     }
     out
