@@ -52,7 +52,10 @@ pub struct Routing {
 impl Routing {
     /// The gathered range worker `from` fills, if it sends anything.
     pub fn from(&self, from: usize) -> Option<(usize, &Incoming)> {
-        self.incoming.iter().enumerate().find(|(_, r)| r.from == from)
+        self.incoming
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.from == from)
     }
 }
 

@@ -25,7 +25,8 @@ fn job(store: &Path) -> Job {
 }
 
 fn costs(manifest: &serde_json::Value) -> Vec<HalfStepCost> {
-    let mut c: Vec<HalfStepCost> = serde_json::from_value(manifest["train"]["cost"].clone()).unwrap();
+    let mut c: Vec<HalfStepCost> =
+        serde_json::from_value(manifest["train"]["cost"].clone()).unwrap();
     c.iter_mut()
         .flat_map(|h| h.workers.iter_mut())
         .for_each(|w| w.secs = 0.0);
@@ -64,7 +65,10 @@ fn plan_counts_equal_the_run_report_and_the_model_does_not_depend_on_the_assignm
         models.push(export(&store, &tmp.path().join(format!("e{w}"))));
     }
     // 13 workers over 11 shards: two own nothing, and the model is still the same.
-    assert!(models.windows(2).all(|m| m[0] == m[1]), "models differ across layouts");
+    assert!(
+        models.windows(2).all(|m| m[0] == m[1]),
+        "models differ across layouts"
+    );
 }
 
 #[test]

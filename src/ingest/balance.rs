@@ -68,7 +68,10 @@ pub fn rebalance(
     let items = got.split_off(got.partition_point(|b| b.side == 0));
     let [uo, io] = owners;
     let dim = als.factors;
-    let sides = [assemble(got, uo, comm.index, dim), assemble(items, io, comm.index, dim)];
+    let sides = [
+        assemble(got, uo, comm.index, dim),
+        assemble(items, io, comm.index, dim),
+    ];
     Ok((sides, held))
 }
 
@@ -108,12 +111,17 @@ fn split(u: Unrouted, side: u8) -> Vec<ShardRows> {
     let mut out = Vec::with_capacity(s.vshards.len());
     for (j, &vs) in s.vshards.iter().enumerate() {
         let (a, b) = (s.starts[j], s.starts[j + 1]);
-        let (ea, eb) = (s.indptr.get(a).copied().unwrap_or(0), s.indptr.get(b).copied().unwrap_or(0));
+        let (ea, eb) = (
+            s.indptr.get(a).copied().unwrap_or(0),
+            s.indptr.get(b).copied().unwrap_or(0),
+        );
         out.push(ShardRows {
             side,
             vshard: vs,
             ids: ids.by_ref().take(b - a).collect(),
-            degrees: (a..b).map(|r| (s.indptr[r + 1] - s.indptr[r]) as u32).collect(),
+            degrees: (a..b)
+                .map(|r| (s.indptr[r + 1] - s.indptr[r]) as u32)
+                .collect(),
             keys: keys[ea..eb].to_vec(),
             conf: s.conf[ea..eb].to_vec(),
         });
@@ -138,7 +146,8 @@ fn assemble(blocks: Vec<ShardRows>, owners: Assignment, me: usize, dim: usize) -
         s.ids.extend(b.ids);
         s.starts.push(s.ids.len());
         for d in b.degrees {
-            s.indptr.push(s.indptr.last().copied().unwrap_or(0) + d as usize);
+            s.indptr
+                .push(s.indptr.last().copied().unwrap_or(0) + d as usize);
         }
         keys.extend(b.keys);
         s.conf.extend(b.conf);

@@ -512,13 +512,7 @@ fn empty_side(me: usize, peers: usize, v: u32, dim: usize) -> Side {
 }
 
 /// Turns the CSR's global keys into gathered indices and asks each owner for its vectors.
-fn request(
-    comm: &mut Comm,
-    side: &mut Side,
-    other: &[u64],
-    other_side: u8,
-    owners: &Assignment,
-) {
+fn request(comm: &mut Comm, side: &mut Side, other: &[u64], other_side: u8, owners: &Assignment) {
     // Distinct keys through a hash map (edges outnumber distinct keys several times over).
     let mut pos: KeyMap<u32> = KeyMap::default();
     for &k in other {

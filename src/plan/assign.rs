@@ -59,9 +59,7 @@ impl Assignment {
 
     /// The shards worker `w` owns, ascending.
     pub fn owned(&self, w: usize) -> Vec<u32> {
-        (0..self.shards())
-            .filter(|&v| self.owner(v) == w)
-            .collect()
+        (0..self.shards()).filter(|&v| self.owner(v) == w).collect()
     }
 
     /// Per worker (`workers` of them): the sum of `costs` over its shards.
@@ -111,7 +109,10 @@ mod tests {
             assert_eq!(loads.iter().sum::<u64>(), costs.iter().sum::<u64>());
             let opt = optimum(&costs, w);
             let max = *loads.iter().max().unwrap();
-            assert!(3 * max <= 4 * opt + 3, "{costs:?} on {w}: {max} vs optimum {opt}");
+            assert!(
+                3 * max <= 4 * opt + 3,
+                "{costs:?} on {w}: {max} vs optimum {opt}"
+            );
             let owned: usize = (0..w).map(|x| a.owned(x).len()).sum();
             assert_eq!(owned, n);
         }

@@ -7,7 +7,8 @@
 //! factor vectors, Gram slices and sums); control messages (counters, a few bytes per worker and
 //! superstep) are not counted.
 
-use crate::als::{counted_row_flops, gram_member, gram_slice, row_flops};
+use crate::als::gram::{gram_member, gram_slice};
+use crate::als::{counted_row_flops, row_flops};
 use crate::job::Als;
 use crate::side::{unkey, Assignment};
 use serde::{Deserialize, Serialize};
@@ -189,7 +190,9 @@ pub fn count(als: &Als, data: &[SideData; 2], layout: Layout) -> Vec<HalfStepCos
             let (rs, ro, ns) = (rows(t), rows(1 - t), nnz(t));
             let solve = per_worker(&owners[t], w, |v| {
                 let degs = &data[t].degrees[v];
-                degs.iter().map(|&n| counted_row_flops(als, n, want_loss)).sum()
+                degs.iter()
+                    .map(|&n| counted_row_flops(als, n, want_loss))
+                    .sum()
             });
             let mut cost: Vec<WorkerCost> = (0..w)
                 .map(|x| WorkerCost {

@@ -63,9 +63,17 @@ pub fn ingest_data(job: &Job) -> Result<[SideData; 2], String> {
 /// A whole side's degrees per shard and its entries' keys (one worker holds every shard).
 fn side_data(s: &crate::side::Side) -> SideData {
     let degrees = (0..s.vshards.len())
-        .map(|j| (s.starts[j]..s.starts[j + 1]).map(|r| s.degree(r) as u64).collect())
+        .map(|j| {
+            (s.starts[j]..s.starts[j + 1])
+                .map(|r| s.degree(r) as u64)
+                .collect()
+        })
         .collect();
-    let keys = s.cols.iter().map(|&c| s.gathered_keys[c as usize]).collect();
+    let keys = s
+        .cols
+        .iter()
+        .map(|&c| s.gathered_keys[c as usize])
+        .collect();
     SideData { degrees, keys }
 }
 
@@ -96,13 +104,24 @@ pub fn plan(job: &Job, data: &[SideData; 2], workers: usize) -> Plan {
 /// the only one), with the max/mean of each count over workers and the traffic next to its
 /// lower bound.
 pub fn table(p: &Plan) -> String {
-    let it = p.half_steps.iter().map(|h| h.iteration).max().unwrap_or(1).min(2);
+    let it = p
+        .half_steps
+        .iter()
+        .map(|h| h.iteration)
+        .max()
+        .unwrap_or(1)
+        .min(2);
     let mut out = format!(
         "{} workers (iteration {it}):\n{:<6} {:>10} {:>7} {:>10} {:>7} {:>10} {:>7} {:>11} {:>7} {:>10} {:>10} {:>6}\n",
         p.workers, "half", "GFLOP max", "max/mn", "sent MB mx", "max/mn", "recv MB mx", "max/mn",
         "entities mx", "max/mn", "total MB", "bound MB", "ratio"
     );
-    for (t, h) in p.half_steps.iter().filter(|h| h.iteration == it).enumerate() {
+    for (t, h) in p
+        .half_steps
+        .iter()
+        .filter(|h| h.iteration == it)
+        .enumerate()
+    {
         let mm = |f: &dyn Fn(&cost::WorkerCost) -> f64| h.max_mean(f);
         let r = |(max, mean): (f64, f64)| if mean > 0.0 { max / mean } else { 1.0 };
         let (fl, se, re, en) = (

@@ -6,8 +6,11 @@ use crate::plan::cost::{HalfStepCost, WorkerCost};
 use serde_json::{json, Value};
 use std::fmt::Write;
 
+/// Reads one quantity of a worker's cost.
+type Field = fn(&WorkerCost) -> f64;
+
 /// The quantities of [`WorkerCost`], by report name.
-const FIELDS: [(&str, fn(&WorkerCost) -> f64); 6] = [
+const FIELDS: [(&str, Field); 6] = [
     ("flops", |w| w.flops as f64),
     ("bytes_sent", |w| w.bytes_sent as f64),
     ("bytes_received", |w| w.bytes_received as f64),
@@ -24,7 +27,8 @@ pub fn json(train: &Value) -> Value {
     let rows: Vec<Value> = halves
         .iter()
         .map(|h| {
-            let mut o = json!({ "iteration": h.iteration, "half": h.half, "per_worker": h.workers });
+            let mut o =
+                json!({ "iteration": h.iteration, "half": h.half, "per_worker": h.workers });
             for (name, f) in FIELDS {
                 let (max, mean) = h.max_mean(f);
                 let ratio = if mean > 0.0 { max / mean } else { 1.0 };
