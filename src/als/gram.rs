@@ -5,8 +5,10 @@
 //! every layout: the slicing decides only which worker adds which entries, so the result is
 //! bit-identical to one worker summing everything (and to the binaries that did so).
 
+use super::msg::{AlsMsg, GramPart};
+use super::Ch;
 use super::{kernels, lambda_of};
-use crate::cluster::{Body, Comm, CommError};
+use crate::comm::{reduce_in_vshard_order, CommError};
 use crate::job::Als;
 use crate::side::Side;
 use timely::worker::Worker;
@@ -14,7 +16,7 @@ use timely::worker::Worker;
 /// Per-virtual-shard partial Grams of `side`'s rows, each with its regulariser sum
 /// `Σ λ_r‖x_r‖²` (`n_other`: the other side's entities, for frequency scaling), and the flops
 /// spent.
-pub(super) fn gram_parts(als: &Als, side: &Side, n_other: u64) -> (Vec<(u32, Vec<f32>, f64)>, u64) {
+pub(super) fn gram_parts(als: &Als, side: &Side, n_other: u64) -> (Vec<GramPart>, u64) {
     let d = als.factors;
     let mut parts = Vec::with_capacity(side.vshards.len());
     for (j, &vs) in side.vshards.iter().enumerate() {
@@ -32,7 +34,11 @@ pub(super) fn gram_parts(als: &Als, side: &Side, n_other: u64) -> (Vec<(u32, Vec
                         .sum::<f64>()
             })
             .sum();
-        parts.push((vs, g, reg));
+        parts.push(GramPart {
+            vshard: vs,
+            gram: g,
+            reg,
+        });
     }
     (parts, 2 * side.rows() as u64 * (d * d) as u64)
 }
@@ -47,15 +53,19 @@ pub(super) struct SummedGram {
 impl SummedGram {
     /// Sums slices of partials (`len` entries each) in virtual-shard order, so every entry is
     /// the same for any layout.
-    pub(super) fn of(mut parts: Vec<(u32, Vec<f32>, f64)>, len: usize) -> SummedGram {
-        parts.sort_by_key(|p| p.0);
-        let mut sum = vec![0.0f64; len];
-        let mut reg = 0.0;
-        for (_, g, r) in &parts {
-            sum.iter_mut().zip(g).for_each(|(s, &x)| *s += x as f64);
-            reg += r;
-        }
-        SummedGram { sum, reg }
+    pub(super) fn of(parts: Vec<GramPart>, len: usize) -> SummedGram {
+        let keyed = parts.into_iter().map(|p| (p.vshard, p)).collect();
+        let zero = SummedGram {
+            sum: vec![0.0f64; len],
+            reg: 0.0,
+        };
+        reduce_in_vshard_order(keyed, zero, |acc, p| {
+            acc.sum
+                .iter_mut()
+                .zip(&p.gram)
+                .for_each(|(s, &x)| *s += x as f64);
+            acc.reg += p.reg;
+        })
     }
 }
 
@@ -73,20 +83,24 @@ pub fn gram_member(w: usize, peers: usize, d: usize) -> bool {
 }
 
 /// Sends each member worker its slice of every partial (the regulariser sums to worker 0).
-pub(super) fn send_gram_slices(comm: &mut Comm, parts: &[(u32, Vec<f32>, f64)], d: usize) {
+pub(super) fn send_gram_slices(comm: &mut Ch, parts: &[GramPart], d: usize) {
     let peers = comm.peers;
     for w in (0..peers).filter(|&w| gram_member(w, peers, d)) {
         let sl = gram_slice(w, peers, d);
         let cut = parts
             .iter()
-            .map(|(v, g, r)| (*v, g[sl.clone()].to_vec(), if w == 0 { *r } else { 0.0 }))
+            .map(|p| GramPart {
+                vshard: p.vshard,
+                gram: p.gram[sl.clone()].to_vec(),
+                reg: if w == 0 { p.reg } else { 0.0 },
+            })
             .collect();
-        comm.send(w, Body::GramParts(cut));
+        comm.send(w, AlsMsg::GramParts(cut));
     }
 }
 
 /// Bytes of Gram slices this worker receives from other workers for the partials of `side`.
-pub(super) fn gram_slice_bytes_in(comm: &Comm, side: &Side, d: usize) -> u64 {
+pub(super) fn gram_slice_bytes_in(comm: &Ch, side: &Side, d: usize) -> u64 {
     if !gram_member(comm.index, comm.peers, d) {
         return 0;
     }
@@ -101,16 +115,16 @@ pub(super) fn gram_slice_bytes_in(comm: &Comm, side: &Side, d: usize) -> u64 {
 /// there, empty elsewhere), so the objective's quadratic part is one sum in entry order.
 pub(super) fn gather_slices(
     worker: &mut Worker,
-    comm: &mut Comm,
+    comm: &mut Ch,
     slice: &[f64],
 ) -> Result<Vec<f64>, CommError> {
     if !slice.is_empty() {
         let body = slice.iter().enumerate().map(|(i, &x)| (i as u32, x));
-        comm.send(0, Body::Scalars(body.collect()));
+        comm.send(0, AlsMsg::Scalars(body.collect()));
     }
     let mut whole = Vec::new();
     for (_, b) in comm.exchange(worker, "train: objective")? {
-        if let Body::Scalars(p) = b {
+        if let AlsMsg::Scalars(p) = b {
             whole.extend(p.into_iter().map(|(_, x)| x));
         }
     }
@@ -128,7 +142,7 @@ mod tests {
     fn sliced_gram_sum_is_bit_identical_to_the_flat_sum() {
         let d = 5;
         let mut s = 3u64;
-        let mut parts: Vec<(u32, Vec<f32>, f64)> = (0..9u32)
+        let mut parts: Vec<GramPart> = (0..9u32)
             .map(|v| {
                 let g = (0..d * d)
                     .map(|_| {
@@ -136,7 +150,11 @@ mod tests {
                         ((s >> 40) as f32 / 7.0e3) * if s & 1 == 0 { 1.0 } else { -1e-4 }
                     })
                     .collect();
-                (v, g, v as f64 * 0.1)
+                GramPart {
+                    vshard: v,
+                    gram: g,
+                    reg: v as f64 * 0.1,
+                }
             })
             .collect();
         parts.reverse(); // arrival order must not matter
@@ -148,7 +166,11 @@ mod tests {
                 let sl = gram_slice(w, peers, d);
                 let cut = parts
                     .iter()
-                    .map(|(v, g, r)| (*v, g[sl.clone()].to_vec(), if w == 0 { *r } else { 0.0 }))
+                    .map(|p| GramPart {
+                        vshard: p.vshard,
+                        gram: p.gram[sl.clone()].to_vec(),
+                        reg: if w == 0 { p.reg } else { 0.0 },
+                    })
                     .collect();
                 let g = SummedGram::of(cut, sl.len());
                 whole.extend(g.sum);

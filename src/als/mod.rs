@@ -19,8 +19,13 @@ pub mod block;
 pub mod flops;
 pub mod gram;
 pub mod kernels;
+pub mod msg;
 
-use crate::cluster::{Body, Comm, CommError};
+/// ALS's channel.
+type Ch = Channel<AlsMsg>;
+
+use crate::cluster::Comm;
+use crate::comm::{Channel, CommError};
 use crate::job::{Als, RegScaling, Solver};
 use crate::plan::cost::{HalfStepCost, WorkerCost};
 use crate::report::Log;
@@ -31,6 +36,7 @@ use gram::{
     gather_slices, gram_member, gram_parts, gram_slice, gram_slice_bytes_in, send_gram_slices,
     SummedGram,
 };
+use msg::{AlsMsg, GramPart};
 use serde::Serialize;
 use std::time::Instant;
 use timely::worker::Worker;
@@ -114,6 +120,8 @@ pub fn train(
     let mut g_items = vec![0.0f32; items.gathered_keys.len() * als.factors];
     // The Gram of the side solved last, summed by that half-step: the next one's other side.
     let mut other = OtherGram::Compute;
+    // ALS's own channel, for the supersteps of its half-steps.
+    let mut ch = Ch::new(worker, comm.deadline);
     for it in start + 1..=als.iterations {
         let t = Instant::now();
         let want_loss = als.loss_every > 0 && (it % als.loss_every == 0 || it == als.iterations);
@@ -124,7 +132,9 @@ pub fn train(
                 (&mut *items, &*users, &mut g_items)
             };
             let last = it == als.iterations && half == "items";
-            let mut h = half_step(worker, comm, als, s, o, buf, other, !last, want_loss, None)?;
+            let mut h = half_step(
+                worker, &mut ch, als, s, o, buf, other, !last, want_loss, None,
+            )?;
             other = OtherGram::Summed(h.own_gram.take());
             if comm.index == 0 {
                 if let Some(value) = h.objective {
@@ -184,7 +194,7 @@ struct Half {
     /// Sum of the observed-pair objective partials (worker 0).
     observed: f64,
     /// The solved side's Gram partials (this worker's slice), when they were sent.
-    own_parts: Vec<(u32, Vec<f32>, f64)>,
+    own_parts: Vec<GramPart>,
     /// This worker's slice of the solved side's summed Gram, kept for the next half-step.
     own_gram: Option<SummedGram>,
     solve_secs: Vec<f64>,
@@ -210,14 +220,14 @@ enum OtherGram {
 /// only called when it is on, so other jobs keep their supersteps.
 fn side_totals(
     worker: &mut Worker,
-    comm: &mut Comm,
+    comm: &mut Ch,
     s: &Side,
     o: &Side,
 ) -> Result<(u64, u64), CommError> {
-    comm.broadcast(Body::Counts(vec![s.rows() as u64, o.rows() as u64]));
+    comm.broadcast(AlsMsg::Counts(vec![s.rows() as u64, o.rows() as u64]));
     let mut t = (0, 0);
     for (_, b) in comm.exchange(worker, "train: side totals")? {
-        if let Body::Counts(c) = b {
+        if let AlsMsg::Counts(c) = b {
             t.0 += c[0];
             t.1 += c[1];
         }
@@ -234,7 +244,7 @@ fn side_totals(
 #[allow(clippy::too_many_arguments)]
 fn half_step(
     worker: &mut Worker,
-    comm: &mut Comm,
+    comm: &mut Ch,
     als: &Als,
     s: &mut Side,
     o: &Side,
@@ -250,7 +260,6 @@ fn half_step(
     } else {
         (0, 0)
     };
-    let bytes0 = comm.vector_bytes_sent;
     let (sent0, received0) = (comm.payload_sent, comm.payload_received);
     let (mut flops, mut bytes) = (0u64, 0u64);
     // 1. Partial Grams of the other side, sliced to the summing workers (unless already
@@ -262,7 +271,7 @@ fn half_step(
         bytes += 4 * o.factors.len() as u64;
         send_gram_slices(comm, &parts, d);
     }
-    let parts = exchange_vectors(worker, comm, als, s, o, gathered)?;
+    let (parts, vector_bytes) = exchange_vectors(worker, comm, als, s, o, gathered)?;
     // 2. Each member sums its slice in virtual-shard order and broadcasts it; the slices,
     // in sender order, are the whole Gram.
     let my_len = gram_slice(comm.index, comm.peers, d).len();
@@ -273,11 +282,11 @@ fn half_step(
     };
     if let Some(g) = &summed {
         let g32 = g.sum.iter().map(|&x| x as f32).collect();
-        comm.broadcast(Body::GramSum(g32, g.reg));
+        comm.broadcast(AlsMsg::GramSum(g32, g.reg));
     }
     let mut gram = Vec::with_capacity(d * d);
     for (_, b) in comm.exchange(worker, "train: gram")? {
-        if let Body::GramSum(mut g, _) = b {
+        if let AlsMsg::GramSum(mut g, _) = b {
             gram.append(&mut g);
         }
     }
@@ -302,7 +311,7 @@ fn half_step(
     } else {
         0
     };
-    comm.send(0, Body::Scalars(solved.loss_parts));
+    comm.send(0, AlsMsg::Scalars(solved.loss_parts));
     let cost = WorkerCost {
         flops,
         bytes_sent: comm.payload_sent - sent0,
@@ -313,9 +322,9 @@ fn half_step(
     };
     comm.send(
         0,
-        Body::Counts(vec![
+        AlsMsg::Counts(vec![
             (secs * 1e9) as u64,
-            comm.vector_bytes_sent - bytes0,
+            vector_bytes,
             solved.singular,
             flops,
             bytes,
@@ -353,15 +362,16 @@ fn half_step(
 /// this worker sends. Returns the Gram partials that arrived with the first round.
 fn exchange_vectors(
     worker: &mut Worker,
-    comm: &mut Comm,
+    comm: &mut Ch,
     als: &Als,
     s: &Side,
     o: &Side,
     gathered: &mut [f32],
-) -> Result<Vec<(u32, Vec<f32>, f64)>, CommError> {
+) -> Result<(Vec<GramPart>, u64), CommError> {
     let d = als.factors;
     let per_round = (als.exchange_kib * 256 / d).max(1);
     let mut all_parts = Vec::new();
+    let mut vector_bytes = 0u64;
     let incoming = &s.routing.incoming;
     let mut got_rows = vec![0usize; incoming.len()];
     for round in 0.. {
@@ -393,14 +403,17 @@ fn exchange_vectors(
             for &r in &rows[lo..hi] {
                 buf.extend_from_slice(o.row(r as usize));
             }
-            comm.send(*dest, Body::Vectors(lo as u64, buf));
+            if *dest != comm.index {
+                vector_bytes += 4 * buf.len() as u64;
+            }
+            comm.send(*dest, AlsMsg::Vectors(lo as u64, buf));
         }
         // Everybody learns whether anybody has rows left, so all run the same rounds.
-        comm.broadcast(Body::Counts(vec![more as u64]));
+        comm.broadcast(AlsMsg::Counts(vec![more as u64]));
         let mut any_more = false;
         for (from, b) in comm.exchange(worker, "train: exchange vectors")? {
             match b {
-                Body::Vectors(first, v) => {
+                AlsMsg::Vectors(first, v) => {
                     let (j, inc) = s.routing.from(from).expect("routing table");
                     let (off, len) = (inc.offset, inc.len);
                     let first = first as usize;
@@ -411,8 +424,8 @@ fn exchange_vectors(
                     gathered[(off + first) * d..(off + first) * d + v.len()].copy_from_slice(&v);
                     got_rows[j] += v.len() / d;
                 }
-                Body::GramParts(mut p) => all_parts.append(&mut p),
-                Body::Counts(c) => any_more |= c[0] != 0,
+                AlsMsg::GramParts(mut p) => all_parts.append(&mut p),
+                AlsMsg::Counts(c) => any_more |= c[0] != 0,
                 _ => unreachable!(),
             }
         }
@@ -433,7 +446,7 @@ fn exchange_vectors(
             got_rows[j]
         );
     }
-    Ok(all_parts)
+    Ok((all_parts, vector_bytes))
 }
 
 /// What solving one worker's rows produced.
@@ -513,7 +526,7 @@ fn solve_rows(
 }
 
 /// Gathers every worker's solve counters, objective partials and Gram partials on worker 0.
-fn collect_solve(worker: &mut Worker, comm: &mut Comm) -> Result<Half, CommError> {
+fn collect_solve(worker: &mut Worker, comm: &mut Ch) -> Result<Half, CommError> {
     let mut loss = Vec::new();
     let mut half = Half {
         solve_secs: vec![0.0; comm.peers],
@@ -525,9 +538,9 @@ fn collect_solve(worker: &mut Worker, comm: &mut Comm) -> Result<Half, CommError
     }
     for (from, b) in comm.exchange(worker, "train: solve")? {
         match b {
-            Body::Scalars(mut p) => loss.append(&mut p),
-            Body::GramParts(mut p) => half.own_parts.append(&mut p),
-            Body::Counts(c) => {
+            AlsMsg::Scalars(mut p) => loss.append(&mut p),
+            AlsMsg::GramParts(mut p) => half.own_parts.append(&mut p),
+            AlsMsg::Counts(c) => {
                 half.solve_secs[from] = c[0] as f64 / 1e9;
                 half.vector_bytes += c[1];
                 half.singular += c[2];
@@ -568,6 +581,7 @@ pub fn fold_in(
         ..als.clone()
     };
     let d = als.factors;
+    let mut ch = Ch::new(worker, comm.deadline);
     for half in ["users", "items"] {
         let (s, o, new) = if half == "users" {
             (&mut *users, &*items, new_users)
@@ -578,7 +592,7 @@ pub fn fold_in(
         let other = OtherGram::Compute;
         half_step(
             worker,
-            comm,
+            &mut ch,
             &exact,
             s,
             o,

@@ -7,7 +7,8 @@
 //! changes on the way (ids, row order, CSR entries as global keys): the model does not depend
 //! on where a shard lives, only the load balance does.
 
-use crate::cluster::{Body, Comm, CommError};
+use super::msg::IngestMsg;
+use crate::comm::{Channel, CommError};
 use crate::ids::RawId;
 use crate::job::Als;
 use crate::plan::cost::shard_cost;
@@ -29,7 +30,7 @@ pub type Held = [Vec<(RawId, u64)>; 2];
 /// (and the users' held-out pairs) to their owners. Collective.
 pub fn rebalance(
     worker: &mut Worker,
-    comm: &mut Comm,
+    comm: &mut Channel<IngestMsg>,
     als: &Als,
     v: u32,
     sides: [Unrouted; 2],
@@ -51,16 +52,16 @@ pub fn rebalance(
     }
     let [h0, h1] = held_out;
     for (w, ((blocks, a), b)) in out.into_iter().zip(h0).zip(h1).enumerate() {
-        comm.send(w, Body::Shards(blocks));
-        comm.send(w, Body::TestKeyed(0, a));
-        comm.send(w, Body::TestKeyed(1, b));
+        comm.send(w, IngestMsg::Shards(blocks));
+        comm.send(w, IngestMsg::TestKeyed(0, a));
+        comm.send(w, IngestMsg::TestKeyed(1, b));
     }
     let mut got: Vec<ShardRows> = Vec::new();
     let mut held: Held = [Vec::new(), Vec::new()];
     for (_, b) in comm.exchange(worker, "ingest: rebalance")? {
         match b {
-            Body::Shards(mut s) => got.append(&mut s),
-            Body::TestKeyed(set, mut p) => held[set as usize].append(&mut p),
+            IngestMsg::Shards(mut s) => got.append(&mut s),
+            IngestMsg::TestKeyed(set, mut p) => held[set as usize].append(&mut p),
             _ => unreachable!(),
         }
     }
@@ -79,7 +80,7 @@ pub fn rebalance(
 /// items) every worker computes from them.
 fn agree_costs(
     worker: &mut Worker,
-    comm: &mut Comm,
+    comm: &mut Channel<IngestMsg>,
     als: &Als,
     v: u32,
     sides: &[Unrouted; 2],
@@ -92,10 +93,10 @@ fn agree_costs(
             msg.extend([t as u64, vs as u64, shard_cost(als, degrees)]);
         }
     }
-    comm.broadcast(Body::Counts(msg));
+    comm.broadcast(IngestMsg::Costs(msg));
     let mut costs = [vec![0u64; v as usize], vec![0u64; v as usize]];
     for (_, b) in comm.exchange(worker, "ingest: shard costs")? {
-        if let Body::Counts(c) = b {
+        if let IngestMsg::Costs(c) = b {
             for x in c.chunks_exact(3) {
                 costs[x[0] as usize][x[1] as usize] = x[2];
             }

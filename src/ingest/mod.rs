@@ -19,15 +19,18 @@
 pub mod balance;
 pub mod compress;
 pub mod consolidate;
+pub mod msg;
 pub mod parse;
 pub mod read;
 pub mod weight;
 
-use crate::cluster::{owner, Body, Comm, CommError};
+use crate::cluster::{owner, Comm};
+use crate::comm::{Channel, CommError};
 use crate::generate::{Generator, Spec};
 use crate::ids::{mix64, KeyMap, RawId, SplitMix};
 use crate::job::Job;
 use crate::side::{key, unkey, Assignment, Incoming, Outgoing, Side};
+use msg::IngestMsg;
 use parse::Event;
 use read::ReadStats;
 use std::collections::BTreeMap;
@@ -89,6 +92,8 @@ pub fn ingest(
     files: &[PathBuf],
     snapshot: &[(PathBuf, crate::store::FileRecord)],
 ) -> Result<Ingested, CommError> {
+    // Ingest's own typed channel (its supersteps carry only `IngestMsg`).
+    let comm = &mut Channel::<IngestMsg>::new(worker, comm.deadline);
     let peers = comm.peers;
     let v = job.shards.virtual_shards;
     let me = comm.index;
@@ -149,24 +154,24 @@ pub fn ingest(
     });
     match read {
         Ok(st) => {
-            comm.send(0, Body::Read(st));
+            comm.send(0, IngestMsg::Read(st));
             let [t0, t1] = test_ev;
             for (w, ((evs, a), b)) in out.into_iter().zip(t0).zip(t1).enumerate() {
-                comm.send(w, Body::Events(evs));
-                comm.send(w, Body::TestEvents(0, a));
-                comm.send(w, Body::TestEvents(1, b));
+                comm.send(w, IngestMsg::Events(evs));
+                comm.send(w, IngestMsg::TestEvents(0, a));
+                comm.send(w, IngestMsg::TestEvents(1, b));
             }
         }
-        Err(e) => comm.broadcast(Body::Abort(e)),
+        Err(e) => comm.abort(&e),
     }
     let mut events = Vec::new();
     let mut test_events: [Vec<Event>; 2] = [Vec::new(), Vec::new()];
     let mut stats = IngestStats::default();
     for (_, b) in comm.exchange(worker, "ingest: read")? {
         match b {
-            Body::Events(mut e) => events.append(&mut e),
-            Body::TestEvents(set, mut e) => test_events[set as usize].append(&mut e),
-            Body::Read(st) => stats.read.merge(&st),
+            IngestMsg::Events(mut e) => events.append(&mut e),
+            IngestMsg::TestEvents(set, mut e) => test_events[set as usize].append(&mut e),
+            IngestMsg::Read(st) => stats.read.merge(&st),
             _ => unreachable!(),
         }
     }
@@ -228,16 +233,16 @@ pub fn ingest(
     }
     let [t0, t1] = test_out;
     for (w, ((tr, a), b)) in train_out.into_iter().zip(t0).zip(t1).enumerate() {
-        comm.send(w, Body::Pairs(tr));
-        comm.send(w, Body::TestPairs(0, a));
-        comm.send(w, Body::TestPairs(1, b));
+        comm.send(w, IngestMsg::Pairs(tr));
+        comm.send(w, IngestMsg::TestPairs(0, a));
+        comm.send(w, IngestMsg::TestPairs(1, b));
     }
     let mut pairs = Vec::new();
     let mut tests: [Vec<(RawId, RawId)>; 2] = [Vec::new(), Vec::new()];
     for (_, b) in comm.exchange(worker, "ingest: consolidate")? {
         match b {
-            Body::Pairs(mut p) => pairs.append(&mut p),
-            Body::TestPairs(set, mut p) => tests[set as usize].append(&mut p),
+            IngestMsg::Pairs(mut p) => pairs.append(&mut p),
+            IngestMsg::TestPairs(set, mut p) => tests[set as usize].append(&mut p),
             _ => unreachable!(),
         }
     }
@@ -295,17 +300,17 @@ pub fn ingest(
     }
     let [t0, t1] = tback;
     for (w, ((b, t), vl)) in back.into_iter().zip(t0).zip(t1).enumerate() {
-        comm.send(w, Body::ItemKeyed(b));
-        comm.send(w, Body::TestKeyed(0, t));
-        comm.send(w, Body::TestKeyed(1, vl));
+        comm.send(w, IngestMsg::ItemKeyed(b));
+        comm.send(w, IngestMsg::TestKeyed(0, t));
+        comm.send(w, IngestMsg::TestKeyed(1, vl));
     }
     let mut keyed = Vec::new();
     let (mut test, mut valid) = (Vec::new(), Vec::new());
     for (_, b) in comm.exchange(worker, "ingest: number items")? {
         match b {
-            Body::ItemKeyed(mut p) => keyed.append(&mut p),
-            Body::TestKeyed(0, mut p) => test.append(&mut p),
-            Body::TestKeyed(_, mut p) => valid.append(&mut p),
+            IngestMsg::ItemKeyed(mut p) => keyed.append(&mut p),
+            IngestMsg::TestKeyed(0, mut p) => test.append(&mut p),
+            IngestMsg::TestKeyed(_, mut p) => valid.append(&mut p),
             _ => unreachable!(),
         }
     }
@@ -354,12 +359,12 @@ pub fn ingest(
     }
     drop(keyed);
     for (w, e) in edges.into_iter().enumerate() {
-        comm.send(w, Body::Edges(e));
+        comm.send(w, IngestMsg::Edges(e));
     }
     let mut iedges = Vec::new();
     for (_, b) in comm.exchange(worker, "ingest: build CSR")? {
         match b {
-            Body::Edges(mut e) => iedges.append(&mut e),
+            IngestMsg::Edges(mut e) => iedges.append(&mut e),
             _ => unreachable!(),
         }
     }
@@ -401,16 +406,16 @@ pub fn ingest(
     request(comm, &mut users, &other, 1, &io);
     request(comm, &mut items, &iother, 0, &uo);
     drop((other, iother));
-    comm.send(0, Body::Counts(counts.to_vec()));
+    comm.send(0, IngestMsg::Counts(counts.to_vec()));
     let mut total = [0u64; 9];
     for (from, b) in comm.exchange(worker, "ingest: routing")? {
         match b {
-            Body::Request(side, keys) => {
+            IngestMsg::Request(side, keys) => {
                 let s = if side == 0 { &mut users } else { &mut items };
                 let rows = keys.iter().map(|&k| s.row_of(k) as u32).collect();
                 s.routing.outgoing.push(Outgoing { to: from, rows });
             }
-            Body::Counts(c) => total.iter_mut().zip(c).for_each(|(t, c)| *t += c),
+            IngestMsg::Counts(c) => total.iter_mut().zip(c).for_each(|(t, c)| *t += c),
             _ => unreachable!(),
         }
     }
@@ -512,7 +517,13 @@ fn empty_side(me: usize, peers: usize, v: u32, dim: usize) -> Side {
 }
 
 /// Turns the CSR's global keys into gathered indices and asks each owner for its vectors.
-fn request(comm: &mut Comm, side: &mut Side, other: &[u64], other_side: u8, owners: &Assignment) {
+fn request(
+    comm: &mut Channel<IngestMsg>,
+    side: &mut Side,
+    other: &[u64],
+    other_side: u8,
+    owners: &Assignment,
+) {
     // Distinct keys through a hash map (edges outnumber distinct keys several times over).
     let mut pos: KeyMap<u32> = KeyMap::default();
     for &k in other {
@@ -535,7 +546,7 @@ fn request(comm: &mut Comm, side: &mut Side, other: &[u64], other_side: u8, owne
                 len: ks.len(),
             });
             gathered.extend_from_slice(&ks);
-            comm.send(w, Body::Request(other_side, ks));
+            comm.send(w, IngestMsg::Request(other_side, ks));
         }
     }
     for (i, k) in gathered.iter().enumerate() {
