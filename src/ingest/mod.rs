@@ -22,17 +22,19 @@ pub mod consolidate;
 pub mod msg;
 pub mod parse;
 pub mod read;
+pub mod routing;
 pub mod weight;
 
 use crate::cluster::{owner, Comm};
 use crate::comm::{Channel, CommError};
 use crate::generate::{Generator, Spec};
-use crate::ids::{mix64, KeyMap, RawId, SplitMix};
+use crate::ids::{mix64, RawId, SplitMix};
 use crate::job::Job;
-use crate::side::{key, unkey, Assignment, Incoming, Outgoing, Side};
+use crate::side::{key, unkey, Assignment, Outgoing, Side};
 use msg::IngestMsg;
 use parse::Event;
 use read::ReadStats;
+use routing::request;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use timely::worker::Worker;
@@ -514,47 +516,6 @@ fn empty_side(me: usize, peers: usize, v: u32, dim: usize) -> Side {
         dim,
         ..Side::default()
     }
-}
-
-/// Turns the CSR's global keys into gathered indices and asks each owner for its vectors.
-fn request(
-    comm: &mut Channel<IngestMsg>,
-    side: &mut Side,
-    other: &[u64],
-    other_side: u8,
-    owners: &Assignment,
-) {
-    // Distinct keys through a hash map (edges outnumber distinct keys several times over).
-    let mut pos: KeyMap<u32> = KeyMap::default();
-    for &k in other {
-        pos.entry(k).or_insert(0);
-    }
-    let mut keys: Vec<u64> = pos.keys().copied().collect();
-    keys.sort_unstable();
-    // Group by owner; the gathered array is owner by owner, keys ascending within an owner.
-    let mut by_owner: Vec<Vec<u64>> = vec![Vec::new(); comm.peers];
-    for &k in &keys {
-        by_owner[owners.owner(unkey(k).0)].push(k);
-    }
-    drop(keys);
-    let mut gathered = Vec::with_capacity(pos.len());
-    for (w, ks) in by_owner.into_iter().enumerate() {
-        if !ks.is_empty() {
-            side.routing.incoming.push(Incoming {
-                from: w,
-                offset: gathered.len(),
-                len: ks.len(),
-            });
-            gathered.extend_from_slice(&ks);
-            comm.send(w, IngestMsg::Request(other_side, ks));
-        }
-    }
-    for (i, k) in gathered.iter().enumerate() {
-        *pos.get_mut(k)
-            .expect("every gathered key came from the map") = i as u32;
-    }
-    side.cols = other.iter().map(|k| pos[k]).collect();
-    side.gathered_keys = gathered;
 }
 
 /// Initial vectors seeded by (seed, side, raw id), so any worker layout starts alike: uniform

@@ -3,9 +3,9 @@
 //!
 //! Training records it as it goes ([`crate::als::TrainReport::cost`]); [`count`] derives the
 //! same figures from the ingested data and a layout alone, which is what `recflow plan` prints.
-//! Bytes are the model data that crosses between workers ([`crate::cluster::Body::payload_bytes`]:
-//! factor vectors, Gram slices and sums); control messages (counters, a few bytes per worker and
-//! superstep) are not counted.
+//! Bytes are the model data that crosses between workers (what [`crate::als::msg::AlsMsg`]'s
+//! `payload_bytes` counts: factor vectors, Gram slices and sums); control messages (counters, a
+//! few bytes per worker and superstep) are not counted.
 
 use crate::als::gram::{gram_member, gram_slice};
 use crate::als::{counted_row_flops, row_flops};
