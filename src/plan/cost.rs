@@ -83,7 +83,7 @@ pub struct SideData {
     pub keys: Vec<u64>,
 }
 
-/// A layout to count: workers, and how many run in each process (for the network share).
+/// A layout to count (the counts do not depend on how workers are split into processes).
 #[derive(Clone, Copy, Debug)]
 pub struct Layout {
     /// Workers in all.
