@@ -3,13 +3,15 @@
 //!
 //! Data flows one way through the modules: [`job`] (what to do) → [`ingest`] (events into
 //! sharded interactions) → [`als`] (factors) → [`store`] (a published, versioned model), with
-//! [`cluster`] carrying every worker-to-worker message and [`run`] driving the stages.
+//! [`comm`] carrying every worker-to-worker message (typed supersteps; [`cluster`] is the
+//! transitional shared message type) and [`run`] driving the stages.
 #![warn(missing_docs)]
 
 pub mod als;
 pub mod checkpoint;
 pub mod cleanup;
 pub mod cluster;
+pub mod comm;
 pub mod confidence;
 pub mod escape;
 pub mod eval;
@@ -21,6 +23,7 @@ pub mod job;
 pub mod launch;
 pub mod lock;
 pub mod lsh;
+pub mod plan;
 pub mod query;
 pub mod recommend;
 pub mod report;

@@ -208,6 +208,21 @@ enum Cmd {
         /// Model store directory.
         store: PathBuf,
     },
+    /// Count what training a job costs each worker on a layout (flops, bytes, entities per
+    /// half-step), from the ingested data alone: ingests in this process, trains nothing.
+    Plan {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// Workers of the layouts to count (comma-separated, e.g. 16,64,256).
+        #[arg(short = 'w', long, value_delimiter = ',', required = true)]
+        workers: Vec<usize>,
+        /// Override a job key (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+        /// Also write every half-step's per-worker counts as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -429,6 +444,18 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 println!("{f}");
             }
             Ok(())
+        }
+        Cmd::Plan {
+            job,
+            workers,
+            set,
+            json,
+        } => {
+            if workers.contains(&0) {
+                return Err((2, "plan: -w must list worker counts of at least 1".into()));
+            }
+            let j = Job::load(&job, &set).map_err(|e| (2, e.0))?;
+            recflow::plan::main(&j, &workers, json.as_ref()).map_err(|e| (1, e))
         }
         Cmd::Inspect { store } => {
             // The listing quotes manifests and reports: escaped like every other message.

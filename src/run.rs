@@ -375,7 +375,7 @@ fn run_worker(
             worker,
             &mut comm,
             p,
-            job.shards.virtual_shards,
+            &data.users.owners,
             r.pairs.take().unwrap_or_default(),
         )?),
         _ => None,

@@ -1,10 +1,13 @@
 //! One side (users or items) of the sharded model, as held by one worker.
 //!
-//! A worker owns the virtual shards `v ≡ index (mod W)`. Its rows are those shards' entities,
-//! shard by shard in ascending order and, within a shard, in raw-id order. An entity's global
-//! key is `(vshard << 32) | local index`, which does not depend on the worker count.
+//! A worker owns the virtual shards its side's [`Assignment`] gives it (by counted cost, see
+//! [`crate::plan::assign`]). Its rows are those shards' entities, shard by shard in ascending
+//! order and, within a shard, in raw-id order. An entity's global key is
+//! `(vshard << 32) | local index`, which does not depend on the worker count or assignment.
 
 use crate::ids::RawId;
+pub use crate::plan::assign::Assignment;
+use serde::{Deserialize, Serialize};
 
 /// Packs a global key.
 pub fn key(vshard: u32, local: u32) -> u64 {
@@ -16,11 +19,71 @@ pub fn unkey(k: u64) -> (u32, u32) {
     ((k >> 32) as u32, k as u32)
 }
 
+/// Where one source worker's vectors land in the gathered array, every half-step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// The worker that owns (and sends) these vectors.
+    pub from: usize,
+    /// First gathered row they fill.
+    pub offset: usize,
+    /// How many vectors.
+    pub len: usize,
+}
+
+/// The rows of this side whose vectors one destination worker needs, in its gathered order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The worker that needs them.
+    pub to: usize,
+    /// Rows of this side, in the order the destination's [`Incoming`] expects.
+    pub rows: Vec<u32>,
+}
+
+/// The routing plan of one side: what it receives of the other side's vectors and what it
+/// sends of its own, every half-step (built once by ingest).
+#[derive(Clone, Debug, Default)]
+pub struct Routing {
+    /// Per source worker (ascending), the gathered range its buffer fills.
+    pub incoming: Vec<Incoming>,
+    /// Per destination worker, the rows to send.
+    pub outgoing: Vec<Outgoing>,
+}
+
+impl Routing {
+    /// The gathered range worker `from` fills, if it sends anything.
+    pub fn from(&self, from: usize) -> Option<(usize, &Incoming)> {
+        self.incoming
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.from == from)
+    }
+}
+
+/// One virtual shard's entities in transit between workers (ingest's rebalancing step): raw
+/// ids in row order, each row's degree, and its CSR entries as global keys of the other side.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardRows {
+    /// 0 users, 1 items.
+    pub side: u8,
+    /// The virtual shard.
+    pub vshard: u32,
+    /// Raw id of each row.
+    pub ids: Vec<RawId>,
+    /// Interactions of each row.
+    pub degrees: Vec<u32>,
+    /// Other-side key of each entry, row by row.
+    pub keys: Vec<u64>,
+    /// Weight (or confidence) of each entry.
+    pub conf: Vec<f32>,
+}
+
 /// The sharded state of one side on one worker.
 #[derive(Debug, Default)]
 pub struct Side {
     /// Owned virtual shards, ascending.
     pub vshards: Vec<u32>,
+    /// Which worker owns each virtual shard of this side (the same on every worker).
+    pub owners: Assignment,
     /// Row range of each owned shard: rows `starts[j]..starts[j+1]` belong to `vshards[j]`.
     pub starts: Vec<usize>,
     /// Raw id of each row.
@@ -35,12 +98,10 @@ pub struct Side {
     pub cols: Vec<u32>,
     /// Confidence of each entry.
     pub conf: Vec<f32>,
-    /// Global key of each gathered vector (ascending).
+    /// Global key of each gathered vector (ascending within each source worker).
     pub gathered_keys: Vec<u64>,
-    /// For each destination worker, the rows whose vectors it needs, in its gathered order.
-    pub send_plan: Vec<(usize, Vec<u32>)>,
-    /// For each source worker (ascending), where its buffer lands in the gathered array.
-    pub recv: Vec<(usize, usize, usize)>,
+    /// The vectors this side receives and sends every half-step.
+    pub routing: Routing,
 }
 
 impl Side {
@@ -60,10 +121,14 @@ impl Side {
         key(self.vshards[j], (r - self.starts[j]) as u32)
     }
 
-    /// Row of a key owned by this worker (`peers` workers in all).
-    pub fn row_of(&self, k: u64, peers: usize) -> usize {
+    /// Row of a key owned by this worker.
+    pub fn row_of(&self, k: u64) -> usize {
         let (v, l) = unkey(k);
-        self.starts[v as usize / peers] + l as usize
+        let j = self
+            .vshards
+            .binary_search(&v)
+            .expect("the key's virtual shard is owned by this worker");
+        self.starts[j] + l as usize
     }
 
     /// Number of interactions of row `r`.

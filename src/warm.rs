@@ -258,7 +258,7 @@ pub fn compare_recs(
     worker: &mut Worker,
     comm: &mut Comm,
     parent: &Parent,
-    virtual_shards: u32,
+    owners: &crate::side::Assignment,
     mut new: Vec<(u64, u64)>,
 ) -> Result<serde_json::Value, CommError> {
     // Parent parts are read round-robin and routed to the users' owners.
@@ -276,8 +276,8 @@ pub fn compare_recs(
             let text = store::read_record(&parent.dir, f)?;
             for (u, i) in rec_pairs(&text) {
                 // The same owner as `RawId::vshard` gives.
-                let v = (u % virtual_shards as u64) as u32;
-                out[crate::cluster::owner(v, comm.peers)].push((u, i));
+                let v = (u % owners.shards() as u64) as u32;
+                out[owners.owner(v)].push((u, i));
             }
             Ok::<(), String>(())
         });

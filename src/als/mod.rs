@@ -2,22 +2,43 @@
 //!
 //! One half-step, solving side S against the fixed other side O:
 //! 1. O's owners send each worker exactly the O-vectors its S-rows touch (one buffer per
-//!    destination, per the routing tables) and send per-virtual-shard partial Grams to worker 0;
-//! 2. worker 0 sums the partials in virtual-shard order and broadcasts OᵀO, so every worker
-//!    holds the same Gram whatever the worker count;
+//!    destination, per the routing tables) and cut their per-virtual-shard partial Grams into
+//!    W contiguous slices of the d² entries, slice w to worker w (a reduce-scatter);
+//! 2. each worker sums its slice over all virtual shards in virtual-shard order and broadcasts
+//!    it, so every worker holds the same OᵀO whatever the worker count, and no worker sums the
+//!    V whole partials alone (each adds V slices of d²/W entries);
 //! 3. every worker solves its S-rows; optionally the objective partials go to worker 0.
 //!
 //! Every floating-point sum runs in an order fixed by global keys, never by worker layout, so
-//! the factors are bit-identical for any number of workers.
+//! the factors are bit-identical for any number of workers. Each Gram entry is still the same
+//! f64 sum, in virtual-shard order, of the same f32 partials as with one summing worker: the
+//! slicing only distributes *which* worker adds up *which* entries, so models match the binaries
+//! that summed on worker 0 bit for bit.
 
 pub mod block;
+pub mod flops;
+pub mod gram;
 pub mod kernels;
+pub mod msg;
+pub mod solve;
 
-use crate::cluster::{Body, Comm, CommError};
+/// ALS's channel.
+type Ch = Channel<AlsMsg>;
+
+use crate::cluster::Comm;
+use crate::comm::{Channel, CommError};
 use crate::job::{Als, RegScaling, Solver};
+use crate::plan::cost::{HalfStepCost, WorkerCost};
 use crate::report::Log;
 use crate::side::Side;
+pub use flops::{counted_row_flops, lambda_of, row_flops};
+use gram::{
+    gather_slices, gram_member, gram_parts, gram_slice, gram_slice_bytes_in, send_gram_slices,
+    SummedGram,
+};
+use msg::{AlsMsg, GramPart};
 use serde::Serialize;
+use solve::solve_rows;
 use std::time::Instant;
 use timely::worker::Worker;
 
@@ -66,6 +87,10 @@ pub struct TrainReport {
     pub floor_secs_per_half_step: Vec<f64>,
     /// Per iteration: the sum of its half-steps' floors, next to `iteration_secs`.
     pub floor_secs_per_iteration: Vec<f64>,
+    /// The cost model, counted while training: per half-step and per worker, flops, bytes sent
+    /// and received, entities and interactions owned, solve seconds (`recflow plan` counts the
+    /// same from the ingested data alone).
+    pub cost: Vec<HalfStepCost>,
 }
 
 /// Called after each iteration with (worker, comm, iteration, users, items): checkpoints.
@@ -96,6 +121,8 @@ pub fn train(
     let mut g_items = vec![0.0f32; items.gathered_keys.len() * als.factors];
     // The Gram of the side solved last, summed by that half-step: the next one's other side.
     let mut other = OtherGram::Compute;
+    // ALS's own channel, for the supersteps of its half-steps.
+    let mut ch = Ch::new(worker, comm.deadline);
     for it in start + 1..=als.iterations {
         let t = Instant::now();
         let want_loss = als.loss_every > 0 && (it % als.loss_every == 0 || it == als.iterations);
@@ -106,7 +133,9 @@ pub fn train(
                 (&mut *items, &*users, &mut g_items)
             };
             let last = it == als.iterations && half == "items";
-            let mut h = half_step(worker, comm, als, s, o, buf, other, !last, want_loss, None)?;
+            let mut h = half_step(
+                worker, &mut ch, als, s, o, buf, other, !last, want_loss, None,
+            )?;
             other = OtherGram::Summed(h.own_gram.take());
             if comm.index == 0 {
                 if let Some(value) = h.objective {
@@ -135,6 +164,11 @@ pub fn train(
                 rep.solve_secs_per_worker.push(h.solve_secs);
                 rep.vector_bytes_per_half_step.push(h.vector_bytes);
                 rep.singular += h.singular;
+                rep.cost.push(HalfStepCost {
+                    iteration: it,
+                    half: half.to_string(),
+                    workers: std::mem::take(&mut h.workers),
+                });
             }
         }
         let secs = t.elapsed().as_secs_f64();
@@ -160,9 +194,9 @@ struct Half {
     objective: Option<f64>,
     /// Sum of the observed-pair objective partials (worker 0).
     observed: f64,
-    /// The solved side's Gram partials, as they arrived on worker 0.
-    own_parts: Option<Vec<(u32, Vec<f32>, f64)>>,
-    /// The solved side's summed Gram, kept for the next half-step (worker 0).
+    /// The solved side's Gram partials (this worker's slice), when they were sent.
+    own_parts: Vec<GramPart>,
+    /// This worker's slice of the solved side's summed Gram, kept for the next half-step.
     own_gram: Option<SummedGram>,
     solve_secs: Vec<f64>,
     vector_bytes: u64,
@@ -171,105 +205,15 @@ struct Half {
     flops: Vec<u64>,
     /// All workers.
     bytes: u64,
+    /// The cost model's counts (worker 0).
+    workers: Vec<WorkerCost>,
 }
 
-/// Flops of one entity's solve with `n` interactions (see [`TrainReport::flops_per_half_step`]).
-/// `upper`: the Cholesky build updates only the upper triangle (the AVX2 path), `n·d·(d + 8)`
-/// flops with the lanes left of the diagonal it also computes, instead of a full `2·n·d²` GEMM.
-#[allow(clippy::too_many_arguments)]
-fn entity_flops(
-    solver: Solver,
-    d: u64,
-    n: u64,
-    cg_steps: u64,
-    block_size: u64,
-    loss: bool,
-    upper: bool,
-) -> u64 {
-    let build = if upper {
-        n * d * (d + 8)
-    } else {
-        2 * n * d * d
-    };
-    let solve = match solver {
-        Solver::Cholesky => build + 2 * n * d + d * d * d / 3 + 2 * d * d,
-        Solver::Cg => (2 * d * d + 4 * n * d) + cg_steps * (2 * d * d + 4 * n * d + 10 * d),
-        Solver::Block => block::flops(d, n, block_size, upper),
-    };
-    solve
-        + if loss {
-            2 * d * d + 2 * n * d + 2 * d
-        } else {
-            0
-        }
-}
-
-/// λ of one entity with confidences `conf` against `n_other` entities on the other side.
-pub fn lambda_of(als: &Als, conf: &[f32], n_other: u64) -> f64 {
-    match als.regularization_scaling {
-        RegScaling::None => als.regularization,
-        RegScaling::Count => als.regularization * conf.len() as f64,
-        RegScaling::Frequency => {
-            // The entity's weight in the objective: 1 per pair, c − 1 more per observed pair.
-            let mass = n_other as f64 + conf.iter().map(|&c| c as f64 - 1.0).sum::<f64>();
-            als.regularization * mass.powf(als.regularization_exponent)
-        }
-    }
-}
-
-/// Per-virtual-shard partial Grams of `side`'s rows, each with its regulariser sum
-/// `Σ λ_r‖x_r‖²` (`n_other`: the other side's entities, for frequency scaling), and the flops
-/// spent.
-fn gram_parts(als: &Als, side: &Side, n_other: u64) -> (Vec<(u32, Vec<f32>, f64)>, u64) {
-    let d = als.factors;
-    let mut parts = Vec::with_capacity(side.vshards.len());
-    for (j, &vs) in side.vshards.iter().enumerate() {
-        let (a, b) = (side.starts[j], side.starts[j + 1]);
-        let mut g = vec![0.0f32; d * d];
-        kernels::gram(&side.factors[a * d..b * d], b - a, d, &mut g);
-        let reg: f64 = (a..b)
-            .map(|r| {
-                let conf = &side.conf[side.indptr[r]..side.indptr[r + 1]];
-                lambda_of(als, conf, n_other)
-                    * side
-                        .row(r)
-                        .iter()
-                        .map(|&x| x as f64 * x as f64)
-                        .sum::<f64>()
-            })
-            .sum();
-        parts.push((vs, g, reg));
-    }
-    (parts, 2 * side.rows() as u64 * (d * d) as u64)
-}
-
-/// A side's Gram summed over all workers in virtual-shard order (in f64, as worker 0 holds
-/// it), with its regulariser sum. Only worker 0 holds one.
-struct SummedGram {
-    sum: Vec<f64>,
-    reg: f64,
-}
-
-impl SummedGram {
-    /// Sums partials in virtual-shard order, so the result is the same for any layout.
-    fn of(mut parts: Vec<(u32, Vec<f32>, f64)>, d: usize) -> SummedGram {
-        parts.sort_by_key(|p| p.0);
-        let mut sum = vec![0.0f64; d * d];
-        let mut reg = 0.0;
-        for (_, g, r) in &parts {
-            sum.iter_mut().zip(g).for_each(|(s, &x)| *s += x as f64);
-            reg += r;
-        }
-        SummedGram { sum, reg }
-    }
-}
-
-/// The other side's Gram for a half-step: still to be computed, or already summed on worker
-/// 0 by the half-step that solved that side (every worker knows which, so all take the same
-/// supersteps).
+/// The other side's Gram for a half-step: still to be computed, or already summed (slice by
+/// slice) by the half-step that solved that side (every worker knows which, so all take the
+/// same supersteps).
 enum OtherGram {
     Compute,
-    /// `Some` on worker 0 only.
     Summed(Option<SummedGram>),
 }
 
@@ -277,14 +221,14 @@ enum OtherGram {
 /// only called when it is on, so other jobs keep their supersteps.
 fn side_totals(
     worker: &mut Worker,
-    comm: &mut Comm,
+    comm: &mut Ch,
     s: &Side,
     o: &Side,
 ) -> Result<(u64, u64), CommError> {
-    comm.broadcast(Body::Counts(vec![s.rows() as u64, o.rows() as u64]));
+    comm.broadcast(AlsMsg::Counts(vec![s.rows() as u64, o.rows() as u64]));
     let mut t = (0, 0);
     for (_, b) in comm.exchange(worker, "train: side totals")? {
-        if let Body::Counts(c) = b {
+        if let AlsMsg::Counts(c) = b {
             t.0 += c[0];
             t.1 += c[1];
         }
@@ -301,7 +245,7 @@ fn side_totals(
 #[allow(clippy::too_many_arguments)]
 fn half_step(
     worker: &mut Worker,
-    comm: &mut Comm,
+    comm: &mut Ch,
     als: &Als,
     s: &mut Side,
     o: &Side,
@@ -317,33 +261,37 @@ fn half_step(
     } else {
         (0, 0)
     };
-    let bytes0 = comm.vector_bytes_sent;
+    let (sent0, received0) = (comm.payload_sent, comm.payload_received);
     let (mut flops, mut bytes) = (0u64, 0u64);
-    // 1. Partial Grams of the other side to worker 0 (unless already summed), then vectors
-    // along interaction edges.
+    // 1. Partial Grams of the other side, sliced to the summing workers (unless already
+    // summed), then vectors along interaction edges.
     let fresh = matches!(other, OtherGram::Compute);
     if fresh {
         let (parts, f) = gram_parts(als, o, n_s);
         flops += f;
         bytes += 4 * o.factors.len() as u64;
-        comm.send(0, Body::GramParts(parts));
+        send_gram_slices(comm, &parts, d);
     }
-    let parts = exchange_vectors(worker, comm, als, s, o, gathered)?;
-    // 2. Worker 0 sums in virtual-shard order and broadcasts.
+    let (parts, vector_bytes) = exchange_vectors(worker, comm, als, s, o, gathered)?;
+    // 2. Each member sums its slice in virtual-shard order and broadcasts it; the slices,
+    // in sender order, are the whole Gram.
+    let my_len = gram_slice(comm.index, comm.peers, d).len();
+    let member = gram_member(comm.index, comm.peers, d);
     let summed = match other {
-        OtherGram::Compute => (comm.index == 0).then(|| SummedGram::of(parts, d)),
+        OtherGram::Compute => member.then(|| SummedGram::of(parts, my_len)),
         OtherGram::Summed(g) => g,
     };
     if let Some(g) = &summed {
         let g32 = g.sum.iter().map(|&x| x as f32).collect();
-        comm.broadcast(Body::GramSum(g32, g.reg));
+        comm.broadcast(AlsMsg::GramSum(g32, g.reg));
     }
-    let mut gram = Vec::new();
+    let mut gram = Vec::with_capacity(d * d);
     for (_, b) in comm.exchange(worker, "train: gram")? {
-        if let Body::GramSum(g, _) = b {
-            gram = g;
+        if let AlsMsg::GramSum(mut g, _) = b {
+            gram.append(&mut g);
         }
     }
+    assert_eq!(gram.len(), d * d, "the Gram slices do not cover the matrix");
     // 3. Solve every owned row, then this side's Gram partials for the objective and the
     // next half-step.
     let t = Instant::now();
@@ -352,35 +300,59 @@ fn half_step(
     bytes += solved.bytes;
     let own = (keep_gram || want_loss).then(|| gram_parts(als, s, n_o));
     let secs = t.elapsed().as_secs_f64();
+    let sent_own = own.is_some();
     if let Some((parts, f)) = own {
         flops += f;
         bytes += 4 * s.factors.len() as u64;
-        comm.send(0, Body::GramParts(parts));
+        send_gram_slices(comm, &parts, d);
     }
-    comm.send(0, Body::Scalars(solved.loss_parts));
+    // What arrives with the own partials below is known in advance (and checked).
+    let own_in = if sent_own {
+        gram_slice_bytes_in(comm, s, d)
+    } else {
+        0
+    };
+    comm.send(0, AlsMsg::Scalars(solved.loss_parts));
+    let cost = WorkerCost {
+        flops,
+        bytes_sent: comm.payload_sent - sent0,
+        bytes_received: comm.payload_received - received0 + own_in,
+        entities: s.rows() as u64,
+        interactions: s.cols.len() as u64,
+        secs,
+    };
     comm.send(
         0,
-        Body::Counts(vec![
+        AlsMsg::Counts(vec![
             (secs * 1e9) as u64,
-            comm.vector_bytes_sent - bytes0,
+            vector_bytes,
             solved.singular,
             flops,
             bytes,
+            cost.bytes_sent,
+            cost.bytes_received,
+            cost.entities,
+            cost.interactions,
         ]),
     );
+    let before = comm.payload_received;
     let mut half = collect_solve(worker, comm)?;
-    if comm.index == 0 {
-        let own = half.own_parts.take().map(|p| SummedGram::of(p, d));
-        if want_loss {
-            let (own, other) = (
-                own.as_ref().expect("own gram"),
-                summed.as_ref().expect("gram"),
-            );
-            let quad: f64 = gram.iter().zip(&own.sum).map(|(&a, &b)| a as f64 * b).sum();
+    assert_eq!(
+        comm.payload_received - before,
+        own_in,
+        "Gram slices received differ from the count"
+    );
+    let own = sent_own.then(|| SummedGram::of(std::mem::take(&mut half.own_parts), my_len));
+    if want_loss {
+        let own = own.as_ref().expect("own gram");
+        let whole = gather_slices(worker, comm, &own.sum)?;
+        if comm.index == 0 {
+            let other = summed.as_ref().expect("worker 0 sums a slice");
+            let quad: f64 = gram.iter().zip(&whole).map(|(&a, &b)| a as f64 * b).sum();
             half.objective = Some(half.observed + quad + own.reg + other.reg);
         }
-        half.own_gram = own.filter(|_| keep_gram);
     }
+    half.own_gram = own.filter(|_| keep_gram);
     Ok(half)
 }
 
@@ -391,25 +363,29 @@ fn half_step(
 /// this worker sends. Returns the Gram partials that arrived with the first round.
 pub(crate) fn exchange_vectors(
     worker: &mut Worker,
-    comm: &mut Comm,
+    comm: &mut Ch,
     als: &Als,
     s: &Side,
     o: &Side,
     gathered: &mut [f32],
-) -> Result<Vec<(u32, Vec<f32>, f64)>, CommError> {
+) -> Result<(Vec<GramPart>, u64), CommError> {
     let d = als.factors;
     let per_round = (als.exchange_kib * 256 / d).max(1);
     let mut all_parts = Vec::new();
-    let mut got_rows = vec![0usize; s.recv.len()];
+    let mut vector_bytes = 0u64;
+    let incoming = &s.routing.incoming;
+    let mut got_rows = vec![0usize; incoming.len()];
     for round in 0.. {
         let lo = round * per_round;
         let mut more = false;
-        for (dest, rows) in &o.send_plan {
+        for out in &o.routing.outgoing {
+            let (dest, rows) = (&out.to, &out.rows);
             // This worker's own rows go straight into its gathered array: no message buffer.
             if *dest == comm.index {
-                if let Some(&(_, off, len)) = s.recv.iter().find(|r| r.0 == comm.index) {
-                    if len == rows.len() {
+                if let Some((_, inc)) = s.routing.from(comm.index) {
+                    if inc.len == rows.len() {
                         if round == 0 {
+                            let off = inc.offset;
                             for (k, &r) in rows.iter().enumerate() {
                                 gathered[(off + k) * d..(off + k + 1) * d]
                                     .copy_from_slice(o.row(r as usize));
@@ -428,20 +404,19 @@ pub(crate) fn exchange_vectors(
             for &r in &rows[lo..hi] {
                 buf.extend_from_slice(o.row(r as usize));
             }
-            comm.send(*dest, Body::Vectors(lo as u64, buf));
+            if *dest != comm.index {
+                vector_bytes += 4 * buf.len() as u64;
+            }
+            comm.send(*dest, AlsMsg::Vectors(lo as u64, buf));
         }
         // Everybody learns whether anybody has rows left, so all run the same rounds.
-        comm.broadcast(Body::Counts(vec![more as u64]));
+        comm.broadcast(AlsMsg::Counts(vec![more as u64]));
         let mut any_more = false;
         for (from, b) in comm.exchange(worker, "train: exchange vectors")? {
             match b {
-                Body::Vectors(first, v) => {
-                    let j = s
-                        .recv
-                        .iter()
-                        .position(|r| r.0 == from)
-                        .expect("routing table");
-                    let (_, off, len) = s.recv[j];
+                AlsMsg::Vectors(first, v) => {
+                    let (j, inc) = s.routing.from(from).expect("routing table");
+                    let (off, len) = (inc.offset, inc.len);
                     let first = first as usize;
                     assert!(
                         v.len() % d == 0 && first + v.len() / d <= len,
@@ -450,8 +425,8 @@ pub(crate) fn exchange_vectors(
                     gathered[(off + first) * d..(off + first) * d + v.len()].copy_from_slice(&v);
                     got_rows[j] += v.len() / d;
                 }
-                Body::GramParts(mut p) => all_parts.append(&mut p),
-                Body::Counts(c) => any_more |= c[0] != 0,
+                AlsMsg::GramParts(mut p) => all_parts.append(&mut p),
+                AlsMsg::Counts(c) => any_more |= c[0] != 0,
                 _ => unreachable!(),
             }
         }
@@ -459,119 +434,51 @@ pub(crate) fn exchange_vectors(
             break;
         }
     }
-    for (j, &(from, _, len)) in s.recv.iter().enumerate() {
+    for (j, inc) in incoming.iter().enumerate() {
+        let (from, len) = (inc.from, inc.len);
         let own = from == comm.index
-            && o.send_plan
+            && o.routing
+                .outgoing
                 .iter()
-                .any(|(w, rows)| *w == from && rows.len() == len);
+                .any(|out| out.to == from && out.rows.len() == len);
         assert!(
             own || got_rows[j] == len,
             "worker {from} sent {} of {len} vectors",
             got_rows[j]
         );
     }
-    Ok(all_parts)
-}
-
-/// What solving one worker's rows produced.
-struct Solved {
-    /// Per owned virtual shard: the observed-pair part of the objective (when wanted).
-    loss_parts: Vec<(u32, f64)>,
-    singular: u64,
-    flops: u64,
-    bytes: u64,
-}
-
-/// Solves every owned row of `s` (or those `only` flags) against the broadcast Gram.
-fn solve_rows(
-    als: &Als,
-    s: &mut Side,
-    (gram, n_o): (&[f32], u64),
-    gathered: &[f32],
-    want_loss: bool,
-    only: Option<&[bool]>,
-) -> Solved {
-    let d = als.factors;
-    let du = d as u64;
-    let upper = kernels::simd_usable(d);
-    let mut solver = kernels::Solver::new(d);
-    let mut out = Solved {
-        loss_parts: Vec::with_capacity(s.vshards.len()),
-        singular: 0,
-        flops: 0,
-        bytes: 0,
-    };
-    if als.solver == Solver::Block {
-        out.singular += block::solve_side(als, n_o, gram, gathered, s, only);
-    }
-    for (j, &vs) in s.vshards.iter().enumerate() {
-        let mut loss = 0.0f64;
-        for r in s.starts[j]..s.starts[j + 1] {
-            if only.is_some_and(|m| !m[r]) {
-                continue;
-            }
-            let (a, b) = (s.indptr[r], s.indptr[r + 1]);
-            let nu = (b - a) as u64;
-            let bs = als.block_size.min(d) as u64;
-            let steps = als.cg_steps as u64;
-            out.flops += entity_flops(als.solver, du, nu, steps, bs, want_loss, upper);
-            out.bytes += nu * (4 * du + 8) + 8 * du;
-            if r + 2 < s.indptr.len() {
-                let next = &s.cols[b..s.indptr[r + 2]];
-                kernels::prefetch_rows(gathered, &next[..next.len().min(8)], d);
-            }
-            let (cols, conf) = (&s.cols[a..b], &s.conf[a..b]);
-            let lam = lambda_of(als, conf, n_o);
-            let x = &mut s.factors[r * d..(r + 1) * d];
-            match als.solver {
-                Solver::Cholesky => {
-                    if !solver.solve(gram, lam as f32, gathered, cols, conf, x) {
-                        out.singular += 1;
-                    }
-                    if want_loss {
-                        loss += kernels::observed_loss(gathered, cols, conf, x);
-                    }
-                }
-                Solver::Cg => {
-                    let steps = als.cg_steps;
-                    loss += solver.cg(gram, lam as f32, gathered, cols, conf, x, steps, want_loss);
-                }
-                // Solved above, block by block over all rows.
-                Solver::Block => {
-                    if want_loss {
-                        loss += kernels::observed_loss(gathered, cols, conf, x);
-                    }
-                }
-            }
-        }
-        out.loss_parts.push((vs, loss));
-    }
-    out
+    Ok((all_parts, vector_bytes))
 }
 
 /// Gathers every worker's solve counters, objective partials and Gram partials on worker 0.
-fn collect_solve(worker: &mut Worker, comm: &mut Comm) -> Result<Half, CommError> {
+fn collect_solve(worker: &mut Worker, comm: &mut Ch) -> Result<Half, CommError> {
     let mut loss = Vec::new();
-    let mut own_parts = Vec::new();
     let mut half = Half {
         solve_secs: vec![0.0; comm.peers],
         flops: vec![0u64; comm.peers],
         ..Half::default()
     };
-    let mut got_parts = false;
+    if comm.index == 0 {
+        half.workers = vec![WorkerCost::default(); comm.peers];
+    }
     for (from, b) in comm.exchange(worker, "train: solve")? {
         match b {
-            Body::Scalars(mut p) => loss.append(&mut p),
-            Body::GramParts(mut p) => {
-                got_parts = true;
-                own_parts.append(&mut p)
-            }
-            Body::Counts(c) => {
+            AlsMsg::Scalars(mut p) => loss.append(&mut p),
+            AlsMsg::GramParts(mut p) => half.own_parts.append(&mut p),
+            AlsMsg::Counts(c) => {
                 half.solve_secs[from] = c[0] as f64 / 1e9;
                 half.vector_bytes += c[1];
                 half.singular += c[2];
                 half.flops[from] = c[3];
                 half.bytes += c[4];
+                half.workers[from] = WorkerCost {
+                    flops: c[3],
+                    bytes_sent: c[5],
+                    bytes_received: c[6],
+                    entities: c[7],
+                    interactions: c[8],
+                    secs: c[0] as f64 / 1e9,
+                };
             }
             _ => unreachable!(),
         }
@@ -579,7 +486,6 @@ fn collect_solve(worker: &mut Worker, comm: &mut Comm) -> Result<Half, CommError
     loss.sort_by_key(|p| p.0);
     half.observed = loss.iter().map(|p| p.1).sum();
     half.bytes += half.vector_bytes;
-    half.own_parts = got_parts.then_some(own_parts);
     Ok(half)
 }
 
@@ -600,6 +506,7 @@ pub fn fold_in(
         ..als.clone()
     };
     let d = als.factors;
+    let mut ch = Ch::new(worker, comm.deadline);
     for half in ["users", "items"] {
         let (s, o, new) = if half == "users" {
             (&mut *users, &*items, new_users)
@@ -610,7 +517,7 @@ pub fn fold_in(
         let other = OtherGram::Compute;
         half_step(
             worker,
-            comm,
+            &mut ch,
             &exact,
             s,
             o,

@@ -11,22 +11,30 @@
 //!    and send item keys back;
 //! 4. user owners number their users, build the user-side CSR and send (item, user, c) edges
 //!    so the item owners build theirs;
-//! 5. each side asks the owners of the other side for exactly the vectors it will need every
+//! 5. every shard's cost is counted and shards move to the owners their cost gives them
+//!    ([`balance`]: until then they live at `v mod W`);
+//! 6. each side asks the owners of the other side for exactly the vectors it will need every
 //!    half-step: the routing tables.
 
+pub mod balance;
 pub mod compress;
 pub mod consolidate;
+pub mod msg;
 pub mod parse;
 pub mod read;
+pub mod routing;
 pub mod weight;
 
-use crate::cluster::{owner, Body, Comm, CommError};
+use crate::cluster::{owner, Comm};
+use crate::comm::{Channel, CommError};
 use crate::generate::{Generator, Spec};
-use crate::ids::{mix64, KeyMap, RawId, SplitMix};
+use crate::ids::{mix64, RawId, SplitMix};
 use crate::job::Job;
-use crate::side::{key, unkey, Side};
+use crate::side::{key, unkey, Assignment, Outgoing, Side};
+use msg::IngestMsg;
 use parse::Event;
 use read::ReadStats;
+use routing::request;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use timely::worker::Worker;
@@ -86,6 +94,8 @@ pub fn ingest(
     files: &[PathBuf],
     snapshot: &[(PathBuf, crate::store::FileRecord)],
 ) -> Result<Ingested, CommError> {
+    // Ingest's own typed channel (its supersteps carry only `IngestMsg`).
+    let comm = &mut Channel::<IngestMsg>::new(worker, comm.deadline);
     let peers = comm.peers;
     let v = job.shards.virtual_shards;
     let me = comm.index;
@@ -146,24 +156,24 @@ pub fn ingest(
     });
     match read {
         Ok(st) => {
-            comm.send(0, Body::Read(st));
+            comm.send(0, IngestMsg::Read(st));
             let [t0, t1] = test_ev;
             for (w, ((evs, a), b)) in out.into_iter().zip(t0).zip(t1).enumerate() {
-                comm.send(w, Body::Events(evs));
-                comm.send(w, Body::TestEvents(0, a));
-                comm.send(w, Body::TestEvents(1, b));
+                comm.send(w, IngestMsg::Events(evs));
+                comm.send(w, IngestMsg::TestEvents(0, a));
+                comm.send(w, IngestMsg::TestEvents(1, b));
             }
         }
-        Err(e) => comm.broadcast(Body::Abort(e)),
+        Err(e) => comm.abort(&e),
     }
     let mut events = Vec::new();
     let mut test_events: [Vec<Event>; 2] = [Vec::new(), Vec::new()];
     let mut stats = IngestStats::default();
     for (_, b) in comm.exchange(worker, "ingest: read")? {
         match b {
-            Body::Events(mut e) => events.append(&mut e),
-            Body::TestEvents(set, mut e) => test_events[set as usize].append(&mut e),
-            Body::Read(st) => stats.read.merge(&st),
+            IngestMsg::Events(mut e) => events.append(&mut e),
+            IngestMsg::TestEvents(set, mut e) => test_events[set as usize].append(&mut e),
+            IngestMsg::Read(st) => stats.read.merge(&st),
             _ => unreachable!(),
         }
     }
@@ -213,16 +223,16 @@ pub fn ingest(
     }
     let [t0, t1] = test_out;
     for (w, ((tr, a), b)) in train_out.into_iter().zip(t0).zip(t1).enumerate() {
-        comm.send(w, Body::Pairs(tr));
-        comm.send(w, Body::TestPairs(0, a));
-        comm.send(w, Body::TestPairs(1, b));
+        comm.send(w, IngestMsg::Pairs(tr));
+        comm.send(w, IngestMsg::TestPairs(0, a));
+        comm.send(w, IngestMsg::TestPairs(1, b));
     }
     let mut pairs = Vec::new();
     let mut tests: [Vec<(RawId, RawId)>; 2] = [Vec::new(), Vec::new()];
     for (_, b) in comm.exchange(worker, "ingest: consolidate")? {
         match b {
-            Body::Pairs(mut p) => pairs.append(&mut p),
-            Body::TestPairs(set, mut p) => tests[set as usize].append(&mut p),
+            IngestMsg::Pairs(mut p) => pairs.append(&mut p),
+            IngestMsg::TestPairs(set, mut p) => tests[set as usize].append(&mut p),
             _ => unreachable!(),
         }
     }
@@ -280,17 +290,17 @@ pub fn ingest(
     }
     let [t0, t1] = tback;
     for (w, ((b, t), vl)) in back.into_iter().zip(t0).zip(t1).enumerate() {
-        comm.send(w, Body::ItemKeyed(b));
-        comm.send(w, Body::TestKeyed(0, t));
-        comm.send(w, Body::TestKeyed(1, vl));
+        comm.send(w, IngestMsg::ItemKeyed(b));
+        comm.send(w, IngestMsg::TestKeyed(0, t));
+        comm.send(w, IngestMsg::TestKeyed(1, vl));
     }
     let mut keyed = Vec::new();
     let (mut test, mut valid) = (Vec::new(), Vec::new());
     for (_, b) in comm.exchange(worker, "ingest: number items")? {
         match b {
-            Body::ItemKeyed(mut p) => keyed.append(&mut p),
-            Body::TestKeyed(0, mut p) => test.append(&mut p),
-            Body::TestKeyed(_, mut p) => valid.append(&mut p),
+            IngestMsg::ItemKeyed(mut p) => keyed.append(&mut p),
+            IngestMsg::TestKeyed(0, mut p) => test.append(&mut p),
+            IngestMsg::TestKeyed(_, mut p) => valid.append(&mut p),
             _ => unreachable!(),
         }
     }
@@ -339,12 +349,12 @@ pub fn ingest(
     }
     drop(keyed);
     for (w, e) in edges.into_iter().enumerate() {
-        comm.send(w, Body::Edges(e));
+        comm.send(w, IngestMsg::Edges(e));
     }
     let mut iedges = Vec::new();
     for (_, b) in comm.exchange(worker, "ingest: build CSR")? {
         match b {
-            Body::Edges(mut e) => iedges.append(&mut e),
+            IngestMsg::Edges(mut e) => iedges.append(&mut e),
             _ => unreachable!(),
         }
     }
@@ -352,7 +362,7 @@ pub fn ingest(
     let mut iother = Vec::with_capacity(iedges.len());
     items.indptr = vec![0; items.rows() + 1];
     for &(ik, uk, c) in &iedges {
-        let r = items.row_of(ik, peers);
+        let r = items.row_of(ik);
         items.indptr[r + 1] += 1;
         iother.push(uk);
         items.conf.push(c);
@@ -362,22 +372,40 @@ pub fn ingest(
     }
     drop(iedges);
 
-    // 5. Routing tables, and the counters to worker 0.
+    // 5. Shards to their owners by cost.
     counts[0] = other.len() as u64;
     counts[1] = users.rows() as u64;
     counts[2] = items.rows() as u64;
-    request(comm, &mut users, &other, 1);
-    request(comm, &mut items, &iother, 0);
-    comm.send(0, Body::Counts(counts.to_vec()));
+    let unrouted = [
+        balance::Unrouted {
+            side: users,
+            keys: other,
+        },
+        balance::Unrouted {
+            side: items,
+            keys: iother,
+        },
+    ];
+    let (sides, [test, valid]) =
+        balance::rebalance(worker, comm, &job.als, v, unrouted, [test, valid])?;
+    let [u, i] = sides;
+    let (mut users, other, mut items, iother) = (u.side, u.keys, i.side, i.keys);
+
+    // 6. Routing tables, and the counters to worker 0.
+    let (uo, io) = (users.owners.clone(), items.owners.clone());
+    request(comm, &mut users, &other, 1, &io);
+    request(comm, &mut items, &iother, 0, &uo);
+    drop((other, iother));
+    comm.send(0, IngestMsg::Counts(counts.to_vec()));
     let mut total = [0u64; 9];
     for (from, b) in comm.exchange(worker, "ingest: routing")? {
         match b {
-            Body::Request(side, keys) => {
+            IngestMsg::Request(side, keys) => {
                 let s = if side == 0 { &mut users } else { &mut items };
-                let rows = keys.iter().map(|&k| s.row_of(k, peers) as u32).collect();
-                s.send_plan.push((from, rows));
+                let rows = keys.iter().map(|&k| s.row_of(k) as u32).collect();
+                s.routing.outgoing.push(Outgoing { to: from, rows });
             }
-            Body::Counts(c) => total.iter_mut().zip(c).for_each(|(t, c)| *t += c),
+            IngestMsg::Counts(c) => total.iter_mut().zip(c).for_each(|(t, c)| *t += c),
             _ => unreachable!(),
         }
     }
@@ -472,40 +500,10 @@ fn empty_side(me: usize, peers: usize, v: u32, dim: usize) -> Side {
     Side {
         starts: vec![0; vshards.len() + 1],
         vshards,
+        owners: Assignment::round_robin(v, peers),
         dim,
         ..Side::default()
     }
-}
-
-/// Turns the CSR's global keys into gathered indices and asks each owner for its vectors.
-fn request(comm: &mut Comm, side: &mut Side, other: &[u64], other_side: u8) {
-    // Distinct keys through a hash map (edges outnumber distinct keys several times over).
-    let mut pos: KeyMap<u32> = KeyMap::default();
-    for &k in other {
-        pos.entry(k).or_insert(0);
-    }
-    let mut keys: Vec<u64> = pos.keys().copied().collect();
-    keys.sort_unstable();
-    // Group by owner; the gathered array is owner by owner, keys ascending within an owner.
-    let mut by_owner: Vec<Vec<u64>> = vec![Vec::new(); comm.peers];
-    for &k in &keys {
-        by_owner[owner(unkey(k).0, comm.peers)].push(k);
-    }
-    drop(keys);
-    let mut gathered = Vec::with_capacity(pos.len());
-    for (w, ks) in by_owner.into_iter().enumerate() {
-        if !ks.is_empty() {
-            side.recv.push((w, gathered.len(), ks.len()));
-            gathered.extend_from_slice(&ks);
-            comm.send(w, Body::Request(other_side, ks));
-        }
-    }
-    for (i, k) in gathered.iter().enumerate() {
-        *pos.get_mut(k)
-            .expect("every gathered key came from the map") = i as u32;
-    }
-    side.cols = other.iter().map(|k| pos[k]).collect();
-    side.gathered_keys = gathered;
 }
 
 /// Initial vectors seeded by (seed, side, raw id), so any worker layout starts alike: uniform

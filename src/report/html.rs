@@ -717,6 +717,7 @@ pub fn render(r: &Value) -> String {
     s.push_str(&counts_tables(r));
     s.push_str(r#"<h2 style="margin-top:18px">Metrics</h2>"#);
     s.push_str(&metrics_table(r));
+    s.push_str(&crate::report::cost::table(r));
     s.push_str(r#"<div class="grid" style="margin-top:18px">"#);
     plot_section(
         &mut s,

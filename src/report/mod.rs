@@ -5,6 +5,7 @@
 //! ([`build`]); [`html::render`] and [`summary::render`] are pure functions of it, so every
 //! number the HTML or the summary shows is one the JSON holds.
 
+pub mod cost;
 pub mod html;
 pub mod inspect;
 mod progress;
@@ -382,6 +383,7 @@ pub fn build(m: &Value, degrees: Option<&Degrees>) -> Value {
         "objective": train["objective"].as_array().cloned().unwrap_or_default(),
         "iteration_secs": train["iteration_secs"].as_array().cloned().unwrap_or_default(),
         "workers": workers,
+        "cost": cost::json(train),
         "degrees": degrees.map(|d| json!({ "users": d.users.to_json(), "items": d.items.to_json() })),
         "lsh": lsh_json,
         "candidates": candidates,

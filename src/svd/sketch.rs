@@ -61,7 +61,10 @@ pub fn gather(
         ..Als::default()
     };
     let mut g = vec![0.0f32; s.gathered_keys.len() * o.dim];
-    crate::als::exchange_vectors(worker, comm, &als, s, o, &mut g)?;
+    // ALS's exchange runs on ALS's own message type; every worker builds this channel at the
+    // same point, as it calls `gather` collectively.
+    let mut ch = crate::comm::Channel::<crate::als::msg::AlsMsg>::new(worker, comm.deadline);
+    crate::als::exchange_vectors(worker, &mut ch, &als, s, o, &mut g)?;
     Ok(g)
 }
 

@@ -1,0 +1,233 @@
+//! The cost model: what one half-step costs each worker, counted (flops, bytes, entities,
+//! interactions) rather than timed, so it can be computed for any layout without the machine.
+//!
+//! Training records it as it goes ([`crate::als::TrainReport::cost`]); [`count`] derives the
+//! same figures from the ingested data and a layout alone, which is what `recflow plan` prints.
+//! Bytes are the model data that crosses between workers (what [`crate::als::msg::AlsMsg`]'s
+//! `payload_bytes` counts: factor vectors, Gram slices and sums); control messages (counters, a
+//! few bytes per worker and superstep) are not counted.
+
+use crate::als::gram::{gram_member, gram_slice};
+use crate::als::{counted_row_flops, row_flops};
+use crate::job::Als;
+use crate::side::{unkey, Assignment};
+use serde::{Deserialize, Serialize};
+
+/// One worker's share of one half-step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerCost {
+    /// Floating-point operations (solve, Gram partials, objective), as `TrainReport` counts.
+    pub flops: u64,
+    /// Model-data bytes sent to other workers.
+    pub bytes_sent: u64,
+    /// Model-data bytes received from other workers.
+    pub bytes_received: u64,
+    /// Entities of the solved side owned.
+    pub entities: u64,
+    /// Their interactions.
+    pub interactions: u64,
+    /// Seconds spent solving (0 in a plan).
+    pub secs: f64,
+}
+
+/// One half-step, per worker.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HalfStepCost {
+    /// 1-based iteration.
+    pub iteration: usize,
+    /// The side solved: "users" or "items".
+    pub half: String,
+    /// Per worker.
+    pub workers: Vec<WorkerCost>,
+}
+
+/// max/mean of one quantity over workers (1 when all are equal or all are 0).
+pub fn imbalance(values: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = values.collect();
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let max = v.iter().copied().fold(0.0, f64::max);
+    if mean > 0.0 {
+        max / mean
+    } else {
+        1.0
+    }
+}
+
+impl HalfStepCost {
+    /// (max, mean) of a quantity over the workers.
+    pub fn max_mean(&self, f: impl Fn(&WorkerCost) -> f64) -> (f64, f64) {
+        let v: Vec<f64> = self.workers.iter().map(f).collect();
+        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        (v.iter().copied().fold(0.0, f64::max), mean)
+    }
+
+    /// Bytes sent by all workers.
+    pub fn total_sent(&self) -> u64 {
+        self.workers.iter().map(|w| w.bytes_sent).sum()
+    }
+}
+
+/// The cost by which a shard is assigned: its rows' solve flops (machine-independent count)
+/// plus the flops of its partial Gram (`2·d²` per row), given each row's interactions.
+pub fn shard_cost(als: &Als, degrees: impl Iterator<Item = u64>) -> u64 {
+    let d = als.factors as u64;
+    degrees.map(|n| row_flops(als, n) + 2 * d * d).sum()
+}
+
+/// One side of the ingested data, whole (one process holds it all): per virtual shard its
+/// rows' degrees, and per row the other side's shards of its interactions.
+pub struct SideData {
+    /// Per virtual shard, each row's interactions.
+    pub degrees: Vec<Vec<u64>>,
+    /// The other-side keys of every row's interactions, row after row (shard by shard).
+    pub keys: Vec<u64>,
+}
+
+/// A layout to count (the counts do not depend on how workers are split into processes).
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    /// Workers in all.
+    pub workers: usize,
+}
+
+/// The assignments (users, items) that ingest's rebalancing computes for `workers`.
+pub fn assignments(als: &Als, data: &[SideData; 2], workers: usize) -> [Assignment; 2] {
+    [0, 1].map(|t| {
+        let costs: Vec<u64> = data[t]
+            .degrees
+            .iter()
+            .map(|d| shard_cost(als, d.iter().copied()))
+            .collect();
+        Assignment::by_cost(&costs, workers)
+    })
+}
+
+/// Per worker: the bytes of `vectors` (one side's, owned per `own`) that other workers need,
+/// sent and received, given the other side's rows (`needers`: per row its keys into the
+/// vector side, its shard per `need_own`). Each needed vector crosses once per destination.
+fn vector_traffic(
+    d: usize,
+    needers: &SideData,
+    need_own: &Assignment,
+    own: &Assignment,
+    workers: usize,
+) -> (Vec<u64>, Vec<u64>) {
+    let mut sent = vec![0u64; workers];
+    let mut recv = vec![0u64; workers];
+    // (vector key, destination worker) pairs, deduplicated.
+    let mut pairs: Vec<(u64, u32)> = Vec::new();
+    let mut at = 0;
+    for (vs, degs) in needers.degrees.iter().enumerate() {
+        let w = need_own.owner(vs as u32) as u32;
+        let n: u64 = degs.iter().sum();
+        for &k in &needers.keys[at..at + n as usize] {
+            if own.owner(unkey(k).0) != w as usize {
+                pairs.push((k, w));
+            }
+        }
+        at += n as usize;
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    for (k, w) in pairs {
+        sent[own.owner(unkey(k).0)] += 4 * d as u64;
+        recv[w as usize] += 4 * d as u64;
+    }
+    (sent, recv)
+}
+
+/// Adds the Gram reduce-scatter of a side owned per `own` to `cost`: every worker sends each
+/// member its slice of every owned shard's partial; then every member broadcasts its sum.
+fn gram_traffic(cost: &mut [WorkerCost], d: usize, own: &Assignment, partials: bool) {
+    let w = cost.len();
+    let owned: Vec<u64> = (0..w).map(|a| own.owned(a).len() as u64).collect();
+    for m in (0..w).filter(|&m| gram_member(m, w, d)) {
+        let len = gram_slice(m, w, d).len() as u64;
+        for a in (0..w).filter(|&a| a != m) {
+            if partials {
+                cost[a].bytes_sent += owned[a] * (12 + 4 * len);
+                cost[m].bytes_received += owned[a] * (12 + 4 * len);
+            }
+        }
+    }
+    if partials {
+        return;
+    }
+    for m in (0..w).filter(|&m| gram_member(m, w, d)) {
+        let len = gram_slice(m, w, d).len() as u64;
+        for a in (0..w).filter(|&a| a != m) {
+            cost[m].bytes_sent += 8 + 4 * len;
+            cost[a].bytes_received += 8 + 4 * len;
+        }
+    }
+}
+
+/// Per worker of `owners`: the sum over its shards of `f(shard)`.
+fn per_worker(owners: &Assignment, workers: usize, f: impl Fn(usize) -> u64) -> Vec<u64> {
+    let mut out = vec![0u64; workers];
+    for v in 0..owners.shards() {
+        out[owners.owner(v)] += f(v as usize);
+    }
+    out
+}
+
+/// Every half-step of training `als` from scratch on `data` with `layout`, counted as
+/// [`crate::als::train`] counts them (same schedule: the first half-step also computes the
+/// items' Gram; the last keeps none; logged iterations add the objective).
+pub fn count(als: &Als, data: &[SideData; 2], layout: Layout) -> Vec<HalfStepCost> {
+    let (w, d) = (layout.workers, als.factors);
+    let owners = assignments(als, data, w);
+    let dd = (d * d) as u64;
+    let rows = |t: usize| per_worker(&owners[t], w, |v| data[t].degrees[v].len() as u64);
+    let nnz = |t: usize| per_worker(&owners[t], w, |v| data[t].degrees[v].iter().sum());
+    let traffic = [0, 1].map(|t| vector_traffic(d, &data[t], &owners[t], &owners[1 - t], w));
+    let mut out = Vec::new();
+    for it in 1..=als.iterations {
+        let want_loss = als.loss_every > 0 && (it % als.loss_every == 0 || it == als.iterations);
+        for (t, half) in ["users", "items"].into_iter().enumerate() {
+            let fresh = it == 1 && t == 0;
+            let keep = !(it == als.iterations && t == 1);
+            let (rs, ro, ns) = (rows(t), rows(1 - t), nnz(t));
+            let solve = per_worker(&owners[t], w, |v| {
+                let degs = &data[t].degrees[v];
+                degs.iter()
+                    .map(|&n| counted_row_flops(als, n, want_loss))
+                    .sum()
+            });
+            let mut cost: Vec<WorkerCost> = (0..w)
+                .map(|x| WorkerCost {
+                    flops: solve[x]
+                        + if fresh { 2 * ro[x] * dd } else { 0 }
+                        + if keep || want_loss { 2 * rs[x] * dd } else { 0 },
+                    bytes_sent: traffic[t].0[x],
+                    bytes_received: traffic[t].1[x],
+                    entities: rs[x],
+                    interactions: ns[x],
+                    secs: 0.0,
+                })
+                .collect();
+            if fresh {
+                gram_traffic(&mut cost, d, &owners[1 - t], true);
+            }
+            gram_traffic(&mut cost, d, &owners[1 - t], false);
+            if keep || want_loss {
+                gram_traffic(&mut cost, d, &owners[t], true);
+            }
+            out.push(HalfStepCost {
+                iteration: it,
+                half: half.to_string(),
+                workers: cost,
+            });
+        }
+    }
+    out
+}
+
+/// The traffic lower bound of a half-step solving side `t`: every vector the side's rows need
+/// crosses once per destination worker that needs it and does not own it (Gram traffic
+/// excluded). Equal to the vector part of [`count`]'s bytes, since routing sends exactly that.
+pub fn vector_bound(als: &Als, data: &[SideData; 2], workers: usize, t: usize) -> u64 {
+    let owners = assignments(als, data, workers);
+    let (sent, _) = vector_traffic(als.factors, &data[t], &owners[t], &owners[1 - t], workers);
+    sent.iter().sum()
+}

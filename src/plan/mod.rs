@@ -1,0 +1,163 @@
+//! `recflow plan`: the cost of training a job on any layout, counted from the ingested data
+//! without training, so a cluster can be sized before it is rented.
+//!
+//! The data is ingested once, in this process, with one worker (the model and its counts do
+//! not depend on the layout that ingests it); [`cost::count`] then assigns the virtual shards
+//! to `W` workers exactly as a run's ingest would ([`assign`]) and counts each half-step's
+//! flops, bytes, entities and interactions per worker, as training's report does.
+
+pub mod assign;
+pub mod cost;
+
+use crate::cluster::Comm;
+use crate::job::Job;
+use cost::{HalfStepCost, Layout, SideData};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What `plan` prints for one layout.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// Workers.
+    pub workers: usize,
+    /// Every half-step of the job, per worker.
+    pub half_steps: Vec<HalfStepCost>,
+    /// Per side (users, items): the lower bound of a half-step's traffic solving it.
+    pub vector_bound_bytes: [u64; 2],
+    /// Per side: max/mean over workers of the shard costs (solve + Gram flops) that
+    /// assignment by cost gives, and that `v mod W` (the assignment before it) would give.
+    pub shard_cost_imbalance: [ByAssignment; 2],
+}
+
+/// One quantity under the two assignments.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ByAssignment {
+    /// Assignment by counted cost (what runs use).
+    pub by_cost: f64,
+    /// `v mod W`.
+    pub round_robin: f64,
+}
+
+/// Ingests `job`'s input in this process (one worker; nothing is published, the store is not
+/// touched) and returns both sides' shard degrees and interaction keys.
+pub fn ingest_data(job: &Job) -> Result<[SideData; 2], String> {
+    let files = if job.input.path.is_empty() {
+        Vec::new()
+    } else {
+        crate::ingest::read::list_files(&job.input.path)?
+    };
+    let scratch = std::env::temp_dir().join(format!("recflow-plan-{}", std::process::id()));
+    let mut job = job.clone();
+    job.output.store = scratch.display().to_string();
+    let out = timely::execute_directly(move |worker| {
+        let mut comm = Comm::new(worker, Duration::from_secs(3600));
+        crate::ingest::ingest(worker, &mut comm, &job, &files, &[])
+            .map(|d| [side_data(&d.users), side_data(&d.items)])
+            .map_err(|e| e.0)
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    out
+}
+
+/// A whole side's degrees per shard and its entries' keys (one worker holds every shard).
+fn side_data(s: &crate::side::Side) -> SideData {
+    let degrees = (0..s.vshards.len())
+        .map(|j| {
+            (s.starts[j]..s.starts[j + 1])
+                .map(|r| s.degree(r) as u64)
+                .collect()
+        })
+        .collect();
+    let keys = s
+        .cols
+        .iter()
+        .map(|&c| s.gathered_keys[c as usize])
+        .collect();
+    SideData { degrees, keys }
+}
+
+/// Counts `job` on `workers` workers.
+pub fn plan(job: &Job, data: &[SideData; 2], workers: usize) -> Plan {
+    Plan {
+        workers,
+        half_steps: cost::count(&job.als, data, Layout { workers }),
+        vector_bound_bytes: [0, 1].map(|t| cost::vector_bound(&job.als, data, workers, t)),
+        shard_cost_imbalance: [0, 1].map(|t| {
+            let costs: Vec<u64> = data[t]
+                .degrees
+                .iter()
+                .map(|d| cost::shard_cost(&job.als, d.iter().copied()))
+                .collect();
+            let of = |a: assign::Assignment| {
+                cost::imbalance(a.loads(&costs, workers).into_iter().map(|x| x as f64))
+            };
+            ByAssignment {
+                by_cost: of(assign::Assignment::by_cost(&costs, workers)),
+                round_robin: of(assign::Assignment::round_robin(costs.len() as u32, workers)),
+            }
+        }),
+    }
+}
+
+/// The table `plan` prints: one row per side for a steady-state iteration (the second, or
+/// the only one), with the max/mean of each count over workers and the traffic next to its
+/// lower bound.
+pub fn table(p: &Plan) -> String {
+    let it = p
+        .half_steps
+        .iter()
+        .map(|h| h.iteration)
+        .max()
+        .unwrap_or(1)
+        .min(2);
+    let mut out = format!(
+        "{} workers (iteration {it}):\n{:<6} {:>10} {:>7} {:>10} {:>7} {:>10} {:>7} {:>11} {:>7} {:>10} {:>10} {:>6}\n",
+        p.workers, "half", "GFLOP max", "max/mn", "sent MB mx", "max/mn", "recv MB mx", "max/mn",
+        "entities mx", "max/mn", "total MB", "bound MB", "ratio"
+    );
+    for (t, h) in p
+        .half_steps
+        .iter()
+        .filter(|h| h.iteration == it)
+        .enumerate()
+    {
+        let mm = |f: &dyn Fn(&cost::WorkerCost) -> f64| h.max_mean(f);
+        let r = |(max, mean): (f64, f64)| if mean > 0.0 { max / mean } else { 1.0 };
+        let (fl, se, re, en) = (
+            mm(&|w| w.flops as f64),
+            mm(&|w| w.bytes_sent as f64),
+            mm(&|w| w.bytes_received as f64),
+            mm(&|w| w.entities as f64),
+        );
+        let bound = p.vector_bound_bytes[t.min(1)] as f64;
+        let total = h.total_sent() as f64;
+        out += &format!(
+            "{:<6} {:>10.2} {:>7.3} {:>10.1} {:>7.3} {:>10.1} {:>7.3} {:>11.0} {:>7.3} {:>10.1} {:>10.1} {:>6.3}\n",
+            h.half, fl.0 / 1e9, r(fl), se.0 / 1e6, r(se), re.0 / 1e6, r(re), en.0, r(en),
+            total / 1e6, bound / 1e6, if bound > 0.0 { total / bound } else { 1.0 }
+        );
+    }
+    for (t, side) in ["users", "items"].iter().enumerate() {
+        let b = p.shard_cost_imbalance[t];
+        out += &format!(
+            "{side}: shard cost max/mean {:.3} by cost, {:.3} with v mod W\n",
+            b.by_cost, b.round_robin
+        );
+    }
+    out
+}
+
+/// `recflow plan`: prints the table for each layout; `json` also writes every half-step.
+pub fn main(job: &Job, workers: &[usize], json: Option<&PathBuf>) -> Result<(), String> {
+    let data = ingest_data(job)?;
+    let plans: Vec<Plan> = workers.iter().map(|&w| plan(job, &data, w)).collect();
+    for p in &plans {
+        println!("{}", table(p));
+    }
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&plans).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
