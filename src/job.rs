@@ -490,6 +490,29 @@ pub struct Lsh {
     pub seed: u64,
     /// Items listed per user bucket (`transform = "users"`), beyond the head list's.
     pub bucket_items: u32,
+    /// Recall@k against exact top-k (on the hash-chosen user sample) that the run grows `head`,
+    /// `bucket_items` and `tables` towards; 0 = off (sizes as given). A job that sets `head`,
+    /// `tables` or `bucket_items` but not this key gets 0 at load time ([`Lsh::SIZE_KEYS`]), so
+    /// explicit settings such as Etsy's stay reproducible.
+    pub target_recall: f64,
+    /// Cost cap of that growth: items scored per user, as a share of the catalogue.
+    pub max_share: f64,
+}
+
+impl Lsh {
+    /// Keys that fix the candidate sizes: given without `target_recall`, growth is off.
+    pub const SIZE_KEYS: [&'static str; 3] = ["head", "tables", "bucket_items"];
+
+    /// Turns growth off in `table` (a job's TOML tree, overrides applied) when it sets a size
+    /// key of `[lsh]` but not `lsh.target_recall`.
+    fn explicit_sizes_rule(table: &mut toml::Table) {
+        if let Some(toml::Value::Table(l)) = table.get_mut("lsh") {
+            let sized = Lsh::SIZE_KEYS.iter().any(|k| l.contains_key(*k));
+            if sized && !l.contains_key("target_recall") {
+                l.insert("target_recall".into(), toml::Value::Float(0.0));
+            }
+        }
+    }
 }
 
 impl Default for Lsh {
@@ -504,6 +527,8 @@ impl Default for Lsh {
             probes: 2,
             seed: 7,
             bucket_items: 32,
+            target_recall: 0.95,
+            max_share: 0.10,
         }
     }
 }
@@ -826,6 +851,12 @@ impl Job {
         if !(1..=64).contains(&l.norm_bands) {
             return bad("lsh.norm_bands", "1..=64", l.norm_bands);
         }
+        if !(0.0..=1.0).contains(&l.target_recall) {
+            return bad("lsh.target_recall", "0..=1 (0 = sizes as given)", l.target_recall);
+        }
+        if !(l.max_share > 0.0 && l.max_share <= 1.0) {
+            return bad("lsh.max_share", "a share of the catalogue in (0, 1]", l.max_share);
+        }
         if l.transform == Transform::Users && !(1..=1_000_000).contains(&l.bucket_items) {
             return bad(
                 "lsh.bucket_items",
@@ -877,7 +908,9 @@ impl Job {
 
 /// Types and validates a TOML tree.
 fn typed(table: &toml::Table) -> Result<Job, JobError> {
-    let job: Job = toml::Value::Table(table.clone())
+    let mut table = table.clone();
+    Lsh::explicit_sizes_rule(&mut table);
+    let job: Job = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| {
             JobError(crate::escape::for_terminal(

@@ -20,7 +20,6 @@ pub mod ingest;
 pub mod job;
 pub mod launch;
 pub mod lock;
-pub mod lsh;
 pub mod query;
 pub mod recommend;
 pub mod report;
