@@ -852,10 +852,18 @@ impl Job {
             return bad("lsh.norm_bands", "1..=64", l.norm_bands);
         }
         if !(0.0..=1.0).contains(&l.target_recall) {
-            return bad("lsh.target_recall", "0..=1 (0 = sizes as given)", l.target_recall);
+            return bad(
+                "lsh.target_recall",
+                "0..=1 (0 = sizes as given)",
+                l.target_recall,
+            );
         }
         if !(l.max_share > 0.0 && l.max_share <= 1.0) {
-            return bad("lsh.max_share", "a share of the catalogue in (0, 1]", l.max_share);
+            return bad(
+                "lsh.max_share",
+                "a share of the catalogue in (0, 1]",
+                l.max_share,
+            );
         }
         if l.transform == Transform::Users && !(1..=1_000_000).contains(&l.bucket_items) {
             return bad(
@@ -993,6 +1001,32 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), JobError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn explicit_lsh_sizes_turn_growth_off_unless_a_target_is_given() {
+        let t = |sets: &[&str]| {
+            Job::parse("", &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .lsh
+                .target_recall
+        };
+        assert_eq!(t(&[]), 0.95);
+        assert_eq!(t(&["lsh.planes=8", "lsh.transform=mips"]), 0.95);
+        for key in Lsh::SIZE_KEYS {
+            assert_eq!(t(&[&format!("lsh.{key}=2")]), 0.0, "{key}");
+        }
+        assert_eq!(t(&["lsh.head=2", "lsh.target_recall=0.9"]), 0.9);
+        let file = Job::parse("[lsh]\nhead = 0\ntables = 50\nplanes = 12\n", &[]).unwrap();
+        assert_eq!(file.lsh.target_recall, 0.0);
+        for (set, key) in [
+            ("lsh.target_recall=1.5", "lsh.target_recall"),
+            ("lsh.max_share=0", "lsh.max_share"),
+            ("lsh.max_share=2", "lsh.max_share"),
+        ] {
+            let e = Job::parse("", &[set.to_string()]).unwrap_err().to_string();
+            assert!(e.contains(key), "{set}: {e}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -159,7 +159,11 @@ pub fn calibrate(
     let cap = cfg.max_share * n as f64;
     let measure = |worker: &mut Worker, comm: &mut Comm, c: &Lsh| {
         let (ix, codes) = build(worker, comm, c, cat, users, full)?;
-        let local = reference.measure(&mut *lsh_scorer::choose(cat, &ix, &codes, full), users, want);
+        let local = reference.measure(
+            &mut *lsh_scorer::choose(cat, &ix, &codes, full),
+            users,
+            want,
+        );
         Ok::<_, CommError>((ix, codes, local.summed(worker, comm)?))
     };
     let (mut index, mut codes, mut hits) = measure(worker, comm, cfg)?;

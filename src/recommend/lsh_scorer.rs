@@ -183,8 +183,14 @@ impl<'a> HeadScan<'a> {
 
     /// One user's list from its head-list top `heads` and its buckets; returns the list and
     /// the items scored.
-    fn user(&mut self, x: &[f32], r: usize, heads: &[(f32, usize)], ex: &[usize], want: usize)
-        -> (Vec<(usize, f32)>, u64) {
+    fn user(
+        &mut self,
+        x: &[f32],
+        r: usize,
+        heads: &[(f32, usize)],
+        ex: &[usize],
+        want: usize,
+    ) -> (Vec<(usize, f32)>, u64) {
         self.stamp = self.stamp.wrapping_add(1);
         let mut best = Tops::new(1, want);
         for &(sc, s) in heads {

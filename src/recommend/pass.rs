@@ -39,7 +39,16 @@ pub fn recommend(
     let total = total_users(worker, comm, users)?;
     let seen = Seen::new(users, &cat);
     let chosen = match mode {
-        Mode::Lsh => Some(choose_lsh(worker, comm, job, &cat, users, &seen, full.as_ref(), total)?),
+        Mode::Lsh => Some(choose_lsh(
+            worker,
+            comm,
+            job,
+            &cat,
+            users,
+            &seen,
+            full.as_ref(),
+            total,
+        )?),
         _ => None,
     };
     phases.prepare += lap(&mut clock);
@@ -59,7 +68,10 @@ pub fn recommend(
         phases: Phases::default(),
     };
     if job.similar.k > 0 {
-        let ix = chosen.as_ref().filter(|c| c.cfg.tables > 0).map(|c| &c.index);
+        let ix = chosen
+            .as_ref()
+            .filter(|c| c.cfg.tables > 0)
+            .map(|c| &c.index);
         out.similar = Some(similar_items(&cat, items, ix, job.similar.k));
     }
     phases.similar += lap(&mut clock);
@@ -70,13 +82,30 @@ pub fn recommend(
         (None, None) => Box::new(ExactDense::new(&cat)),
     };
     let ks = job.eval.k.list();
-    let ev = Evaluation::new(users, &cat, held, &ks, total, mode == Mode::Exact, job.eval.seed);
+    let ev = Evaluation::new(
+        users,
+        &cat,
+        held,
+        &ks,
+        total,
+        mode == Mode::Exact,
+        job.eval.seed,
+    );
     let mut pass = Pass::new(job, users, &cat, &seen, ev, comm.index, keep_pairs);
     pass.run(&mut *scorer, &mut out, &mut phases, &mut clock);
-    let finished = pass.writer.take().map(|w| w.and_then(|w| w.finish())).transpose();
+    let finished = pass
+        .writer
+        .take()
+        .map(|w| w.and_then(|w| w.finish()))
+        .transpose();
     out.part = comm.agree(worker, "recommend: write", finished)?;
     phases.write += lap(&mut clock);
-    let mut counts = vec![out.users_without_recs, out.lines, pass.scored.sum, pass.scored.users];
+    let mut counts = vec![
+        out.users_without_recs,
+        out.lines,
+        pass.scored.sum,
+        pass.scored.users,
+    ];
     counts.extend_from_slice(&pass.scored.hist);
     let (metrics, c) = pass.ev.finish(worker, comm, counts, &ks)?;
     out.metrics = metrics;
@@ -91,7 +120,9 @@ pub fn recommend(
         if mode == Mode::Exact && full.is_some() {
             out.exact = Some(scored.json(cat.len()).into());
         }
-        out.lsh = chosen.as_ref().map(|c| lsh_json(c, &scored, cat.len(), job.eval.k.max()));
+        out.lsh = chosen
+            .as_ref()
+            .map(|c| lsh_json(c, &scored, cat.len(), job.eval.k.max()));
     }
     out.phases = phases;
     Ok(out)
@@ -126,8 +157,14 @@ fn lsh_json(c: &Chosen, scored: &Scored, n: usize, ek: usize) -> serde_json::Val
     put("buckets", serde_json::json!(c.index.stats()));
     put("recall_at_k", serde_json::json!(h.recall()));
     put("recall_k", serde_json::json!(ek));
-    put("recall_users", serde_json::json!((h.total as f64 / ek.max(1) as f64).round()));
-    put("target_recall", serde_json::json!(c.calibration.target_recall));
+    put(
+        "recall_users",
+        serde_json::json!((h.total as f64 / ek.max(1) as f64).round()),
+    );
+    put(
+        "target_recall",
+        serde_json::json!(c.calibration.target_recall),
+    );
     put("target_met", serde_json::json!(c.calibration.target_met));
     put("calibration", serde_json::json!(c.calibration));
     m.into()
@@ -159,7 +196,8 @@ impl<'a> Pass<'a> {
         let k = job.recommend.k;
         let writer = (k > 0).then(|| {
             let rel = format!("recs/part-{worker:05}.tsv");
-            let pending = crate::store::pending_dir(std::path::Path::new(&job.output.store), worker);
+            let pending =
+                crate::store::pending_dir(std::path::Path::new(&job.output.store), worker);
             crate::store::PartWriter::create(pending.join(&rel), &rel)
         });
         Pass {
@@ -180,23 +218,41 @@ impl<'a> Pass<'a> {
 
     /// Ranks, writes and evaluates every user, block by block (phases timed per block: a
     /// clock read per user and phase cost more than some phases).
-    fn run(&mut self, scorer: &mut dyn Scorer, out: &mut Recs, ph: &mut Phases, clock: &mut Instant) {
+    fn run(
+        &mut self,
+        scorer: &mut dyn Scorer,
+        out: &mut Recs,
+        ph: &mut Phases,
+        clock: &mut Instant,
+    ) {
         let want = self.job.recommend.k.max(self.job.eval.k.max());
         let block = scorer.block().max(1);
         let mut r0 = 0;
         while r0 < self.users.rows() {
             let rows: Vec<usize> = (r0..(r0 + block).min(self.users.rows())).collect();
             let seen: Vec<Vec<usize>> = rows.iter().map(|&r| self.seen.row(r)).collect();
-            let none = vec![Vec::new(); if self.job.recommend.exclude_seen { 0 } else { rows.len() }];
+            let none = vec![
+                Vec::new();
+                if self.job.recommend.exclude_seen {
+                    0
+                } else {
+                    rows.len()
+                }
+            ];
             let ex = if none.is_empty() { &seen } else { &none };
             let ranked = scorer.rank(self.users, &rows, ex, want);
-            ranked.scored.iter().flatten().for_each(|&c| self.scored.add(c));
+            ranked
+                .scored
+                .iter()
+                .flatten()
+                .for_each(|&c| self.scored.add(c));
             ph.score += lap(clock);
             self.write(&rows, &ranked, out);
             ph.write += lap(clock);
             for set in 0..self.ev.sets() {
                 for (j, &r) in rows.iter().enumerate() {
-                    self.ev.add(set, r, &ranked.lists[j], &seen[j], scorer.full_row(j));
+                    self.ev
+                        .add(set, r, &ranked.lists[j], &seen[j], scorer.full_row(j));
                 }
             }
             ph.eval += lap(clock);
@@ -215,7 +271,8 @@ impl<'a> Pass<'a> {
                 out.users_without_recs += 1;
             }
             let id = &self.users.ids[r];
-            self.lines.push_user(&mut text, id, list.iter().take(k).copied());
+            self.lines
+                .push_user(&mut text, id, list.iter().take(k).copied());
             out.lines += list.len().min(k) as u64;
             if let Some(p) = out.pairs.as_mut() {
                 let u = id.stable_hash();
@@ -229,4 +286,3 @@ impl<'a> Pass<'a> {
         }
     }
 }
-

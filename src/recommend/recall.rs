@@ -112,7 +112,13 @@ impl Reference {
             .collect();
         let excluded: Vec<Vec<usize>> = rows
             .iter()
-            .map(|&r| if exclude_seen { seen.row(r) } else { Vec::new() })
+            .map(|&r| {
+                if exclude_seen {
+                    seen.row(r)
+                } else {
+                    Vec::new()
+                }
+            })
             .collect();
         let exact = match full {
             Some(s) => s

@@ -65,7 +65,11 @@ pub fn similar_items(
         let lists = neighbours(&mut finder, cat, items, &all, &mine, &rows, &me, k);
         for (&r, best) in rows.iter().zip(lists) {
             lines += best.len() as u64;
-            text.push_user(&mut out, &items.ids[r], best.into_iter().map(|(s, i)| (i, s)));
+            text.push_user(
+                &mut out,
+                &items.ids[r],
+                best.into_iter().map(|(s, i)| (i, s)),
+            );
         }
         r0 = r1;
     }
@@ -86,7 +90,11 @@ fn neighbours(
     k: usize,
 ) -> Vec<Vec<(f32, usize)>> {
     let (n, d) = (cat.len(), items.dim);
-    let x: Vec<f32> = rows.iter().flat_map(|&r| &mine[r * d..(r + 1) * d]).copied().collect();
+    let x: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| &mine[r * d..(r + 1) * d])
+        .copied()
+        .collect();
     match finder {
         Finder::Scan(ix) => {
             let ex: Vec<Vec<usize>> = me.iter().map(|&m| vec![m]).collect();
