@@ -157,3 +157,53 @@ fn a_target_out_of_reach_under_the_cap_is_reported_not_met() {
             .unwrap();
     assert_eq!(report["lsh"]["target_met"], false);
 }
+
+/// Every item's similar items, from the part files.
+fn similar(dir: &Path) -> HashMap<String, HashSet<String>> {
+    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+    for l in sorted_lines(dir, "similar") {
+        let f: Vec<&str> = l.split('\t').collect();
+        out.entry(f[0].into()).or_default().insert(f[1].into());
+    }
+    out
+}
+
+#[test]
+fn similar_items_grow_to_the_target_and_recall_matches_exact_cosine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = [
+        "similar.k=5",
+        "lsh.head=4",
+        "lsh.bucket_items=2",
+        "lsh.target_recall=0.8",
+        "lsh.max_share=1",
+    ];
+    let a = go(&tmp.path().join("w1"), 1, &sets);
+    let b = go(&tmp.path().join("w3"), 3, &sets);
+    let sa = &a.manifest["recommend"]["lsh"]["similar"];
+    assert_eq!(sa, &b.manifest["recommend"]["lsh"]["similar"]);
+    assert_eq!(
+        sorted_lines(&a.version_dir, "similar"),
+        sorted_lines(&b.version_dir, "similar")
+    );
+    assert!(sa["rounds"].as_array().unwrap().len() > 1, "{sa}");
+    assert_eq!(sa["target_met"], true, "{sa}");
+    // Every item is sampled: the reported recall is the files' recall against exact cosine.
+    let exact = go(
+        &tmp.path().join("exact"),
+        2,
+        &["recommend.mode=exact", "similar.k=5"],
+    );
+    let (got, want) = (similar(&a.version_dir), similar(&exact.version_dir));
+    let hits: usize = want
+        .iter()
+        .map(|(i, e)| got.get(i).map_or(0, |g| g.intersection(e).count()))
+        .sum();
+    let total: usize = want.values().map(|e| e.len()).sum();
+    let reported = sa["recall_at_k"].as_f64().unwrap();
+    assert!(
+        (hits as f64 / total as f64 - reported).abs() < 1e-12,
+        "{hits}/{total} vs {reported}"
+    );
+    assert!(reported >= 0.8);
+}

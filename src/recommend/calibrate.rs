@@ -104,7 +104,7 @@ pub fn build(
 
 /// Items a user scores at most (head list plus bucket lists; item tables add an unknown
 /// number, measured instead).
-fn nominal(cfg: &Lsh, n: usize) -> u64 {
+pub(super) fn nominal(cfg: &Lsh, n: usize) -> u64 {
     let lists = if cfg.transform == Transform::Users {
         cfg.tables as u64 * cfg.bucket_items as u64
     } else {
@@ -115,7 +115,7 @@ fn nominal(cfg: &Lsh, n: usize) -> u64 {
 
 /// The next sizes after `round` rounds: the first of the rotation (bucket list length, head
 /// list, tables; from `round`) that changes something and stays within `cap` items per user.
-fn grow(cfg: &Lsh, round: usize, n: usize, cap: f64) -> Option<Lsh> {
+pub(super) fn grow(cfg: &Lsh, round: usize, n: usize, cap: f64) -> Option<Lsh> {
     let users = cfg.transform == Transform::Users;
     (0..3).find_map(|step| {
         let mut next = cfg.clone();

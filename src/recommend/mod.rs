@@ -24,6 +24,7 @@ mod recall;
 mod scan;
 mod scorer;
 mod similar;
+mod similar_target;
 mod text;
 mod topk;
 

@@ -7,6 +7,7 @@ use super::evaluate::Evaluation;
 use super::recall::{Reference, Sample};
 use super::scan::ScanIndex;
 use super::scorer::{ExactDense, ExactScan, Popular, Ranked, Scorer};
+use super::similar_target::{calibrate_similar, SimilarCalibration};
 use super::{lap, lsh_scorer, similar_items, text, total_users, Phases, Recs, Scored};
 use crate::cluster::{Comm, CommError};
 
@@ -67,13 +68,22 @@ pub fn recommend(
         lsh: None,
         phases: Phases::default(),
     };
-    if job.similar.k > 0 {
-        let ix = chosen
-            .as_ref()
-            .filter(|c| c.cfg.tables > 0)
-            .map(|c| &c.index);
-        out.similar = Some(similar_items(&cat, items, ix, job.similar.k));
-    }
+    let similar = match job.similar.k {
+        0 => None,
+        _ => Some(similar(
+            worker,
+            comm,
+            job,
+            &cat,
+            (users, items),
+            chosen.as_ref(),
+            full.as_ref(),
+        )?),
+    };
+    let similar_lsh = similar.map(|(part, rec)| {
+        out.similar = Some(part);
+        rec
+    });
     phases.similar += lap(&mut clock);
     let mut scorer: Box<dyn Scorer> = match (&chosen, &full) {
         (Some(c), _) => lsh_scorer::choose(&cat, &c.index, &c.codes, full.as_ref()),
@@ -120,9 +130,11 @@ pub fn recommend(
         if mode == Mode::Exact && full.is_some() {
             out.exact = Some(scored.json(cat.len()).into());
         }
-        out.lsh = chosen
-            .as_ref()
-            .map(|c| lsh_json(c, &scored, cat.len(), job.eval.k.max()));
+        out.lsh = chosen.as_ref().map(|c| {
+            let mut v = lsh_json(c, &scored, cat.len(), job.eval.k.max());
+            v["similar"] = serde_json::json!(similar_lsh.flatten());
+            v
+        });
     }
     out.phases = phases;
     Ok(out)
@@ -147,6 +159,30 @@ fn choose_lsh(
     let reference = Reference::build(users, cat, seen, &sample, exclude, full, ek);
     let want = job.recommend.k.max(ek);
     calibrate(worker, comm, &job.lsh, cat, users, full, &reference, want)
+}
+
+/// Similar items of this worker's items: from the LSH index where one with tables is used
+/// (grown for `lsh.target_recall` when set, with the record of that), else exact.
+fn similar(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    job: &Job,
+    cat: &Catalog,
+    (users, items): (&Side, &Side),
+    chosen: Option<&Chosen>,
+    full: Option<&ScanIndex>,
+) -> Result<((Vec<u8>, u64), Option<SimilarCalibration>), CommError> {
+    let k = job.similar.k;
+    let Some(c) = chosen.filter(|c| c.cfg.tables > 0) else {
+        return Ok((similar_items(cat, items, None, k), None));
+    };
+    if c.cfg.target_recall == 0.0 {
+        return Ok((similar_items(cat, items, Some(&c.index), k), None));
+    }
+    let sample = (job.eval.recall_sample, job.eval.seed, k);
+    let (grown, rec) = calibrate_similar(worker, comm, &c.cfg, &c.index, cat, users, full, sample)?;
+    let ix = grown.as_ref().unwrap_or(&c.index);
+    Ok((similar_items(cat, items, Some(ix), k), Some(rec)))
 }
 
 /// The manifest's `recommend.lsh`: buckets, candidates, recall and the calibration.

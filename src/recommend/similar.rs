@@ -21,14 +21,26 @@ pub fn unit_rows(f: &[f32], d: usize) -> Vec<f32> {
 }
 
 /// How one block of items finds its neighbours.
-enum Finder<'a> {
+pub(super) enum Finder<'a> {
     /// The fused scan over the unit vectors (all norms are 1, so nothing is pruned, but no
     /// score matrix is stored or sorted: 2–3× faster than GEMM plus a selection at 100 k items).
     Scan(ScanIndex),
     /// Blocks of GEMM, then a selection per item.
     Dense(Vec<f32>),
-    /// The item's LSH candidates (same buckets, probes and head list), scored one by one.
-    Lsh(&'a Index, Vec<u32>),
+    /// The item's LSH candidates (same buckets, probes and head list), scored one by one
+    /// (`mark`: the stamp of the item an item was last a candidate for).
+    Lsh(&'a Index, Vec<u32>, u32),
+}
+
+impl Finder<'_> {
+    /// Exact cosine over the unit vectors `all`: the scan where the kernel runs, else GEMM.
+    pub(super) fn exact(cat: &Catalog, all: &[f32]) -> Finder<'static> {
+        let d = cat.factors.len() / cat.len().max(1);
+        match ScanIndex::build(&cat.keys, all, d) {
+            Some(s) => Finder::Scan(s),
+            None => Finder::Dense(Vec::new()),
+        }
+    }
 }
 
 /// For each item this worker owns, the `k` most similar items by cosine: among all items, or
@@ -42,13 +54,9 @@ pub fn similar_items(
 ) -> (Vec<u8>, u64) {
     let (n, d) = (cat.len(), items.dim);
     let all = unit_rows(&cat.factors, d);
-    let mine = unit_rows(&items.factors, d);
     let mut finder = match index {
-        Some(ix) => Finder::Lsh(ix, vec![u32::MAX; n]),
-        None => match ScanIndex::build(&cat.keys, &all, d) {
-            Some(s) => Finder::Scan(s),
-            None => Finder::Dense(Vec::new()),
-        },
+        Some(ix) => Finder::Lsh(ix, vec![u32::MAX; n], 0),
+        None => Finder::exact(cat, &all),
     };
     let block = match finder {
         Finder::Scan(_) => 192,
@@ -62,7 +70,7 @@ pub fn similar_items(
         let r1 = (r0 + block).min(items.rows());
         let rows: Vec<usize> = (r0..r1).collect();
         let me: Vec<usize> = rows.iter().map(|&r| me_of(r)).collect();
-        let lists = neighbours(&mut finder, cat, items, &all, &mine, &rows, &me, k);
+        let lists = neighbours(&mut finder, cat, &all, &me, k);
         for (&r, best) in rows.iter().zip(lists) {
             lines += best.len() as u64;
             text.push_user(
@@ -76,23 +84,19 @@ pub fn similar_items(
     (out, lines)
 }
 
-/// The `k` best `(cosine, catalogue index)` of each item row in `rows` (catalogue index
-/// `me[j]`, left out), best first.
-#[allow(clippy::too_many_arguments)]
-fn neighbours(
+/// The `k` best `(cosine, catalogue index)` of each catalogue item in `me` (itself left out),
+/// best first; `all`: the catalogue's unit vectors.
+pub(super) fn neighbours(
     finder: &mut Finder,
     cat: &Catalog,
-    items: &Side,
     all: &[f32],
-    mine: &[f32],
-    rows: &[usize],
     me: &[usize],
     k: usize,
 ) -> Vec<Vec<(f32, usize)>> {
-    let (n, d) = (cat.len(), items.dim);
-    let x: Vec<f32> = rows
+    let (n, d) = (cat.len(), cat.factors.len() / cat.len().max(1));
+    let x: Vec<f32> = me
         .iter()
-        .flat_map(|&r| &mine[r * d..(r + 1) * d])
+        .flat_map(|&i| &all[i * d..(i + 1) * d])
         .copied()
         .collect();
     match finder {
@@ -101,7 +105,7 @@ fn neighbours(
             ix.top_k(&x, &ex, k)
         }
         Finder::Dense(scores) => {
-            let b = rows.len();
+            let b = me.len();
             scores.resize(b * n, 0.0);
             let xm = MatRef::from_row_major_slice(&x, b, d);
             let y = MatRef::from_row_major_slice(all, n, d);
@@ -117,16 +121,16 @@ fn neighbours(
                 })
                 .collect()
         }
-        Finder::Lsh(ix, mark) => rows
+        Finder::Lsh(ix, mark, stamp) => me
             .iter()
-            .zip(me)
-            .map(|(&r, &m)| {
-                let x = &mine[r * d..(r + 1) * d];
+            .map(|&m| {
+                *stamp = stamp.wrapping_add(1);
+                let x = &all[m * d..(m + 1) * d];
                 let mut cand = Vec::new();
-                ix.candidates(&items.factors[r * d..(r + 1) * d], |i| {
+                ix.candidates(&cat.factors[m * d..(m + 1) * d], |i| {
                     let i = i as usize;
-                    if i != m && mark[i] != r as u32 {
-                        mark[i] = r as u32;
+                    if i != m && mark[i] != *stamp {
+                        mark[i] = *stamp;
                         cand.push((super::dot(x, &all[i * d..(i + 1) * d]), i));
                     }
                 });
