@@ -414,6 +414,7 @@ mod tests {
             probes: 0,
             seed: 1,
             bucket_items: 0,
+            ..Lsh::default()
         }
     }
 
@@ -457,6 +458,7 @@ mod tests {
             probes: 0,
             seed: 9,
             bucket_items: 0,
+            ..Lsh::default()
         };
         let idx = Index::build(&c, &items, &keys, d);
         let x = random(1, d, 5);

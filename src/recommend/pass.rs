@@ -161,6 +161,9 @@ fn choose_lsh(
     calibrate(worker, comm, &job.lsh, cat, users, full, &reference, want)
 }
 
+/// A similar-items part file and its line count.
+type SimilarPart = (Vec<u8>, u64);
+
 /// Similar items of this worker's items: from the LSH index where one with tables is used
 /// (grown for `lsh.target_recall` when set, with the record of that), else exact.
 fn similar(
@@ -171,7 +174,7 @@ fn similar(
     (users, items): (&Side, &Side),
     chosen: Option<&Chosen>,
     full: Option<&ScanIndex>,
-) -> Result<((Vec<u8>, u64), Option<SimilarCalibration>), CommError> {
+) -> Result<(SimilarPart, Option<SimilarCalibration>), CommError> {
     let k = job.similar.k;
     let Some(c) = chosen.filter(|c| c.cfg.tables > 0) else {
         return Ok((similar_items(cat, items, None, k), None));

@@ -115,6 +115,26 @@ pub fn render(r: &Value, dir: &str) -> String {
     s
 }
 
+/// Whether LSH reached `lsh.target_recall`, and with which sizes (empty without a target).
+fn lsh_target(l: &Value) -> String {
+    let (Some(t), Some(met)) = (l["target_recall"].as_f64(), l["target_met"].as_bool()) else {
+        return String::new();
+    };
+    let z = &l["sizes"];
+    let sizes = format!(
+        "head {}, tables {}, bucket_items {}",
+        n(&z["head"]),
+        n(&z["tables"]),
+        n(&z["bucket_items"])
+    );
+    if met {
+        format!(" (target {t} met: {sizes})")
+    } else {
+        let why = l["stopped"].as_str().unwrap_or("");
+        format!(" (BELOW the target {t}: {why}; {sizes})")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,25 +197,5 @@ mod tests {
         let h = crate::report::html::render(&r);
         assert!(h.contains("0.95 NOT met"), "{h}");
         assert!(h.contains("head 512, tables 2, bucket_items 64"), "{h}");
-    }
-}
-
-/// Whether LSH reached `lsh.target_recall`, and with which sizes (empty without a target).
-fn lsh_target(l: &Value) -> String {
-    let (Some(t), Some(met)) = (l["target_recall"].as_f64(), l["target_met"].as_bool()) else {
-        return String::new();
-    };
-    let z = &l["sizes"];
-    let sizes = format!(
-        "head {}, tables {}, bucket_items {}",
-        n(&z["head"]),
-        n(&z["tables"]),
-        n(&z["bucket_items"])
-    );
-    if met {
-        format!(" (target {t} met: {sizes})")
-    } else {
-        let why = l["stopped"].as_str().unwrap_or("");
-        format!(" (BELOW the target {t}: {why}; {sizes})")
     }
 }
