@@ -223,10 +223,11 @@ mod tests {
         assert_eq!((b.head, b.tables, b.bucket_items), (512, 1, 64));
         let c = grow(&b, 2, n, 1e9).unwrap();
         assert_eq!((c.head, c.tables, c.bucket_items), (512, 2, 64));
-        // Only the bucket list fits under a cap of 600 items: head 1024 and 2 tables do not.
-        let d = grow(&b, 1, n, 600.0).unwrap();
-        assert_eq!((d.head, d.tables, d.bucket_items), (512, 1, 128));
-        assert!(grow(&b, 1, n, 500.0).is_none());
+        // Head 1024 (1088 items) does not fit under 650, the next in the rotation (2 tables,
+        // 640) does; under 600 nothing does.
+        let d = grow(&b, 1, n, 650.0).unwrap();
+        assert_eq!((d.head, d.tables, d.bucket_items), (512, 2, 64));
+        assert!(grow(&b, 1, n, 600.0).is_none());
     }
 
     #[test]
