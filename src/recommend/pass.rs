@@ -110,6 +110,31 @@ pub fn recommend(
         .transpose();
     out.part = comm.agree(worker, "recommend: write", finished)?;
     phases.write += lap(&mut clock);
+    let ek = job.eval.k.max();
+    merge(
+        worker,
+        comm,
+        (pass, &ks, ek),
+        &mut out,
+        (&cat, full.is_some(), chosen.as_ref()),
+    )?;
+    if let Some(v) = out.lsh.as_mut() {
+        v["similar"] = serde_json::json!(similar_lsh.flatten());
+    }
+    out.phases = phases;
+    Ok(out)
+}
+
+/// Sends this worker's sums and counts to worker 0, which gets the job's metrics, line counts
+/// and the manifest's `exact` / `lsh` sections (`full`: whether the exact scan ran).
+fn merge(
+    worker: &mut Worker,
+    comm: &mut Comm,
+    (pass, ks, ek): (Pass, &[usize], usize),
+    out: &mut Recs,
+    (cat, full, chosen): (&Catalog, bool, Option<&Chosen>),
+) -> Result<(), CommError> {
+    let mode = pass.job.recommend.mode;
     let mut counts = vec![
         out.users_without_recs,
         out.lines,
@@ -117,7 +142,7 @@ pub fn recommend(
         pass.scored.users,
     ];
     counts.extend_from_slice(&pass.scored.hist);
-    let (metrics, c) = pass.ev.finish(worker, comm, counts, &ks)?;
+    let (metrics, c) = pass.ev.finish(worker, comm, counts, ks)?;
     out.metrics = metrics;
     if comm.index == 0 {
         out.users_without_recs = c[0];
@@ -127,17 +152,12 @@ pub fn recommend(
             users: c[3],
             hist: c[4..].to_vec(),
         };
-        if mode == Mode::Exact && full.is_some() {
+        if mode == Mode::Exact && full {
             out.exact = Some(scored.json(cat.len()).into());
         }
-        out.lsh = chosen.as_ref().map(|c| {
-            let mut v = lsh_json(c, &scored, cat.len(), job.eval.k.max());
-            v["similar"] = serde_json::json!(similar_lsh.flatten());
-            v
-        });
+        out.lsh = chosen.map(|c| lsh_json(c, &scored, cat.len(), ek));
     }
-    out.phases = phases;
-    Ok(out)
+    Ok(())
 }
 
 /// Builds the LSH index with the sizes that reach `lsh.target_recall` (see `calibrate`),
