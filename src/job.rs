@@ -492,6 +492,29 @@ pub struct Lsh {
     pub seed: u64,
     /// Items listed per user bucket (`transform = "users"`), beyond the head list's.
     pub bucket_items: u32,
+    /// Recall@k against exact top-k (on the hash-chosen user sample) that the run grows `head`,
+    /// `bucket_items` and `tables` towards; 0 = off (sizes as given). A job that sets `head`,
+    /// `tables` or `bucket_items` but not this key gets 0 at load time ([`Lsh::SIZE_KEYS`]), so
+    /// explicit settings such as Etsy's stay reproducible.
+    pub target_recall: f64,
+    /// Cost cap of that growth: items scored per user, as a share of the catalogue.
+    pub max_share: f64,
+}
+
+impl Lsh {
+    /// Keys that fix the candidate sizes: given without `target_recall`, growth is off.
+    pub const SIZE_KEYS: [&'static str; 3] = ["head", "tables", "bucket_items"];
+
+    /// Turns growth off in `table` (a job's TOML tree, overrides applied) when it sets a size
+    /// key of `[lsh]` but not `lsh.target_recall`.
+    fn explicit_sizes_rule(table: &mut toml::Table) {
+        if let Some(toml::Value::Table(l)) = table.get_mut("lsh") {
+            let sized = Lsh::SIZE_KEYS.iter().any(|k| l.contains_key(*k));
+            if sized && !l.contains_key("target_recall") {
+                l.insert("target_recall".into(), toml::Value::Float(0.0));
+            }
+        }
+    }
 }
 
 impl Default for Lsh {
@@ -506,6 +529,8 @@ impl Default for Lsh {
             probes: 2,
             seed: 7,
             bucket_items: 32,
+            target_recall: 0.95,
+            max_share: 0.10,
         }
     }
 }
@@ -898,6 +923,20 @@ impl Job {
         if !(1..=64).contains(&l.norm_bands) {
             return bad("lsh.norm_bands", "1..=64", l.norm_bands);
         }
+        if !(0.0..=1.0).contains(&l.target_recall) {
+            return bad(
+                "lsh.target_recall",
+                "0..=1 (0 = sizes as given)",
+                l.target_recall,
+            );
+        }
+        if !(l.max_share > 0.0 && l.max_share <= 1.0) {
+            return bad(
+                "lsh.max_share",
+                "a share of the catalogue in (0, 1]",
+                l.max_share,
+            );
+        }
         if l.transform == Transform::Users && !(1..=1_000_000).contains(&l.bucket_items) {
             return bad(
                 "lsh.bucket_items",
@@ -949,7 +988,9 @@ impl Job {
 
 /// Types and validates a TOML tree.
 fn typed(table: &toml::Table) -> Result<Job, JobError> {
-    let job: Job = toml::Value::Table(table.clone())
+    let mut table = table.clone();
+    Lsh::explicit_sizes_rule(&mut table);
+    let job: Job = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| {
             JobError(crate::escape::for_terminal(
@@ -1032,6 +1073,32 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), JobError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn explicit_lsh_sizes_turn_growth_off_unless_a_target_is_given() {
+        let t = |sets: &[&str]| {
+            Job::parse("", &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .lsh
+                .target_recall
+        };
+        assert_eq!(t(&[]), 0.95);
+        assert_eq!(t(&["lsh.planes=8", "lsh.transform=mips"]), 0.95);
+        for key in Lsh::SIZE_KEYS {
+            assert_eq!(t(&[&format!("lsh.{key}=2")]), 0.0, "{key}");
+        }
+        assert_eq!(t(&["lsh.head=2", "lsh.target_recall=0.9"]), 0.9);
+        let file = Job::parse("[lsh]\nhead = 0\ntables = 50\nplanes = 12\n", &[]).unwrap();
+        assert_eq!(file.lsh.target_recall, 0.0);
+        for (set, key) in [
+            ("lsh.target_recall=1.5", "lsh.target_recall"),
+            ("lsh.max_share=0", "lsh.max_share"),
+            ("lsh.max_share=2", "lsh.max_share"),
+        ] {
+            let e = Job::parse("", &[set.to_string()]).unwrap_err().to_string();
+            assert!(e.contains(key), "{set}: {e}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid() {

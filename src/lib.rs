@@ -22,7 +22,6 @@ pub mod ingest;
 pub mod job;
 pub mod launch;
 pub mod lock;
-pub mod lsh;
 pub mod plan;
 pub mod query;
 pub mod recommend;

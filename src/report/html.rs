@@ -607,6 +607,25 @@ fn metrics_table(r: &Value) -> String {
             format!("{:.4}", num(&l["recall_at_k"])),
         );
     }
+    if let Some(met) = l["target_met"].as_bool() {
+        let verdict = if met { "met" } else { "NOT met" };
+        let why = l["stopped"].as_str().unwrap_or("");
+        let t = num(&l["target_recall"]);
+        row(
+            &mut s,
+            "LSH target recall",
+            &l["target_met"],
+            format!("{t} {verdict} ({why})"),
+        );
+        let z = &l["sizes"];
+        let sizes = format!(
+            "head {}, tables {}, bucket_items {}",
+            raw(&z["head"]),
+            raw(&z["tables"]),
+            raw(&z["bucket_items"])
+        );
+        row(&mut s, "LSH sizes chosen", z, sizes);
+    }
     if r["candidates"]["catalog_share"].is_number() {
         row(
             &mut s,

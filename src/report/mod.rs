@@ -330,6 +330,9 @@ pub fn build(m: &Value, degrees: Option<&Degrees>) -> Value {
             "recall_at_k": lsh["recall_at_k"],
             "recall_k": lsh["recall_k"],
             "recall_users": lsh["recall_users"],
+            "target_recall": lsh["target_recall"], "target_met": lsh["target_met"],
+            "sizes": lsh["calibration"]["chosen"], "stopped": lsh["calibration"]["stopped"],
+            "rounds": lsh["calibration"]["rounds"].as_array().map_or(0, |a| a.len()),
         })
     } else {
         Value::Null

@@ -90,6 +90,7 @@ pub fn render(r: &Value, dir: &str) -> String {
         if let Some(x) = r["lsh"]["recall_at_k"].as_f64() {
             let _ = write!(s, ", LSH recall@{} {x:.4}", n(&r["lsh"]["recall_k"]));
         }
+        s.push_str(&lsh_target(&r["lsh"]));
         s.push('\n');
     }
     let m = &r["metrics"];
@@ -112,6 +113,26 @@ pub fn render(r: &Value, dir: &str) -> String {
     }
     let _ = writeln!(s, "  report     {dir}/report.html");
     s
+}
+
+/// Whether LSH reached `lsh.target_recall`, and with which sizes (empty without a target).
+fn lsh_target(l: &Value) -> String {
+    let (Some(t), Some(met)) = (l["target_recall"].as_f64(), l["target_met"].as_bool()) else {
+        return String::new();
+    };
+    let z = &l["sizes"];
+    let sizes = format!(
+        "head {}, tables {}, bucket_items {}",
+        n(&z["head"]),
+        n(&z["tables"]),
+        n(&z["bucket_items"])
+    );
+    if met {
+        format!(" (target {t} met: {sizes})")
+    } else {
+        let why = l["stopped"].as_str().unwrap_or("");
+        format!(" (BELOW the target {t}: {why}; {sizes})")
+    }
 }
 
 #[cfg(test)]
@@ -138,5 +159,43 @@ mod tests {
         );
         assert!(s.contains("LSH recall@10 0.9000"), "{s}");
         assert!(s.contains("models/x/v000002/report.html"), "{s}");
+        // No target in this manifest: nothing said about one.
+        assert!(!s.contains("target"), "{s}");
+    }
+
+    /// A manifest whose LSH calibration met its target (or not).
+    fn with_target(met: bool) -> serde_json::Value {
+        let mut m = manifest();
+        let l = &mut m["recommend"]["lsh"];
+        l["target_recall"] = serde_json::json!(0.95);
+        l["target_met"] = serde_json::json!(met);
+        l["calibration"] = serde_json::json!({
+            "stopped": if met { "target reached" } else { "larger sizes would score more than lsh.max_share of the catalogue" },
+            "chosen": { "head": 512, "tables": 2, "bucket_items": 64 },
+            "rounds": [{}, {}, {}],
+        });
+        m
+    }
+
+    #[test]
+    fn summary_says_whether_the_lsh_target_was_met() {
+        let r = crate::report::build(&with_target(true), Some(&degrees()));
+        let s = render(&r, "d");
+        assert!(
+            s.contains(
+                "LSH recall@10 0.9000 (target 0.95 met: head 512, tables 2, bucket_items 64)"
+            ),
+            "{s}"
+        );
+        let r = crate::report::build(&with_target(false), Some(&degrees()));
+        assert_eq!(r["lsh"]["rounds"], 3);
+        let s = render(&r, "d");
+        assert!(
+            s.contains("(BELOW the target 0.95: larger sizes would score more than lsh.max_share"),
+            "{s}"
+        );
+        let h = crate::report::html::render(&r);
+        assert!(h.contains("0.95 NOT met"), "{h}");
+        assert!(h.contains("head 512, tables 2, bucket_items 64"), "{h}");
     }
 }

@@ -218,6 +218,11 @@ impl Index {
         }
     }
 
+    /// Hash tables.
+    pub fn tables(&self) -> usize {
+        self.cfg.tables as usize
+    }
+
     /// Items listed for user bucket `id` (from [`Index::user_buckets`]).
     pub fn user_bucket(&self, id: u32) -> &[u32] {
         &self.user_lists[id as usize]
@@ -257,7 +262,7 @@ impl Index {
         let mut slots: Vec<(u32, u64)> = Vec::new();
         let mut sums: Vec<i64> = Vec::new();
         let p = self.cfg.planes as usize;
-        let packed = crate::recommend::Packed::new(&self.planes, d + 1, d);
+        let packed = super::scan::Packed::new(&self.planes, d + 1, d);
         let all: Vec<usize> = (0..tables * p).collect();
         let mut dots = Vec::new();
         let mut unit = vec![0i64; d];
@@ -272,7 +277,7 @@ impl Index {
                     dots.clear();
                     for x in block.chunks_exact(d.max(1)) {
                         let z: Vec<f32> = x.iter().copied().chain([0.0]).collect();
-                        crate::recommend::score_candidates(&z, &self.planes, d + 1, &all, &mut one);
+                        super::scan::score_candidates(&z, &self.planes, d + 1, &all, &mut one);
                         dots.extend_from_slice(&one);
                     }
                 }
@@ -409,6 +414,7 @@ mod tests {
             probes: 0,
             seed: 1,
             bucket_items: 0,
+            ..Lsh::default()
         }
     }
 
@@ -452,6 +458,7 @@ mod tests {
             probes: 0,
             seed: 9,
             bucket_items: 0,
+            ..Lsh::default()
         };
         let idx = Index::build(&c, &items, &keys, d);
         let x = random(1, d, 5);
