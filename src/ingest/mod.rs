@@ -16,6 +16,7 @@
 
 pub mod compress;
 pub mod consolidate;
+pub mod parquet;
 pub mod parse;
 pub mod read;
 pub mod weight;

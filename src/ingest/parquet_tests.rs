@@ -1,0 +1,1 @@
+//! Unit tests of Parquet input (files written with the parquet crate's own writer).
