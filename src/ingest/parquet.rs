@@ -264,11 +264,15 @@ fn null(field: &'static str) -> LineError {
 }
 
 fn wrong_type(field: &'static str, f: &Field, want: &str) -> LineError {
+    let shown = match f {
+        Field::Str(s) => s.clone(),
+        _ => f.to_string(),
+    };
     LineError {
         field,
         message: format!(
             "'{}' is not {want}",
-            crate::escape::sample(f.to_string().as_bytes())
+            crate::escape::sample(shown.as_bytes())
         ),
     }
 }
