@@ -162,7 +162,12 @@ pub struct Table {
 /// Writes `table` as one Parquet file at `path`, in row groups of about
 /// [`VALUES_PER_ROW_GROUP`] values per column.
 pub fn write_table(path: &Path, table: &Table) -> Result<(), String> {
-    let widest = table.columns.iter().map(|(_, c)| c.width()).max().unwrap_or(1);
+    let widest = table
+        .columns
+        .iter()
+        .map(|(_, c)| c.width())
+        .max()
+        .unwrap_or(1);
     write_table_grouped(path, table, (VALUES_PER_ROW_GROUP / widest).max(1))
 }
 
@@ -193,8 +198,8 @@ pub fn write_table_grouped(path: &Path, table: &Table, per_group: usize) -> Resu
         .set_created_by(format!("recflow {}", env!("CARGO_PKG_VERSION")))
         .build();
     let file = std::fs::File::create(path).map_err(|e| format!("cannot create {name}: {e}"))?;
-    let mut w = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props))
-        .map_err(|e| fail(&e))?;
+    let mut w =
+        SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).map_err(|e| fail(&e))?;
     let mut a = 0;
     // An empty table still gets one (empty) row group, so readers see its schema and 0 rows.
     while a < rows || (a == 0 && rows == 0) {
@@ -295,8 +300,11 @@ pub fn pairs_table(
 /// `buckets` (`table code item`) lines as a table.
 pub fn buckets_table(lines: &[PartLine<'_>], items: IdKind) -> Result<Table, String> {
     let n = lines.len();
-    let (mut table, mut code, mut item) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut table, mut code, mut item) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for l in lines {
         let [t, c, i] = fields(l, ["table", "code", "item"])?;
         table.push(num::<i32>(t, l, "table")?);

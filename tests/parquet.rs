@@ -26,7 +26,11 @@ fn events(string_items: bool) -> Vec<(u64, String, f32)> {
     for u in 0..40u64 {
         for k in 0..5 {
             let i = (u * 3 + k * 5) % 17;
-            let item = if string_items { format!("it-{i}") } else { i.to_string() };
+            let item = if string_items {
+                format!("it-{i}")
+            } else {
+                i.to_string()
+            };
             v.push((u, item, (1 + (u + k) % 3) as f32));
         }
     }
@@ -47,7 +51,10 @@ fn parquet_input(path: &Path, ev: &[(u64, String, f32)], per_group: usize) {
     let table = Table {
         name: "events",
         columns: vec![
-            ("user", ColumnData::Ids(IdKind::Int, ids(&|e| RawId::Num(e.0)))),
+            (
+                "user",
+                ColumnData::Ids(IdKind::Int, ids(&|e| RawId::Num(e.0))),
+            ),
             ("item", ColumnData::Ids(IdKind::of(&items), items)),
             ("weight", ColumnData::F32(ev.iter().map(|e| e.2).collect())),
         ],
@@ -64,7 +71,10 @@ fn model(dir: &Path, file: &str, extra: &str, w: &str) -> (Vec<u8>, Vec<u8>) {
     let (ok, err) = recflow(dir, &["run", "job.toml", "-w", w, "--quiet"]);
     assert!(ok, "{err}");
     let out = format!("x-{file}-{w}");
-    let (ok, err) = recflow(dir, &["export", &format!("store-{file}-{w}"), "--out", &out]);
+    let (ok, err) = recflow(
+        dir,
+        &["export", &format!("store-{file}-{w}"), "--out", &out],
+    );
     assert!(ok, "{err}");
     let read = |f: &str| std::fs::read(dir.join(&out).join(f)).unwrap();
     (read("users.tsv"), read("items.tsv"))
@@ -84,7 +94,10 @@ fn parquet_input_trains_the_tsv_model_for_any_row_groups_and_workers() {
         for (file, extra) in [
             ("one.parquet", ""),
             ("seven.data", ""),
-            ("seven.data", "format = \"parquet\"\nuser = \"user\"\nitem = 1\nweight = \"weight\""),
+            (
+                "seven.data",
+                "format = \"parquet\"\nuser = \"user\"\nitem = 1\nweight = \"weight\"",
+            ),
         ] {
             for w in ["1", "3"] {
                 let got = model(d, file, extra, w);
@@ -113,7 +126,10 @@ fn a_cut_or_corrupt_parquet_file_is_an_error_naming_it() {
         std::fs::write(d.join("job.toml"), job).unwrap();
         let (ok, err) = recflow(d, &["run", "job.toml", "-w", "2", "--quiet"]);
         assert!(!ok);
-        assert!(err.contains(name) && err.contains("truncated or corrupt"), "{err}");
+        assert!(
+            err.contains(name) && err.contains("truncated or corrupt"),
+            "{err}"
+        );
     }
 }
 
@@ -191,11 +207,14 @@ fn parquet_export_reads_back_as_the_tsv_export() {
             for (g, w) in got.iter().zip(&want) {
                 // Float columns print through the parquet crate (f32 → f64 digits): compare
                 // numerically, everything else as text.
-                let same = g.split(['\t', ',']).zip(w.split(['\t', ','])).all(|(a, b)| {
-                    a == b
-                        || matches!((a.parse::<f64>(), b.parse::<f32>()),
+                let same = g
+                    .split(['\t', ','])
+                    .zip(w.split(['\t', ',']))
+                    .all(|(a, b)| {
+                        a == b
+                            || matches!((a.parse::<f64>(), b.parse::<f32>()),
                             (Ok(x), Ok(y)) if x as f32 == y)
-                });
+                    });
                 assert!(same, "{table}: {g:?} vs {w:?}");
             }
         }

@@ -10,8 +10,8 @@
 //! row and column, under `input.bad_lines`); a null removal flag is an addition, as an empty
 //! field is in text. Timestamps with a Parquet unit (`TIMESTAMP`, `DATE`) become Unix seconds.
 
-use super::parse::{number_field, parse_id, removal_flag, Columns, Event, LineError};
 use super::parse::MAX_ABS_WEIGHT;
+use super::parse::{number_field, parse_id, removal_flag, Columns, Event, LineError};
 use super::read::{bad_row, keep_event, ReadStats};
 use super::weight::{self, WeightChoice};
 use crate::ids::RawId;
@@ -224,7 +224,12 @@ fn corrupt(path: &Path, e: &::parquet::errors::ParquetError) -> String {
 }
 
 /// A job column must exist and be a single (non-repeated) primitive value per row.
-fn check_column(path: &Path, fields: &[Arc<Type>], names: &[String], c: usize) -> Result<(), String> {
+fn check_column(
+    path: &Path,
+    fields: &[Arc<Type>],
+    names: &[String],
+    c: usize,
+) -> Result<(), String> {
     let name = path.display();
     let Some(f) = fields.get(c) else {
         return Err(format!(
@@ -371,7 +376,9 @@ fn timestamp(f: &Field, per_second: i64) -> Result<i64, LineError> {
         Field::Date(d) => Some(*d as i64 * 86_400),
         Field::Str(s) => {
             let t = s.trim();
-            t.parse::<i64>().ok().or_else(|| t.parse().ok().and_then(whole))
+            t.parse::<i64>()
+                .ok()
+                .or_else(|| t.parse().ok().and_then(whole))
         }
         Field::Float(_) | Field::Double(_) | Field::Decimal(_) => number(f).and_then(whole),
         _ => integer(f).and_then(|v| i64::try_from(v).ok().map(|v| v.div_euclid(per_second))),

@@ -16,7 +16,12 @@ enum Col {
 }
 
 impl Col {
-    fn write(&self, w: &mut ::parquet::file::writer::SerializedColumnWriter<'_>, a: usize, b: usize) {
+    fn write(
+        &self,
+        w: &mut ::parquet::file::writer::SerializedColumnWriter<'_>,
+        a: usize,
+        b: usize,
+    ) {
         fn split<T: Clone>(v: &[Option<T>]) -> (Vec<T>, Vec<i16>) {
             let vals = v.iter().flatten().cloned().collect();
             let def = v.iter().map(|x| x.is_some() as i16).collect();
@@ -25,16 +30,25 @@ impl Col {
         match self {
             Col::I64(v) => {
                 let (x, d) = split(&v[a..b]);
-                w.typed::<Int64Type>().write_batch(&x, Some(&d), None).unwrap();
+                w.typed::<Int64Type>()
+                    .write_batch(&x, Some(&d), None)
+                    .unwrap();
             }
             Col::Str(v) => {
                 let (x, d) = split(&v[a..b]);
-                let x: Vec<ByteArray> = x.iter().map(|s| ByteArray::from(s.as_bytes().to_vec())).collect();
-                w.typed::<ByteArrayType>().write_batch(&x, Some(&d), None).unwrap();
+                let x: Vec<ByteArray> = x
+                    .iter()
+                    .map(|s| ByteArray::from(s.as_bytes().to_vec()))
+                    .collect();
+                w.typed::<ByteArrayType>()
+                    .write_batch(&x, Some(&d), None)
+                    .unwrap();
             }
             Col::F64(v) => {
                 let (x, d) = split(&v[a..b]);
-                w.typed::<DoubleType>().write_batch(&x, Some(&d), None).unwrap();
+                w.typed::<DoubleType>()
+                    .write_batch(&x, Some(&d), None)
+                    .unwrap();
             }
         }
     }
@@ -87,7 +101,11 @@ fn cols() -> Vec<Col> {
     ]
 }
 
-fn read_all(files: &[PathBuf], input: &Input, parts: usize) -> Result<(Vec<Event>, ReadStats), String> {
+fn read_all(
+    files: &[PathBuf],
+    input: &Input,
+    parts: usize,
+) -> Result<(Vec<Event>, ReadStats), String> {
     let mut events = Vec::new();
     let mut total = ReadStats::default();
     for part in 0..parts {
@@ -136,7 +154,11 @@ fn columns_by_name_or_index_with_int_and_string_ids_weights_and_timestamps() {
         weight: WeightColumn::None,
         ..by_index.clone()
     };
-    assert!(read_all(&files, &none, 1).unwrap().0.iter().all(|e| e.weight == 1.0));
+    assert!(read_all(&files, &none, 1)
+        .unwrap()
+        .0
+        .iter()
+        .all(|e| e.weight == 1.0));
     let min = Input {
         min_weight: Some(2.0),
         ..by_index.clone()
@@ -149,13 +171,19 @@ fn columns_by_name_or_index_with_int_and_string_ids_weights_and_timestamps() {
         ..by_index.clone()
     };
     let e = read_all(&files, &bad, 1).unwrap_err();
-    assert!(e.contains("x.data") && e.contains("\"nope\"") && e.contains("plays"), "{e}");
+    assert!(
+        e.contains("x.data") && e.contains("\"nope\"") && e.contains("plays"),
+        "{e}"
+    );
     let bad = Input {
         item: Column::Index(7),
         ..by_index
     };
     let e = read_all(&files, &bad, 1).unwrap_err();
-    assert!(e.contains("x.data: column index 7 is out of range: the file has 4 column(s)"), "{e}");
+    assert!(
+        e.contains("x.data: column index 7 is out of range: the file has 4 column(s)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -200,7 +228,8 @@ fn nulls_are_bad_rows_named_by_row_and_column() {
     for parts in [1, 3] {
         let e = read_all(&files, &input, parts).unwrap_err();
         assert!(
-            e.contains("n.parquet: row 7: field weight: null") && e.contains("input.bad_lines = \"skip\""),
+            e.contains("n.parquet: row 7: field weight: null")
+                && e.contains("input.bad_lines = \"skip\""),
             "{e}"
         );
     }
@@ -213,7 +242,10 @@ fn nulls_are_bad_rows_named_by_row_and_column() {
     let mut samples = st.samples.clone();
     samples.sort();
     assert!(samples[0].contains("row 7: field weight"), "{samples:?}");
-    assert!(samples[1].contains("row 9: field user: null"), "{samples:?}");
+    assert!(
+        samples[1].contains("row 9: field user: null"),
+        "{samples:?}"
+    );
 }
 
 #[test]
@@ -243,8 +275,16 @@ fn values_follow_the_text_rules() {
     assert_eq!(got[1].user, RawId::Str("-1".into()));
     assert_eq!(got[1].weight, 2.5);
     assert_eq!(st.skipped, 2);
-    assert!(st.samples[0].contains("row 2: field weight: 1000000000000 is not a finite number"), "{:?}", st.samples);
-    assert!(st.samples[1].contains("row 3: field weight: 'x' is not a number"), "{:?}", st.samples);
+    assert!(
+        st.samples[0].contains("row 2: field weight: 1000000000000 is not a finite number"),
+        "{:?}",
+        st.samples
+    );
+    assert!(
+        st.samples[1].contains("row 3: field weight: 'x' is not a number"),
+        "{:?}",
+        st.samples
+    );
 }
 
 #[test]
@@ -262,14 +302,21 @@ fn truncated_corrupt_and_mislabelled_files_are_named() {
     flipped[8..40].iter_mut().for_each(|b| *b ^= 0x5a);
     let flip = dir.path().join("flip.parquet");
     std::fs::write(&flip, &flipped).unwrap();
-    for (p, name) in [(&cut, "cut.parquet"), (&header_only, "head.parquet"), (&flip, "flip.parquet")] {
+    for (p, name) in [
+        (&cut, "cut.parquet"),
+        (&header_only, "head.parquet"),
+        (&flip, "flip.parquet"),
+    ] {
         for bad_lines in [BadLines::Fail, BadLines::Skip] {
             let input = Input {
                 bad_lines,
                 ..Input::default()
             };
             let e = read_all(&[p.clone()], &input, 1).unwrap_err();
-            assert!(e.contains(name) && e.contains("truncated or corrupt"), "{e}");
+            assert!(
+                e.contains(name) && e.contains("truncated or corrupt"),
+                "{e}"
+            );
         }
     }
     let text = dir.path().join("t.tsv");
@@ -279,5 +326,8 @@ fn truncated_corrupt_and_mislabelled_files_are_named() {
         ..Input::default()
     };
     let e = read_all(&[text], &input, 1).unwrap_err();
-    assert!(e.contains("t.tsv: input.format = \"parquet\"") && e.contains("PAR1"), "{e}");
+    assert!(
+        e.contains("t.tsv: input.format = \"parquet\"") && e.contains("PAR1"),
+        "{e}"
+    );
 }
