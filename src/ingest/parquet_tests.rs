@@ -312,7 +312,7 @@ fn truncated_corrupt_and_mislabelled_files_are_named() {
                 bad_lines,
                 ..Input::default()
             };
-            let e = read_all(&[p.clone()], &input, 1).unwrap_err();
+            let e = read_all(std::slice::from_ref(p), &input, 1).unwrap_err();
             assert!(
                 e.contains(name) && e.contains("truncated or corrupt"),
                 "{e}"
