@@ -19,6 +19,7 @@ pub mod consolidate;
 pub mod parquet;
 pub mod parse;
 pub mod read;
+pub mod rows;
 pub mod weight;
 
 use crate::cluster::{owner, Body, Comm, CommError};

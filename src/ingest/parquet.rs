@@ -12,7 +12,8 @@
 
 use super::parse::MAX_ABS_WEIGHT;
 use super::parse::{number_field, parse_id, removal_flag, Columns, Event, LineError};
-use super::read::{bad_row, keep_event, ReadStats};
+use super::read::ReadStats;
+use super::rows::{bad_row, keep_event};
 use super::weight::{self, WeightChoice};
 use crate::ids::RawId;
 use crate::job::{Format, Input};

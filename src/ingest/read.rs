@@ -9,8 +9,9 @@
 use super::compress::{self, Codec};
 use super::parquet;
 use super::parse::{looks_like_header, number_field, parse_line, Columns, Event, Fields};
+use super::rows::{bad_row, keep_event};
 use super::weight::{self, WeightChoice};
-use crate::job::{BadLines, Format, Header, Input, WeightColumn};
+use crate::job::{Format, Header, Input, WeightColumn};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -462,52 +463,10 @@ fn take_line(
     }
 }
 
-/// Counts a parsed row (text line or Parquet row) and hands its event to `sink`, unless
-/// `min_weight` drops it.
-pub(super) fn keep_event(
-    input: &Input,
-    ev: Event,
-    st: &mut ReadStats,
-    sink: &mut impl FnMut(Event),
-) {
-    st.lines += 1;
-    // Removals (negative weights) are never filtered: they retract pairs.
-    if let Some(m) = input.min_weight {
-        if ev.weight >= 0.0 && (ev.weight as f64) < m {
-            st.below_min_weight += 1;
-            return;
-        }
-    }
-    st.events += 1;
-    sink(ev);
-}
-
-/// The bad-line rule (`input.bad_lines`) for a row that did not parse: `msg` names the file,
-/// the row (`what`: "line" or "row") and the field. Fails, or counts it and keeps a sample.
-pub(super) fn bad_row(
-    input: &Input,
-    msg: String,
-    what: &str,
-    st: &mut ReadStats,
-) -> Result<(), String> {
-    st.lines += 1;
-    match input.bad_lines {
-        BadLines::Fail => Err(format!(
-            "{msg}\n  fix the {what}, or set input.bad_lines = \"skip\" to skip and count such {what}s"
-        )),
-        BadLines::Skip => {
-            st.skipped += 1;
-            if st.samples.len() < MAX_SAMPLES {
-                st.samples.push(msg);
-            }
-            Ok(())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::BadLines;
     use std::io::Write;
 
     fn input() -> Input {
