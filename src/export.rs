@@ -1,4 +1,6 @@
-//! Exports a published model for other tools: TSV or NumPy `.npy`.
+//! Exports a published model for other tools: TSV, NumPy `.npy` or Parquet
+//! ([`crate::export_parquet`]: `users.parquet`, `items.parquet`, `recs.parquet`,
+//! `similar.parquet`, `buckets.parquet`).
 //!
 //! Factors: `users.tsv` / `items.tsv` (`id f1 … fd`, sorted by id), or `users.npy` /
 //! `items.npy` (float32, rows sorted by id) with `user_ids.txt` / `item_ids.txt` (row → id).
@@ -12,6 +14,7 @@
 //!   `buckets.npy` (uint64 `n × 3`: table, code, item row); rows index `users.npy` /
 //!   `items.npy` and the id lists, which are always written in NPY mode.
 
+use crate::export_parquet as pq;
 use crate::ids::RawId;
 use crate::store;
 use std::collections::HashMap;
@@ -25,6 +28,8 @@ pub enum ExportFormat {
     Tsv,
     /// `users.npy` / `items.npy` (float32, rows sorted by id) plus `user_ids.txt` / `item_ids.txt`.
     Npy,
+    /// One Parquet file per table (`users.parquet`, `recs.parquet`, …; schemas in README).
+    Parquet,
 }
 
 /// Rows of one side sorted by raw id.
@@ -283,6 +288,7 @@ pub fn export(
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut written = Vec::new();
     let mut rows = Vec::new();
+    let mut kinds = Vec::new();
     for (side, singular) in [("users", "user"), ("items", "item")] {
         let (ids, f, d) = sorted_side(&dir, &manifest, side)?;
         match format {
@@ -319,6 +325,14 @@ pub fn export(
                 written.push(path.display().to_string());
                 written.push(idp.display().to_string());
             }
+            ExportFormat::Parquet => {
+                let path = out.join(format!("{side}.parquet"));
+                kinds.push(pq::IdKind::of(&ids));
+                rows.push(HashMap::new()); // rows are not needed: ids are written as ids
+                pq::write_table(&path, &pq::factors_table(side, ids, d, f))?;
+                written.push(path.display().to_string());
+                continue;
+            }
         }
         rows.push(row_map(&ids));
     }
@@ -331,6 +345,16 @@ pub fn export(
         let lines = ordered_lines(&parts, sub)?;
         match (format, sub) {
             (ExportFormat::Tsv, _) => written.push(write_tsv(&lines, sub, out)?),
+            (ExportFormat::Parquet, _) => {
+                let table = match sub {
+                    "buckets" => pq::buckets_table(&lines, kinds[1])?,
+                    "recs" => pq::pairs_table(&lines, sub, kinds[0], kinds[1])?,
+                    _ => pq::pairs_table(&lines, sub, kinds[1], kinds[1])?,
+                };
+                let p = out.join(format!("{sub}.parquet"));
+                pq::write_table(&p, &table)?;
+                written.push(p.display().to_string());
+            }
             (ExportFormat::Npy, "buckets") => {
                 let b = buckets_npy(&lines, items)?;
                 let p = out.join("buckets.npy");

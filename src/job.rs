@@ -48,6 +48,9 @@ pub enum Format {
     Movielens,
     /// Runs of spaces or tabs.
     Whitespace,
+    /// Apache Parquet (flat columns, by name or index). A file that starts with the Parquet
+    /// magic bytes `PAR1` is read as Parquet whatever the format says.
+    Parquet,
 }
 
 /// Whether the first line of each file is a header (`true`/`false` as TOML booleans or

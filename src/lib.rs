@@ -16,6 +16,7 @@ pub mod confidence;
 pub mod escape;
 pub mod eval;
 pub mod export;
+pub mod export_parquet;
 pub mod generate;
 pub mod ids;
 pub mod ingest;

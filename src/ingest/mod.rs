@@ -20,9 +20,11 @@ pub mod balance;
 pub mod compress;
 pub mod consolidate;
 pub mod msg;
+pub mod parquet;
 pub mod parse;
 pub mod read;
 pub mod routing;
+pub mod rows;
 pub mod weight;
 
 use crate::cluster::{owner, Comm};

@@ -96,7 +96,7 @@ impl Columns {
 }
 
 /// Reads a removal flag: `Some(true)` for a removal, `Some(false)` for an addition.
-fn removal_flag(f: &[u8]) -> Option<bool> {
+pub fn removal_flag(f: &[u8]) -> Option<bool> {
     let s = String::from_utf8_lossy(f).trim().to_ascii_lowercase();
     match s.as_str() {
         "1" | "true" | "t" | "yes" | "y" | "removed" | "remove" | "unfavorite" | "deleted"
@@ -202,8 +202,9 @@ impl Fields {
 fn split_fields(line: &[u8], format: Format, out: &mut Vec<(usize, usize)>) {
     out.clear();
     match format {
-        Format::Tsv | Format::Csv => {
-            let d = if format == Format::Tsv { b'\t' } else { b',' };
+        // Parquet files are never read as lines (see `super::parquet`); tabs if ever asked.
+        Format::Tsv | Format::Csv | Format::Parquet => {
+            let d = if format == Format::Csv { b',' } else { b'\t' };
             let mut start = 0;
             for (i, &b) in line.iter().enumerate() {
                 if b == d {
@@ -431,6 +432,7 @@ fn format_name(f: Format) -> &'static str {
         Format::Csv => "csv",
         Format::Movielens => "movielens",
         Format::Whitespace => "whitespace",
+        Format::Parquet => "parquet",
     }
 }
 

@@ -1,14 +1,17 @@
-//! Parallel input: every worker reads a disjoint byte range of every plain file, and whole
-//! compressed files in turn (a gzip or zstd stream cannot be entered mid-way: [`super::compress`]).
+//! Parallel input: every worker reads a disjoint byte range of every plain file, whole
+//! compressed files in turn (a gzip or zstd stream cannot be entered mid-way: [`super::compress`]),
+//! and whole row groups of Parquet files in turn ([`super::parquet`]).
 //!
 //! A file of `n` bytes is cut at `n·k/parts`; a line belongs to the part in which its first
 //! byte lies, so each line is read exactly once whatever the number of parts. Line numbers
 //! for error messages are recovered only on the error path (by counting newlines before it).
 
 use super::compress::{self, Codec};
+use super::parquet;
 use super::parse::{looks_like_header, number_field, parse_line, Columns, Event, Fields};
+use super::rows::{bad_row, keep_event};
 use super::weight::{self, WeightChoice};
-use crate::job::{BadLines, Format, Header, Input, WeightColumn};
+use crate::job::{Format, Header, Input, WeightColumn};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -264,7 +267,8 @@ struct FileRead<'a> {
 }
 
 /// Reads part `part` of `parts` of every file, calling `sink` for each kept event: a byte
-/// range of each plain file, and the whole of every `parts`-th compressed file.
+/// range of each plain file, the whole of every `parts`-th compressed file, and every
+/// `parts`-th row group of the Parquet files (counted over all of them, in listing order).
 pub fn read_part(
     files: &[PathBuf],
     input: &Input,
@@ -275,7 +279,21 @@ pub fn read_part(
     let started = std::time::Instant::now();
     let mut st = ReadStats::default();
     let mut compressed = 0;
+    let mut row_groups = 0;
     for path in files {
+        if parquet::is_parquet(path, input.format)? {
+            let file = parquet::ParquetInput::open(path, input)?;
+            if !st.weights.contains(&file.weight.described) {
+                st.weights.push(file.weight.described.clone());
+            }
+            let first = row_groups;
+            row_groups += file.row_groups();
+            let mine: Vec<usize> = (0..file.row_groups())
+                .filter(|g| compress::owner(first + g, parts) == part)
+                .collect();
+            file.read_row_groups(&mine, input, &mut st, &mut sink)?;
+            continue;
+        }
         let codec = Codec::detect(path)?;
         if codec != Codec::Plain {
             compressed += 1;
@@ -423,21 +441,12 @@ fn take_line(
 ) -> Result<(), String> {
     let input = f.input;
     match parsed {
-        Ok(None) => {} // blank lines are not counted
+        Ok(None) => Ok(()), // blank lines are not counted
         Ok(Some(ev)) => {
-            st.lines += 1;
-            // Removals (negative weights) are never filtered: they retract pairs.
-            if let Some(m) = input.min_weight {
-                if ev.weight >= 0.0 && (ev.weight as f64) < m {
-                    st.below_min_weight += 1;
-                    return Ok(());
-                }
-            }
-            st.events += 1;
-            sink(ev);
+            keep_event(input, ev, st, sink);
+            Ok(())
         }
         Err(e) => {
-            st.lines += 1;
             let mut msg = format!(
                 "{}:{}: field {}: {}: '{}'",
                 f.path.display(),
@@ -449,27 +458,15 @@ fn take_line(
             if first && input.header == Header::False {
                 msg.push_str(" (input.header = \"false\": if this is a header line, set input.header = \"true\" or \"auto\")");
             }
-            match input.bad_lines {
-                BadLines::Fail => {
-                    return Err(format!(
-                        "{msg}\n  fix the line, or set input.bad_lines = \"skip\" to skip and count such lines"
-                    ))
-                }
-                BadLines::Skip => {
-                    st.skipped += 1;
-                    if st.samples.len() < MAX_SAMPLES {
-                        st.samples.push(msg);
-                    }
-                }
-            }
+            bad_row(input, msg, "line", st)
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::BadLines;
     use std::io::Write;
 
     fn input() -> Input {
