@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod confidence;
 pub mod escape;
 pub mod eval;
+pub mod eval_store;
 pub mod export;
 pub mod generate;
 pub mod ids;
