@@ -418,10 +418,10 @@ fn assert_store_consistent(store: &Path) {
         return;
     };
     let (dir, m) = recflow::store::open(store, Some(&v)).unwrap();
-    for f in m["files"].as_array().unwrap() {
-        let bytes = std::fs::read(dir.join(f["path"].as_str().unwrap())).unwrap();
-        assert_eq!(bytes.len() as u64, f["bytes"].as_u64().unwrap());
-        assert_eq!(crc32fast::hash(&bytes) as u64, f["crc32"].as_u64().unwrap());
+    for f in &m.files {
+        let bytes = std::fs::read(dir.join(&f.path)).unwrap();
+        assert_eq!(bytes.len() as u64, f.bytes);
+        assert_eq!(crc32fast::hash(&bytes), f.crc32);
     }
     recflow::store::load_side(&dir, &m, "users").unwrap();
     recflow::store::load_side(&dir, &m, "items").unwrap();

@@ -101,7 +101,10 @@ fn run_job_env(dir: &Path, input: &str, extra: &str, env: &[(&str, &str)]) -> Ra
 }
 
 fn manifest(dir: &Path) -> serde_json::Value {
-    recflow::store::open(&dir.join("store"), None).unwrap().1
+    recflow::store::open(&dir.join("store"), None)
+        .unwrap()
+        .1
+        .to_value()
 }
 
 fn current(dir: &Path) -> Option<String> {
@@ -720,10 +723,20 @@ fn corrupted_model_stores_are_refused_by_file() {
     // A bit flip in the snapshot of user 3's shard (its seen items): `recommend` refuses it by
     // name instead of answering from it; a stray file the manifest does not list is never read.
     let v = m["virtual_shards"].as_u64().unwrap() as u32;
-    let part = format!(
-        "snapshot/vs-{:05}.bin",
-        recflow::ids::RawId::Num(3).vshard(v)
-    );
+    let vs = recflow::ids::RawId::Num(3).vshard(v);
+    // The worker's snapshot pack whose index holds that shard.
+    let part = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| {
+            f["path"].as_str().unwrap().starts_with("snapshot/")
+                && f["vshards"].as_array().unwrap().contains(&vs.into())
+        })
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let s = d.join("case-snapshot");
     copy_tree(&pristine, &s);
     let p = vdir(&s).join(&part);
@@ -808,7 +821,7 @@ fn disk_full_while_writing_keeps_the_current_version() {
     run_job(d, input, "").ok();
     let before = recflow(d, &["recommend", "store", "--user", "3"]);
     before.ok();
-    for at in ["items/vs-", "recs/part-", "manifest.json", ".CURRENT.tmp"] {
+    for at in ["items/pack-", "recs/part-", "manifest.json", ".CURRENT.tmp"] {
         run_job_env(d, input, "", &[(recflow::store::FAIL_WRITE_ENV, at)]).fails(
             1,
             &[
@@ -922,7 +935,7 @@ fn a_factor_file_from_another_store_is_refused_by_name() {
     recflow(d, &[&other[..], &["--set", "output.store=other"]].concat()).ok();
     let pristine = d.join("pristine");
     copy_tree(&d.join("store"), &pristine);
-    let rel = "users/vs-00003.bin";
+    let rel = "users/pack-00001.bin";
     let (mine, theirs) = (
         d.join("store/v000001").join(rel),
         d.join("other/v000001").join(rel),
@@ -937,7 +950,7 @@ fn a_factor_file_from_another_store_is_refused_by_name() {
     );
     std::fs::copy(&theirs, &mine).unwrap();
     let needles = [
-        "vs-00003.bin",
+        "pack-00001.bin",
         "differs from the manifest",
         "another store's file",
     ];
@@ -1110,7 +1123,7 @@ fn a_failed_run_leaves_none_of_its_temporary_files() {
     run_job(d, input, "").ok();
     for at in [
         ".pending-",
-        "items/vs-",
+        "items/pack-",
         "recs/part-",
         "report.html",
         "manifest.json",
@@ -1258,12 +1271,10 @@ fn eval_refuses_recommendations_that_match_nothing_and_reads_a_store() {
     r.ok();
     let m: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(m["users"], 30, "{m}");
-    let parts = recflow::store::records_under(
-        &d.join("store").join(current(d).unwrap()),
-        &manifest(d),
-        "recs",
-    )
-    .unwrap();
+    let parts = recflow::store::open(&d.join("store"), None)
+        .unwrap()
+        .1
+        .records_under("recs");
     let dir = d.join("store").join(current(d).unwrap());
     let r2 = eval(dir.join("recs").to_str().unwrap());
     assert_eq!(r2.ok().stdout, r.stdout, "{parts:?}");

@@ -5,8 +5,8 @@
 //! Format 2 (written now) is compact: pairs sorted by (user, item), each row a varint user code
 //! (0: the previous row's user; otherwise a new user as a numeric delta or a string), a varint
 //! item code (a numeric delta from the previous item of the same user, or a string), the
-//! weight (whole multiples of the fixed-point scale as the integer, else the raw i128, both
-//! zigzag varints) and the time as a zigzag varint delta from the previous row's. Layout:
+//! weight (a whole multiple of the fixed-point scale as `zigzag(w / scale) << 1`, else 1 and
+//! the zigzag of the raw i128, all varints) and the time as a zigzag varint delta from the previous row's. Layout:
 //! magic `RFLWSNP2`, format version u32, vshard u32, rows u64, the rows, a CRC-32 of
 //! everything before it. Decoding checks the checksum first, bounds the row count by the bytes
 //! present, and refuses any row out of order (so every file has one encoding).
@@ -66,7 +66,9 @@ pub fn encode(vshard: u32, pairs: &[&Pair]) -> Vec<u8> {
         if w % UNIT == 0 {
             put_varint(&mut b, zigzag(w / UNIT) << 1);
         } else {
-            put_varint(&mut b, (zigzag(w) << 1) | 1);
+            // 1, then the raw value (its zigzag can use all 128 bits: no room for a flag).
+            put_varint(&mut b, 1);
+            put_varint(&mut b, zigzag(w));
         }
         put_varint(&mut b, zigzag(t as i128 - time as i128));
         time = t;
@@ -167,11 +169,12 @@ fn rows_v2(r: &mut Reader, rows: u64) -> Result<Vec<Pair>, String> {
             num_item = n;
         }
         let wc = r.varint().map_err(at)?;
-        let w = match wc & 1 {
-            0 => unzigzag(wc >> 1).checked_mul(UNIT),
-            _ => Some(unzigzag(wc >> 1)),
+        let w = match wc {
+            1 => Some(unzigzag(r.varint().map_err(at)?)).filter(|w| w % UNIT != 0),
+            c if c & 1 == 0 => unzigzag(c >> 1).checked_mul(UNIT),
+            _ => None,
         }
-        .ok_or_else(|| at("weight out of range".into()))?;
+        .ok_or_else(|| at("bad weight".into()))?;
         let t = i64::try_from(time as i128 + unzigzag(r.varint().map_err(at)?))
             .map_err(|_| at("time out of range".into()))?;
         time = t;
