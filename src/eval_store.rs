@@ -18,38 +18,68 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
+/// An item as the metrics see it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ItemAt {
+    /// Its global key (as the held-out pairs hold it).
+    key: u64,
+    /// Its catalogue index (for coverage).
+    index: usize,
+}
+
 /// Every item of the version: its key and catalogue index.
-fn item_keys(dir: &Path, m: &Manifest) -> Result<HashMap<RawId, (u64, usize)>, String> {
+fn item_keys(dir: &Path, m: &Manifest) -> Result<HashMap<RawId, ItemAt>, String> {
     let mut out = HashMap::new();
     for f in store::sections::factors(dir, &m.files, Kind::Items, m.factors, &|_| true)? {
         for (local, id) in f.ids.into_iter().enumerate() {
             let n = out.len();
-            out.insert(id, (key(f.vshard, local as u32), n));
+            let at = ItemAt {
+                key: key(f.vshard, local as u32),
+                index: n,
+            };
+            out.insert(id, at);
         }
     }
     Ok(out)
 }
 
 /// Each user's recommended items (key, catalogue index), best first.
-type Lists = HashMap<RawId, Vec<(u64, usize)>>;
+type Lists = HashMap<RawId, Vec<ItemAt>>;
 
 /// The version's recommendation parts as lists (`user item score rank` lines).
-fn rec_lists(dir: &Path, m: &Manifest, items: &HashMap<RawId, (u64, usize)>) -> Result<Lists, String> {
-    let mut ranked: HashMap<RawId, Vec<(usize, (u64, usize))>> = HashMap::new();
+fn rec_lists(dir: &Path, m: &Manifest, items: &HashMap<RawId, ItemAt>) -> Result<Lists, String> {
+    let mut ranked: HashMap<RawId, Vec<(usize, ItemAt)>> = HashMap::new();
     for rec in m.records_under("recs") {
         let path = dir.join(&rec.path);
         let text = store::read_record(dir, &rec)?;
-        for (n, line) in text.split(|&b| b == b'\n').enumerate().filter(|l| !l.1.is_empty()) {
-            let bad = || format!("{}:{}: not a `user item score rank` line", path.display(), n + 1);
+        for (n, line) in text
+            .split(|&b| b == b'\n')
+            .enumerate()
+            .filter(|l| !l.1.is_empty())
+        {
+            let bad = || {
+                format!(
+                    "{}:{}: not a `user item score rank` line",
+                    path.display(),
+                    n + 1
+                )
+            };
             let f: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
             if f.len() != 4 {
                 return Err(bad());
             }
             let user = RawId::parse(f[0]).map_err(|_| bad())?;
             let item = RawId::parse(f[1]).map_err(|_| bad())?;
-            let rank: usize = std::str::from_utf8(f[3]).ok().and_then(|r| r.parse().ok()).ok_or_else(bad)?;
+            let rank: usize = std::str::from_utf8(f[3])
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .ok_or_else(bad)?;
             let at = *items.get(&item).ok_or_else(|| {
-                format!("{}:{}: item {item} is not in the version's factors", path.display(), n + 1)
+                format!(
+                    "{}:{}: item {item} is not in the version's factors",
+                    path.display(),
+                    n + 1
+                )
             })?;
             ranked.entry(user).or_default().push((rank, at));
         }
@@ -66,9 +96,14 @@ fn rec_lists(dir: &Path, m: &Manifest, items: &HashMap<RawId, (u64, usize)>) -> 
 /// The held-out pairs of one set (`holdout` or `valid`), item keys per user.
 fn held_out(dir: &Path, m: &Manifest, set: &str) -> Result<BTreeMap<RawId, Vec<u64>>, String> {
     let mut out: BTreeMap<RawId, Vec<u64>> = BTreeMap::new();
-    for rec in m.records_under("eval").iter().filter(|r| r.path.starts_with(&format!("eval/{set}-"))) {
+    for rec in m
+        .records_under("eval")
+        .iter()
+        .filter(|r| r.path.starts_with(&format!("eval/{set}-")))
+    {
         let bytes = store::read_record(dir, rec)?;
-        let pairs = store::holdout::decode(&bytes).map_err(|e| format!("{}: {e}", dir.join(&rec.path).display()))?;
+        let pairs = store::holdout::decode(&bytes)
+            .map_err(|e| format!("{}: {e}", dir.join(&rec.path).display()))?;
         for (u, k) in pairs {
             out.entry(u).or_default().push(k);
         }
@@ -91,10 +126,12 @@ fn metrics_of(
     let mut coverage = Metrics::new(ks);
     for (user, test) in held.iter().filter(|(u, _)| trained.contains(*u)) {
         let list = lists.get(user).map(|l| &l[..]).unwrap_or(&[]);
-        let keys: Vec<u64> = list.iter().map(|x| x.0).collect();
-        let m = per_shard.entry(user.vshard(v)).or_insert_with(|| Metrics::new(ks));
+        let keys: Vec<u64> = list.iter().map(|x| x.key).collect();
+        let m = per_shard
+            .entry(user.vshard(v))
+            .or_insert_with(|| Metrics::new(ks));
         m.add_user(&keys, test);
-        coverage.cover(&list.iter().map(|x| x.1).collect::<Vec<_>>(), catalogue);
+        coverage.cover(&list.iter().map(|x| x.index).collect::<Vec<_>>(), catalogue);
     }
     let mut total = Metrics::new(ks);
     for m in per_shard.values() {
@@ -111,12 +148,18 @@ pub fn agree(a: &Value, b: &Value, tol: f64) -> bool {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             let keys = |o: &serde_json::Map<String, Value>| {
-                o.keys().filter(|k| !k.starts_with("auc")).cloned().collect::<Vec<_>>()
+                o.keys()
+                    .filter(|k| !k.starts_with("auc"))
+                    .cloned()
+                    .collect::<Vec<_>>()
             };
             keys(x) == keys(y) && keys(x).iter().all(|k| agree(&x[k], &y[k], tol))
         }
         (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             (x - y).abs() <= tol * x.abs().max(y.abs()).max(1.0)
         }
         _ => a == b,
@@ -149,7 +192,10 @@ pub fn eval_store(store_path: &Path, version: Option<&str>) -> Result<Value, Str
     let v = m.virtual_shards.max(1);
     let mut out = json!({ "version": m.version, "auc": "not recomputed (needs every item's score; see manifest_metrics)" });
     let mut matches = true;
-    for (set, name, pairs) in [("holdout", "metrics", h.test_pairs), ("valid", "valid_metrics", h.valid_pairs)] {
+    for (set, name, pairs) in [
+        ("holdout", "metrics", h.test_pairs),
+        ("valid", "valid_metrics", h.valid_pairs),
+    ] {
         if pairs == 0 {
             continue;
         }
@@ -158,7 +204,11 @@ pub fn eval_store(store_path: &Path, version: Option<&str>) -> Result<Value, Str
         // As the manifest holds it: written as text and read back (serde_json's float
         // parsing can differ from the value in the last bit, the same way both times).
         let got: Value = serde_json::from_str(&got.to_string()).expect("metrics json");
-        let recorded = if name == "metrics" { &m.metrics } else { &m.valid_metrics };
+        let recorded = if name == "metrics" {
+            &m.metrics
+        } else {
+            &m.valid_metrics
+        };
         matches &= agree(&got, recorded, 0.0);
         out[format!("manifest_{name}")] = recorded.clone();
         out[name] = got;

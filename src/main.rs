@@ -178,7 +178,11 @@ enum Cmd {
         /// Model store directory.
         store: PathBuf,
         /// User id.
-        #[arg(long, required_unless_present = "users_file", conflicts_with = "users_file")]
+        #[arg(
+            long,
+            required_unless_present = "users_file",
+            conflicts_with = "users_file"
+        )]
         user: Option<String>,
         /// Answer every user in this file (one id per line; the version is loaded once).
         #[arg(long)]

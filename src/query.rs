@@ -22,7 +22,11 @@ struct Rows {
 impl Rows {
     fn load(dir: &Path, m: &Manifest, side: &str) -> Result<Rows, String> {
         let (ids, factors, _) = store::load_side(dir, m, side)?;
-        let row = ids.iter().enumerate().map(|(r, id)| (id.clone(), r)).collect();
+        let row = ids
+            .iter()
+            .enumerate()
+            .map(|(r, id)| (id.clone(), r))
+            .collect();
         Ok(Rows { ids, factors, row })
     }
 }
@@ -85,7 +89,11 @@ impl Model {
     fn find(&self, side: &str, id: &str) -> Result<(RawId, usize), String> {
         let shown = escape(id);
         let raw = RawId::parse(id.as_bytes()).map_err(|e| format!("'{shown}': {e}"))?;
-        let rows = if side == "users" { self.users.as_ref() } else { Some(&self.items) };
+        let rows = if side == "users" {
+            self.users.as_ref()
+        } else {
+            Some(&self.items)
+        };
         let rows = rows.ok_or("this model was loaded without user factors")?;
         let singular = &side[..side.len() - 1];
         let r = *rows.row.get(&raw).ok_or_else(|| {
@@ -146,7 +154,9 @@ impl Model {
 /// The `k` best (score, item row): highest score first, ties by item id, so the answer does
 /// not depend on the file order. Selects before sorting (the catalogue is much longer than k).
 fn top_k(mut scored: Vec<(f32, usize)>, k: usize, ids: &[RawId]) -> Vec<(f32, usize)> {
-    let order = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then_with(|| ids[a.1].cmp(&ids[b.1]));
+    let order = |a: &(f32, usize), b: &(f32, usize)| {
+        b.0.total_cmp(&a.0).then_with(|| ids[a.1].cmp(&ids[b.1]))
+    };
     if k < scored.len() {
         scored.select_nth_unstable_by(k, order);
         scored.truncate(k);
@@ -170,7 +180,8 @@ pub fn query(
 /// The ids of a `--users-file`: one per line (the first field of a tab- or comma-separated
 /// line), blank lines and `#` comments skipped. Returns (line number, id).
 pub fn read_ids(path: &Path) -> Result<Vec<(usize, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(text
         .lines()
         .enumerate()

@@ -396,9 +396,7 @@ fn run_worker(
     if let (Some(p), Some(c)) = (parent.as_ref(), changes.as_ref()) {
         log.info(&format!(
             "compared with {}: top-{} changed for {} of {} users (mean overlap {:.3})",
-            p.version,
-            job.recommend.k,
-            c.users_topk_changed, c.users_compared, c.mean_topk_overlap
+            p.version, job.recommend.k, c.users_topk_changed, c.users_compared, c.mean_topk_overlap
         ));
     }
     let out = publish(
@@ -536,13 +534,14 @@ fn publish(
             valid_metrics: json!(recs
                 .filter(|_| job.eval.valid.is_some())
                 .map(|r| r.metrics[1].report(r.catalogue))),
-            holdout: recs.map(|r| store::manifest::Holdout {
-                test_pairs: files_rows(&files, "eval/holdout-"),
-                valid_pairs: files_rows(&files, "eval/valid-"),
-                catalogue: r.catalogue,
-                ks: job.eval.k.list(),
-            })
-            .filter(|h| h.test_pairs + h.valid_pairs > 0),
+            holdout: recs
+                .map(|r| store::manifest::Holdout {
+                    test_pairs: files_rows(&files, "eval/holdout-"),
+                    valid_pairs: files_rows(&files, "eval/valid-"),
+                    catalogue: r.catalogue,
+                    ks: job.eval.k.list(),
+                })
+                .filter(|h| h.test_pairs + h.valid_pairs > 0),
             files,
         };
         let mut manifest = manifest.to_value();
@@ -552,7 +551,8 @@ fn publish(
         let published = crate::cleanup::publishing(|| {
             let typed: store::Manifest =
                 serde_json::from_value(manifest.clone()).expect("the manifest just built");
-            let dir = report.and_then(|_| store::publish(&store_path, &staging, version, &typed))?;
+            let dir =
+                report.and_then(|_| store::publish(&store_path, &staging, version, &typed))?;
             // Retention: only after the new version is published, and never fatal.
             if let Err(e) = store::prune(&store_path, job.output.keep_versions) {
                 eprintln!("warning: published {version}, but pruning old versions failed: {e}");

@@ -118,13 +118,20 @@ fn open(store: &Path, version: &str, job: &Job) -> Result<Parent, String> {
 /// whether the entity is new (not in the parent).
 pub fn load_factors(parent: &Parent, side: &mut Side, name: &str) -> Result<Vec<bool>, String> {
     let d = side.dim;
-    let kind = if name == "users" { Kind::Users } else { Kind::Items };
+    let kind = if name == "users" {
+        Kind::Users
+    } else {
+        Kind::Items
+    };
     let mut new = vec![true; side.rows()];
     let owned = |vs: u32| side.vshards.binary_search(&vs).is_ok();
     let shards = store::sections::factors(&parent.dir, &parent.files, kind, d, &owned)
         .map_err(|e| format!("{e} (the parent version is damaged: train from scratch with model.warm_start = false)"))?;
     for f in shards {
-        let j = side.vshards.binary_search(&f.vshard).expect("an owned shard");
+        let j = side
+            .vshards
+            .binary_search(&f.vshard)
+            .expect("an owned shard");
         let at: HashMap<&RawId, usize> = f.ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
         let rows = side.starts[j]..side.starts[j + 1];
         for (r, is_new) in rows.clone().zip(&mut new[rows]) {

@@ -285,7 +285,10 @@ fn publishing_keeps_versions_and_flips_current() {
         recflow::export::ExportFormat::Tsv,
     )
     .unwrap_err();
-    assert!(e.contains("pack-00000.bin") && e.contains("corrupted"), "{e}");
+    assert!(
+        e.contains("pack-00000.bin") && e.contains("corrupted"),
+        "{e}"
+    );
     // The older version still exports.
     recflow::export::export(
         &store,

@@ -94,9 +94,15 @@ fn packed_version_holds_the_content_of_a_per_shard_one() {
         .collect();
     want.sort();
     assert_eq!(want.len(), 4, "factors, recs, similar");
-    assert!(exported(&new, &tmp.path().join("x-new")) == want, "packed differs from main's");
+    assert!(
+        exported(&new, &tmp.path().join("x-new")) == want,
+        "packed differs from main's"
+    );
     copy_tree(&fixture().join("store"), &old);
-    assert!(exported(&old, &tmp.path().join("x-old")) == want, "old store reads differently");
+    assert!(
+        exported(&old, &tmp.path().join("x-old")) == want,
+        "old store reads differently"
+    );
     let main_answer = std::fs::read_to_string(fixture().join("recommend-3.tsv")).unwrap();
     for store in [&new, &old] {
         let lines = recflow::query::query(store, None, "users", "3", 7).unwrap();
@@ -120,10 +126,19 @@ fn warm_start_from_a_per_shard_parent_equals_one_from_a_packed_parent() {
         assert_eq!(s.manifest["lineage"]["parent"], "v000001");
         assert!(s.manifest["lineage"]["new_users"].as_u64().unwrap() > 0);
     }
-    for c in ["pairs", "users", "items", "snapshot_pairs", "nonpositive_pairs"] {
+    for c in [
+        "pairs",
+        "users",
+        "items",
+        "snapshot_pairs",
+        "nonpositive_pairs",
+    ] {
         assert_eq!(a.manifest["counts"][c], b.manifest["counts"][c], "{c}");
     }
-    assert_eq!(a.manifest["train"]["objective"], b.manifest["train"]["objective"]);
+    assert_eq!(
+        a.manifest["train"]["objective"],
+        b.manifest["train"]["objective"]
+    );
     let (xa, xb) = (tmp.path().join("xa"), tmp.path().join("xb"));
     assert!(exported(&old, &xa) == exported(&new, &xb), "day 2 differs");
 }
@@ -134,7 +149,11 @@ fn warm_start_from_a_per_shard_parent_equals_one_from_a_packed_parent() {
 fn eval_store_equals_the_manifest_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("s");
-    let extra = ["eval.holdout=0.25", "eval.k=[3,5]", "model.warm_start=false"];
+    let extra = [
+        "eval.holdout=0.25",
+        "eval.k=[3,5]",
+        "model.warm_start=false",
+    ];
     for workers in [1, 3] {
         let s = go(job(&store, &fixture().join("day1.tsv"), &extra), workers);
         let r = recflow::eval_store::eval_store(&store, None).unwrap();
@@ -175,7 +194,10 @@ fn users_file_answers_equal_single_queries() {
     assert_eq!(got, want);
     std::fs::write(&f, "3\nnobody\n").unwrap();
     let e = recflow::query::recommend_batch(&store, None, &f, 4).unwrap_err();
-    assert!(e.contains("users.txt:2") && e.contains("unknown user 'nobody'"), "{e}");
+    assert!(
+        e.contains("users.txt:2") && e.contains("unknown user 'nobody'"),
+        "{e}"
+    );
 }
 
 /// A damaged pack index is refused naming the file: by the manifest's digest, and, when the
@@ -192,7 +214,10 @@ fn corrupt_pack_index_is_a_clear_error_naming_the_file() {
     std::fs::write(&path, &b).unwrap();
     let out = tmp.path().join("x");
     let e = export(&store, None, &out, ExportFormat::Tsv).unwrap_err();
-    assert!(e.contains(rel) && e.contains("differs from the manifest"), "{e}");
+    assert!(
+        e.contains(rel) && e.contains("differs from the manifest"),
+        "{e}"
+    );
     let mp = s.version_dir.join("manifest.json");
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mp).unwrap()).unwrap();
     for f in m["files"].as_array_mut().unwrap() {
@@ -203,7 +228,10 @@ fn corrupt_pack_index_is_a_clear_error_naming_the_file() {
     }
     std::fs::write(&mp, serde_json::to_vec(&m).unwrap()).unwrap();
     let e = export(&store, None, &out, ExportFormat::Tsv).unwrap_err();
-    assert!(e.contains(rel) && e.contains("packed index: checksum mismatch"), "{e}");
+    assert!(
+        e.contains(rel) && e.contains("packed index: checksum mismatch"),
+        "{e}"
+    );
     let e = recflow::query::query(&store, None, "users", "3", 3).unwrap_err();
     assert!(e.contains(rel) && e.contains("packed index"), "{e}");
 }

@@ -67,11 +67,15 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(RawId, u64)>, String> {
     let mut r = Reader { b: body, at: 8 };
     let version = r.u32()?;
     if version != 1 {
-        return Err(format!("held-out pair format version {version}, this recflow reads 1"));
+        return Err(format!(
+            "held-out pair format version {version}, this recflow reads 1"
+        ));
     }
     let rows = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
     if rows.saturating_mul(2) > (body.len() - r.at) as u64 {
-        return Err(format!("header claims {rows} rows, more than the file holds"));
+        return Err(format!(
+            "header claims {rows} rows, more than the file holds"
+        ));
     }
     let mut out: Vec<(RawId, u64)> = Vec::with_capacity(rows as usize);
     let (mut num_user, mut prev) = (0u64, 0u64);
@@ -93,7 +97,8 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(RawId, u64)>, String> {
         if let RawId::Num(n) = user {
             num_user = n;
         }
-        let d = u64::try_from(r.varint().map_err(at)?).map_err(|_| at("key out of range".into()))?;
+        let d =
+            u64::try_from(r.varint().map_err(at)?).map_err(|_| at("key out of range".into()))?;
         let key = if d == 0 {
             UNKNOWN
         } else {

@@ -171,8 +171,8 @@ pub fn open(store: &Path, version: Option<&str>) -> Result<(PathBuf, Manifest), 
     };
     let dir = store.join(&v);
     let path = dir.join("manifest.json");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let raw: Value = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not a valid manifest: {e}", path.display()))?;
     let fv = raw["format_version"].as_u64().unwrap_or(0);

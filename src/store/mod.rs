@@ -25,7 +25,6 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-
 /// Crash injection for tests: `RECFLOW_TEST_CRASH_AT=N` aborts the process (as `kill -9`
 /// would, without unwinding or cleanup) at the N-th [`crash_point`] it passes.
 pub const CRASH_ENV: &str = "RECFLOW_TEST_CRASH_AT";
@@ -413,7 +412,11 @@ pub fn load_side(
     manifest: &Manifest,
     side: &str,
 ) -> Result<(Vec<RawId>, Vec<f32>, usize), String> {
-    let kind = if side == "users" { pack::Kind::Users } else { pack::Kind::Items };
+    let kind = if side == "users" {
+        pack::Kind::Users
+    } else {
+        pack::Kind::Items
+    };
     let dim = manifest.factors;
     let mut ids = Vec::new();
     let mut factors = Vec::new();

@@ -117,7 +117,8 @@ pub fn decode(bytes: &[u8], kind: Kind) -> Result<Vec<(u32, &[u8])>, String> {
                 entries[j - 1].0
             ));
         }
-        let len = usize::try_from(len).map_err(|_| format!("packed index: section {vs} too long"))?;
+        let len =
+            usize::try_from(len).map_err(|_| format!("packed index: section {vs} too long"))?;
         let s = r
             .take(len)
             .map_err(|e| format!("packed index: section of shard {vs}: {e}"))?;
@@ -154,8 +155,13 @@ mod tests {
         let s = decode(&b, Kind::Items).unwrap();
         let want: Vec<(u32, &[u8])> = vec![(1, b"abc"), (5, b""), (9, b"xy")];
         assert_eq!(s, want);
-        assert!(decode(&b, Kind::Users).unwrap_err().contains("expected Users"));
-        assert_eq!(decode(&encode(Kind::Snapshot, &[]), Kind::Snapshot).unwrap(), vec![]);
+        assert!(decode(&b, Kind::Users)
+            .unwrap_err()
+            .contains("expected Users"));
+        assert_eq!(
+            decode(&encode(Kind::Snapshot, &[]), Kind::Snapshot).unwrap(),
+            vec![]
+        );
     }
 
     /// Any damage to the index, or a file cut short or extended, is refused; damage inside a
@@ -174,7 +180,9 @@ mod tests {
         }
         let mut c = b.clone();
         c.push(0);
-        assert!(decode(&c, Kind::Items).unwrap_err().contains("after the last"));
+        assert!(decode(&c, Kind::Items)
+            .unwrap_err()
+            .contains("after the last"));
     }
 
     /// A re-signed index whose lengths do not add up, or whose shards are out of order, is

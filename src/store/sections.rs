@@ -24,6 +24,9 @@ fn sub(kind: Kind) -> &'static str {
     }
 }
 
+/// What [`for_each`] calls per section: (vshard, its bytes, the file's path).
+pub type Each<'a> = dyn FnMut(u32, &[u8], &Path) -> Result<(), String> + 'a;
+
 /// Calls `each(vshard, section bytes, file path)` for every section of `kind` under `dir`
 /// whose virtual shard `wanted` accepts, in file order and, within a pack, in shard order.
 /// Only files holding a wanted shard are read; each is checked against its record first.
@@ -32,7 +35,7 @@ pub fn for_each(
     files: &[FileRecord],
     kind: Kind,
     wanted: &dyn Fn(u32) -> bool,
-    each: &mut dyn FnMut(u32, &[u8], &Path) -> Result<(), String>,
+    each: &mut Each,
 ) -> Result<(), String> {
     for rec in files.iter().filter(|f| f.path.starts_with(sub(kind))) {
         let path = dir.join(&rec.path);
@@ -47,7 +50,8 @@ pub fn for_each(
             continue;
         }
         let bytes = read_record(dir, rec)?;
-        let sections = pack::decode(&bytes, kind).map_err(|e| format!("{}: {e}", path.display()))?;
+        let sections =
+            pack::decode(&bytes, kind).map_err(|e| format!("{}: {e}", path.display()))?;
         let listed: Vec<u32> = sections.iter().map(|s| s.0).collect();
         if listed != rec.vshards {
             return Err(format!(
@@ -64,7 +68,12 @@ pub fn for_each(
 }
 
 /// Decodes one factor section and checks it is the shard and dimension expected.
-pub fn factor_section(bytes: &[u8], path: &Path, vs: u32, dim: usize) -> Result<FactorFile, String> {
+pub fn factor_section(
+    bytes: &[u8],
+    path: &Path,
+    vs: u32,
+    dim: usize,
+) -> Result<FactorFile, String> {
     let f = format::decode(bytes).map_err(|e| format!("{}: shard {vs}: {e}", path.display()))?;
     if f.vshard != vs || f.dim != dim {
         return Err(format!(

@@ -35,7 +35,9 @@ const UNIT: i128 = 1 << 32;
 /// pair twice (as ingest consolidates them).
 pub fn encode(vshard: u32, pairs: &[&Pair]) -> Vec<u8> {
     assert!(
-        pairs.windows(2).all(|w| (&w[0].0, &w[0].1) < (&w[1].0, &w[1].1)),
+        pairs
+            .windows(2)
+            .all(|w| (&w[0].0, &w[0].1) < (&w[1].0, &w[1].1)),
         "snapshot pairs must be sorted and distinct"
     );
     let mut b = Vec::with_capacity(HEADER + pairs.len() * 6 + 4);
@@ -214,7 +216,12 @@ mod tests {
             (RawId::Num(0), RawId::Num(0), UNIT, 0),
             (RawId::Num(3), RawId::Num(7), 5 << 32, 17),
             (RawId::Num(3), RawId::Num(u64::MAX), 3, -4),
-            (RawId::Num(3), RawId::Str("héllo".into()), -(1 << 40), i64::MAX),
+            (
+                RawId::Num(3),
+                RawId::Str("héllo".into()),
+                -(1 << 40),
+                i64::MAX,
+            ),
             (RawId::Num(u64::MAX), RawId::Num(2), i128::MAX, i64::MIN),
             (RawId::Str("u".into()), RawId::Num(1), i128::MIN, 0),
             (RawId::Str("u".into()), RawId::Str("v".into()), 1, 1),
@@ -245,8 +252,17 @@ mod tests {
         let mut s: Vec<Pair> = (0..5000)
             .map(|_| {
                 let (u, i) = (next() % 300, next() % 2000);
-                let w = if next() % 4 == 0 { (next() % 1000) as i128 } else { UNIT * (1 + (next() % 5) as i128) };
-                (RawId::Num(u), RawId::Num(i), w, 1_600_000_000 + (next() % 86400) as i64)
+                let w = if next() % 4 == 0 {
+                    (next() % 1000) as i128
+                } else {
+                    UNIT * (1 + (next() % 5) as i128)
+                };
+                (
+                    RawId::Num(u),
+                    RawId::Num(i),
+                    w,
+                    1_600_000_000 + (next() % 86400) as i64,
+                )
             })
             .collect();
         s.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));

@@ -53,20 +53,32 @@ impl VersionWriter {
     /// Writes the sections (vshard, bytes, rows) of one kind as one pack
     /// `<sub>/pack-NNNNN.bin`, NNNNN its first shard (each shard has one owner, so names never
     /// collide); nothing when there are no sections.
-    pub fn pack(&mut self, kind: Kind, sub: &str, sections: Vec<(u32, Vec<u8>, u64)>) -> Result<(), String> {
+    pub fn pack(
+        &mut self,
+        kind: Kind,
+        sub: &str,
+        sections: Vec<(u32, Vec<u8>, u64)>,
+    ) -> Result<(), String> {
         let Some(first) = sections.first().map(|s| s.0) else {
             return Ok(());
         };
         let rows = sections.iter().map(|s| s.2).sum();
         let vshards = sections.iter().map(|s| s.0).collect();
-        let bytes = pack::encode(kind, &sections.into_iter().map(|s| (s.0, s.1)).collect::<Vec<_>>());
+        let bytes = pack::encode(
+            kind,
+            &sections.into_iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+        );
         self.write_indexed(&format!("{sub}/pack-{first:05}.bin"), &bytes, rows, vshards)?;
         Ok(())
     }
 
     /// Writes one side's factors: a pack of one section per owned virtual shard.
     pub fn factors(&mut self, side: &Side, kind: Kind) -> Result<(), String> {
-        let sub = if kind == Kind::Users { "users" } else { "items" };
+        let sub = if kind == Kind::Users {
+            "users"
+        } else {
+            "items"
+        };
         self.pack(kind, sub, factor_sections(side, kind as u8))
     }
 
