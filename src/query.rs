@@ -40,6 +40,8 @@ pub struct Model {
     users: Option<Rows>,
     /// Seen items per user, for the virtual shards decoded so far.
     seen: HashMap<u32, HashMap<RawId, HashSet<RawId>>>,
+    /// Snapshot packs read so far (a pack holds many shards).
+    packs: store::sections::Cache,
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -64,6 +66,7 @@ impl Model {
             items,
             users,
             seen: HashMap::new(),
+            packs: Default::default(),
         })
     }
 
@@ -76,7 +79,9 @@ impl Model {
         if self.seen.contains_key(&vs) {
             return Ok(());
         }
-        let pairs = store::sections::snapshot_pairs(&self.dir, &self.manifest.files, &|s| s == vs)?;
+        let (dir, files) = (&self.dir, &self.manifest.files);
+        let pairs =
+            store::sections::snapshot_pairs_cached(dir, files, &|s| s == vs, &mut self.packs)?;
         let mut by_user: HashMap<RawId, HashSet<RawId>> = HashMap::new();
         for (u, i, _, _) in pairs {
             by_user.entry(u).or_default().insert(i);

@@ -37,6 +37,32 @@ pub fn for_each(
     wanted: &dyn Fn(u32) -> bool,
     each: &mut Each,
 ) -> Result<(), String> {
+    for_each_cached(dir, files, kind, wanted, &mut Cache::default(), each)
+}
+
+/// Files already read and checked, by path: a process answering many queries reads a
+/// worker's pack once, not once per virtual shard it needs from it.
+#[derive(Default)]
+pub struct Cache(std::collections::HashMap<String, Vec<u8>>);
+
+impl Cache {
+    fn read(&mut self, dir: &Path, rec: &FileRecord) -> Result<&[u8], String> {
+        if !self.0.contains_key(&rec.path) {
+            self.0.insert(rec.path.clone(), read_record(dir, rec)?);
+        }
+        Ok(&self.0[&rec.path])
+    }
+}
+
+/// [`for_each`], keeping what it reads in `cache` (and reading nothing it holds).
+pub fn for_each_cached(
+    dir: &Path,
+    files: &[FileRecord],
+    kind: Kind,
+    wanted: &dyn Fn(u32) -> bool,
+    cache: &mut Cache,
+    each: &mut Each,
+) -> Result<(), String> {
     for rec in files.iter().filter(|f| f.path.starts_with(sub(kind))) {
         let path = dir.join(&rec.path);
         if let Some(vs) = per_shard(rec) {
@@ -49,7 +75,7 @@ pub fn for_each(
         if !rec.vshards.is_empty() && !rec.vshards.iter().any(|&v| wanted(v)) {
             continue;
         }
-        let bytes = read_record(dir, rec)?;
+        let bytes = cache.read(dir, rec)?;
         let sections =
             pack::decode(&bytes, kind).map_err(|e| format!("{}: {e}", path.display()))?;
         let listed: Vec<u32> = sections.iter().map(|s| s.0).collect();
@@ -109,15 +135,32 @@ pub fn snapshot_pairs(
     files: &[FileRecord],
     wanted: &dyn Fn(u32) -> bool,
 ) -> Result<Vec<Pair>, String> {
+    snapshot_pairs_cached(dir, files, wanted, &mut Cache::default())
+}
+
+/// [`snapshot_pairs`] through a [`Cache`].
+pub fn snapshot_pairs_cached(
+    dir: &Path,
+    files: &[FileRecord],
+    wanted: &dyn Fn(u32) -> bool,
+    cache: &mut Cache,
+) -> Result<Vec<Pair>, String> {
     let mut out = Vec::new();
-    for_each(dir, files, Kind::Snapshot, wanted, &mut |vs, b, path| {
-        let (got, pairs) =
-            snapshot::decode(b).map_err(|e| format!("{}: shard {vs}: {e}", path.display()))?;
-        if got != vs {
-            return Err(format!("{}: holds shard {got}, not {vs}", path.display()));
-        }
-        out.extend(pairs);
-        Ok(())
-    })?;
+    for_each_cached(
+        dir,
+        files,
+        Kind::Snapshot,
+        wanted,
+        cache,
+        &mut |vs, b, path| {
+            let (got, pairs) =
+                snapshot::decode(b).map_err(|e| format!("{}: shard {vs}: {e}", path.display()))?;
+            if got != vs {
+                return Err(format!("{}: holds shard {got}, not {vs}", path.display()));
+            }
+            out.extend(pairs);
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
