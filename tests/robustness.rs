@@ -649,10 +649,15 @@ fn corrupted_model_stores_are_refused_by_file() {
                 move |v: &Path| {
                     let p = v.join(&rel);
                     let mut b = std::fs::read(&p).unwrap();
-                    b.truncate(b.len() - 4);
-                    b[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
-                    let crc = crc32fast::hash(&b);
-                    b.extend_from_slice(&crc.to_le_bytes());
+                    // The first factor section of the pack: after the 20-byte header, 12
+                    // bytes per index entry and the index CRC; its length from entry 0.
+                    let n = u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
+                    let at = 20 + 12 * n + 4;
+                    let len = u64::from_le_bytes(b[24..32].try_into().unwrap()) as usize;
+                    let sec = &mut b[at..at + len];
+                    sec[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+                    let crc = crc32fast::hash(&sec[..len - 4]);
+                    sec[len - 4..].copy_from_slice(&crc.to_le_bytes());
                     std::fs::write(&p, &b).unwrap();
                     let whole = crc32fast::hash(&b);
                     let digest = recflow::store::digest(&b);
