@@ -76,8 +76,7 @@ pub fn for_each_cached(
             continue;
         }
         let bytes = cache.read(dir, rec)?;
-        let sections =
-            pack::decode(&bytes, kind).map_err(|e| format!("{}: {e}", path.display()))?;
+        let sections = pack::decode(bytes, kind).map_err(|e| format!("{}: {e}", path.display()))?;
         let listed: Vec<u32> = sections.iter().map(|s| s.0).collect();
         if listed != rec.vshards {
             return Err(format!(
