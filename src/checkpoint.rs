@@ -14,7 +14,7 @@ use crate::cluster::{Body, Comm, CommError};
 use crate::ingest::IngestStats;
 use crate::job::Job;
 use crate::side::Side;
-use crate::store::{self, format};
+use crate::store;
 use std::path::{Path, PathBuf};
 use timely::worker::Worker;
 
@@ -52,15 +52,9 @@ fn write_side(
     std::fs::create_dir_all(dir.join(name))
         .map_err(|e| format!("cannot create checkpoint {}: {e}", dir.display()))?;
     let mut out = Vec::new();
-    for (j, &vs) in side.vshards.iter().enumerate() {
-        let (a, b) = (side.starts[j], side.starts[j + 1]);
-        let bytes = format::encode(
-            tag,
-            vs,
-            side.dim,
-            &side.ids[a..b],
-            &side.factors[a * side.dim..b * side.dim],
-        );
+    // One file per virtual shard (unlike a version's packs): a resume with another worker
+    // layout reads exactly the shards it owns.
+    for (vs, bytes, _) in store::writer::factor_sections(side, tag) {
         let rel = format!("{name}/vs-{vs:05}.bin");
         store::write_synced(&dir.join(&rel), &bytes)?;
         out.push((rel, store::digest(&bytes)));
@@ -138,9 +132,9 @@ fn load_side(
                 dir.display()
             ));
         }
-        let f = format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let f = store::sections::factor_section(&bytes, &path, vs, side.dim)?;
         let (a, b) = (side.starts[j], side.starts[j + 1]);
-        if f.vshard != vs || f.dim != side.dim || f.ids[..] != side.ids[a..b] {
+        if f.ids[..] != side.ids[a..b] {
             return Err(format!(
                 "{}: does not match the ingested data (different input?)",
                 path.display()

@@ -231,9 +231,16 @@ pub fn auc(scores: &[f32], test: &[usize], excluded: &[usize]) -> Option<f64> {
     Some(good / (test.len() * negatives) as f64)
 }
 
-/// A text file's contents (invalid UTF-8 replaced), which [`pairs`] borrows from.
+/// A text file's contents (invalid UTF-8 replaced), which [`pairs`] borrows from; gzip and
+/// zstd files (told by their magic bytes, as ingest does) are decompressed.
 fn load(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    use crate::ingest::compress::{self, Codec};
+    use std::io::Read;
+    let codec = Codec::detect(path)?;
+    let mut text = Vec::new();
+    compress::open(path, codec)?
+        .read_to_end(&mut text)
+        .map_err(|e| compress::read_error(path, codec, 0, &e))?;
     Ok(match String::from_utf8(text) {
         Ok(t) => t,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -288,7 +295,7 @@ fn pairs<'a>(path: &std::path::Path, text: &'a str) -> Result<Vec<Line<'a>>, Str
 fn recs_texts(recs: &std::path::Path) -> Result<Vec<(std::path::PathBuf, String)>, String> {
     if recs.join("CURRENT").is_file() {
         let (dir, manifest) = crate::store::open(recs, None)?;
-        let parts = crate::store::records_under(&dir, &manifest, "recs")?;
+        let parts = manifest.records_under("recs");
         if parts.is_empty() {
             return Err(format!(
                 "{}: the store's current version has no recommendations (recommend.k = 0?)",

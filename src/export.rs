@@ -35,7 +35,7 @@ pub enum ExportFormat {
 /// Rows of one side sorted by raw id.
 pub fn sorted_side(
     dir: &Path,
-    manifest: &serde_json::Value,
+    manifest: &store::Manifest,
     side: &str,
 ) -> Result<(Vec<RawId>, Vec<f32>, usize), String> {
     let (ids, factors, d) = store::load_side(dir, manifest, side)?;
@@ -128,18 +128,11 @@ pub fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<
 /// against the manifest's sizes and checksums.
 pub fn read_parts(
     dir: &Path,
-    manifest: &serde_json::Value,
+    manifest: &store::Manifest,
     sub: &str,
 ) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let files: Vec<store::FileRecord> = serde_json::from_value(manifest["files"].clone())
-        .map_err(|e| format!("{}: bad file list in manifest: {e}", dir.display()))?;
-    let mut parts: Vec<&store::FileRecord> = files
-        .iter()
-        .filter(|f| f.path.starts_with(&format!("{sub}/")))
-        .collect();
-    parts.sort_by(|a, b| a.path.cmp(&b.path));
     let mut out = Vec::new();
-    for f in parts {
+    for f in &manifest.records_under(sub) {
         let bytes = store::read_record(dir, f)?;
         out.push((dir.join(&f.path).display().to_string(), bytes));
     }

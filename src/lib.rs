@@ -15,6 +15,7 @@ pub mod comm;
 pub mod confidence;
 pub mod escape;
 pub mod eval;
+pub mod eval_store;
 pub mod export;
 pub mod export_parquet;
 pub mod generate;

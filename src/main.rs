@@ -156,17 +156,25 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = ExportFormat::Tsv)]
         format: ExportFormat,
     },
-    /// Metrics of any recommendation file or directory against held-out pairs.
+    /// Metrics of any recommendation file or directory against held-out pairs, or recompute a
+    /// store version's own metrics (`recflow eval STORE`).
     Eval {
+        /// A model store: recompute its version's metrics from the recs and held-out pairs
+        /// it keeps (instead of --recs/--train/--test).
+        #[arg(conflicts_with_all = ["recs", "train", "test"])]
+        store: Option<PathBuf>,
+        /// With STORE: the version to evaluate (default: CURRENT).
+        #[arg(long, requires = "store")]
+        version: Option<String>,
         /// Recommendation file or directory of part files (`user item score rank`).
-        #[arg(long)]
-        recs: PathBuf,
-        /// Training pairs (users absent from it are not evaluated).
-        #[arg(long)]
-        train: PathBuf,
-        /// Held-out pairs.
-        #[arg(long)]
-        test: PathBuf,
+        #[arg(long, required_unless_present = "store")]
+        recs: Option<PathBuf>,
+        /// Training pairs (users absent from it are not evaluated); gzip/zstd read as such.
+        #[arg(long, required_unless_present = "store")]
+        train: Option<PathBuf>,
+        /// Held-out pairs; gzip/zstd read as such.
+        #[arg(long, required_unless_present = "store")]
+        test: Option<PathBuf>,
         /// Cut-off(s), comma-separated (`-k 10,20`); the first is the headline.
         #[arg(short, long, default_value = "10", value_delimiter = ',')]
         k: Vec<usize>,
@@ -176,12 +184,19 @@ enum Cmd {
         /// Model store directory.
         store: PathBuf,
         /// User id.
-        #[arg(long, required_unless_present = "items", conflicts_with = "items")]
+        #[arg(
+            long,
+            required_unless_present_any = ["items", "users_file"],
+            conflicts_with_all = ["items", "users_file"]
+        )]
         user: Option<String>,
         /// Instead of a user: an ad-hoc item list (basket, curated list), comma-separated;
         /// projected (svd model) or solved for (als model) against the item factors.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "users_file")]
         items: Option<String>,
+        /// Answer every user in this file (one id per line; the version is loaded once).
+        #[arg(long)]
+        users_file: Option<PathBuf>,
         /// At most this many (any k: scored at query time from the factors).
         #[arg(short, long, default_value_t = 10)]
         k: usize,
@@ -470,14 +485,18 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             store,
             user,
             items,
+            users_file,
             k,
             version,
         } => {
             let v = version.as_deref();
-            let lines = match (user, items) {
-                (Some(user), _) => recflow::query::query(&store, v, "users", &user, k),
-                (None, Some(list)) => recflow::query::query_items(&store, v, &list, k),
-                (None, None) => Err("give --user ID or --items A,B,C".into()),
+            let lines = match (user, items, users_file) {
+                (Some(u), _, _) => recflow::query::query(&store, v, "users", &u, k),
+                (None, Some(list), _) => recflow::query::query_items(&store, v, &list, k),
+                (None, None, Some(f)) => recflow::query::recommend_batch(&store, v, &f, k),
+                (None, None, None) => {
+                    Err("give --user ID, --items A,B,C or --users-file FILE".into())
+                }
             };
             for l in lines.map_err(|e| (1, e))? {
                 println!("{l}");
@@ -547,6 +566,8 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             Ok(())
         }
         Cmd::Eval {
+            store,
+            version,
             recs,
             train,
             test,
@@ -555,7 +576,12 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             if k.is_empty() || k.contains(&0) {
                 return Err((2, "--k must be at least 1 (each of a list)".into()));
             }
-            let m = recflow::eval::eval_files(&recs, &train, &test, &k).map_err(|e| (1, e))?;
+            let m = match (store, recs, train, test) {
+                (Some(s), ..) => recflow::eval_store::eval_store(&s, version.as_deref()),
+                (None, Some(r), Some(tr), Some(te)) => recflow::eval::eval_files(&r, &tr, &te, &k),
+                _ => Err("give a STORE, or --recs, --train and --test".into()),
+            }
+            .map_err(|e| (1, e))?;
             println!("{}", serde_json::to_string_pretty(&m).expect("json"));
             Ok(())
         }

@@ -380,24 +380,23 @@ fn run_worker(
         )?),
         _ => None,
     };
-    let lineage = json!({
-        "recs_vs_parent": changes,
-        "parent": parent.as_ref().map(|p| p.version.clone()),
-        "consumed": warm::consumed(parent.as_ref(), job, files),
-        "new_users": fold.map(|f| f[0]),
-        "new_items": fold.map(|f| f[1]),
-        "parent_objective": parent.as_ref().map(|p| p.manifest["train"]["objective"].as_array().and_then(|o| o.last()).map(|o| o["value"].clone())),
-        "parent_metrics": parent.as_ref().map(|p| p.manifest["metrics"].clone()),
-    });
+    let lineage = store::manifest::Lineage {
+        recs_vs_parent: changes.clone(),
+        parent: parent.as_ref().map(|p| p.version.clone()),
+        consumed: warm::consumed(parent.as_ref(), job, files),
+        new_users: fold.map(|f| f[0]),
+        new_items: fold.map(|f| f[1]),
+        parent_objective: parent.as_ref().and_then(|p| {
+            let o = p.manifest.train["objective"].as_array()?;
+            Some(o.last()?["value"].clone())
+        }),
+        parent_metrics: parent.as_ref().map(|p| p.manifest.metrics.clone()),
+    };
     log.stage("publish", &job.output.store);
     if let (Some(p), Some(c)) = (parent.as_ref(), changes.as_ref()) {
         log.info(&format!(
             "compared with {}: top-{} changed for {} of {} users (mean overlap {:.3})",
-            p.version,
-            job.recommend.k,
-            c["users_topk_changed"],
-            c["users_compared"],
-            c["mean_topk_overlap"].as_f64().unwrap_or(0.0)
+            p.version, job.recommend.k, c.users_topk_changed, c.users_compared, c.mean_topk_overlap
         ));
     }
     let out = publish(
@@ -421,39 +420,38 @@ fn run_worker(
     Ok(out)
 }
 
-fn side_files(dir: &Path, side: &Side, name: &str, tag: u8) -> Result<Vec<FileRecord>, String> {
-    let mut recs = Vec::new();
-    for (j, &vs) in side.vshards.iter().enumerate() {
-        let (a, b) = (side.starts[j], side.starts[j + 1]);
-        let bytes = store::format::encode(
-            tag,
-            vs,
-            side.dim,
-            &side.ids[a..b],
-            &side.factors[a * side.dim..b * side.dim],
-        );
-        recs.push(store::write_part(
-            dir,
-            &format!("{name}/vs-{vs:05}.bin"),
-            &bytes,
-            (b - a) as u64,
-        )?);
+/// This worker's files of the version: factor packs, the snapshot and recs parts written
+/// earlier, similar and bucket parts, held-out pairs.
+fn worker_files(
+    staging: &Path,
+    me: usize,
+    data: &Ingested,
+    recs: Option<&Recs>,
+) -> Result<Vec<FileRecord>, String> {
+    use store::pack::Kind;
+    let mut w = store::VersionWriter::new(staging);
+    w.factors(&data.users, Kind::Users)?;
+    w.factors(&data.items, Kind::Items)?;
+    for (pending, rec) in &data.snapshot {
+        w.adopt(pending, rec)?;
     }
-    Ok(recs)
-}
-
-/// Moves a file written before publish (under the pending directory, already synced) to its
-/// place in the staging directory.
-fn move_in(staging: &Path, pending: &Path, rec: &FileRecord) -> Result<FileRecord, String> {
-    let dest = staging.join(&rec.path);
-    std::fs::rename(pending, &dest).map_err(|e| {
-        format!(
-            "cannot move {} to {}: {e}",
-            pending.display(),
-            dest.display()
-        )
-    })?;
-    Ok(rec.clone())
+    if let Some((b, n)) = recs.and_then(|r| r.similar.as_ref()) {
+        w.write(&format!("similar/part-{me:05}.tsv"), b, *n)?;
+    }
+    if let Some((b, n)) = recs.and_then(|r| r.buckets.as_ref()) {
+        w.write(&format!("buckets/part-{me:05}.tsv"), b, *n)?;
+    }
+    if let Some((pending, rec)) = recs.and_then(|r| r.part.as_ref()) {
+        w.adopt(pending, rec)?;
+    }
+    // The held-out pairs the metrics were computed against (`recflow eval STORE`).
+    for (set, pairs) in [("holdout", &data.test), ("valid", &data.valid)] {
+        if recs.is_some() && !pairs.is_empty() {
+            let rel = format!("eval/{set}-{me:05}.bin");
+            w.write(&rel, &store::holdout::encode(pairs), pairs.len() as u64)?;
+        }
+    }
+    Ok(w.into_records())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -465,7 +463,7 @@ fn publish(
     (train, svd): (&TrainReport, Option<&crate::svd::SvdReport>),
     recs: Option<&Recs>,
     mut timings: serde_json::Value,
-    lineage: serde_json::Value,
+    lineage: store::manifest::Lineage,
     started: Instant,
 ) -> Result<Option<crate::run::Summary>, CommError> {
     let (users, items, stats) = (&data.users, &data.items, &data.stats);
@@ -486,33 +484,7 @@ fn publish(
     let (version, staging) = target.split_once('\n').expect("prepare message");
     let staging = PathBuf::from(staging);
     // 2. Every worker writes (and syncs) the files of the shards it owns.
-    let mine = side_files(&staging, users, "users", 0).and_then(|mut r| {
-        r.extend(side_files(&staging, items, "items", 1)?);
-        for (pending, rec) in &data.snapshot {
-            r.push(move_in(&staging, pending, rec)?);
-        }
-        if let Some((b, n)) = recs.and_then(|r| r.similar.as_ref()) {
-            r.push(store::write_part(
-                &staging,
-                &format!("similar/part-{:05}.tsv", comm.index),
-                b,
-                *n,
-            )?);
-        }
-        if let Some((b, n)) = recs.and_then(|r| r.buckets.as_ref()) {
-            r.push(store::write_part(
-                &staging,
-                &format!("buckets/part-{:05}.tsv", comm.index),
-                b,
-                *n,
-            )?);
-        }
-        if let Some((pending, rec)) = recs.and_then(|r| r.part.as_ref()) {
-            store::sync_file(pending)?;
-            r.push(move_in(&staging, pending, rec)?);
-        }
-        Ok(r)
-    });
+    let mine = worker_files(&staging, comm.index, data, recs);
     match mine {
         Ok(r) => comm.send(0, Body::Text(serde_json::to_string(&r).expect("records"))),
         Err(e) => comm.broadcast(Body::Abort(e)),
@@ -530,41 +502,59 @@ fn publish(
     if comm.index == 0 {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         timings["total_secs"] = json!(started.elapsed().as_secs_f64());
-        let mut manifest = json!({
-            "format_version": store::MANIFEST_VERSION,
-            "recflow_version": env!("CARGO_PKG_VERSION"),
-            "version": version,
-            "parent": lineage["parent"],
-            "lineage": lineage,
-            "created_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            "job": job,
-            "workers": comm.peers,
-            "virtual_shards": job.shards.virtual_shards,
-            "factors": job.factors().0,
-            "method": job.model.method,
-            "svd": svd,
-            "counts": stats,
-            "confidence": data.confidence,
-            "train": train,
-            "timings": timings,
-            "recommend": recs.map(|r| json!({
+        let manifest = store::Manifest {
+            format_version: store::MANIFEST_VERSION,
+            recflow_version: env!("CARGO_PKG_VERSION").into(),
+            version: version.into(),
+            parent: lineage.parent.clone(),
+            lineage,
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            job: json!(job),
+            workers: comm.peers,
+            virtual_shards: job.shards.virtual_shards,
+            factors: job.factors().0,
+            method: Some(job.model.method),
+            svd: svd.cloned(),
+            counts: json!(stats),
+            confidence: json!(data.confidence),
+            train: json!(train),
+            timings,
+            recommend: json!(recs.map(|r| json!({
                 "k": job.recommend.k,
                 "mode": job.recommend.mode,
                 "lines": r.lines,
                 "users_without_recs": r.users_without_recs,
                 "exact": r.exact,
                 "lsh": r.lsh,
-            })),
-            "metrics": recs.filter(|_| !job_has_no_eval(job)).map(|r| r.metrics[0].report(r.catalogue)),
-            "valid_metrics": recs.filter(|_| job.eval.valid.is_some()).map(|r| r.metrics[1].report(r.catalogue)),
-            "files": files,
-        });
+            }))),
+            metrics: json!(recs
+                .filter(|_| !job_has_no_eval(job))
+                .map(|r| r.metrics[0].report(r.catalogue))),
+            valid_metrics: json!(recs
+                .filter(|_| job.eval.valid.is_some())
+                .map(|r| r.metrics[1].report(r.catalogue))),
+            holdout: recs
+                .map(|r| store::manifest::Holdout {
+                    test_pairs: files_rows(&files, "eval/holdout-"),
+                    valid_pairs: files_rows(&files, "eval/valid-"),
+                    catalogue: r.catalogue,
+                    ks: job.eval.k.list(),
+                })
+                .filter(|h| h.test_pairs + h.valid_pairs > 0),
+            files,
+        };
+        let mut manifest = manifest.to_value();
         // report.json and report.html go into the staging directory: published with the rest.
         let report = crate::report::write(&staging, &mut manifest, degrees.as_ref());
         // Publish and prune as one step against a signal (crate::cleanup).
         let published = crate::cleanup::publishing(|| {
+            let typed: store::Manifest =
+                serde_json::from_value(manifest.clone()).expect("the manifest just built");
             let dir =
-                report.and_then(|_| store::publish(&store_path, &staging, version, &manifest))?;
+                report.and_then(|_| store::publish(&store_path, &staging, version, &typed))?;
             // Retention: only after the new version is published, and never fatal.
             if let Err(e) = store::prune(&store_path, job.output.keep_versions) {
                 eprintln!("warning: published {version}, but pruning old versions failed: {e}");
@@ -584,6 +574,15 @@ fn publish(
     }
     comm.exchange(worker, "publish: commit")?;
     Ok(summary)
+}
+
+/// Rows of the files whose path starts with `prefix`.
+fn files_rows(files: &[FileRecord], prefix: &str) -> u64 {
+    files
+        .iter()
+        .filter(|f| f.path.starts_with(prefix))
+        .map(|f| f.rows)
+        .sum()
 }
 
 fn job_has_no_eval(job: &Job) -> bool {

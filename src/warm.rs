@@ -3,14 +3,17 @@
 //! The parent version contributes its interaction snapshot (read by ingest as pairs added to the
 //! new events, so removals retract them) and its factors: known users and items keep their
 //! vectors, new ones keep their random start and are folded in by one exact least-squares
-//! solve against the fixed other side before the warm iterations. Factor files are per virtual
-//! shard, so the parent may have been trained with any worker count or process layout.
+//! solve against the fixed other side before the warm iterations. Factor sections are per
+//! virtual shard (packed per worker, found by the pack index: [`crate::store::sections`]), so
+//! the parent may have been trained with any worker count or process layout.
 
 use crate::cluster::{Body, Comm, CommError};
 use crate::ids::RawId;
 use crate::job::{Job, Method};
 use crate::side::Side;
-use crate::store::{self, FileRecord};
+use crate::store::manifest::{InputIdentity, RecsChange};
+use crate::store::pack::Kind;
+use crate::store::{self, FileRecord, Manifest};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use timely::worker::Worker;
@@ -22,7 +25,7 @@ pub struct Parent {
     /// Its directory.
     pub dir: PathBuf,
     /// Its manifest.
-    pub manifest: serde_json::Value,
+    pub manifest: Manifest,
     /// Its snapshot files: (its directory, the file's manifest record), in a fixed order.
     pub snapshot: Vec<(PathBuf, FileRecord)>,
     files: Vec<FileRecord>,
@@ -71,19 +74,18 @@ pub fn find(
 
 fn open(store: &Path, version: &str, job: &Job) -> Result<Parent, String> {
     let (dir, manifest) = store::open(store, Some(version))?;
-    let files: Vec<FileRecord> = serde_json::from_value(manifest["files"].clone())
-        .map_err(|e| format!("{}: bad file list in manifest: {e}", dir.display()))?;
-    let v = manifest["virtual_shards"].as_u64().unwrap_or(0);
-    if v != job.shards.virtual_shards as u64 {
+    let files = manifest.files.clone();
+    let v = manifest.virtual_shards;
+    if v != job.shards.virtual_shards {
         return Err(format!(
             "warm start: {} was trained with shards.virtual = {v}, this job has {}; virtual shards are fixed for a model's lifetime (set it back, or set model.warm_start = false to train from scratch)",
             dir.display(),
             job.shards.virtual_shards
         ));
     }
-    let d = manifest["factors"].as_u64().unwrap_or(0);
+    let d = manifest.factors;
     let (want, key) = job.factors();
-    if d != want as u64 {
+    if d != want {
         return Err(format!(
             "warm start: {} has {key} = {d}, this job has {want}; set it back, or set model.warm_start = false to train from scratch",
             dir.display(),
@@ -102,7 +104,7 @@ fn open(store: &Path, version: &str, job: &Job) -> Result<Parent, String> {
         .collect();
     if job.model.snapshot
         && snapshot.is_empty()
-        && manifest["counts"]["pairs"].as_u64().unwrap_or(0) > 0
+        && manifest.counts["pairs"].as_u64().unwrap_or(0) > 0
     {
         return Err(format!(
             "warm start: {} has no interaction snapshot (made by an older recflow?); set model.warm_start = false once to publish a version with one",
@@ -122,25 +124,20 @@ fn open(store: &Path, version: &str, job: &Job) -> Result<Parent, String> {
 /// whether the entity is new (not in the parent).
 pub fn load_factors(parent: &Parent, side: &mut Side, name: &str) -> Result<Vec<bool>, String> {
     let d = side.dim;
+    let kind = if name == "users" {
+        Kind::Users
+    } else {
+        Kind::Items
+    };
     let mut new = vec![true; side.rows()];
-    for (j, &vs) in side.vshards.iter().enumerate() {
-        let rel = format!("{name}/vs-{vs:05}.bin");
-        let Some(rec) = parent.files.iter().find(|f| f.path == rel) else {
-            continue;
-        };
-        let path = parent.dir.join(&rel);
-        let bytes = store::read_record(&parent.dir, rec).map_err(|e| {
-            format!("{e} (the parent version is damaged: train from scratch with model.warm_start = false)")
-        })?;
-        let f = store::format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        if f.dim != d || f.vshard != vs {
-            return Err(format!(
-                "{}: shard {} of dimension {}, expected shard {vs} of dimension {d}: the parent version is inconsistent (train from scratch with model.warm_start = false)",
-                path.display(),
-                f.vshard,
-                f.dim
-            ));
-        }
+    let owned = |vs: u32| side.vshards.binary_search(&vs).is_ok();
+    let shards = store::sections::factors(&parent.dir, &parent.files, kind, d, &owned)
+        .map_err(|e| format!("{e} (the parent version is damaged: train from scratch with model.warm_start = false)"))?;
+    for f in shards {
+        let j = side
+            .vshards
+            .binary_search(&f.vshard)
+            .expect("an owned shard");
         let at: HashMap<&RawId, usize> = f.ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
         let rows = side.starts[j]..side.starts[j + 1];
         for (r, is_new) in rows.clone().zip(&mut new[rows]) {
@@ -191,7 +188,7 @@ pub fn fold_in(
     )
 }
 
-fn identity(path: &Path) -> serde_json::Value {
+fn identity(path: &Path) -> InputIdentity {
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let meta = std::fs::metadata(path).ok();
     let modified = meta
@@ -199,32 +196,29 @@ fn identity(path: &Path) -> serde_json::Value {
         .and_then(|m| m.modified().ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_nanos() as u64);
-    serde_json::json!({
-        "path": canonical.display().to_string(),
-        "bytes": meta.map(|m| m.len()),
-        "modified_ns": modified,
-    })
+    InputIdentity {
+        path: canonical.display().to_string(),
+        bytes: meta.map(|m| m.len()),
+        modified_ns: modified,
+    }
 }
 
 /// The input files consumed into a new version's snapshot: the parent's (when its snapshot
 /// was carried forward) and this run's, newest last, at most [`CONSUMED_MAX`].
-pub fn consumed(parent: Option<&Parent>, job: &Job, files: &[PathBuf]) -> serde_json::Value {
-    let mut all: Vec<serde_json::Value> = parent
+pub fn consumed(parent: Option<&Parent>, job: &Job, files: &[PathBuf]) -> Vec<InputIdentity> {
+    let mut all: Vec<InputIdentity> = parent
         .filter(|_| job.model.snapshot)
-        .and_then(|p| p.manifest["lineage"]["consumed"].as_array().cloned())
+        .map(|p| p.manifest.lineage.consumed.clone())
         .unwrap_or_default();
     all.extend(files.iter().map(|f| identity(f)));
     let skip = all.len().saturating_sub(CONSUMED_MAX);
-    serde_json::Value::Array(all.split_off(skip))
+    all.split_off(skip)
 }
 
 /// A warm start adds the parent's snapshot to the input: an input file the snapshot already
 /// holds would count its events twice (the classic re-run of last night's job).
 fn refuse_consumed(parent: &Parent, files: &[PathBuf]) -> Result<(), String> {
-    let seen = parent.manifest["lineage"]["consumed"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let seen = &parent.manifest.lineage.consumed;
     for f in files {
         if seen.contains(&identity(f)) {
             return Err(format!(
@@ -260,7 +254,7 @@ pub fn compare_recs(
     parent: &Parent,
     owners: &crate::side::Assignment,
     mut new: Vec<(u64, u64)>,
-) -> Result<serde_json::Value, CommError> {
+) -> Result<RecsChange, CommError> {
     // Parent parts are read round-robin and routed to the users' owners.
     let parts: Vec<&FileRecord> = parent
         .files
@@ -325,9 +319,13 @@ pub fn compare_recs(
             total.iter_mut().zip(c).for_each(|(t, c)| *t += c);
         }
     }
-    Ok(serde_json::json!({
-        "users_compared": total[0],
-        "users_topk_changed": total[1],
-        "mean_topk_overlap": if total[0] > 0 { total[2] as f64 / 1e6 / total[0] as f64 } else { 0.0 },
-    }))
+    Ok(RecsChange {
+        users_compared: total[0],
+        users_topk_changed: total[1],
+        mean_topk_overlap: if total[0] > 0 {
+            total[2] as f64 / 1e6 / total[0] as f64
+        } else {
+            0.0
+        },
+    })
 }

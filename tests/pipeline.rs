@@ -182,7 +182,7 @@ fn seen_items_are_never_recommended() {
     .unwrap();
     let (dir, m) = recflow::store::open(&tmp.path().join("s"), None).unwrap();
     assert_eq!(dir, s.version_dir);
-    assert!(m["metrics"].is_null());
+    assert!(m.metrics.is_null());
     // Rebuild the training pairs from the demo generator and check every line.
     let g = recflow::generate::Generator::new(recflow::generate::Spec {
         users: 600,
@@ -273,7 +273,7 @@ fn publishing_keeps_versions_and_flips_current() {
         Some("v000002")
     );
     // A corrupted factor file is refused by name.
-    let f = store.join("v000002/users/vs-00003.bin");
+    let f = store.join("v000002/users/pack-00000.bin");
     let mut b = std::fs::read(&f).unwrap();
     let n = b.len();
     b[n / 2] ^= 1;
@@ -285,7 +285,10 @@ fn publishing_keeps_versions_and_flips_current() {
         recflow::export::ExportFormat::Tsv,
     )
     .unwrap_err();
-    assert!(e.contains("vs-00003.bin") && e.contains("corrupted"), "{e}");
+    assert!(
+        e.contains("pack-00000.bin") && e.contains("corrupted"),
+        "{e}"
+    );
     // The older version still exports.
     recflow::export::export(
         &store,

@@ -101,7 +101,10 @@ fn run_job_env(dir: &Path, input: &str, extra: &str, env: &[(&str, &str)]) -> Ra
 }
 
 fn manifest(dir: &Path) -> serde_json::Value {
-    recflow::store::open(&dir.join("store"), None).unwrap().1
+    recflow::store::open(&dir.join("store"), None)
+        .unwrap()
+        .1
+        .to_value()
 }
 
 fn current(dir: &Path) -> Option<String> {
@@ -646,10 +649,15 @@ fn corrupted_model_stores_are_refused_by_file() {
                 move |v: &Path| {
                     let p = v.join(&rel);
                     let mut b = std::fs::read(&p).unwrap();
-                    b.truncate(b.len() - 4);
-                    b[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
-                    let crc = crc32fast::hash(&b);
-                    b.extend_from_slice(&crc.to_le_bytes());
+                    // The first factor section of the pack: after the 20-byte header, 12
+                    // bytes per index entry and the index CRC; its length from entry 0.
+                    let n = u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
+                    let at = 20 + 12 * n + 4;
+                    let len = u64::from_le_bytes(b[24..32].try_into().unwrap()) as usize;
+                    let sec = &mut b[at..at + len];
+                    sec[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+                    let crc = crc32fast::hash(&sec[..len - 4]);
+                    sec[len - 4..].copy_from_slice(&crc.to_le_bytes());
                     std::fs::write(&p, &b).unwrap();
                     let whole = crc32fast::hash(&b);
                     let digest = recflow::store::digest(&b);
@@ -720,10 +728,20 @@ fn corrupted_model_stores_are_refused_by_file() {
     // A bit flip in the snapshot of user 3's shard (its seen items): `recommend` refuses it by
     // name instead of answering from it; a stray file the manifest does not list is never read.
     let v = m["virtual_shards"].as_u64().unwrap() as u32;
-    let part = format!(
-        "snapshot/vs-{:05}.bin",
-        recflow::ids::RawId::Num(3).vshard(v)
-    );
+    let vs = recflow::ids::RawId::Num(3).vshard(v);
+    // The worker's snapshot pack whose index holds that shard.
+    let part = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| {
+            f["path"].as_str().unwrap().starts_with("snapshot/")
+                && f["vshards"].as_array().unwrap().contains(&vs.into())
+        })
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let s = d.join("case-snapshot");
     copy_tree(&pristine, &s);
     let p = vdir(&s).join(&part);
@@ -808,7 +826,7 @@ fn disk_full_while_writing_keeps_the_current_version() {
     run_job(d, input, "").ok();
     let before = recflow(d, &["recommend", "store", "--user", "3"]);
     before.ok();
-    for at in ["items/vs-", "recs/part-", "manifest.json", ".CURRENT.tmp"] {
+    for at in ["items/pack-", "recs/part-", "manifest.json", ".CURRENT.tmp"] {
         run_job_env(d, input, "", &[(recflow::store::FAIL_WRITE_ENV, at)]).fails(
             1,
             &[
@@ -922,7 +940,7 @@ fn a_factor_file_from_another_store_is_refused_by_name() {
     recflow(d, &[&other[..], &["--set", "output.store=other"]].concat()).ok();
     let pristine = d.join("pristine");
     copy_tree(&d.join("store"), &pristine);
-    let rel = "users/vs-00003.bin";
+    let rel = "users/pack-00001.bin";
     let (mine, theirs) = (
         d.join("store/v000001").join(rel),
         d.join("other/v000001").join(rel),
@@ -937,7 +955,7 @@ fn a_factor_file_from_another_store_is_refused_by_name() {
     );
     std::fs::copy(&theirs, &mine).unwrap();
     let needles = [
-        "vs-00003.bin",
+        "pack-00001.bin",
         "differs from the manifest",
         "another store's file",
     ];
@@ -1110,7 +1128,7 @@ fn a_failed_run_leaves_none_of_its_temporary_files() {
     run_job(d, input, "").ok();
     for at in [
         ".pending-",
-        "items/vs-",
+        "items/pack-",
         "recs/part-",
         "report.html",
         "manifest.json",
@@ -1258,12 +1276,10 @@ fn eval_refuses_recommendations_that_match_nothing_and_reads_a_store() {
     r.ok();
     let m: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(m["users"], 30, "{m}");
-    let parts = recflow::store::records_under(
-        &d.join("store").join(current(d).unwrap()),
-        &manifest(d),
-        "recs",
-    )
-    .unwrap();
+    let parts = recflow::store::open(&d.join("store"), None)
+        .unwrap()
+        .1
+        .records_under("recs");
     let dir = d.join("store").join(current(d).unwrap());
     let r2 = eval(dir.join("recs").to_str().unwrap());
     assert_eq!(r2.ok().stdout, r.stdout, "{parts:?}");

@@ -115,23 +115,11 @@ pub fn ingest(
     };
     let mut previous: Vec<consolidate::Pair> = Vec::new();
     let read = read.and_then(|st| {
+        // Only the owner of a shard reads its section (packed or, in older versions, a file).
+        let mine = |vs: u32| owner(vs, peers) == me;
         for (dir, rec) in snapshot {
-            let path = &dir.join(&rec.path);
-            // `snapshot/vs-NNNNN.bin`: only the owner of shard NNNNN reads it.
-            let named = path
-                .file_stem()
-                .and_then(|n| n.to_str()?.strip_prefix("vs-")?.parse::<u32>().ok())
-                .ok_or_else(|| format!("{}: not a snapshot file name", path.display()))?;
-            if owner(named, peers) != me {
-                continue;
-            }
-            let bytes = crate::store::read_record(dir, rec)?;
-            let (vs, pairs) = crate::store::snapshot::decode(&bytes)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            if vs != named {
-                return Err(format!("{}: holds shard {vs}, not {named}", path.display()));
-            }
-            previous.extend(pairs);
+            let recs = std::slice::from_ref(rec);
+            previous.extend(crate::store::sections::snapshot_pairs(dir, recs, &mine)?);
         }
         Ok(st)
     });
@@ -441,8 +429,8 @@ fn pending_dir(job: &Job, me: usize) -> PathBuf {
     crate::store::pending_dir(std::path::Path::new(&job.output.store), me)
 }
 
-/// Writes this worker's consolidated pairs (sorted by user, item) as one synced snapshot file
-/// per virtual shard, one shard at a time (they are large: not kept in memory until publish).
+/// Writes this worker's consolidated pairs (sorted by user, item) as one synced snapshot pack
+/// (compact sections per virtual shard: a few bytes a pair, so it is built in memory).
 fn write_snapshot(
     pairs: &[consolidate::Pair],
     v: u32,
@@ -453,15 +441,17 @@ fn write_snapshot(
         by_vshard.entry(p.0.vshard(v)).or_default().push(p);
     }
     crate::cleanup::create_dir_all(dir)?;
-    let mut out = Vec::new();
-    for (vs, p) in by_vshard {
-        let name = format!("vs-{vs:05}.bin");
-        let bytes = crate::store::snapshot::encode(vs, &p);
-        let mut rec = crate::store::write_part(dir, &name, &bytes, p.len() as u64)?;
-        rec.path = format!("snapshot/{name}");
-        out.push((dir.join(name), rec));
-    }
-    Ok(out)
+    // One pack per worker, its record's path as in the version (`snapshot/pack-NNNNN.bin`).
+    let sections = by_vshard
+        .into_iter()
+        .map(|(vs, p)| (vs, crate::store::snapshot::encode(vs, &p), p.len() as u64))
+        .collect();
+    let mut w = crate::store::VersionWriter::new(dir);
+    w.pack(crate::store::pack::Kind::Snapshot, "snapshot", sections)?;
+    Ok(w.into_records()
+        .into_iter()
+        .map(|rec| (dir.join(&rec.path), rec))
+        .collect())
 }
 
 /// Newest first; ties (and inputs without timestamps) broken by the id's stable hash.

@@ -130,7 +130,10 @@ pub fn inspect(store_path: &Path) -> Result<String, String> {
     );
     for v in versions {
         match store::open(store_path, Some(&v)) {
-            Ok((dir, m)) => s.push_str(&version_lines(&dir, &m, cur.as_deref() == Some(&v))),
+            Ok((dir, m)) => {
+                let current = cur.as_deref() == Some(&v);
+                s.push_str(&version_lines(&dir, &m.to_value(), current));
+            }
             Err(e) => {
                 let _ = writeln!(
                     s,

@@ -1,21 +1,29 @@
 //! The model store: versioned directories published atomically.
 //!
-//! `<store>/<version>/` holds `manifest.json`, `users/vs-NNNNN.bin`, `items/vs-NNNNN.bin`
-//! and output parts. A version is written under `<store>/.staging-<version>`, every file is
+//! `<store>/<version>/` holds `manifest.json`, the factor and snapshot packs
+//! (`users/pack-NNNNN.bin`, one per worker: [`pack`]; older versions hold one
+//! `users/vs-NNNNN.bin` per virtual shard, still read: [`sections`]), the held-out pairs
+//! (`eval/`) and output parts. A version is written under `<store>/.staging-<version>`, every file is
 //! synced, the directory is renamed into place, and only then is `<store>/CURRENT` replaced
 //! (write a temporary file, sync, rename). A crash at any moment leaves the previous
 //! `CURRENT` naming a complete version.
 
+mod codec;
 pub mod format;
+pub mod holdout;
+pub mod manifest;
+pub mod pack;
+pub mod sections;
 pub mod snapshot;
+pub mod writer;
+
+pub use manifest::{open, Manifest, MANIFEST_VERSION};
+pub use writer::VersionWriter;
 
 use crate::ids::RawId;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Manifest schema version.
-pub const MANIFEST_VERSION: u32 = 1;
 
 /// Crash injection for tests: `RECFLOW_TEST_CRASH_AT=N` aborts the process (as `kill -9`
 /// would, without unwinding or cleanup) at the N-th [`crash_point`] it passes.
@@ -62,7 +70,9 @@ pub fn signal_point(point: &str) {
 pub const PENDING_PREFIX: &str = ".pending-";
 
 /// Subdirectories of a version.
-const SUBDIRS: [&str; 6] = ["users", "items", "recs", "similar", "buckets", "snapshot"];
+const SUBDIRS: [&str; 7] = [
+    "users", "items", "recs", "similar", "buckets", "snapshot", "eval",
+];
 
 /// A file recorded in the manifest.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -80,6 +90,10 @@ pub struct FileRecord {
     /// manifests written before it existed; readers then fall back to `crc32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xxh3: Option<String>,
+    /// For a pack ([`pack`]): the virtual shards it holds, ascending, so a reader opens only
+    /// the packs of the shards it needs. Empty for any other file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vshards: Vec<u32>,
 }
 
 /// The content digest recorded in [`FileRecord::xxh3`].
@@ -175,6 +189,7 @@ impl PartWriter {
                 crc32: 0,
                 rows: 0,
                 xxh3: None,
+                vshards: Vec::new(),
             },
             crc: crc32fast::Hasher::new(),
             xxh: xxhash_rust::xxh3::Xxh3::new(),
@@ -221,16 +236,12 @@ fn sync_dir(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot sync directory {}: {e}", path.display()))
 }
 
-/// Writes a file under a version directory and returns its manifest record.
+/// Writes a file under a version directory and returns its manifest record (one file:
+/// [`VersionWriter`] for several).
 pub fn write_part(dir: &Path, rel: &str, bytes: &[u8], rows: u64) -> Result<FileRecord, String> {
-    write_synced(&dir.join(rel), bytes)?;
-    Ok(FileRecord {
-        path: rel.to_string(),
-        bytes: bytes.len() as u64,
-        crc32: crc32fast::hash(bytes),
-        rows,
-        xxh3: Some(digest(bytes)),
-    })
+    let mut w = VersionWriter::new(dir);
+    w.write(rel, bytes, rows)?;
+    Ok(w.into_records().remove(0))
 }
 
 /// Whether `n` is a version directory name: `v` and six digits (so no separator, no `..`).
@@ -327,7 +338,7 @@ pub fn publish(
     store: &Path,
     staging: &Path,
     version: &str,
-    manifest: &serde_json::Value,
+    manifest: &Manifest,
 ) -> Result<PathBuf, String> {
     let text = serde_json::to_string_pretty(manifest).expect("manifest serialises");
     write_synced(&staging.join("manifest.json"), text.as_bytes())?;
@@ -364,36 +375,6 @@ pub fn publish(
     Ok(dest)
 }
 
-/// Resolves `version` (or CURRENT) to a version directory and reads its manifest.
-pub fn open(store: &Path, version: Option<&str>) -> Result<(PathBuf, serde_json::Value), String> {
-    let v = match version {
-        Some(v) if !is_version_name(v) => {
-            return Err(format!(
-                "--version '{}': not a version name (vNNNNNN, e.g. v000001)",
-                crate::escape::escape(v)
-            ))
-        }
-        Some(v) => v.to_string(),
-        None => current(store)?.ok_or_else(|| {
-            format!("{} has no published model (no CURRENT file): run a job with output.store = \"{}\" first", store.display(), store.display())
-        })?,
-    };
-    let dir = store.join(&v);
-    let path = dir.join("manifest.json");
-    let text =
-        fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let m: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not a valid manifest: {e}", path.display()))?;
-    let fv = m["format_version"].as_u64().unwrap_or(0);
-    if fv != MANIFEST_VERSION as u64 {
-        return Err(format!(
-            "{}: manifest format {fv}, this recflow reads {MANIFEST_VERSION}",
-            path.display()
-        ));
-    }
-    Ok((dir, m))
-}
-
 /// Reads one file of a version and checks it against its manifest record (size from the
 /// metadata before reading, then the CRC-32). A crafted manifest cannot make this read outside
 /// the version directory, a device or an unbounded file.
@@ -424,47 +405,24 @@ pub fn read_record(dir: &Path, f: &FileRecord) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// The manifest's records of the files under `sub/` (e.g. `"recs"`), sorted by path.
-pub fn records_under(
-    dir: &Path,
-    manifest: &serde_json::Value,
-    sub: &str,
-) -> Result<Vec<FileRecord>, String> {
-    let mut files: Vec<FileRecord> = serde_json::from_value(manifest["files"].clone())
-        .map_err(|e| format!("{}: bad file list in manifest: {e}", dir.display()))?;
-    files.retain(|f| f.path.starts_with(&format!("{sub}/")));
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
-}
-
 /// Loads every factor file of one side (`"users"` or `"items"`), verifying manifest checksums.
-/// Returns (ids, row-major factors, dim).
+/// Returns (ids, row-major factors, dim), shard by shard.
 pub fn load_side(
     dir: &Path,
-    manifest: &serde_json::Value,
+    manifest: &Manifest,
     side: &str,
 ) -> Result<(Vec<RawId>, Vec<f32>, usize), String> {
-    let files: Vec<FileRecord> = serde_json::from_value(manifest["files"].clone())
-        .map_err(|e| format!("{}: bad file list in manifest: {e}", dir.display()))?;
-    let dim = manifest["factors"].as_u64().unwrap_or(0) as usize;
+    let kind = if side == "users" {
+        pack::Kind::Users
+    } else {
+        pack::Kind::Items
+    };
+    let dim = manifest.factors;
     let mut ids = Vec::new();
     let mut factors = Vec::new();
-    for f in files
-        .iter()
-        .filter(|f| f.path.starts_with(&format!("{side}/")))
-    {
-        let bytes = read_record(dir, f)?;
-        let path = dir.join(&f.path);
-        let ff = format::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        if ff.dim != dim {
-            return Err(format!(
-                "{}: dimension {} but the manifest says {dim}",
-                path.display(),
-                ff.dim
-            ));
-        }
-        ids.extend(ff.ids);
-        factors.extend(ff.factors);
+    for f in sections::factors(dir, &manifest.files, kind, dim, &|_| true)? {
+        ids.extend(f.ids);
+        factors.extend(f.factors);
     }
     Ok((ids, factors, dim))
 }

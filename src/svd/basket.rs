@@ -39,15 +39,15 @@ pub fn rows_of(items: &[RawId], list: &[RawId], model: &str) -> Result<Vec<usize
 /// The query vector of the list `rows` (from [`rows_of`]) for the model of `manifest`, whose
 /// item factors are `fac` (`n × d`, row-major).
 pub fn vector(
-    manifest: &serde_json::Value,
+    manifest: &crate::store::Manifest,
     fac: &[f32],
     d: usize,
     rows: &[usize],
 ) -> Result<Vec<f32>, String> {
-    let job: Job = serde_json::from_value(manifest["job"].clone()).map_err(|e| {
+    let job: Job = serde_json::from_value(manifest.job.clone()).map_err(|e| {
         format!("the manifest's job cannot be read ({e}): was it written by a newer recflow?")
     })?;
-    let alpha = manifest["confidence"]["alpha"].as_f64().unwrap_or(0.0);
+    let alpha = manifest.confidence["alpha"].as_f64().unwrap_or(0.0);
     // A listed item is one interaction of weight 1.
     let c = job.confidence.of(alpha, 1.0);
     let row = |r: usize| &fac[r * d..(r + 1) * d];

@@ -212,6 +212,6 @@ fn small_svd(
 }
 
 /// The svd record of a published manifest (None: an als model, or made before svd existed).
-pub fn of_manifest(manifest: &serde_json::Value) -> Option<SvdReport> {
-    serde_json::from_value(manifest.get("svd")?.clone()).ok()
+pub fn of_manifest(manifest: &crate::store::Manifest) -> Option<SvdReport> {
+    manifest.svd.clone()
 }
