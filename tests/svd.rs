@@ -44,7 +44,7 @@ fn write(path: &Path, pairs: &Pairs) {
     std::fs::write(path, text).unwrap();
 }
 
-fn side(dir: &Path, m: &serde_json::Value, name: &str) -> Vec<(u64, Vec<f32>)> {
+fn side(dir: &Path, m: &recflow::store::Manifest, name: &str) -> Vec<(u64, Vec<f32>)> {
     let (ids, fac, d) = recflow::store::load_side(dir, m, name).unwrap();
     let mut v: Vec<(u64, Vec<f32>)> = ids
         .iter()
@@ -71,14 +71,14 @@ fn train(dir: &Path, pairs: &Pairs, sets: &[&str], workers: usize) -> Model {
 }
 
 fn read(store: &Path, manifest: serde_json::Value) -> Model {
-    let (vdir, _) = recflow::store::open(store, None).unwrap();
+    let (vdir, typed) = recflow::store::open(store, None).unwrap();
     let sigma = manifest["svd"]["singular_values"]
         .as_array()
         .map(|a| a.iter().map(|x| x.as_f64().unwrap()).collect())
         .unwrap_or_default();
     Model {
-        users: side(&vdir, &manifest, "users"),
-        items: side(&vdir, &manifest, "items"),
+        users: side(&vdir, &typed, "users"),
+        items: side(&vdir, &typed, "items"),
         sigma,
         manifest,
     }

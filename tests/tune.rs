@@ -76,7 +76,8 @@ fn tuning_is_deterministic_across_worker_counts() {
             .iter()
             .map(|t| (t["set"].clone(), t["value"].as_f64().unwrap()))
             .collect();
-        assert_eq!(trials.len(), 4);
+        // 4 halving trials, then up to 2 neighbours per range key of the winner.
+        assert!((4..=6).contains(&trials.len()), "{}", trials.len());
         let ex = dir.join("export");
         recflow::export::export(
             &dir.join("store"),
@@ -110,7 +111,7 @@ fn trials_never_open_the_test_file() {
     assert!(e.contains("eval.test"), "{e}");
     let trials: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("trials.json")).unwrap()).unwrap();
-    assert_eq!(trials.as_array().unwrap().len(), 4);
+    assert!(trials.as_array().unwrap().len() >= 4);
     assert!(out.join("best.toml").exists() && !out.join("tune.json").exists());
 }
 
@@ -194,8 +195,10 @@ fn halving_trains_the_best_third_further() {
         "als.iterations=8".to_string(),
     ];
     let r = tune(&job, &sets, &o).unwrap();
-    let trials = r["trials"].as_array().unwrap();
-    assert_eq!(trials.len(), 9);
+    let all = r["trials"].as_array().unwrap();
+    // 9 halving trials, then the refinement: the halving winner with one range key moved.
+    assert!((10..=13).contains(&all.len()), "{}", all.len());
+    let (trials, refined) = all.split_at(9);
     let curve = |t: &serde_json::Value| -> Vec<(u64, f64)> {
         t["curve"]
             .as_array()
@@ -217,7 +220,20 @@ fn halving_trains_the_best_third_further() {
     top3.sort();
     assert_eq!(went_on, top3, "the rung-2 trials are the rung-1 best third");
     assert!(trials.iter().filter(|t| curve(t).len() > 2).count() <= 1);
-    let best_seen = trials
+    let winner = trials
+        .iter()
+        .max_by(|a, b| {
+            let (x, y) = (a["value"].as_f64().unwrap(), b["value"].as_f64().unwrap());
+            x.total_cmp(&y)
+                .then(b["index"].as_u64().cmp(&a["index"].as_u64()))
+        })
+        .unwrap();
+    for t in refined {
+        let differ = (0..2).filter(|&j| t["set"][j] != winner["set"][j]).count();
+        assert_eq!(differ, 1, "{t} vs {winner}");
+        assert_eq!(t["iterations"], winner["iterations"]);
+    }
+    let best_seen = all
         .iter()
         .flat_map(|t| curve(t).into_iter().map(|c| c.1))
         .fold(f64::NEG_INFINITY, f64::max);

@@ -37,6 +37,9 @@ pub fn rebalance(
     held: Held,
 ) -> Result<([Unrouted; 2], Held), CommError> {
     let owners = agree_costs(worker, comm, als, v, &sides)?;
+    // The sides' dimension is the model's (`Job::factors`: an svd model's rank), not always
+    // `als.factors`.
+    let dim = sides[0].side.dim;
     let mut out: Vec<Vec<ShardRows>> = vec![Vec::new(); comm.peers];
     for (t, u) in sides.into_iter().enumerate() {
         for block in split(u, t as u8) {
@@ -68,7 +71,6 @@ pub fn rebalance(
     got.sort_unstable_by_key(|b| (b.side, b.vshard));
     let items = got.split_off(got.partition_point(|b| b.side == 0));
     let [uo, io] = owners;
-    let dim = als.factors;
     let sides = [
         assemble(got, uo, comm.index, dim),
         assemble(items, io, comm.index, dim),

@@ -9,11 +9,16 @@
 //! A survivor whose value did not improve at a rung stops there (early stopping): it keeps its
 //! best value and iteration count and stays in the ranking, but trains no further.
 //!
+//! Then one step of local refinement ([`neighbours`]): the winner's value of each log-range
+//! key ×3 and ÷3 (a linear range: ± a sixth of it), one key at a time, trained to the
+//! winner's iteration count — random draws are sparse in three or four dimensions, and the
+//! best configuration's neighbourhood is where a better one most likely is.
+//!
 //! Everything the search decides on is a validation value of a model that is bit-identical for
 //! any worker layout, so the search is too (except where `--time-limit` cuts it short).
 
 use super::trial::Live;
-use super::TuneOptions;
+use super::{fmt_value, Param, Space, TuneOptions};
 use std::time::Instant;
 
 /// Keep this share (1/η) of the configurations at each rung.
@@ -86,12 +91,84 @@ pub(crate) fn search(
     Ok(())
 }
 
+/// The winner's neighbours: for each range key, its value moved one step each way (×3 and
+/// ÷3 on a log range, ± (hi − lo)/6 on a linear one, clipped to the range), the other keys
+/// and the iteration count kept. Empty when no trial finished.
+pub(crate) fn neighbours(params: &[Param], live: &[Live]) -> Vec<Vec<(String, String)>> {
+    let Some(best) =
+        live.iter()
+            .filter(|t| t.best.is_finite())
+            .fold(None::<&Live>, |b, t| match b {
+                Some(b) if b.best >= t.best => Some(b),
+                _ => Some(t),
+            })
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in params {
+        let Space::Range { lo, hi, log, int } = p.space else {
+            continue;
+        };
+        let Some(v) = best
+            .set
+            .iter()
+            .find(|(k, _)| *k == p.key)
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        let steps = if log {
+            [v / 3.0, v * 3.0]
+        } else {
+            [v - (hi - lo) / 6.0, v + (hi - lo) / 6.0]
+        };
+        for x in steps {
+            let x = fmt_value(x.clamp(lo, hi), int);
+            if x == fmt_value(v, int) {
+                continue;
+            }
+            let mut set = best.set.clone();
+            set.iter_mut()
+                .filter(|(k, _)| *k == p.key)
+                .for_each(|kv| kv.1 = x.clone());
+            set.retain(|(k, _)| k != "als.iterations");
+            set.push(("als.iterations".into(), best.best_it.to_string()));
+            out.push(set);
+        }
+    }
+    out
+}
+
+/// Trains each neighbour straight to its iteration count (their sets carry it).
+pub(crate) fn refine(
+    live: &mut [Live],
+    o: &TuneOptions,
+    over_time: &dyn Fn() -> bool,
+) -> Result<(), String> {
+    let n = live.len();
+    for (i, t) in live.iter_mut().enumerate() {
+        if over_time() {
+            eprintln!("tune: time limit reached after {i} of {n} refinement trials");
+            return Ok(());
+        }
+        let s = Instant::now();
+        t.advance(t.max_iterations(), o)?;
+        progress(t, 0, 0, o, s.elapsed().as_secs_f64());
+        t.drop_store();
+    }
+    Ok(())
+}
+
 fn progress(t: &Live, rung: usize, rungs: usize, o: &TuneOptions, secs: f64) {
     let desc: Vec<String> = t.set.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let stage = if rungs == 0 {
+        "refine ".to_string()
+    } else {
+        format!("rung {}/{rungs}", rung + 1)
+    };
     eprintln!(
-        "tune: rung {}/{} trial {:>3}  {} = {:.5} at {} it. (best {:.5} at {})  ({secs:.1}s)  {}",
-        rung + 1,
-        rungs,
+        "tune: {stage} trial {:>3}  {} = {:.5} at {} it. (best {:.5} at {})  ({secs:.1}s)  {}",
         t.index,
         o.metric,
         t.curve.last().map_or(f64::NAN, |c| c.1),
@@ -105,6 +182,45 @@ fn progress(t: &Live, rung: usize, rungs: usize, o: &TuneOptions, secs: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn neighbours_move_one_range_key_a_step_each_way_clipped() {
+        let params = vec![
+            super::super::parse_param("a.l=1e-3..1:log").unwrap(),
+            super::super::parse_param("a.n=1..10").unwrap(),
+            super::super::parse_param("a.s=x,y").unwrap(),
+        ];
+        let job = crate::job::Job::parse("", &[]).unwrap();
+        let set = |l: &str, n: &str| {
+            vec![
+                ("a.l".to_string(), l.to_string()),
+                ("a.n".to_string(), n.to_string()),
+                ("a.s".to_string(), "x".to_string()),
+            ]
+        };
+        let mut a = Live::new(1, set("5.0000e-1", "9"), job.clone(), "t1".into());
+        a.best = 0.5;
+        a.best_it = 4;
+        let mut b = Live::new(2, set("1.0000e-2", "2"), job, "t2".into());
+        b.best = 0.4;
+        let got = neighbours(&params, &[a, b]);
+        let it = ("als.iterations".to_string(), "4".to_string());
+        let with = |l: &str, n: &str| {
+            let mut s = set(l, n);
+            s.push(it.clone());
+            s
+        };
+        // l: 0.5/3 and 0.5·3 clipped to 1; n: 9 − 1.5 → 8 (rounded), 9 + 1.5 clipped to 10.
+        assert_eq!(
+            got,
+            vec![
+                with("1.6667e-1", "9"),
+                with("1.0000e0", "9"),
+                with("5.0000e-1", "8"),
+                with("5.0000e-1", "10"),
+            ]
+        );
+    }
 
     #[test]
     fn rungs_double_up_to_the_maximum() {

@@ -209,7 +209,7 @@ pub struct Trial {
     pub secs: f64,
 }
 
-fn fmt_value(x: f64, int: bool) -> String {
+pub(crate) fn fmt_value(x: f64, int: bool) -> String {
     if int {
         format!("{}", x.round() as i64)
     } else {
@@ -350,7 +350,18 @@ pub fn tune(
             .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0)
     };
     match search {
-        Search::Halving => halving::search(&mut live, o, &over_time)?,
+        Search::Halving => {
+            halving::search(&mut live, o, &over_time)?;
+            let next = live.len() + 1;
+            let around = halving::neighbours(&params, &live);
+            for (i, a) in around.into_iter().enumerate() {
+                let store = o.out.join("trials").join(format!("t{:04}", next + i));
+                let job =
+                    trial_job(&text, base, &overrides(job_sets, &a), &store).map_err(|e| e.0)?;
+                live.push(trial::Live::new(next + i, a, job, store));
+            }
+            halving::refine(&mut live[next - 1..], o, &over_time)?;
+        }
         _ => train_each(&mut live, o, &over_time)?,
     }
     let chunked = search == Search::Halving || o.patience.is_some();
