@@ -16,6 +16,7 @@
 //! that summed on worker 0 bit for bit.
 
 pub mod block;
+pub mod cost;
 pub mod flops;
 pub mod gram;
 pub mod kernels;
@@ -28,9 +29,9 @@ type Ch = Channel<AlsMsg>;
 use crate::cluster::Comm;
 use crate::comm::{Channel, CommError};
 use crate::job::{Als, RegScaling, Solver};
-use crate::plan::cost::{HalfStepCost, WorkerCost};
 use crate::report::Log;
 use crate::side::Side;
+use cost::{HalfStepCost, WorkerCost};
 pub use flops::{counted_row_flops, lambda_of, row_flops};
 use gram::{
     gather_slices, gram_member, gram_parts, gram_slice, gram_slice_bytes_in, send_gram_slices,

@@ -35,7 +35,7 @@ pub trait Message: timely::ExchangeData + Clone {
         0
     }
     /// The error text, when this message is the stage's own way of aborting (the
-    /// transitional [`crate::cluster::Body::Abort`]); typed stages use [`Channel::abort`].
+    /// transitional `cluster::Body::Abort`); typed stages use [`Channel::abort`].
     fn abort_text(&self) -> Option<&str> {
         None
     }

@@ -53,7 +53,7 @@ pub struct SvdReport {
 }
 
 /// Trains the job's model: ALS (`start`: iterations already done, `after`: checkpoints), or
-/// the svd — skipped on a warm start, where [`crate::warm::fold_in`] projected everything
+/// the svd — skipped on a warm start, where `warm::fold_in` projected everything
 /// against the parent's factorisation (`parent`: its svd record and version).
 #[allow(clippy::too_many_arguments)]
 pub fn train_model(

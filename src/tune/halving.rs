@@ -95,14 +95,7 @@ pub(crate) fn search(
 /// ÷3 on a log range, ± (hi − lo)/6 on a linear one, clipped to the range), the other keys
 /// and the iteration count kept. Empty when no trial finished.
 pub(crate) fn neighbours(params: &[Param], live: &[Live]) -> Vec<Vec<(String, String)>> {
-    let Some(best) =
-        live.iter()
-            .filter(|t| t.best.is_finite())
-            .fold(None::<&Live>, |b, t| match b {
-                Some(b) if b.best >= t.best => Some(b),
-                _ => Some(t),
-            })
-    else {
+    let Some(best) = super::best_by(live, |t| t.best) else {
         return Vec::new();
     };
     let mut out = Vec::new();

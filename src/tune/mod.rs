@@ -374,14 +374,7 @@ pub fn tune(
         t.drop_store();
     }
     write_trials(&trials, o)?;
-    // Best: highest value, the earlier trial on ties (NaN never wins).
-    let best = trials
-        .iter()
-        .filter(|t| t.value.is_finite())
-        .fold(None::<&Trial>, |b, t| match b {
-            Some(b) if b.value >= t.value => Some(b),
-            _ => Some(t),
-        })
+    let best = best_by(&trials, |t| t.value)
         .ok_or("tune: no trial finished")?
         .clone();
     eprintln!("{}", table(&trials, &o.metric, best.index));
@@ -434,6 +427,17 @@ pub(crate) fn metric_of(
         )
     })?;
     Ok((v, vm))
+}
+
+/// The best of `items` by `value`: the highest, the earlier one on ties; NaN never wins.
+pub(crate) fn best_by<T>(items: &[T], value: impl Fn(&T) -> f64) -> Option<&T> {
+    items
+        .iter()
+        .filter(|t| value(t).is_finite())
+        .fold(None, |b, t| match b {
+            Some(b) if value(b) >= value(t) => Some(b),
+            _ => Some(t),
+        })
 }
 
 /// The plain search: each trial to the end, one after another; with `--early-stop P`, in
