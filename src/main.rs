@@ -25,19 +25,8 @@ enum Cmd {
     Run {
         /// The job file (TOML).
         job: PathBuf,
-        /// Worker threads per process [default: the cores this process may use, in local mode;
-        /// required in cluster mode, where every process must run the same number].
-        #[arg(short = 'w', long)]
-        workers: Option<usize>,
-        /// Number of processes (cluster mode).
-        #[arg(short = 'n', long, default_value_t = 1)]
-        processes: usize,
-        /// This process's index (cluster mode).
-        #[arg(short = 'p', long, default_value_t = 0)]
-        process: usize,
-        /// File with one host:port per line, in process order (cluster mode).
-        #[arg(long)]
-        hostfile: Option<PathBuf>,
+        #[command(flatten)]
+        layout: Layout,
         /// Override a job key, e.g. --set als.factors=128 (repeatable).
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
@@ -48,18 +37,14 @@ enum Cmd {
         /// model an uninterrupted run makes.
         #[arg(long)]
         resume: bool,
-        /// Seconds one superstep may wait for peers before the job fails.
-        #[arg(long, default_value_t = 600)]
-        deadline_secs: u64,
     },
     /// Search hyperparameters on eval.valid, then publish the best configuration's model
     /// (with metrics on eval.test) and write OUT/tune.json, OUT/tune.html, OUT/best.toml.
     Tune {
         /// The job file (TOML); needs eval.valid.
         job: PathBuf,
-        /// Worker threads [default: the cores this process may use].
-        #[arg(short = 'w', long)]
-        workers: Option<usize>,
+        #[command(flatten)]
+        layout: Layout,
         /// Searched key: `als.factors=64,128,256`, `als.regularization=1e-3..10:log`,
         /// `als.solver=cg,block` (repeatable). None: a built-in space for ALS.
         #[arg(long = "param", value_name = "KEY=VALUES")]
@@ -240,6 +225,90 @@ enum Cmd {
     },
 }
 
+/// Where the workers run: threads of this process, or processes of a cluster.
+#[derive(clap::Args)]
+struct Layout {
+    /// Worker threads per process [default: the cores this process may use, in local mode;
+    /// required in cluster mode, where every process must run the same number].
+    #[arg(short = 'w', long)]
+    workers: Option<usize>,
+    /// Number of processes (cluster mode).
+    #[arg(short = 'n', long, default_value_t = 1)]
+    processes: usize,
+    /// This process's index (cluster mode).
+    #[arg(short = 'p', long, default_value_t = 0)]
+    process: usize,
+    /// File with one host:port per line, in process order (cluster mode).
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+    /// Seconds one superstep may wait for peers before the job fails.
+    #[arg(long, default_value_t = 600)]
+    deadline_secs: u64,
+}
+
+impl Layout {
+    /// The run options: flags first, else a Slurm or Kubernetes indexed job's environment.
+    fn resolve(self, quiet: bool, resume: bool) -> Result<RunOptions, (u8, String)> {
+        let Layout {
+            workers,
+            processes,
+            process,
+            hostfile,
+            deadline_secs,
+        } = self;
+        if workers == Some(0) || processes == 0 || process >= processes {
+            return Err((
+                2,
+                format!(
+                    "bad layout: -w {} -n {processes} -p {process} (need w >= 1, n >= 1, p < n)",
+                    workers.unwrap_or(0)
+                ),
+            ));
+        }
+        let (processes, process, env_hosts) = match (
+            processes,
+            recflow::launch::from_env(|k| std::env::var(k).ok()),
+        ) {
+            (1, Ok(Some(l))) => l,
+            (_, Err(e)) if processes == 1 => return Err((2, e)),
+            _ => (processes, process, Vec::new()),
+        };
+        if processes == 0 || process >= processes {
+            return Err((
+                2,
+                format!("bad layout: {processes} processes, this is process {process}"),
+            ));
+        }
+        let hosts = match &hostfile {
+            None if !env_hosts.is_empty() => env_hosts,
+            Some(h) => read_hostfile(h).map_err(|e| (2, e))?,
+            None if processes > 1 => (0..processes)
+                .map(|i| format!("127.0.0.1:{}", 2101 + i))
+                .collect(),
+            None => Vec::new(),
+        };
+        let workers = workers_or_default(workers, processes).map_err(|e| (2, e))?;
+        if processes > 1 && hosts.len() != processes {
+            return Err((
+                2,
+                format!(
+                    "the hostfile lists {} hosts for -n {processes} processes",
+                    hosts.len()
+                ),
+            ));
+        }
+        Ok(RunOptions {
+            workers,
+            processes,
+            process,
+            hosts,
+            quiet,
+            deadline: Duration::from_secs(deadline_secs.max(1)),
+            resume,
+        })
+    }
+}
+
 fn main() -> ExitCode {
     // A panicking worker thread would leave its peers waiting for it: end the process at once.
     let default_hook = std::panic::take_hook();
@@ -319,61 +388,13 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
     match cmd {
         Cmd::Run {
             job,
-            workers,
-            processes,
-            process,
-            hostfile,
+            layout,
             set,
             quiet,
-            deadline_secs,
             resume,
         } => {
             let j = Job::load(&job, &set).map_err(|e| (2, e.0))?;
-            if workers == Some(0) || processes == 0 || process >= processes {
-                return Err((2, format!("bad layout: -w {} -n {processes} -p {process} (need w >= 1, n >= 1, p < n)", workers.unwrap_or(0))));
-            }
-            // Flags win; otherwise Slurm or a Kubernetes indexed job may give the layout.
-            let (processes, process, env_hosts) = match (
-                processes,
-                recflow::launch::from_env(|k| std::env::var(k).ok()),
-            ) {
-                (1, Ok(Some(l))) => l,
-                (_, Err(e)) if processes == 1 => return Err((2, e)),
-                _ => (processes, process, Vec::new()),
-            };
-            if processes == 0 || process >= processes {
-                return Err((
-                    2,
-                    format!("bad layout: {processes} processes, this is process {process}"),
-                ));
-            }
-            let hosts = match &hostfile {
-                None if !env_hosts.is_empty() => env_hosts,
-                Some(h) => read_hostfile(h).map_err(|e| (2, e))?,
-                None if processes > 1 => (0..processes)
-                    .map(|i| format!("127.0.0.1:{}", 2101 + i))
-                    .collect(),
-                None => Vec::new(),
-            };
-            let workers = workers_or_default(workers, processes).map_err(|e| (2, e))?;
-            if processes > 1 && hosts.len() != processes {
-                return Err((
-                    2,
-                    format!(
-                        "the hostfile lists {} hosts for -n {processes} processes",
-                        hosts.len()
-                    ),
-                ));
-            }
-            let opts = RunOptions {
-                workers,
-                processes,
-                process,
-                hosts,
-                quiet,
-                deadline: Duration::from_secs(deadline_secs.max(1)),
-                resume,
-            };
+            let opts = layout.resolve(quiet, resume)?;
             // SIGINT / SIGTERM: this run's temporary files go, exit 130 / 143 (crate::cleanup).
             recflow::cleanup::on_signals().map_err(|e| (1, e))?;
             let summary = run(j, opts).map_err(|e| {
@@ -517,7 +538,7 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
         }
         Cmd::Tune {
             job,
-            workers,
+            layout,
             param,
             trials,
             search,
@@ -531,10 +552,7 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             set,
             quiet,
         } => {
-            let workers = workers.unwrap_or_else(local_cores);
-            if workers == 0 {
-                return Err((2, "-w must be at least 1".into()));
-            }
+            let run = layout.resolve(quiet, false)?;
             Job::load(&job, &set).map_err(|e| (2, e.0))?;
             let params = param
                 .iter()
@@ -556,14 +574,19 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
                 patience: early_stop,
                 eval_every,
                 out,
-                run: RunOptions {
-                    workers,
-                    quiet,
-                    ..RunOptions::default()
-                },
+                run,
             };
-            recflow::tune::tune(&job, &set, &o).map_err(|e| (1, e))?;
-            Ok(())
+            // SIGINT / SIGTERM: temporary files go, exit 130 / 143 (crate::cleanup).
+            recflow::cleanup::on_signals().map_err(|e| (1, e))?;
+            recflow::tune::tune(&job, &set, &o).map_err(|e| {
+                let code = if e.contains(recflow::lock::LOCKED) {
+                    recflow::lock::EXIT_LOCKED as u8
+                } else {
+                    1
+                };
+                (code, e)
+            })?;
+            recflow::cleanup::succeed()
         }
         Cmd::Eval {
             store,

@@ -69,7 +69,9 @@ fn tuning_is_deterministic_across_worker_counts() {
         std::fs::create_dir_all(&dir).unwrap();
         let job = setup(&dir, "test.tsv");
         let store = format!("output.store={}", dir.join("store").display());
-        let r = tune(&job, &[store], &options(&dir.join("out"), w, false)).unwrap();
+        let r = tune(&job, &[store], &options(&dir.join("out"), w, false))
+            .unwrap()
+            .unwrap();
         let trials: Vec<(serde_json::Value, f64)> = r["trials"]
             .as_array()
             .unwrap()
@@ -127,7 +129,9 @@ fn refit_adds_the_validation_pairs() {
             "output.store={}",
             tmp.path().join(format!("s{refit}")).display()
         );
-        let r = tune(&job, &[store], &options(&out, 2, refit)).unwrap();
+        let r = tune(&job, &[store], &options(&out, 2, refit))
+            .unwrap()
+            .unwrap();
         let dir = Path::new(r["published"].as_str().unwrap());
         let m: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
@@ -155,7 +159,7 @@ fn early_stopping_stops_and_matches_a_straight_run() {
         format!("output.store={}", tmp.path().join("store").display()),
         "als.iterations=40".to_string(),
     ];
-    let r = tune(&job, &sets, &o).unwrap();
+    let r = tune(&job, &sets, &o).unwrap().unwrap();
     let t = &r["trials"][0];
     let it = t["iterations"].as_u64().unwrap() as usize;
     assert!((1..40).contains(&it), "{t}");
@@ -194,7 +198,7 @@ fn halving_trains_the_best_third_further() {
         format!("output.store={}", tmp.path().join("store").display()),
         "als.iterations=8".to_string(),
     ];
-    let r = tune(&job, &sets, &o).unwrap();
+    let r = tune(&job, &sets, &o).unwrap().unwrap();
     let all = r["trials"].as_array().unwrap();
     // 9 halving trials, then the refinement: the halving winner with one range key moved.
     assert!((10..=13).contains(&all.len()), "{}", all.len());
@@ -241,4 +245,109 @@ fn halving_trains_the_best_third_further() {
     let it = r["best"]["iterations"].as_u64().unwrap();
     let best = std::fs::read_to_string(tmp.path().join("out/best.toml")).unwrap();
     assert!(best.contains(&format!("iterations = {it}\n")), "{best}");
+}
+
+/// A configuration whose training breaks down numerically is recorded with its error, and the
+/// search goes on to publish the others' best (one bad draw must not end a night's tuning).
+#[test]
+fn a_broken_trial_is_recorded_and_the_search_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = setup(tmp.path(), "test.tsv");
+    let mut o = options(&tmp.path().join("out"), 2, false);
+    // α = 1e38: finite confidences whose products overflow f32 in every solve.
+    o.params = vec![parse_param("confidence.alpha=1,1e38").unwrap()];
+    o.trials = None;
+    let sets = [
+        format!("output.store={}", tmp.path().join("store").display()),
+        "confidence.scheme=linear".to_string(),
+        "als.solver=cholesky".to_string(),
+    ];
+    let r = tune(&job, &sets, &o).unwrap().unwrap();
+    let trials = r["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2);
+    assert!(trials[0]["value"].as_f64().unwrap() > 0.0);
+    let err = trials[1]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", trials[1]));
+    assert!(err.contains("broke down numerically"), "{err}");
+    assert_eq!(r["best"]["index"], 1);
+}
+
+/// Two processes of one worker each (a loopback cluster of the binary) tune exactly as one
+/// process of two workers: the same trials, values, winner and published model.
+#[test]
+fn tuning_in_two_processes_matches_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = tmp.path().join("one");
+    std::fs::create_dir_all(&one).unwrap();
+    let job = setup(&one, "test.tsv");
+    let store = format!("output.store={}", one.join("store").display());
+    let r = tune(&job, &[store], &options(&one.join("out"), 2, false))
+        .unwrap()
+        .unwrap();
+
+    let two = tmp.path().join("two");
+    std::fs::create_dir_all(&two).unwrap();
+    let job2 = setup(&two, "test.tsv");
+    let ports: Vec<_> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let hosts: Vec<String> = ports
+        .iter()
+        .map(|l| format!("127.0.0.1:{}", l.local_addr().unwrap().port()))
+        .collect();
+    drop(ports);
+    std::fs::write(two.join("hosts"), hosts.join("\n")).unwrap();
+    let procs: Vec<_> = (0..2)
+        .map(|p| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_recflow"))
+                .arg("tune")
+                .arg(&job2)
+                .args(["-q", "-n", "2", "-p", &p.to_string(), "-w", "1"])
+                .arg("--hostfile")
+                .arg(two.join("hosts"))
+                .args(["--param", "als.regularization=0.01,1"])
+                .args(["--param", "confidence.alpha=1..40:log"])
+                .args(["--trials", "4", "--seed", "9", "--metric", "ndcg@10"])
+                .args(["--eval-every", "1", "--out"])
+                .arg(two.join("out"))
+                .arg("--set")
+                .arg(format!("output.store={}", two.join("store").display()))
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in procs {
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let r2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(two.join("out/tune.json")).unwrap()).unwrap();
+    let key = |r: &serde_json::Value| {
+        let t: Vec<_> = r["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["set"].clone(), t["value"].clone(), t["curve"].clone()))
+            .collect();
+        (t, r["best"]["index"].clone(), r["test_metrics"].clone())
+    };
+    assert!(key(&r) == key(&r2), "two processes tuned differently");
+    for d in [&one, &two] {
+        let ex = d.join("export");
+        recflow::export::export(
+            &d.join("store"),
+            None,
+            &ex,
+            recflow::export::ExportFormat::Tsv,
+        )
+        .unwrap();
+    }
+    let users = |d: &Path| std::fs::read(d.join("export/users.tsv")).unwrap();
+    assert!(users(&one) == users(&two), "the published models differ");
 }

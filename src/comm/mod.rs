@@ -17,6 +17,9 @@
 //! worker's driver; only what must move crosses workers, through timely, so the same code runs
 //! with threads or processes.
 
+mod json;
+
+pub use json::Json;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -500,7 +500,7 @@ fn empty_side(me: usize, peers: usize, v: u32, dim: usize) -> Side {
 
 /// Initial vectors seeded by (seed, side, raw id), so any worker layout starts alike: uniform
 /// in [0, 0.01) as in `implicit` (`init_std = 0`), else normal with std `init_std / √d`.
-fn init_factors(side: &mut Side, als: &crate::job::Als, tag: u64) {
+pub fn init_factors(side: &mut Side, als: &crate::job::Als, tag: u64) {
     let d = side.dim;
     side.factors = vec![0.0; side.rows() * d];
     let std = als.init_std / (d.max(1) as f64).sqrt();

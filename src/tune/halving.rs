@@ -17,7 +17,7 @@
 //! Everything the search decides on is a validation value of a model that is bit-identical for
 //! any worker layout, so the search is too (except where `--time-limit` cuts it short).
 
-use super::trial::Live;
+use super::trial::{Live, Trainer};
 use super::{fmt_value, Param, Space, TuneOptions};
 use std::time::Instant;
 
@@ -48,6 +48,7 @@ pub fn survivors(values: &[(usize, f64)]) -> Vec<usize> {
 /// evaluations. `over_time` says whether the time limit has passed.
 pub(crate) fn search(
     live: &mut [Live],
+    trainer: &mut dyn Trainer,
     o: &TuneOptions,
     over_time: &dyn Fn() -> bool,
 ) -> Result<(), String> {
@@ -68,7 +69,7 @@ pub(crate) fn search(
                 return Ok(());
             }
             let t = Instant::now();
-            let improved = live[i].advance(to, o)?;
+            let improved = live[i].advance(trainer, to, o)?;
             // Early stopping: no better than its best so far, or at its own maximum.
             stopped[i] = !improved || live[i].done >= live[i].max_iterations();
             progress(&live[i], k, ladder.len(), o, t.elapsed().as_secs_f64());
@@ -80,7 +81,7 @@ pub(crate) fn search(
         let keep = survivors(&values);
         for &i in &alive {
             if !keep.contains(&i) {
-                live[i].drop_store();
+                live[i].finish(trainer)?;
             }
         }
         alive.retain(|i| keep.contains(i));
@@ -136,6 +137,7 @@ pub(crate) fn neighbours(params: &[Param], live: &[Live]) -> Vec<Vec<(String, St
 /// Trains each neighbour straight to its iteration count (their sets carry it).
 pub(crate) fn refine(
     live: &mut [Live],
+    trainer: &mut dyn Trainer,
     o: &TuneOptions,
     over_time: &dyn Fn() -> bool,
 ) -> Result<(), String> {
@@ -146,9 +148,9 @@ pub(crate) fn refine(
             return Ok(());
         }
         let s = Instant::now();
-        t.advance(t.max_iterations(), o)?;
+        t.advance(trainer, t.max_iterations(), o)?;
         progress(t, 0, 0, o, s.elapsed().as_secs_f64());
-        t.drop_store();
+        t.finish(trainer)?;
     }
     Ok(())
 }

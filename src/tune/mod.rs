@@ -22,12 +22,15 @@
 
 mod halving;
 mod page;
+pub mod session;
 mod trial;
 
+use crate::cluster::CommError;
 use crate::ids::SplitMix;
 use crate::job::{Job, JobError};
-use crate::run::{run, RunOptions};
+use crate::run::RunOptions;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One searched key.
@@ -207,6 +210,9 @@ pub struct Trial {
     pub curve: Vec<(usize, f64)>,
     /// Wall seconds.
     pub secs: f64,
+    /// Why training broke down, if it did (then `value` is not a number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 pub(crate) fn fmt_value(x: f64, int: bool) -> String {
@@ -278,7 +284,7 @@ fn random_draws(params: &[Param], n: usize, seed: u64) -> Vec<Vec<(String, Strin
         .collect()
 }
 
-/// A trial's job: the base with the assignment, no test set, its own scratch store, no files.
+/// A trial's job: the base with the assignment, no test set, a scratch store, no files.
 fn trial_job(text: &str, base: &Path, sets: &[String], store: &Path) -> Result<Job, JobError> {
     let mut job = Job::parse_in(text, sets, Some(base))?;
     job.eval.test = None;
@@ -306,81 +312,148 @@ fn overrides(job_sets: &[String], a: &[(String, String)]) -> Vec<String> {
     s
 }
 
-/// Runs the search and publishes the best configuration; returns `tune.json`'s value.
+/// What every process knows before the workers start: the job text, the searched space and
+/// the drawn assignments.
+struct Plan {
+    text: String,
+    base: PathBuf,
+    sets: Vec<String>,
+    params: Vec<Param>,
+    search: Search,
+    assignments: Vec<Vec<(String, String)>>,
+}
+
+impl Plan {
+    fn new(job_path: &Path, job_sets: &[String], o: &TuneOptions) -> Result<Plan, String> {
+        let text = std::fs::read_to_string(job_path)
+            .map_err(|e| format!("cannot read job file {}: {e}", job_path.display()))?;
+        let base = job_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let params = if o.params.is_empty() {
+            default_space()
+        } else {
+            o.params.clone()
+        };
+        let search = o
+            .search
+            .unwrap_or_else(|| Search::default_for(&params, o.trials));
+        let assignments = match search {
+            Search::Grid if params.iter().any(|p| !matches!(p.space, Space::List(_))) => {
+                return Err("--search grid needs listed values only (a range has no grid)".into())
+            }
+            Search::Grid => grid(&params),
+            _ => random_draws(
+                &params,
+                o.trials.unwrap_or_else(|| default_trials(search)),
+                o.seed,
+            ),
+        };
+        let plan = Plan {
+            text,
+            base,
+            sets: job_sets.to_vec(),
+            params,
+            search,
+            assignments,
+        };
+        // Every trial's job is checked before any worker starts.
+        for (i, a) in plan.assignments.iter().enumerate() {
+            plan.live(i + 1, a.clone(), o)?;
+        }
+        Ok(plan)
+    }
+
+    /// Trial `index` with assignment `a`, untrained.
+    fn live(
+        &self,
+        index: usize,
+        a: Vec<(String, String)>,
+        o: &TuneOptions,
+    ) -> Result<trial::Live, String> {
+        let trials = o.out.join("trials");
+        let job = trial_job(&self.text, &self.base, &overrides(&self.sets, &a), &trials)
+            .map_err(|e| e.0)?;
+        let record = trials.join(format!("t{index:04}.json"));
+        Ok(trial::Live::new(index, a, job, record))
+    }
+}
+
+/// Runs the search on the workers of `o.run` and publishes the best configuration; returns
+/// `tune.json`'s value on the process of worker 0 (`None` on a cluster's other processes).
 pub fn tune(
     job_path: &Path,
     job_sets: &[String],
     o: &TuneOptions,
-) -> Result<serde_json::Value, String> {
-    let text = std::fs::read_to_string(job_path)
-        .map_err(|e| format!("cannot read job file {}: {e}", job_path.display()))?;
-    let base = job_path.parent().unwrap_or(Path::new("."));
-    let params = if o.params.is_empty() {
-        default_space()
-    } else {
-        o.params.clone()
-    };
-    let search = o
-        .search
-        .unwrap_or_else(|| Search::default_for(&params, o.trials));
-    let plan = match search {
-        Search::Grid => {
-            if params.iter().any(|p| !matches!(p.space, Space::List(_))) {
-                return Err("--search grid needs listed values only (a range has no grid)".into());
-            }
-            grid(&params)
+) -> Result<Option<serde_json::Value>, String> {
+    let plan = Plan::new(job_path, job_sets, o)?;
+    let trials = o.out.join("trials");
+    std::fs::create_dir_all(trials.join("state"))
+        .map_err(|e| format!("{}: {e}", trials.display()))?;
+    let (plan, opts) = (Arc::new(plan), o.clone());
+    let out = crate::run::execute(&o.run, move |worker, run| {
+        let dir = opts.out.join("trials");
+        if worker.index() != 0 {
+            return session::follow(worker, &dir, run).map(|_| None);
         }
-        _ => random_draws(
-            &params,
-            o.trials.unwrap_or_else(|| default_trials(search)),
-            o.seed,
-        ),
-    };
-    std::fs::create_dir_all(o.out.join("trials"))
-        .map_err(|e| format!("{}: {e}", o.out.display()))?;
-    let mut live = Vec::with_capacity(plan.len());
-    for (i, a) in plan.into_iter().enumerate() {
-        let store = o.out.join("trials").join(format!("t{:04}", i + 1));
-        let job = trial_job(&text, base, &overrides(job_sets, &a), &store).map_err(|e| e.0)?;
-        live.push(trial::Live::new(i + 1, a, job, store));
+        let mut leader = session::Leader::new(worker, dir, run);
+        let r = drive(&plan, &mut leader, &opts);
+        if let Err(e) = &r {
+            leader.abort(e);
+        }
+        r.map(Some).map_err(CommError)
+    });
+    let _ = std::fs::remove_dir_all(trials.join("state"));
+    let _ = std::fs::remove_dir_all(trials.join("ingest"));
+    out
+}
+
+/// Worker 0's search: trains the trials through `leader`, writes the records, publishes the
+/// winner and writes `tune.json`, `tune.html` and `best.toml`.
+fn drive(
+    plan: &Plan,
+    leader: &mut session::Leader<'_>,
+    o: &TuneOptions,
+) -> Result<serde_json::Value, String> {
+    let mut live = Vec::with_capacity(plan.assignments.len());
+    for (i, a) in plan.assignments.iter().enumerate() {
+        live.push(plan.live(i + 1, a.clone(), o)?);
     }
     let started = Instant::now();
     let over_time = || {
         o.time_limit_min
             .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0)
     };
-    match search {
+    match plan.search {
         Search::Halving => {
-            halving::search(&mut live, o, &over_time)?;
+            halving::search(&mut live, leader, o, &over_time)?;
             let next = live.len() + 1;
-            let around = halving::neighbours(&params, &live);
-            for (i, a) in around.into_iter().enumerate() {
-                let store = o.out.join("trials").join(format!("t{:04}", next + i));
-                let job =
-                    trial_job(&text, base, &overrides(job_sets, &a), &store).map_err(|e| e.0)?;
-                live.push(trial::Live::new(next + i, a, job, store));
+            for (i, a) in halving::neighbours(&plan.params, &live)
+                .into_iter()
+                .enumerate()
+            {
+                live.push(plan.live(next + i, a, o)?);
             }
-            halving::refine(&mut live[next - 1..], o, &over_time)?;
+            halving::refine(&mut live[next - 1..], leader, o, &over_time)?;
         }
-        _ => train_each(&mut live, o, &over_time)?,
+        _ => train_each(&mut live, leader, o, &over_time)?,
     }
-    let chunked = search == Search::Halving || o.patience.is_some();
+    let chunked = plan.search == Search::Halving || o.patience.is_some();
     let trials: Vec<Trial> = live
         .iter()
-        .filter(|t| !t.curve.is_empty())
+        .filter(|t| !t.curve.is_empty() || t.error.is_some())
         .map(|t| t.record(chunked))
         .collect();
-    for t in &live {
-        t.drop_store();
-    }
     write_trials(&trials, o)?;
     let best = best_by(&trials, |t| t.value)
         .ok_or("tune: no trial finished")?
         .clone();
     eprintln!("{}", table(&trials, &o.metric, best.index));
     // Only now is eval.test read: by the final run of the chosen configuration.
-    let mut fin =
-        Job::parse_in(&text, &overrides(job_sets, &best.set), Some(base)).map_err(|e| e.0)?;
+    let mut fin = Job::parse_in(
+        &plan.text,
+        &overrides(&plan.sets, &best.set),
+        Some(&plan.base),
+    )
+    .map_err(|e| e.0)?;
     if o.refit {
         if let Some(v) = fin.eval.valid.take() {
             fin.input.path.push(v);
@@ -388,13 +461,15 @@ pub fn tune(
     }
     let best_toml = toml::to_string(&fin).map_err(|e| format!("best.toml: {e}"))?;
     std::fs::write(o.out.join("best.toml"), &best_toml).map_err(|e| format!("best.toml: {e}"))?;
-    let s = run(fin, o.run.clone())?.ok_or("tune runs on one process")?;
+    let s = leader
+        .publish(fin)?
+        .ok_or("tune: the final run published nothing")?;
     let out = serde_json::json!({
         "metric": o.metric,
-        "search": format!("{search:?}").to_lowercase(),
+        "search": format!("{:?}", plan.search).to_lowercase(),
         "seed": o.seed,
         "refit": o.refit,
-        "params": params.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
+        "params": plan.params.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
         "trials": trials,
         "best": best,
         "published": s.version_dir,
@@ -414,19 +489,14 @@ pub fn tune(
     Ok(out)
 }
 
-/// The value of `o.metric` in a run's validation metrics.
-pub(crate) fn metric_of(
-    s: &crate::run::Summary,
-    o: &TuneOptions,
-) -> Result<(f64, serde_json::Value), String> {
-    let vm = s.manifest["valid_metrics"].clone();
-    let v = crate::eval::lookup(&vm, &o.metric).ok_or_else(|| {
+/// The value of `o.metric` in validation metrics.
+pub(crate) fn metric_of(vm: &serde_json::Value, o: &TuneOptions) -> Result<f64, String> {
+    crate::eval::lookup(vm, &o.metric).ok_or_else(|| {
         format!(
             "--metric {}: not in the validation metrics (eval.k lists the cut-offs)",
             o.metric
         )
-    })?;
-    Ok((v, vm))
+    })
 }
 
 /// The best of `items` by `value`: the highest, the earlier one on ties; NaN never wins.
@@ -444,6 +514,7 @@ pub(crate) fn best_by<T>(items: &[T], value: impl Fn(&T) -> f64) -> Option<&T> {
 /// chunks of `--eval-every` iterations, stopping after P chunks without a better value.
 fn train_each(
     live: &mut [trial::Live],
+    trainer: &mut dyn trial::Trainer,
     o: &TuneOptions,
     over_time: &dyn Fn() -> bool,
 ) -> Result<(), String> {
@@ -459,13 +530,17 @@ fn train_each(
         let max = t.max_iterations();
         match o.patience {
             None => {
-                t.advance(max, o)?;
+                t.advance(trainer, max, o)?;
             }
             Some(patience) => {
                 let mut since = 0;
                 while t.done < max && since < patience {
                     let to = t.done + o.eval_every.max(1);
-                    since = if t.advance(to, o)? { 0 } else { since + 1 };
+                    since = if t.advance(trainer, to, o)? {
+                        0
+                    } else {
+                        since + 1
+                    };
                 }
             }
         }
@@ -479,7 +554,7 @@ fn train_each(
             t.secs,
             desc.join(" ")
         );
-        t.drop_store();
+        t.finish(trainer)?;
     }
     Ok(())
 }
