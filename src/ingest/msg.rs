@@ -33,8 +33,8 @@ pub enum IngestMsg {
     Shards(Vec<ShardRows>),
     /// Keys of `side` (0 users, 1 items) whose vectors the sender needs every half-step.
     Request(u8, Vec<u64>),
-    /// The whole-job counters ([`super::IngestStats`] after `read`), to worker 0.
-    Counts(Vec<u64>),
+    /// The sender's counters, to worker 0.
+    Counts(super::Counts),
 }
 
 impl Message for IngestMsg {}
