@@ -20,14 +20,10 @@ pub enum Body {
     /// Per-virtual-shard dense f64 blocks (the SVD's Gram partials, or its small factors
     /// tagged by position), summed in vshard order.
     Dense(Vec<(u32, Vec<f64>)>),
-    /// Per-virtual-shard scalars (e.g. objective partials), summed in vshard order.
-    Scalars(Vec<(u32, f64)>),
     /// Counters by position.
     Counts(Vec<u64>),
     /// A short text (version names, JSON records for the manifest).
     Text(String),
-    /// Scored candidates: (user key, item key, score).
-    Scored(Vec<(u64, u64, f32)>),
     /// A block of entities: keys, raw ids, interaction counts and row-major vectors.
     Block(Vec<u64>, Vec<RawId>, Vec<u32>, Vec<f32>),
     /// Evaluation partial sums per virtual shard.

@@ -6,7 +6,8 @@
 //! mean of `g(w)` over all pairs, summed per virtual shard and in virtual-shard order on
 //! worker 0, so the value — and the model — is the same for any worker layout.
 
-use crate::cluster::{Body, Comm, CommError};
+use crate::cluster::{Comm, CommError};
+use crate::comm::{Channel, Message};
 use crate::job::{auto_alpha, target_confidence, Alpha, Confidence};
 use crate::side::Side;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,17 @@ pub fn apply(
     Ok(resolved)
 }
 
+/// The automatic alpha's messages.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum AutoMsg {
+    /// Per user virtual shard: the sum of `g(w)` over its pairs, to worker 0.
+    Sums(Vec<(u32, f64)>),
+    /// Worker 0's choice: alpha, density, mean term, target confidence.
+    Chosen([f64; 4]),
+}
+
+impl Message for AutoMsg {}
+
 /// Sums `g(w)` per virtual shard of the users, adds the shards up in order on worker 0 and
 /// broadcasts what it chose (worker 0's density is the one that counts: its totals are
 /// complete).
@@ -78,26 +90,28 @@ fn resolve_auto(
             )
         })
         .collect();
-    comm.send(0, Body::Scalars(parts));
+    // The automatic alpha's own channel: per-shard sums to worker 0, its choice back.
+    let ch = &mut Channel::<AutoMsg>::new(worker, comm.deadline);
     let mut all = Vec::new();
-    for (_, b) in comm.exchange(worker, "confidence: sum weights")? {
-        if let Body::Scalars(mut p) = b {
+    for (_, m) in ch.gather_to_leader(worker, "confidence: sum weights", AutoMsg::Sums(parts))? {
+        if let AutoMsg::Sums(mut p) = m {
             all.append(&mut p);
         }
     }
-    if comm.index == 0 {
-        all.sort_by_key(|p| p.0);
-        let mean_term = all.iter().map(|p| p.1).sum::<f64>() / (pairs as f64).max(1.0);
+    let chosen = (ch.index == 0).then(|| {
+        let sum = crate::comm::reduce_in_vshard_order(all, 0.0, |a, x| *a += *x);
+        let mean_term = sum / (pairs as f64).max(1.0);
         let alpha = auto_alpha(density, mean_term);
-        let msg = [alpha, density, mean_term, target_confidence(density)];
-        comm.broadcast(Body::Scalars(msg.iter().map(|&x| (0, x)).collect()));
-    }
-    let mut got = Vec::new();
-    for (_, b) in comm.exchange(worker, "confidence: alpha")? {
-        if let Body::Scalars(p) = b {
-            got = p.into_iter().map(|x| x.1).collect();
+        AutoMsg::Chosen([alpha, density, mean_term, target_confidence(density)])
+    });
+    let got = match ch.broadcast_from(worker, "confidence: alpha", 0, chosen)? {
+        AutoMsg::Chosen(c) => c,
+        AutoMsg::Sums(_) => {
+            return Err(CommError(
+                "stage 'confidence: alpha': sums where the choice was due (a bug)".into(),
+            ))
         }
-    }
+    };
     Ok(Resolved {
         alpha: got[0],
         auto: true,

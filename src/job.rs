@@ -830,12 +830,36 @@ impl Job {
 
     /// Checks every value against its allowed range; the error names the key.
     pub fn validate(&self) -> Result<(), JobError> {
-        fn bad(key: &str, allowed: &str, got: impl std::fmt::Display) -> Result<(), JobError> {
-            Err(JobError(format!(
-                "{key} = {got} is out of range: allowed {allowed}"
-            )))
+        self.als.validate()?;
+        self.svd.validate()?;
+        self.confidence.validate()?;
+        self.shards.validate()?;
+        self.input.validate()?;
+        self.lsh.validate(self.recommend.mode)?;
+        if self.recommend.k > 10_000 {
+            return bad("recommend.k", "0..=10000", self.recommend.k);
         }
-        let a = &self.als;
+        if self.similar.k > 10_000 {
+            return bad("similar.k", "0..=10000", self.similar.k);
+        }
+        self.eval.validate()?;
+        if self.output.store.is_empty() {
+            return Err(JobError("output.store must name a directory".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A value out of its key's range.
+fn bad(key: &str, allowed: &str, got: impl std::fmt::Display) -> Result<(), JobError> {
+    Err(JobError(format!(
+        "{key} = {got} is out of range: allowed {allowed}"
+    )))
+}
+
+impl Als {
+    fn validate(&self) -> Result<(), JobError> {
+        let a = self;
         if !(1..=1024).contains(&a.factors) {
             return bad("als.factors", "1..=1024", a.factors);
         }
@@ -874,7 +898,13 @@ impl Job {
                 a.init_std,
             );
         }
-        let s = &self.svd;
+        Ok(())
+    }
+}
+
+impl Svd {
+    fn validate(&self) -> Result<(), JobError> {
+        let s = self;
         if !(1..=1024).contains(&s.rank) {
             return bad("svd.rank", "1..=1024", s.rank);
         }
@@ -884,7 +914,13 @@ impl Job {
         if s.power_iterations > 100 {
             return bad("svd.power_iterations", "0..=100", s.power_iterations);
         }
-        let c = &self.confidence;
+        Ok(())
+    }
+}
+
+impl Confidence {
+    fn validate(&self) -> Result<(), JobError> {
+        let c = self;
         if let Alpha::Value(a) = c.alpha {
             if !(a.is_finite() && a >= 0.0) {
                 return bad("confidence.alpha", "\"auto\" or a finite number >= 0", a);
@@ -893,22 +929,34 @@ impl Job {
         if !(c.epsilon.is_finite() && c.epsilon > 0.0) {
             return bad("confidence.epsilon", "a finite number > 0", c.epsilon);
         }
-        if !(1..=65_536).contains(&self.shards.virtual_shards) {
-            return bad("shards.virtual", "1..=65536", self.shards.virtual_shards);
+        Ok(())
+    }
+}
+
+impl Shards {
+    fn validate(&self) -> Result<(), JobError> {
+        if !(1..=65_536).contains(&self.virtual_shards) {
+            return bad("shards.virtual", "1..=65536", self.virtual_shards);
         }
-        if let Some(m) = self.input.min_weight {
+        Ok(())
+    }
+}
+
+impl Input {
+    fn validate(&self) -> Result<(), JobError> {
+        if let Some(m) = self.min_weight {
             if !m.is_finite() {
                 return bad("input.min_weight", "a finite number", m);
             }
         }
-        if let (Column::Index(u), Column::Index(i)) = (&self.input.user, &self.input.item) {
+        if let (Column::Index(u), Column::Index(i)) = (&self.user, &self.item) {
             if u == i {
                 return Err(JobError(format!(
                     "input.user and input.item are both column {u}: they must differ"
                 )));
             }
         }
-        let d = &self.input.demo;
+        let d = &self.demo;
         if d.users == 0 || d.items == 0 || d.rank == 0 {
             return bad(
                 "input.demo",
@@ -916,7 +964,13 @@ impl Job {
                 format!("{}/{}/{}", d.users, d.items, d.rank),
             );
         }
-        let l = &self.lsh;
+        Ok(())
+    }
+}
+
+impl Lsh {
+    fn validate(&self, mode: Mode) -> Result<(), JobError> {
+        let l = self;
         if !(1..=64).contains(&l.planes) {
             return bad("lsh.planes", "1..=64", l.planes);
         }
@@ -952,20 +1006,20 @@ impl Job {
         if l.probes > l.planes && l.transform != Transform::Users {
             return bad("lsh.probes", "0..=lsh.planes", l.probes);
         }
-        if self.recommend.mode == Mode::Lsh && l.tables == 0 && l.head == 0 {
+        if mode == Mode::Lsh && l.tables == 0 && l.head == 0 {
             return bad(
                 "lsh.tables",
                 "at least 1 when lsh.head = 0 (recommend.mode = \"lsh\" would have no candidates)",
                 l.tables,
             );
         }
-        if self.recommend.k > 10_000 {
-            return bad("recommend.k", "0..=10000", self.recommend.k);
-        }
-        if self.similar.k > 10_000 {
-            return bad("similar.k", "0..=10000", self.similar.k);
-        }
-        let e = &self.eval;
+        Ok(())
+    }
+}
+
+impl Eval {
+    fn validate(&self) -> Result<(), JobError> {
+        let e = self;
         if !(0.0..1.0).contains(&e.holdout) {
             return bad("eval.holdout", "0 <= holdout < 1", e.holdout);
         }
@@ -981,9 +1035,6 @@ impl Job {
                 "1..=10000, or a non-empty list of such",
                 format!("{ks:?}"),
             );
-        }
-        if self.output.store.is_empty() {
-            return Err(JobError("output.store must name a directory".into()));
         }
         Ok(())
     }

@@ -22,111 +22,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a job file: ingest, train, recommend, evaluate, publish.
-    Run {
-        /// The job file (TOML).
-        job: PathBuf,
-        #[command(flatten)]
-        layout: Layout,
-        /// Override a job key, e.g. --set als.factors=128 (repeatable).
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        set: Vec<String>,
-        /// No progress output.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Continue from the store's last checkpoint (als.checkpoint_every); ends with the same
-        /// model an uninterrupted run makes.
-        #[arg(long)]
-        resume: bool,
-    },
+    Run(RunArgs),
     /// Search hyperparameters on eval.valid, then publish the best configuration's model
     /// (with metrics on eval.test) and write OUT/tune.json, OUT/tune.html, OUT/best.toml.
-    Tune {
-        /// The job file (TOML); needs eval.valid.
-        job: PathBuf,
-        #[command(flatten)]
-        layout: Layout,
-        /// Searched key: `als.factors=64,128,256`, `als.regularization=1e-3..10:log`,
-        /// `als.solver=cg,block` (repeatable). None: a built-in space for ALS.
-        #[arg(long = "param", value_name = "KEY=VALUES")]
-        param: Vec<String>,
-        /// Configurations drawn (default: the full grid for lists only; else 27 for halving,
-        /// 10 for random).
-        #[arg(long)]
-        trials: Option<usize>,
-        /// grid | random | halving (successive halving: every configuration trains a few
-        /// iterations, the best third go on, doubling). Default: grid for lists only without
-        /// --trials, else halving.
-        #[arg(long)]
-        search: Option<String>,
-        /// Seed of the random search.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Validation metric to maximise (`ndcg@20`, `recall@10`, `auc`, …).
-        #[arg(long, default_value = "ndcg@20")]
-        metric: String,
-        /// Start no new trial after this many minutes.
-        #[arg(long = "time-limit", value_name = "MIN")]
-        time_limit: Option<f64>,
-        /// Retrain the best configuration on the input plus eval.valid before publishing.
-        #[arg(long)]
-        refit: bool,
-        /// Early stopping: stop a trial after this many evaluations without a better value
-        /// (its iteration count becomes the best evaluation's).
-        #[arg(long = "early-stop", value_name = "PATIENCE")]
-        early_stop: Option<usize>,
-        /// Iterations between a trial's evaluations with --early-stop.
-        #[arg(long = "eval-every", default_value_t = 2)]
-        eval_every: usize,
-        /// Directory for trials and the results.
-        #[arg(long, default_value = "tune")]
-        out: PathBuf,
-        /// Override a job key for every trial (repeatable).
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        set: Vec<String>,
-        /// No progress output from the runs.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Tune(TuneArgs),
     /// Write synthetic implicit data (planted low-rank model, power-law activity) as TSV.
-    Generate {
-        /// Users.
-        #[arg(long)]
-        users: u64,
-        /// Items.
-        #[arg(long)]
-        items: u64,
-        /// Rows.
-        #[arg(long)]
-        nnz: u64,
-        /// Planted rank.
-        #[arg(long, default_value_t = 16)]
-        rank: u32,
-        /// Seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Output file.
-        #[arg(long)]
-        out: PathBuf,
-        /// Threads (default: all cores).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Write day DAY's next-day event file for the base set given by the other flags:
-        /// new events, new users and items, removals (negative weights).
-        #[arg(long, value_name = "DAY")]
-        delta: Option<u64>,
-        /// Delta mode: new events (default: nnz / 20).
-        #[arg(long)]
-        delta_nnz: Option<u64>,
-        /// Delta mode: new users per day (default: users / 50).
-        #[arg(long)]
-        new_users: Option<u64>,
-        /// Delta mode: new items per day (default: items / 50).
-        #[arg(long)]
-        new_items: Option<u64>,
-        /// Delta mode: base pairs removed (default: nnz / 200).
-        #[arg(long)]
-        removals: Option<u64>,
-    },
+    Generate(GenerateArgs),
     /// Export a published model's factors.
     Export {
         /// Model store directory.
@@ -223,6 +124,114 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The job file (TOML).
+    job: PathBuf,
+    #[command(flatten)]
+    layout: Layout,
+    /// Override a job key, e.g. --set als.factors=128 (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// No progress output.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Continue from the store's last checkpoint (als.checkpoint_every); ends with the same
+    /// model an uninterrupted run makes.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(clap::Args)]
+struct TuneArgs {
+    /// The job file (TOML); needs eval.valid.
+    job: PathBuf,
+    #[command(flatten)]
+    layout: Layout,
+    /// Searched key: `als.factors=64,128,256`, `als.regularization=1e-3..10:log`,
+    /// `als.solver=cg,block` (repeatable). None: a built-in space for ALS.
+    #[arg(long = "param", value_name = "KEY=VALUES")]
+    param: Vec<String>,
+    /// Configurations drawn (default: the full grid for lists only; else 27 for halving,
+    /// 10 for random).
+    #[arg(long)]
+    trials: Option<usize>,
+    /// grid | random | halving (successive halving: every configuration trains a few
+    /// iterations, the best third go on, doubling). Default: grid for lists only without
+    /// --trials, else halving.
+    #[arg(long)]
+    search: Option<String>,
+    /// Seed of the random search.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Validation metric to maximise (`ndcg@20`, `recall@10`, `auc`, …).
+    #[arg(long, default_value = "ndcg@20")]
+    metric: String,
+    /// Start no new trial after this many minutes.
+    #[arg(long = "time-limit", value_name = "MIN")]
+    time_limit: Option<f64>,
+    /// Retrain the best configuration on the input plus eval.valid before publishing.
+    #[arg(long)]
+    refit: bool,
+    /// Early stopping: stop a trial after this many evaluations without a better value
+    /// (its iteration count becomes the best evaluation's).
+    #[arg(long = "early-stop", value_name = "PATIENCE")]
+    early_stop: Option<usize>,
+    /// Iterations between a trial's evaluations with --early-stop.
+    #[arg(long = "eval-every", default_value_t = 2)]
+    eval_every: usize,
+    /// Directory for trials and the results.
+    #[arg(long, default_value = "tune")]
+    out: PathBuf,
+    /// Override a job key for every trial (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// No progress output from the runs.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Users.
+    #[arg(long)]
+    users: u64,
+    /// Items.
+    #[arg(long)]
+    items: u64,
+    /// Rows.
+    #[arg(long)]
+    nnz: u64,
+    /// Planted rank.
+    #[arg(long, default_value_t = 16)]
+    rank: u32,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write day DAY's next-day event file for the base set given by the other flags:
+    /// new events, new users and items, removals (negative weights).
+    #[arg(long, value_name = "DAY")]
+    delta: Option<u64>,
+    /// Delta mode: new events (default: nnz / 20).
+    #[arg(long)]
+    delta_nnz: Option<u64>,
+    /// Delta mode: new users per day (default: users / 50).
+    #[arg(long)]
+    new_users: Option<u64>,
+    /// Delta mode: new items per day (default: items / 50).
+    #[arg(long)]
+    new_items: Option<u64>,
+    /// Delta mode: base pairs removed (default: nnz / 200).
+    #[arg(long)]
+    removals: Option<u64>,
 }
 
 /// Where the workers run: threads of this process, or processes of a cluster.
@@ -386,88 +395,8 @@ fn local_cores() -> usize {
 
 fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
     match cmd {
-        Cmd::Run {
-            job,
-            layout,
-            set,
-            quiet,
-            resume,
-        } => {
-            let j = Job::load(&job, &set).map_err(|e| (2, e.0))?;
-            let opts = layout.resolve(quiet, resume)?;
-            // SIGINT / SIGTERM: this run's temporary files go, exit 130 / 143 (crate::cleanup).
-            recflow::cleanup::on_signals().map_err(|e| (1, e))?;
-            let summary = run(j, opts).map_err(|e| {
-                let code = if e.contains(recflow::lock::LOCKED) {
-                    recflow::lock::EXIT_LOCKED as u8
-                } else {
-                    1
-                };
-                (code, e)
-            })?;
-            if let Some(s) = summary.filter(|_| !quiet) {
-                let report = recflow::report::read(&s.version_dir)
-                    .unwrap_or_else(|| recflow::report::build(&s.manifest, None));
-                let dir = s.version_dir.display().to_string();
-                eprint!("{}", recflow::report::summary::render(&report, &dir));
-            }
-            recflow::cleanup::succeed()
-        }
-        Cmd::Generate {
-            users,
-            items,
-            nnz,
-            rank,
-            seed,
-            out,
-            threads,
-            delta,
-            delta_nnz,
-            new_users,
-            new_items,
-            removals,
-        } => {
-            if users == 0 || items == 0 || rank == 0 {
-                return Err((2, "--users, --items and --rank must be at least 1".into()));
-            }
-            let spec = recflow::generate::Spec {
-                users,
-                items,
-                nnz,
-                rank,
-                seed,
-            };
-            let threads = threads.unwrap_or_else(local_cores);
-            let tmp = out.with_extension("tmp");
-            let f = std::fs::File::create(&tmp)
-                .map_err(|e| (1, format!("cannot create {}: {e}", tmp.display())))?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 22, f);
-            let written = match delta {
-                None => recflow::generate::write_tsv(spec, &mut w, threads),
-                Some(0) => {
-                    return Err((
-                        2,
-                        "--delta DAY: days start at 1 (day 0 is the base set: omit --delta)".into(),
-                    ))
-                }
-                Some(day) => {
-                    let d = recflow::generate::Delta {
-                        day,
-                        nnz: delta_nnz.unwrap_or(nnz / 20),
-                        new_users: new_users.unwrap_or(users / 50),
-                        new_items: new_items.unwrap_or(items / 50),
-                        removals: removals.unwrap_or(nnz / 200),
-                    };
-                    recflow::generate::write_delta_tsv(spec, &d, &mut w)
-                }
-            };
-            written
-                .and_then(|_| std::io::Write::flush(&mut w))
-                .map_err(|e| (1, format!("cannot write {}: {e}", tmp.display())))?;
-            std::fs::rename(&tmp, &out)
-                .map_err(|e| (1, format!("cannot rename to {}: {e}", out.display())))?;
-            Ok(())
-        }
+        Cmd::Run(a) => run_cmd(a),
+        Cmd::Generate(a) => generate_cmd(a),
         Cmd::Export {
             store,
             version,
@@ -536,58 +465,7 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             }
             Ok(())
         }
-        Cmd::Tune {
-            job,
-            layout,
-            param,
-            trials,
-            search,
-            seed,
-            metric,
-            time_limit,
-            refit,
-            early_stop,
-            eval_every,
-            out,
-            set,
-            quiet,
-        } => {
-            let run = layout.resolve(quiet, false)?;
-            Job::load(&job, &set).map_err(|e| (2, e.0))?;
-            let params = param
-                .iter()
-                .map(|p| recflow::tune::parse_param(p))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| (2, e))?;
-            let search = search
-                .map(|s| recflow::tune::Search::parse(&s))
-                .transpose()
-                .map_err(|e| (2, e))?;
-            let o = recflow::tune::TuneOptions {
-                search,
-                params,
-                trials,
-                seed,
-                metric,
-                time_limit_min: time_limit,
-                refit,
-                patience: early_stop,
-                eval_every,
-                out,
-                run,
-            };
-            // SIGINT / SIGTERM: temporary files go, exit 130 / 143 (crate::cleanup).
-            recflow::cleanup::on_signals().map_err(|e| (1, e))?;
-            recflow::tune::tune(&job, &set, &o).map_err(|e| {
-                let code = if e.contains(recflow::lock::LOCKED) {
-                    recflow::lock::EXIT_LOCKED as u8
-                } else {
-                    1
-                };
-                (code, e)
-            })?;
-            recflow::cleanup::succeed()
-        }
+        Cmd::Tune(a) => tune_cmd(a),
         Cmd::Eval {
             store,
             version,
@@ -609,4 +487,143 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
             Ok(())
         }
     }
+}
+
+/// `recflow run`: one job, its summary on stderr.
+fn run_cmd(a: RunArgs) -> Result<(), (u8, String)> {
+    let RunArgs {
+        job,
+        layout,
+        set,
+        quiet,
+        resume,
+    } = a;
+    let j = Job::load(&job, &set).map_err(|e| (2, e.0))?;
+    let opts = layout.resolve(quiet, resume)?;
+    // SIGINT / SIGTERM: this run's temporary files go, exit 130 / 143 (crate::cleanup).
+    recflow::cleanup::on_signals().map_err(|e| (1, e))?;
+    let summary = run(j, opts).map_err(failed_run)?;
+    if let Some(s) = summary.filter(|_| !quiet) {
+        let report = recflow::report::read(&s.version_dir)
+            .unwrap_or_else(|| recflow::report::build(&s.manifest, None));
+        let dir = s.version_dir.display().to_string();
+        eprint!("{}", recflow::report::summary::render(&report, &dir));
+    }
+    recflow::cleanup::succeed()
+}
+
+/// `recflow tune`: the search, then the winner published.
+fn tune_cmd(a: TuneArgs) -> Result<(), (u8, String)> {
+    let TuneArgs {
+        job,
+        layout,
+        param,
+        trials,
+        search,
+        seed,
+        metric,
+        time_limit,
+        refit,
+        early_stop,
+        eval_every,
+        out,
+        set,
+        quiet,
+    } = a;
+    let run = layout.resolve(quiet, false)?;
+    Job::load(&job, &set).map_err(|e| (2, e.0))?;
+    let params = param
+        .iter()
+        .map(|p| recflow::tune::parse_param(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| (2, e))?;
+    let search = search
+        .map(|s| recflow::tune::Search::parse(&s))
+        .transpose()
+        .map_err(|e| (2, e))?;
+    let o = recflow::tune::TuneOptions {
+        search,
+        params,
+        trials,
+        seed,
+        metric,
+        time_limit_min: time_limit,
+        refit,
+        patience: early_stop,
+        eval_every,
+        out,
+        run,
+    };
+    // SIGINT / SIGTERM: temporary files go, exit 130 / 143 (crate::cleanup).
+    recflow::cleanup::on_signals().map_err(|e| (1, e))?;
+    recflow::tune::tune(&job, &set, &o).map_err(failed_run)?;
+    recflow::cleanup::succeed()
+}
+
+/// `recflow generate`: a synthetic data set (or a day's delta), written atomically.
+fn generate_cmd(a: GenerateArgs) -> Result<(), (u8, String)> {
+    let GenerateArgs {
+        users,
+        items,
+        nnz,
+        rank,
+        seed,
+        out,
+        threads,
+        delta,
+        delta_nnz,
+        new_users,
+        new_items,
+        removals,
+    } = a;
+    if users == 0 || items == 0 || rank == 0 {
+        return Err((2, "--users, --items and --rank must be at least 1".into()));
+    }
+    let spec = recflow::generate::Spec {
+        users,
+        items,
+        nnz,
+        rank,
+        seed,
+    };
+    let threads = threads.unwrap_or_else(local_cores);
+    let tmp = out.with_extension("tmp");
+    let f = std::fs::File::create(&tmp)
+        .map_err(|e| (1, format!("cannot create {}: {e}", tmp.display())))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 22, f);
+    let written = match delta {
+        None => recflow::generate::write_tsv(spec, &mut w, threads),
+        Some(0) => {
+            return Err((
+                2,
+                "--delta DAY: days start at 1 (day 0 is the base set: omit --delta)".into(),
+            ))
+        }
+        Some(day) => {
+            let d = recflow::generate::Delta {
+                day,
+                nnz: delta_nnz.unwrap_or(nnz / 20),
+                new_users: new_users.unwrap_or(users / 50),
+                new_items: new_items.unwrap_or(items / 50),
+                removals: removals.unwrap_or(nnz / 200),
+            };
+            recflow::generate::write_delta_tsv(spec, &d, &mut w)
+        }
+    };
+    written
+        .and_then(|_| std::io::Write::flush(&mut w))
+        .map_err(|e| (1, format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, &out)
+        .map_err(|e| (1, format!("cannot rename to {}: {e}", out.display())))?;
+    Ok(())
+}
+
+/// A failed run's exit: `EXIT_LOCKED` when another run holds the store, else 1.
+fn failed_run(e: String) -> (u8, String) {
+    let code = if e.contains(recflow::lock::LOCKED) {
+        recflow::lock::EXIT_LOCKED as u8
+    } else {
+        1
+    };
+    (code, e)
 }

@@ -13,7 +13,8 @@ pub mod summary;
 
 pub use progress::Log;
 
-use crate::cluster::{Body, Comm, CommError};
+use crate::cluster::{Comm, CommError};
+use crate::comm::{Channel, Message};
 use crate::side::Side;
 use crate::store::{self, FileRecord};
 use serde_json::{json, Value};
@@ -141,6 +142,12 @@ pub struct Degrees {
     pub items: DegreeStats,
 }
 
+/// One worker's degree statistics of (users, items) as counters, to worker 0.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct DegreeCounts([Vec<u64>; 2]);
+
+impl Message for DegreeCounts {}
+
 /// Sums every worker's degree histograms on worker 0 (one superstep; every worker must call
 /// it). Returns `Some` on worker 0.
 pub fn gather_degrees(
@@ -149,11 +156,11 @@ pub fn gather_degrees(
     users: &Side,
     items: &Side,
 ) -> Result<Option<Degrees>, CommError> {
-    let mut c = DegreeStats::of(users).to_counts();
-    c.extend(DegreeStats::of(items).to_counts());
-    comm.send(0, Body::Counts(c));
-    let got = comm.exchange(worker, "report: degrees")?;
-    if comm.index != 0 {
+    let ch = &mut Channel::<DegreeCounts>::new(worker, comm.deadline);
+    let mine =
+        DegreeCounts([DegreeStats::of(users), DegreeStats::of(items)].map(|d| d.to_counts()));
+    let got = ch.gather_to_leader(worker, "report: degrees", mine)?;
+    if ch.index != 0 {
         return Ok(None);
     }
     let empty = || DegreeStats {
@@ -165,14 +172,9 @@ pub fn gather_degrees(
         users: empty(),
         items: empty(),
     };
-    let n = 4 + BINS;
-    for (_, b) in got {
-        if let Body::Counts(c) = b {
-            if c.len() == 2 * n {
-                d.users.merge(&DegreeStats::from_counts(&c[..n]));
-                d.items.merge(&DegreeStats::from_counts(&c[n..]));
-            }
-        }
+    for (_, DegreeCounts([u, i])) in got {
+        d.users.merge(&DegreeStats::from_counts(&u));
+        d.items.merge(&DegreeStats::from_counts(&i));
     }
     Ok(Some(d))
 }
@@ -242,102 +244,7 @@ pub fn build(m: &Value, degrees: Option<&Degrees>) -> Value {
     let t = &m["timings"];
     let train = &m["train"];
     let rec = &m["recommend"];
-    let lsh = &rec["lsh"];
-
-    let known: f64 = ["ingest_secs", "train_secs", "recommend_secs"]
-        .iter()
-        .map(|k| f(&t[k]))
-        .sum();
-    let total = f(&t["total_secs"]);
-    let stages = json!([
-        { "name": "ingest", "secs": f(&t["ingest_secs"]) },
-        { "name": "train", "secs": f(&t["train_secs"]) },
-        { "name": "recommend", "secs": f(&t["recommend_secs"]) },
-        { "name": "publish", "secs": (total - known).max(0.0) },
-    ]);
-
-    // Half-steps alternate users, items; sum each worker's solve time per side.
-    let per_half: Vec<Vec<f64>> = train["solve_secs_per_worker"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|h| {
-                    h.as_array()
-                        .map(|w| w.iter().map(f).collect())
-                        .unwrap_or_default()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let nw = per_half.iter().map(Vec::len).max().unwrap_or(0);
-    let workers: Vec<Value> = (0..nw)
-        .map(|w| {
-            let side = |parity: usize| -> f64 {
-                per_half
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| i % 2 == parity)
-                    .map(|(_, h)| h.get(w).copied().unwrap_or(0.0))
-                    .sum()
-            };
-            json!({ "worker": w, "users_solve_secs": side(0), "items_solve_secs": side(1) })
-        })
-        .collect();
-
-    let mode = rec["mode"].as_str().unwrap_or("none").to_string();
-    let candidates = match mode.as_str() {
-        "lsh" => json!({
-            "mode": "lsh",
-            "per_user_mean": lsh["candidates_per_user"],
-            "catalog_share": lsh["catalog_share"],
-            "histogram": if lsh["candidates_histogram"].is_array() {
-                histogram_json(&lsh["candidates_histogram"].as_array().map(|a| a.iter().map(u).collect::<Vec<_>>()).unwrap_or_default())
-            } else { Value::Null },
-        }),
-        // What the pruned scan really scored; `exact: null` is the dense fallback, which
-        // scores every item; a manifest without the key (older recflow) did not record it.
-        "exact" => match rec.get("exact") {
-            Some(e) if e.is_object() => json!({
-                "mode": "exact",
-                "per_user_mean": e["candidates_per_user"],
-                "catalog_share": e["catalog_share"],
-                "histogram": histogram_json(&e["candidates_histogram"].as_array().map(|a| a.iter().map(u).collect::<Vec<_>>()).unwrap_or_default()),
-            }),
-            Some(_) => json!({
-                "mode": "exact",
-                "per_user_mean": c["items"],
-                "catalog_share": 1.0,
-                "histogram": Value::Null,
-            }),
-            None => {
-                json!({ "mode": "exact", "per_user_mean": Value::Null, "catalog_share": Value::Null, "histogram": Value::Null })
-            }
-        },
-        _ => {
-            json!({ "mode": mode, "per_user_mean": Value::Null, "catalog_share": Value::Null, "histogram": Value::Null })
-        }
-    };
-    let buckets = &lsh["buckets"];
-    let lsh_json = if buckets.is_object() {
-        json!({
-            "buckets": buckets["buckets"],
-            "max_size": buckets["max_size"],
-            "mean_size": buckets["mean_size"],
-            "head": buckets["head"],
-            "dropped_buckets": buckets["dropped_buckets"],
-            "dropped_memberships": buckets["dropped_memberships"],
-            "size_histogram": histogram_json(&buckets["size_histogram"].as_array().map(|a| a.iter().map(u).collect::<Vec<_>>()).unwrap_or_default()),
-            "recall_at_k": lsh["recall_at_k"],
-            "recall_k": lsh["recall_k"],
-            "recall_users": lsh["recall_users"],
-            "target_recall": lsh["target_recall"], "target_met": lsh["target_met"],
-            "sizes": lsh["calibration"]["chosen"], "stopped": lsh["calibration"]["stopped"],
-            "rounds": lsh["calibration"]["rounds"].as_array().map_or(0, |a| a.len()),
-        })
-    } else {
-        Value::Null
-    };
-
+    let buckets = &rec["lsh"]["buckets"];
     json!({
         "schema_version": SCHEMA_VERSION,
         "recflow_version": m["recflow_version"],
@@ -347,6 +254,7 @@ pub fn build(m: &Value, degrees: Option<&Degrees>) -> Value {
         "created_unix": m["created_unix"],
         "layout": { "workers": m["workers"], "virtual_shards": m["virtual_shards"] },
         "model": {
+            "method": m["method"],
             "factors": m["factors"],
             "iterations": m["job"]["als"]["iterations"],
             "solver": m["job"]["als"]["solver"],
@@ -381,17 +289,125 @@ pub fn build(m: &Value, degrees: Option<&Degrees>) -> Value {
             "users_without_recs": u(&rec["users_without_recs"]),
         },
         "skipped_samples": r["samples"].as_array().cloned().unwrap_or_default(),
-        "stages": stages,
-        "total_secs": total,
+        "stages": stages(t),
+        "total_secs": f(&t["total_secs"]),
         "objective": train["objective"].as_array().cloned().unwrap_or_default(),
         "iteration_secs": train["iteration_secs"].as_array().cloned().unwrap_or_default(),
-        "workers": workers,
+        "workers": solve_per_worker(train),
         "cost": cost::json(train),
         "degrees": degrees.map(|d| json!({ "users": d.users.to_json(), "items": d.items.to_json() })),
-        "lsh": lsh_json,
-        "candidates": candidates,
+        "lsh": lsh_report(&rec["lsh"]),
+        "candidates": candidates(rec, c),
         "metrics": m["metrics"],
     })
+}
+
+/// Seconds per stage; publish is what the others leave of the total.
+fn stages(t: &Value) -> Value {
+    let known: f64 = ["ingest_secs", "train_secs", "recommend_secs"]
+        .iter()
+        .map(|k| f(&t[k]))
+        .sum();
+    let total = f(&t["total_secs"]);
+    json!([
+        { "name": "ingest", "secs": f(&t["ingest_secs"]) },
+        { "name": "train", "secs": f(&t["train_secs"]) },
+        { "name": "recommend", "secs": f(&t["recommend_secs"]) },
+        { "name": "publish", "secs": (total - known).max(0.0) },
+    ])
+}
+
+/// Each worker's solve seconds per side, summed over the half-steps (load balance).
+fn solve_per_worker(train: &Value) -> Vec<Value> {
+    // Half-steps alternate users, items; sum each worker's solve time per side.
+    let per_half: Vec<Vec<f64>> = train["solve_secs_per_worker"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|h| {
+                    h.as_array()
+                        .map(|w| w.iter().map(f).collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let nw = per_half.iter().map(Vec::len).max().unwrap_or(0);
+    (0..nw)
+        .map(|w| {
+            let side = |parity: usize| -> f64 {
+                per_half
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % 2 == parity)
+                    .map(|(_, h)| h.get(w).copied().unwrap_or(0.0))
+                    .sum()
+            };
+            json!({ "worker": w, "users_solve_secs": side(0), "items_solve_secs": side(1) })
+        })
+        .collect()
+}
+
+/// What the recommend stage scored per user, by mode.
+fn candidates(rec: &Value, c: &Value) -> Value {
+    let lsh = &rec["lsh"];
+    let mode = rec["mode"].as_str().unwrap_or("none").to_string();
+    match mode.as_str() {
+        "lsh" => json!({
+            "mode": "lsh",
+            "per_user_mean": lsh["candidates_per_user"],
+            "catalog_share": lsh["catalog_share"],
+            "histogram": if lsh["candidates_histogram"].is_array() {
+                histogram_json(&lsh["candidates_histogram"].as_array().map(|a| a.iter().map(u).collect::<Vec<_>>()).unwrap_or_default())
+            } else { Value::Null },
+        }),
+        // What the pruned scan really scored; `exact: null` is the dense fallback, which
+        // scores every item; a manifest without the key (older recflow) did not record it.
+        "exact" => match rec.get("exact") {
+            Some(e) if e.is_object() => json!({
+                "mode": "exact",
+                "per_user_mean": e["candidates_per_user"],
+                "catalog_share": e["catalog_share"],
+                "histogram": histogram_json(&e["candidates_histogram"].as_array().map(|a| a.iter().map(u).collect::<Vec<_>>()).unwrap_or_default()),
+            }),
+            Some(_) => json!({
+                "mode": "exact",
+                "per_user_mean": c["items"],
+                "catalog_share": 1.0,
+                "histogram": Value::Null,
+            }),
+            None => {
+                json!({ "mode": "exact", "per_user_mean": Value::Null, "catalog_share": Value::Null, "histogram": Value::Null })
+            }
+        },
+        _ => {
+            json!({ "mode": mode, "per_user_mean": Value::Null, "catalog_share": Value::Null, "histogram": Value::Null })
+        }
+    }
+}
+
+/// The LSH index's buckets, recall and calibration (null outside LSH mode).
+fn lsh_report(lsh: &Value) -> Value {
+    let buckets = &lsh["buckets"];
+    if buckets.is_object() {
+        json!({
+            "buckets": buckets["buckets"],
+            "max_size": buckets["max_size"],
+            "mean_size": buckets["mean_size"],
+            "head": buckets["head"],
+            "dropped_buckets": buckets["dropped_buckets"],
+            "dropped_memberships": buckets["dropped_memberships"],
+            "size_histogram": histogram_json(&buckets["size_histogram"].as_array().map(|a| a.iter().map(u).collect::<Vec<_>>()).unwrap_or_default()),
+            "recall_at_k": lsh["recall_at_k"],
+            "recall_k": lsh["recall_k"],
+            "recall_users": lsh["recall_users"],
+            "target_recall": lsh["target_recall"], "target_met": lsh["target_met"],
+            "sizes": lsh["calibration"]["chosen"], "stopped": lsh["calibration"]["stopped"],
+            "rounds": lsh["calibration"]["rounds"].as_array().map_or(0, |a| a.len()),
+        })
+    } else {
+        Value::Null
+    }
 }
 
 /// Writes `report.json` and `report.html` into the staging directory of a version and adds

@@ -2,23 +2,21 @@
 //! the best.
 //!
 //! Each trial is the job with some keys overridden (`--param`), trained without `eval.test`
-//! (the trial's job has none, so the file is never opened), evaluated on `eval.valid` and
-//! published into its own scratch store under `OUT/trials`. The winner (by `--metric`, ties
-//! to the earlier trial) is then run once more as a normal job into `output.store`, with
+//! (the trial's job has none, so the file is never opened) and evaluated on `eval.valid`. The
+//! trials run on live workers that ingested the input once ([`session`]): worker 0 drives the
+//! search here and every worker executes each step. The winner (by `--metric`, ties to the
+//! earlier trial) is then run as a normal job into `output.store` on the same workers, with
 //! `eval.test` restored (and, with `--refit`, `eval.valid` added to the input). Trials are
-//! drawn from `--seed` only and every run is bit-identical for any worker count, so the whole
-//! search is deterministic (except where `--time-limit` cuts it short).
+//! drawn from `--seed` only and every step is bit-identical for any worker count or process
+//! layout, so the whole search is deterministic (except where `--time-limit` cuts it short).
 //!
 //! Early stopping (`--early-stop P`): a trial trains `--eval-every` iterations at a time, each
-//! chunk a warm start from the previous one's factors (the same model as training straight
+//! chunk continuing from the previous one's factors (the same model as training straight
 //! through), and stops after P chunks without a better validation value; its iteration count
 //! becomes the best chunk's, and the winner is refit with that count.
 //!
 //! Successive halving (`--search halving`, the default for ranges) spends the iterations on
 //! the configurations that look best ([`halving`]).
-//!
-//! Not (yet) done here: ingest once for all trials (each trial, and each chunk, re-reads the
-//! input: about 2 s of a Gowalla trial), cluster mode (tune runs on one process).
 
 mod halving;
 mod page;
