@@ -231,6 +231,10 @@ enum Cmd {
         /// Workers of the layouts to count (comma-separated, e.g. 16,64,256).
         #[arg(short = 'w', long, value_delimiter = ',', required = true)]
         workers: Vec<usize>,
+        /// Processes each layout's workers run in (divides every -w; default 1): splits the
+        /// traffic into network and within-process bytes.
+        #[arg(short = 'n', long)]
+        processes: Option<usize>,
         /// Override a job key (repeatable).
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
@@ -463,14 +467,16 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
         Cmd::Plan {
             job,
             workers,
+            processes,
             set,
             json,
         } => {
             if workers.contains(&0) {
                 return Err((2, "plan: -w must list worker counts of at least 1".into()));
             }
+            recflow::plan::layouts(&workers, processes).map_err(|e| (2, e))?;
             let j = Job::load(&job, &set).map_err(|e| (2, e.0))?;
-            recflow::plan::main(&j, &workers, json.as_ref()).map_err(|e| (1, e))
+            recflow::plan::main(&j, &workers, processes, json.as_ref()).map_err(|e| (1, e))
         }
         Cmd::Inspect { store } => {
             // The listing quotes manifests and reports: escaped like every other message.

@@ -21,12 +21,14 @@ pub mod flops;
 pub mod gram;
 pub mod kernels;
 pub mod msg;
+pub mod shared;
 pub mod solve;
 
 /// ALS's channel.
 type Ch = Channel<AlsMsg>;
 
 use crate::cluster::Comm;
+use crate::comm::local::{LocalGroup, Writer};
 use crate::comm::{Channel, CommError};
 use crate::job::{Als, RegScaling, Solver};
 use crate::report::Log;
@@ -118,24 +120,25 @@ pub fn train(
         },
         ..TrainReport::default()
     };
-    let mut g_users = vec![0.0f32; users.gathered_keys.len() * als.factors];
-    let mut g_items = vec![0.0f32; items.gathered_keys.len() * als.factors];
     // The Gram of the side solved last, summed by that half-step: the next one's other side.
     let mut other = OtherGram::Compute;
     // ALS's own channel, for the supersteps of its half-steps.
     let mut ch = Ch::new(worker, comm.deadline);
+    // One gathered array per side and process, shared by its threads.
+    let mut group = shared::discover(worker, &mut ch)?;
+    shared::share_sides(worker, &mut ch, &mut group, users, items)?;
     for it in start + 1..=als.iterations {
         let t = Instant::now();
         let want_loss = als.loss_every > 0 && (it % als.loss_every == 0 || it == als.iterations);
         for half in ["users", "items"] {
-            let (s, o, buf) = if half == "users" {
-                (&mut *users, &*items, &mut g_users)
+            let (s, o) = if half == "users" {
+                (&mut *users, &*items)
             } else {
-                (&mut *items, &*users, &mut g_items)
+                (&mut *items, &*users)
             };
             let last = it == als.iterations && half == "items";
             let mut h = half_step(
-                worker, &mut ch, als, s, o, buf, other, !last, want_loss, None,
+                worker, &mut ch, &group, als, s, o, other, !last, want_loss, None,
             )?;
             other = OtherGram::Summed(h.own_gram.take());
             if comm.index == 0 {
@@ -247,10 +250,10 @@ fn side_totals(
 fn half_step(
     worker: &mut Worker,
     comm: &mut Ch,
+    group: &LocalGroup,
     als: &Als,
     s: &mut Side,
     o: &Side,
-    gathered: &mut [f32],
     other: OtherGram,
     keep_gram: bool,
     want_loss: bool,
@@ -263,6 +266,14 @@ fn half_step(
         (0, 0)
     };
     let (sent0, received0) = (comm.payload_sent, comm.payload_received);
+    let (sent_to0, received_from0) = (
+        comm.payload_sent_to.clone(),
+        comm.payload_received_from.clone(),
+    );
+    let mut gathered = s
+        .gathered
+        .take()
+        .expect("the side's shared gathered array (als::shared::share_sides)");
     let (mut flops, mut bytes) = (0u64, 0u64);
     // 1. Partial Grams of the other side, sliced to the summing workers (unless already
     // summed), then vectors along interaction edges.
@@ -273,7 +284,8 @@ fn half_step(
         bytes += 4 * o.factors.len() as u64;
         send_gram_slices(comm, &parts, d);
     }
-    let (parts, vector_bytes) = exchange_vectors(worker, comm, als, s, o, gathered)?;
+    let ex = exchange_into(worker, comm, als, s, o, &mut gathered.write())?;
+    let (parts, vector_bytes) = (ex.parts, ex.vector_bytes);
     // 2. Each member sums its slice in virtual-shard order and broadcasts it; the slices,
     // in sender order, are the whole Gram.
     let my_len = gram_slice(comm.index, comm.peers, d).len();
@@ -296,7 +308,11 @@ fn half_step(
     // 3. Solve every owned row, then this side's Gram partials for the objective and the
     // next half-step.
     let t = Instant::now();
-    let solved = solve_rows(als, s, (&gram, n_o), gathered, want_loss, only);
+    let solved = {
+        let view = gathered.read();
+        solve_rows(als, s, (&gram, n_o), &view, want_loss, only)
+    };
+    s.gathered = Some(gathered);
     flops += solved.flops;
     bytes += solved.bytes;
     let own = (keep_gram || want_loss).then(|| gram_parts(als, s, n_o));
@@ -308,16 +324,30 @@ fn half_step(
         send_gram_slices(comm, &parts, d);
     }
     // What arrives with the own partials below is known in advance (and checked).
-    let own_in = if sent_own {
-        gram_slice_bytes_in(comm, s, d)
+    let (own_in, own_in_net) = if sent_own {
+        let remote = |w: usize| !group.is_local(w);
+        (
+            gram_slice_bytes_in(comm, s, d, |_| true),
+            gram_slice_bytes_in(comm, s, d, remote),
+        )
     } else {
-        0
+        (0, 0)
+    };
+    let peers = comm.peers;
+    let remote = |now: &[u64], then: &[u64]| -> u64 {
+        (0..peers)
+            .filter(|&w| !group.is_local(w))
+            .map(|w| now[w] - then[w])
+            .sum()
     };
     comm.send(0, AlsMsg::Scalars(solved.loss_parts));
     let cost = WorkerCost {
         flops,
         bytes_sent: comm.payload_sent - sent0,
         bytes_received: comm.payload_received - received0 + own_in,
+        network_sent: remote(&comm.payload_sent_to, &sent_to0),
+        network_received: remote(&comm.payload_received_from, &received_from0) + own_in_net,
+        bytes_local: ex.local_bytes,
         entities: s.rows() as u64,
         interactions: s.cols.len() as u64,
         secs,
@@ -334,6 +364,9 @@ fn half_step(
             cost.bytes_received,
             cost.entities,
             cost.interactions,
+            cost.network_sent,
+            cost.network_received,
+            cost.bytes_local,
         ]),
     );
     let before = comm.payload_received;
@@ -357,11 +390,43 @@ fn half_step(
     Ok(half)
 }
 
-/// Sends this worker's vectors to the workers whose rows touch them and fills `gathered`
-/// with the vectors its own rows touch, in rounds of at most `als.exchange_kib` per
-/// destination: a round's buffers are copied into `gathered` and freed before the next round
-/// is built, so the exchange costs a few chunks of memory, not a second copy of every vector
-/// this worker sends. Returns the Gram partials that arrived with the first round.
+/// Where [`exchange_into`] puts the vectors: whole rows from a first row on.
+pub(crate) trait Sink {
+    /// Copies `v` (whole rows) in from row `first`.
+    fn put(&mut self, first: usize, v: &[f32]);
+}
+
+/// A worker's own gathered array.
+struct SliceSink<'a> {
+    buf: &'a mut [f32],
+    d: usize,
+}
+
+impl Sink for SliceSink<'_> {
+    fn put(&mut self, first: usize, v: &[f32]) {
+        self.buf[first * self.d..first * self.d + v.len()].copy_from_slice(v);
+    }
+}
+
+/// This thread's rows of its process's shared gathered array.
+impl Sink for Writer<'_> {
+    fn put(&mut self, first: usize, v: &[f32]) {
+        Writer::put(self, first, v);
+    }
+}
+
+/// What one exchange of vectors moved.
+pub(crate) struct Exchanged {
+    /// The Gram partials that arrived with the first round.
+    pub(crate) parts: Vec<GramPart>,
+    /// Vector bytes sent to other workers.
+    pub(crate) vector_bytes: u64,
+    /// Vector bytes copied in directly (this worker's own vectors, no message).
+    pub(crate) local_bytes: u64,
+}
+
+/// [`exchange_into`] a worker's own gathered array (per-worker layout, as ingest built it).
+/// Returns the Gram partials that arrived and the vector bytes sent.
 pub(crate) fn exchange_vectors(
     worker: &mut Worker,
     comm: &mut Ch,
@@ -371,9 +436,27 @@ pub(crate) fn exchange_vectors(
     gathered: &mut [f32],
 ) -> Result<(Vec<GramPart>, u64), CommError> {
     let d = als.factors;
+    let mut sink = SliceSink { buf: gathered, d };
+    let ex = exchange_into(worker, comm, als, s, o, &mut sink)?;
+    Ok((ex.parts, ex.vector_bytes))
+}
+
+/// Sends this worker's vectors to the workers whose rows touch them and puts the vectors its
+/// routing receives into `gathered`, in rounds of at most `als.exchange_kib` per destination:
+/// a round's buffers are copied in and freed before the next round is built, so the exchange
+/// costs a few chunks of memory, not a second copy of every vector this worker sends.
+pub(crate) fn exchange_into(
+    worker: &mut Worker,
+    comm: &mut Ch,
+    als: &Als,
+    s: &Side,
+    o: &Side,
+    gathered: &mut dyn Sink,
+) -> Result<Exchanged, CommError> {
+    let d = als.factors;
     let per_round = (als.exchange_kib * 256 / d).max(1);
     let mut all_parts = Vec::new();
-    let mut vector_bytes = 0u64;
+    let (mut vector_bytes, mut local_bytes) = (0u64, 0u64);
     let incoming = &s.routing.incoming;
     let mut got_rows = vec![0usize; incoming.len()];
     for round in 0.. {
@@ -388,9 +471,9 @@ pub(crate) fn exchange_vectors(
                         if round == 0 {
                             let off = inc.offset;
                             for (k, &r) in rows.iter().enumerate() {
-                                gathered[(off + k) * d..(off + k + 1) * d]
-                                    .copy_from_slice(o.row(r as usize));
+                                gathered.put(off + k, o.row(r as usize));
                             }
+                            local_bytes += (4 * d * rows.len()) as u64;
                         }
                         continue;
                     }
@@ -423,7 +506,7 @@ pub(crate) fn exchange_vectors(
                         v.len() % d == 0 && first + v.len() / d <= len,
                         "vector buffer from worker {from} does not fit its routing table"
                     );
-                    gathered[(off + first) * d..(off + first) * d + v.len()].copy_from_slice(&v);
+                    gathered.put(off + first, &v);
                     got_rows[j] += v.len() / d;
                 }
                 AlsMsg::GramParts(mut p) => all_parts.append(&mut p),
@@ -448,7 +531,11 @@ pub(crate) fn exchange_vectors(
             got_rows[j]
         );
     }
-    Ok((all_parts, vector_bytes))
+    Ok(Exchanged {
+        parts: all_parts,
+        vector_bytes,
+        local_bytes,
+    })
 }
 
 /// Gathers every worker's solve counters, objective partials and Gram partials on worker 0.
@@ -478,6 +565,9 @@ fn collect_solve(worker: &mut Worker, comm: &mut Ch) -> Result<Half, CommError> 
                     bytes_received: c[6],
                     entities: c[7],
                     interactions: c[8],
+                    network_sent: c[9],
+                    network_received: c[10],
+                    bytes_local: c[11],
                     secs: c[0] as f64 / 1e9,
                 };
             }
@@ -506,27 +596,19 @@ pub fn fold_in(
         solver: Solver::Cholesky,
         ..als.clone()
     };
-    let d = als.factors;
     let mut ch = Ch::new(worker, comm.deadline);
+    let mut group = shared::discover(worker, &mut ch)?;
+    shared::share_sides(worker, &mut ch, &mut group, users, items)?;
     for half in ["users", "items"] {
         let (s, o, new) = if half == "users" {
             (&mut *users, &*items, new_users)
         } else {
             (&mut *items, &*users, new_items)
         };
-        let mut buf = vec![0.0f32; s.gathered_keys.len() * d];
         let other = OtherGram::Compute;
+        let only = Some(new);
         half_step(
-            worker,
-            &mut ch,
-            &exact,
-            s,
-            o,
-            &mut buf,
-            other,
-            false,
-            false,
-            Some(new),
+            worker, &mut ch, &group, &exact, s, o, other, false, false, only,
         )?;
     }
     Ok(())

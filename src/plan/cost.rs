@@ -29,11 +29,40 @@ pub struct SideData {
     pub keys: Vec<u64>,
 }
 
-/// A layout to count (the counts do not depend on how workers are split into processes).
+/// A layout to count: `workers` threads in all, split evenly over `processes` (process `p`
+/// runs workers `p·T .. (p+1)·T`, `T = workers / processes`, as timely numbers them).
 #[derive(Clone, Copy, Debug)]
 pub struct Layout {
     /// Workers in all.
     pub workers: usize,
+    /// Processes (divides `workers`).
+    pub processes: usize,
+}
+
+impl Layout {
+    /// Threads per process.
+    pub fn threads(&self) -> usize {
+        self.workers / self.processes
+    }
+
+    /// The process worker `w` runs in.
+    pub fn process_of(&self, w: usize) -> usize {
+        w / self.threads()
+    }
+
+    /// The worker of process `p` that receives what remote worker `src` sends it
+    /// ([`crate::comm::local::LocalGroup::receiver_of`]).
+    pub fn receiver(&self, p: usize, src: usize) -> usize {
+        p * self.threads() + src % self.threads()
+    }
+}
+
+/// Per worker, one side's vector traffic in a half-step.
+#[derive(Default)]
+struct Traffic {
+    sent: Vec<u64>,
+    received: Vec<u64>,
+    local: Vec<u64>,
 }
 
 /// The assignments (users, items) that ingest's rebalancing computes for `workers`.
@@ -48,62 +77,74 @@ pub fn assignments(als: &Als, data: &[SideData; 2], workers: usize) -> [Assignme
     })
 }
 
-/// Per worker: the bytes of `vectors` (one side's, owned per `own`) that other workers need,
-/// sent and received, given the other side's rows (`needers`: per row its keys into the
-/// vector side, its shard per `need_own`). Each needed vector crosses once per destination.
+/// Per worker: the bytes of the vectors of one side (owned per `own`) that the other side's
+/// rows need (`needers`: per row its keys into the vector side, its shard per `need_own`),
+/// as [`crate::als::shared`] moves them: each needed vector once per process that needs it,
+/// copied by its owner when local, else sent by its owner to the process's receiver.
 fn vector_traffic(
     d: usize,
     needers: &SideData,
     need_own: &Assignment,
     own: &Assignment,
-    workers: usize,
-) -> (Vec<u64>, Vec<u64>) {
-    let mut sent = vec![0u64; workers];
-    let mut recv = vec![0u64; workers];
-    // (vector key, destination worker) pairs, deduplicated.
+    layout: Layout,
+) -> Traffic {
+    let w = layout.workers;
+    let mut t = Traffic {
+        sent: vec![0; w],
+        received: vec![0; w],
+        local: vec![0; w],
+    };
+    // (vector key, destination process) pairs, deduplicated.
     let mut pairs: Vec<(u64, u32)> = Vec::new();
     let mut at = 0;
     for (vs, degs) in needers.degrees.iter().enumerate() {
-        let w = need_own.owner(vs as u32) as u32;
+        let p = layout.process_of(need_own.owner(vs as u32)) as u32;
         let n: u64 = degs.iter().sum();
-        for &k in &needers.keys[at..at + n as usize] {
-            if own.owner(unkey(k).0) != w as usize {
-                pairs.push((k, w));
-            }
-        }
+        pairs.extend(needers.keys[at..at + n as usize].iter().map(|&k| (k, p)));
         at += n as usize;
     }
     pairs.sort_unstable();
     pairs.dedup();
-    for (k, w) in pairs {
-        sent[own.owner(unkey(k).0)] += 4 * d as u64;
-        recv[w as usize] += 4 * d as u64;
+    let b = 4 * d as u64;
+    for (k, p) in pairs {
+        let src = own.owner(unkey(k).0);
+        if layout.process_of(src) == p as usize {
+            t.local[src] += b;
+        } else {
+            t.sent[src] += b;
+            t.received[layout.receiver(p as usize, src)] += b;
+        }
     }
-    (sent, recv)
+    t
 }
 
 /// Adds the Gram reduce-scatter of a side owned per `own` to `cost`: every worker sends each
 /// member its slice of every owned shard's partial; then every member broadcasts its sum.
-fn gram_traffic(cost: &mut [WorkerCost], d: usize, own: &Assignment, partials: bool) {
+fn gram_traffic(
+    cost: &mut [WorkerCost],
+    d: usize,
+    own: &Assignment,
+    layout: Layout,
+    partials: bool,
+) {
     let w = cost.len();
     let owned: Vec<u64> = (0..w).map(|a| own.owned(a).len() as u64).collect();
+    let mut add = |from: usize, to: usize, b: u64| {
+        cost[from].bytes_sent += b;
+        cost[to].bytes_received += b;
+        if layout.process_of(from) != layout.process_of(to) {
+            cost[from].network_sent += b;
+            cost[to].network_received += b;
+        }
+    };
     for m in (0..w).filter(|&m| gram_member(m, w, d)) {
         let len = gram_slice(m, w, d).len() as u64;
         for a in (0..w).filter(|&a| a != m) {
             if partials {
-                cost[a].bytes_sent += owned[a] * (12 + 4 * len);
-                cost[m].bytes_received += owned[a] * (12 + 4 * len);
+                add(a, m, owned[a] * (12 + 4 * len));
+            } else {
+                add(m, a, 8 + 4 * len);
             }
-        }
-    }
-    if partials {
-        return;
-    }
-    for m in (0..w).filter(|&m| gram_member(m, w, d)) {
-        let len = gram_slice(m, w, d).len() as u64;
-        for a in (0..w).filter(|&a| a != m) {
-            cost[m].bytes_sent += 8 + 4 * len;
-            cost[a].bytes_received += 8 + 4 * len;
         }
     }
 }
@@ -122,11 +163,16 @@ fn per_worker(owners: &Assignment, workers: usize, f: impl Fn(usize) -> u64) -> 
 /// items' Gram; the last keeps none; logged iterations add the objective).
 pub fn count(als: &Als, data: &[SideData; 2], layout: Layout) -> Vec<HalfStepCost> {
     let (w, d) = (layout.workers, als.factors);
+    assert!(
+        layout.processes >= 1 && w % layout.processes == 0,
+        "{w} workers do not split evenly over {} processes",
+        layout.processes
+    );
     let owners = assignments(als, data, w);
     let dd = (d * d) as u64;
     let rows = |t: usize| per_worker(&owners[t], w, |v| data[t].degrees[v].len() as u64);
     let nnz = |t: usize| per_worker(&owners[t], w, |v| data[t].degrees[v].iter().sum());
-    let traffic = [0, 1].map(|t| vector_traffic(d, &data[t], &owners[t], &owners[1 - t], w));
+    let traffic = [0, 1].map(|t| vector_traffic(d, &data[t], &owners[t], &owners[1 - t], layout));
     let mut out = Vec::new();
     for it in 1..=als.iterations {
         let want_loss = als.loss_every > 0 && (it % als.loss_every == 0 || it == als.iterations);
@@ -145,19 +191,22 @@ pub fn count(als: &Als, data: &[SideData; 2], layout: Layout) -> Vec<HalfStepCos
                     flops: solve[x]
                         + if fresh { 2 * ro[x] * dd } else { 0 }
                         + if keep || want_loss { 2 * rs[x] * dd } else { 0 },
-                    bytes_sent: traffic[t].0[x],
-                    bytes_received: traffic[t].1[x],
+                    bytes_sent: traffic[t].sent[x],
+                    bytes_received: traffic[t].received[x],
+                    network_sent: traffic[t].sent[x],
+                    network_received: traffic[t].received[x],
+                    bytes_local: traffic[t].local[x],
                     entities: rs[x],
                     interactions: ns[x],
                     secs: 0.0,
                 })
                 .collect();
             if fresh {
-                gram_traffic(&mut cost, d, &owners[1 - t], true);
+                gram_traffic(&mut cost, d, &owners[1 - t], layout, true);
             }
-            gram_traffic(&mut cost, d, &owners[1 - t], false);
+            gram_traffic(&mut cost, d, &owners[1 - t], layout, false);
             if keep || want_loss {
-                gram_traffic(&mut cost, d, &owners[t], true);
+                gram_traffic(&mut cost, d, &owners[t], layout, true);
             }
             out.push(HalfStepCost {
                 iteration: it,
@@ -169,11 +218,11 @@ pub fn count(als: &Als, data: &[SideData; 2], layout: Layout) -> Vec<HalfStepCos
     out
 }
 
-/// The traffic lower bound of a half-step solving side `t`: every vector the side's rows need
-/// crosses once per destination worker that needs it and does not own it (Gram traffic
-/// excluded). Equal to the vector part of [`count`]'s bytes, since routing sends exactly that.
-pub fn vector_bound(als: &Als, data: &[SideData; 2], workers: usize, t: usize) -> u64 {
-    let owners = assignments(als, data, workers);
-    let (sent, _) = vector_traffic(als.factors, &data[t], &owners[t], &owners[1 - t], workers);
-    sent.iter().sum()
+/// The network lower bound of a half-step solving side `t`: every vector the side's rows need
+/// crosses once per process that needs it and does not own it (Gram traffic excluded). Equal
+/// to the vector part of [`count`]'s network bytes, since routing sends exactly that.
+pub fn vector_bound(als: &Als, data: &[SideData; 2], layout: Layout, t: usize) -> u64 {
+    let owners = assignments(als, data, layout.workers);
+    let v = vector_traffic(als.factors, &data[t], &owners[t], &owners[1 - t], layout);
+    v.sent.iter().sum()
 }
