@@ -107,8 +107,11 @@ pub struct Side {
     /// The vectors this side receives and sends every half-step.
     pub routing: Routing,
     /// This thread's handle on the process-shared array of the other side's vectors that
-    /// `cols` index (None until training shares it).
+    /// `cols` index (only while half-steps run).
     pub gathered: Option<RowsHandle>,
+    /// Whether `cols`, `gathered_keys` and `routing` are in the process-shared layout
+    /// ([`crate::als::shared`]) rather than ingest's per-worker one.
+    pub shared_layout: bool,
 }
 
 impl Side {

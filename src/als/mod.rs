@@ -124,8 +124,12 @@ pub fn train(
     let mut other = OtherGram::Compute;
     // ALS's own channel, for the supersteps of its half-steps.
     let mut ch = Ch::new(worker, comm.deadline);
-    // One gathered array per side and process, shared by its threads.
+    // One gathered array per side and process, shared by its threads; ingest's freed
+    // buffers go back to the OS first (once per process), so they do not sit under the peak.
     let mut group = shared::discover(worker, &mut ch)?;
+    if group.rank == 0 {
+        crate::comm::local::return_freed_memory();
+    }
     shared::share_sides(worker, &mut ch, &mut group, users, items)?;
     for it in start + 1..=als.iterations {
         let t = Instant::now();
@@ -189,6 +193,7 @@ pub fn train(
         log.iteration(it, als.iterations, objective.map(|p| p.value), secs);
         after(worker, comm, it, users, items)?;
     }
+    shared::release(users, items);
     Ok(rep)
 }
 
@@ -611,5 +616,6 @@ pub fn fold_in(
             worker, &mut ch, &group, &exact, s, o, other, false, false, only,
         )?;
     }
+    shared::release(users, items);
     Ok(())
 }

@@ -36,9 +36,9 @@ pub(crate) fn discover(worker: &mut Worker, ch: &mut Ch) -> Result<LocalGroup, C
     Ok(LocalGroup::from_announcements(ch.index, &all))
 }
 
-/// Gives both sides process-shared gathered arrays and the routing that fills them, unless
-/// they already have them (a warm start's fold-in shared them before training). Collective:
-/// every worker is in the same state, so all take the same supersteps.
+/// Gives both sides the process-shared layout (unless a warm start's fold-in already did)
+/// and a fresh shared gathered array each, until [`release`]. Collective: every worker is in
+/// the same state, so all take the same supersteps.
 pub(crate) fn share_sides(
     worker: &mut Worker,
     ch: &mut Ch,
@@ -46,9 +46,39 @@ pub(crate) fn share_sides(
     users: &mut Side,
     items: &mut Side,
 ) -> Result<(), CommError> {
-    if users.gathered.is_some() {
-        return Ok(());
+    if !users.shared_layout {
+        relayout_sides(worker, ch, group, users, items)?;
     }
+    let (n, d) = (group.len(), users.dim);
+    for s in [&mut *users, &mut *items] {
+        let rows = s.gathered_keys.len();
+        let shared = group.share(|| SharedRows::new(rows, d, n));
+        let mine = s
+            .routing
+            .incoming
+            .iter()
+            .map(|i| i.offset..i.offset + i.len)
+            .collect();
+        s.gathered = Some(shared.member(group.rank, mine));
+    }
+    Ok(())
+}
+
+/// Frees this thread's hold on the shared gathered arrays (the last thread frees them): they
+/// are only needed while half-steps run.
+pub(crate) fn release(users: &mut Side, items: &mut Side) {
+    users.gathered = None;
+    items.gathered = None;
+}
+
+/// Renumbers both sides into their processes' shared layouts and rebuilds the routing.
+fn relayout_sides(
+    worker: &mut Worker,
+    ch: &mut Ch,
+    group: &mut LocalGroup,
+    users: &mut Side,
+    items: &mut Side,
+) -> Result<(), CommError> {
     let n = group.len();
     let slots = [0, 1].map(|_| group.share(|| Slots::<Arc<[u64]>>::new(n)));
     slots[0].put(group.rank, std::mem::take(&mut users.gathered_keys));
@@ -73,18 +103,7 @@ pub(crate) fn share_sides(
     }
     for s in [&mut *users, &mut *items] {
         s.routing.outgoing.sort_by_key(|o| o.to);
-    }
-    let d = users.dim;
-    for s in [&mut *users, &mut *items] {
-        let rows = s.gathered_keys.len();
-        let shared = group.share(|| SharedRows::new(rows, d, n));
-        let mine = s
-            .routing
-            .incoming
-            .iter()
-            .map(|i| i.offset..i.offset + i.len)
-            .collect();
-        s.gathered = Some(shared.member(group.rank, mine));
+        s.shared_layout = true;
     }
     Ok(())
 }

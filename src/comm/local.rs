@@ -40,6 +40,18 @@ pub fn fresh_token() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Gives memory that threads freed back to the OS. glibc's malloc keeps what a thread frees
+/// in that thread's arena; after a stage whose threads allocated and freed a lot (ingest's
+/// staging buffers), that retained memory would sit under the next stage's peak once per
+/// thread. Linux with glibc only (a no-op elsewhere); call once per process.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists (thread-safe in glibc).
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 type Shared = Arc<dyn std::any::Any + Send + Sync>;
 
 /// Objects being handed to the threads of a group: (group token, sequence) → (object, how
