@@ -178,7 +178,10 @@ impl<T> Slots<T> {
             .collect();
         let vals: Vec<&T> = guards
             .iter()
-            .map(|g| g.as_ref().expect("every member put its value before reading"))
+            .map(|g| {
+                g.as_ref()
+                    .expect("every member put its value before reading")
+            })
             .collect();
         f(&vals)
     }
@@ -215,7 +218,12 @@ unsafe impl Sync for SharedRows {}
 
 impl std::fmt::Debug for SharedRows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SharedRows({} × {})", self.data.len() / self.dim.max(1), self.dim)
+        write!(
+            f,
+            "SharedRows({} × {})",
+            self.data.len() / self.dim.max(1),
+            self.dim
+        )
     }
 }
 
@@ -287,14 +295,22 @@ impl RowsHandle {
     /// Starts this round's writes (after every member finished reading the last round).
     pub fn write(&mut self) -> Writer<'_> {
         let r = &self.rows;
-        r.wait(&r.reads_done, r.members * self.round, "the last round's reads");
+        r.wait(
+            &r.reads_done,
+            r.members * self.round,
+            "the last round's reads",
+        );
         Writer { h: self }
     }
 
     /// This round's array, once every member has written; dropping it ends the round.
     pub fn read(&mut self) -> Reader<'_> {
         let r = &self.rows;
-        r.wait(&r.writes_done, r.members * (self.round + 1), "this round's writes");
+        r.wait(
+            &r.writes_done,
+            r.members * (self.round + 1),
+            "this round's writes",
+        );
         Reader { h: self }
     }
 }

@@ -57,12 +57,49 @@ impl Layout {
     }
 }
 
-/// Per worker, one side's vector traffic in a half-step.
-#[derive(Default)]
-struct Traffic {
-    sent: Vec<u64>,
-    received: Vec<u64>,
-    local: Vec<u64>,
+/// One side's counts per virtual shard: all the cost model needs of its rows.
+#[derive(Clone, Debug, Default)]
+pub struct ShardSums {
+    /// Rows (entities) of each shard.
+    pub rows: Vec<u64>,
+    /// Their interactions.
+    pub nnz: Vec<u64>,
+    /// Solve flops as training counts them, without and with the objective.
+    pub flops: [Vec<u64>; 2],
+    /// The cost by which shards are assigned ([`shard_cost`]).
+    pub cost: Vec<u64>,
+}
+
+impl ShardSums {
+    /// From each shard's histogram of row degrees, `(interactions, rows with that many)`.
+    pub fn of_histograms(als: &Als, shards: &[Vec<(u64, u64)>]) -> ShardSums {
+        let d = als.factors as u64;
+        let sum = |h: &Vec<(u64, u64)>, f: &dyn Fn(u64) -> u64| -> u64 {
+            h.iter().map(|&(n, c)| c * f(n)).sum()
+        };
+        ShardSums {
+            rows: shards.iter().map(|h| sum(h, &|_| 1)).collect(),
+            nnz: shards.iter().map(|h| sum(h, &|n| n)).collect(),
+            flops: [false, true].map(|loss| {
+                let f = |n| counted_row_flops(als, n, loss);
+                shards.iter().map(|h| sum(h, &f)).collect()
+            }),
+            cost: shards
+                .iter()
+                .map(|h| sum(h, &|n| row_flops(als, n) + 2 * d * d))
+                .collect(),
+        }
+    }
+
+    /// From ingested data: each row its own histogram entry.
+    pub fn of_data(als: &Als, data: &SideData) -> ShardSums {
+        let h: Vec<Vec<(u64, u64)>> = data
+            .degrees
+            .iter()
+            .map(|d| d.iter().map(|&n| (n, 1)).collect())
+            .collect();
+        ShardSums::of_histograms(als, &h)
+    }
 }
 
 /// The assignments (users, items) that ingest's rebalancing computes for `workers`.
@@ -77,6 +114,38 @@ pub fn assignments(als: &Als, data: &[SideData; 2], workers: usize) -> [Assignme
     })
 }
 
+/// Per worker, one side's vector traffic in a half-step.
+#[derive(Clone, Debug, Default)]
+pub struct Traffic {
+    /// Vector bytes sent to other processes.
+    pub sent: Vec<u64>,
+    /// Vector bytes received from other processes.
+    pub received: Vec<u64>,
+    /// Vector bytes copied into the own process's shared array.
+    pub local: Vec<u64>,
+}
+
+impl Traffic {
+    /// No traffic yet, for `workers`.
+    pub fn zero(workers: usize) -> Traffic {
+        Traffic {
+            sent: vec![0; workers],
+            received: vec![0; workers],
+            local: vec![0; workers],
+        }
+    }
+
+    /// Adds `b` bytes of worker `src`'s vectors that process `p` needs.
+    pub fn add(&mut self, layout: Layout, src: usize, p: usize, b: u64) {
+        if layout.process_of(src) == p {
+            self.local[src] += b;
+        } else {
+            self.sent[src] += b;
+            self.received[layout.receiver(p, src)] += b;
+        }
+    }
+}
+
 /// Per worker: the bytes of the vectors of one side (owned per `own`) that the other side's
 /// rows need (`needers`: per row its keys into the vector side, its shard per `need_own`),
 /// as [`crate::als::shared`] moves them: each needed vector once per process that needs it,
@@ -88,12 +157,7 @@ fn vector_traffic(
     own: &Assignment,
     layout: Layout,
 ) -> Traffic {
-    let w = layout.workers;
-    let mut t = Traffic {
-        sent: vec![0; w],
-        received: vec![0; w],
-        local: vec![0; w],
-    };
+    let mut t = Traffic::zero(layout.workers);
     // (vector key, destination process) pairs, deduplicated.
     let mut pairs: Vec<(u64, u32)> = Vec::new();
     let mut at = 0;
@@ -107,13 +171,7 @@ fn vector_traffic(
     pairs.dedup();
     let b = 4 * d as u64;
     for (k, p) in pairs {
-        let src = own.owner(unkey(k).0);
-        if layout.process_of(src) == p as usize {
-            t.local[src] += b;
-        } else {
-            t.sent[src] += b;
-            t.received[layout.receiver(p as usize, src)] += b;
-        }
+        t.add(layout, own.owner(unkey(k).0), p as usize, b);
     }
     t
 }
@@ -150,7 +208,7 @@ fn gram_traffic(
 }
 
 /// Per worker of `owners`: the sum over its shards of `f(shard)`.
-fn per_worker(owners: &Assignment, workers: usize, f: impl Fn(usize) -> u64) -> Vec<u64> {
+pub fn per_worker(owners: &Assignment, workers: usize, f: impl Fn(usize) -> u64) -> Vec<u64> {
     let mut out = vec![0u64; workers];
     for v in 0..owners.shards() {
         out[owners.owner(v)] += f(v as usize);
@@ -162,17 +220,37 @@ fn per_worker(owners: &Assignment, workers: usize, f: impl Fn(usize) -> u64) -> 
 /// [`crate::als::train`] counts them (same schedule: the first half-step also computes the
 /// items' Gram; the last keeps none; logged iterations add the objective).
 pub fn count(als: &Als, data: &[SideData; 2], layout: Layout) -> Vec<HalfStepCost> {
-    let (w, d) = (layout.workers, als.factors);
+    check(layout);
+    let owners = assignments(als, data, layout.workers);
+    let d = als.factors;
+    let traffic = [0, 1].map(|t| vector_traffic(d, &data[t], &owners[t], &owners[1 - t], layout));
+    let sums = [0, 1].map(|t| ShardSums::of_data(als, &data[t]));
+    count_from(als, &sums, &owners, &traffic, layout)
+}
+
+fn check(layout: Layout) {
     assert!(
-        layout.processes >= 1 && w % layout.processes == 0,
-        "{w} workers do not split evenly over {} processes",
+        layout.processes >= 1 && layout.workers % layout.processes == 0,
+        "{} workers do not split evenly over {} processes",
+        layout.workers,
         layout.processes
     );
-    let owners = assignments(als, data, w);
+}
+
+/// [`count`] from per-shard sums, the assignments and each half-step's vector traffic (from
+/// data, or from a model of it: `plan --shape`).
+pub fn count_from(
+    als: &Als,
+    sums: &[ShardSums; 2],
+    owners: &[Assignment; 2],
+    traffic: &[Traffic; 2],
+    layout: Layout,
+) -> Vec<HalfStepCost> {
+    check(layout);
+    let (w, d) = (layout.workers, als.factors);
     let dd = (d * d) as u64;
-    let rows = |t: usize| per_worker(&owners[t], w, |v| data[t].degrees[v].len() as u64);
-    let nnz = |t: usize| per_worker(&owners[t], w, |v| data[t].degrees[v].iter().sum());
-    let traffic = [0, 1].map(|t| vector_traffic(d, &data[t], &owners[t], &owners[1 - t], layout));
+    let rows = |t: usize| per_worker(&owners[t], w, |v| sums[t].rows[v]);
+    let nnz = |t: usize| per_worker(&owners[t], w, |v| sums[t].nnz[v]);
     let mut out = Vec::new();
     for it in 1..=als.iterations {
         let want_loss = als.loss_every > 0 && (it % als.loss_every == 0 || it == als.iterations);
@@ -180,12 +258,7 @@ pub fn count(als: &Als, data: &[SideData; 2], layout: Layout) -> Vec<HalfStepCos
             let fresh = it == 1 && t == 0;
             let keep = !(it == als.iterations && t == 1);
             let (rs, ro, ns) = (rows(t), rows(1 - t), nnz(t));
-            let solve = per_worker(&owners[t], w, |v| {
-                let degs = &data[t].degrees[v];
-                degs.iter()
-                    .map(|&n| counted_row_flops(als, n, want_loss))
-                    .sum()
-            });
+            let solve = per_worker(&owners[t], w, |v| sums[t].flops[want_loss as usize][v]);
             let mut cost: Vec<WorkerCost> = (0..w)
                 .map(|x| WorkerCost {
                     flops: solve[x]

@@ -8,6 +8,7 @@
 
 pub mod assign;
 pub mod cost;
+pub mod shape;
 
 use crate::cluster::Comm;
 use crate::job::Job;
@@ -103,14 +104,33 @@ pub fn plan_layout(job: &Job, data: &[SideData; 2], layout: Layout) -> Plan {
                 .iter()
                 .map(|d| cost::shard_cost(&job.als, d.iter().copied()))
                 .collect();
-            let of = |a: assign::Assignment| {
-                cost::imbalance(a.loads(&costs, workers).into_iter().map(|x| x as f64))
-            };
-            ByAssignment {
-                by_cost: of(assign::Assignment::by_cost(&costs, workers)),
-                round_robin: of(assign::Assignment::round_robin(costs.len() as u32, workers)),
-            }
+            balance(&costs, workers)
         }),
+    }
+}
+
+/// Shard-cost max/mean over workers by cost and by `v mod W`.
+fn balance(costs: &[u64], workers: usize) -> ByAssignment {
+    let of = |a: assign::Assignment| {
+        cost::imbalance(a.loads(costs, workers).into_iter().map(|x| x as f64))
+    };
+    ByAssignment {
+        by_cost: of(assign::Assignment::by_cost(costs, workers)),
+        round_robin: of(assign::Assignment::round_robin(costs.len() as u32, workers)),
+    }
+}
+
+/// Counts `job`'s training on `layout` for data of `shape` (the degree model of [`shape`]).
+pub fn plan_shape(job: &Job, m: &shape::Modelled, layout: Layout) -> Plan {
+    let (als, w) = (&job.als, layout.workers);
+    let owners = [0, 1].map(|t| assign::Assignment::by_cost(&m.sums[t].cost, w));
+    let traffic = [0, 1].map(|t| shape::traffic(m, &owners, als.factors, layout, t));
+    Plan {
+        workers: w,
+        processes: layout.processes,
+        half_steps: cost::count_from(als, &m.sums, &owners, &traffic, layout),
+        vector_bound_bytes: [0, 1].map(|t| traffic[t].sent.iter().sum()),
+        shard_cost_imbalance: [0, 1].map(|t| balance(&m.sums[t].cost, w)),
     }
 }
 
@@ -175,11 +195,21 @@ pub fn main(
     job: &Job,
     workers: &[usize],
     processes: Option<usize>,
+    shape: Option<&shape::Shape>,
     json: Option<&PathBuf>,
 ) -> Result<(), String> {
     let layouts = layouts(workers, processes)?;
-    let data = ingest_data(job)?;
-    let plans: Vec<Plan> = layouts.iter().map(|&l| plan_layout(job, &data, l)).collect();
+    let plans: Vec<Plan> = if let Some(sh) = shape {
+        let v = job.shards.virtual_shards as usize;
+        let m = shape::model(&job.als, sh, v);
+        layouts.iter().map(|&l| plan_shape(job, &m, l)).collect()
+    } else {
+        let data = ingest_data(job)?;
+        layouts
+            .iter()
+            .map(|&l| plan_layout(job, &data, l))
+            .collect()
+    };
     for p in &plans {
         println!("{}", table(p));
     }
