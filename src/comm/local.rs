@@ -325,7 +325,7 @@ impl Writer<'_> {
     /// member's declared ranges.
     pub fn put(&mut self, first: usize, v: &[f32]) {
         let d = self.h.rows.dim;
-        assert!(v.len() % d == 0, "whole rows only");
+        assert!(v.len().is_multiple_of(d), "whole rows only");
         let end = first + v.len() / d;
         assert!(
             self.h
@@ -394,7 +394,10 @@ mod tests {
     #[test]
     fn members_write_disjoint_rows_and_read_the_whole_round() {
         let rows = Arc::new(SharedRows::new(4, 2, 2));
-        let hs = [rows.member(0, vec![0..1, 3..4]), rows.member(1, vec![1..3])];
+        let hs = [
+            rows.member(0, vec![0..1, 3..4]),
+            rows.member(1, [1..3].to_vec()),
+        ];
         let out: Vec<Vec<f32>> = std::thread::scope(|s| {
             let t: Vec<_> = hs
                 .into_iter()
@@ -434,7 +437,7 @@ mod tests {
     #[should_panic(expected = "overlapping")]
     fn overlapping_rows_are_refused() {
         let rows = Arc::new(SharedRows::new(4, 1, 2));
-        let _a = rows.member(0, vec![0..2]);
-        let _b = rows.member(1, vec![1..3]);
+        let _a = rows.member(0, [0..2].to_vec());
+        let _b = rows.member(1, [1..3].to_vec());
     }
 }

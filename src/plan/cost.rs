@@ -230,7 +230,7 @@ pub fn count(als: &Als, data: &[SideData; 2], layout: Layout) -> Vec<HalfStepCos
 
 fn check(layout: Layout) {
     assert!(
-        layout.processes >= 1 && layout.workers % layout.processes == 0,
+        layout.processes >= 1 && layout.workers.is_multiple_of(layout.processes),
         "{} workers do not split evenly over {} processes",
         layout.workers,
         layout.processes

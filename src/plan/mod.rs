@@ -226,7 +226,7 @@ pub fn layouts(workers: &[usize], processes: Option<usize>) -> Result<Vec<Layout
     workers
         .iter()
         .map(|&w| {
-            if w == 0 || n == 0 || w % n != 0 {
+            if w == 0 || n == 0 || !w.is_multiple_of(n) {
                 Err(format!(
                     "plan: {w} workers do not split evenly over -n {n} processes (timely runs the same number of threads in each): pick -w values that are multiples of -n"
                 ))
