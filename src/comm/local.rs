@@ -396,7 +396,7 @@ mod tests {
         let rows = Arc::new(SharedRows::new(4, 2, 2));
         let hs = [
             rows.member(0, vec![0..1, 3..4]),
-            rows.member(1, [1..3].to_vec()),
+            rows.member(1, std::iter::once(1..3).collect()),
         ];
         let out: Vec<Vec<f32>> = std::thread::scope(|s| {
             let t: Vec<_> = hs
@@ -437,7 +437,7 @@ mod tests {
     #[should_panic(expected = "overlapping")]
     fn overlapping_rows_are_refused() {
         let rows = Arc::new(SharedRows::new(4, 1, 2));
-        let _a = rows.member(0, [0..2].to_vec());
-        let _b = rows.member(1, [1..3].to_vec());
+        let _a = rows.member(0, std::iter::once(0..2).collect());
+        let _b = rows.member(1, std::iter::once(1..3).collect());
     }
 }
