@@ -112,11 +112,20 @@ enum Cmd {
     /// Count what training a job costs each worker on a layout (flops, bytes, entities per
     /// half-step), from the ingested data alone: ingests in this process, trains nothing.
     Plan {
-        /// The job file (TOML).
-        job: PathBuf,
+        /// The job file (TOML); optional with --shape (the defaults are counted then).
+        job: Option<PathBuf>,
         /// Workers of the layouts to count (comma-separated, e.g. 16,64,256).
         #[arg(short = 'w', long, value_delimiter = ',', required = true)]
         workers: Vec<usize>,
+        /// Processes each layout's workers run in (divides every -w; default 1): splits the
+        /// traffic into network and within-process bytes.
+        #[arg(short = 'n', long)]
+        processes: Option<usize>,
+        /// Count without data, from a degree model of this size:
+        /// users=N,items=N,pairs=N[,user_exponent=0.7][,item_exponent=0.8] (power-law degrees
+        /// by rank; see the README's "Sizing a cluster").
+        #[arg(long, value_name = "SPEC")]
+        shape: Option<String>,
         /// Override a job key (repeatable).
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
@@ -413,14 +422,27 @@ fn dispatch(cmd: Cmd) -> Result<(), (u8, String)> {
         Cmd::Plan {
             job,
             workers,
+            processes,
+            shape,
             set,
             json,
         } => {
             if workers.contains(&0) {
                 return Err((2, "plan: -w must list worker counts of at least 1".into()));
             }
-            let j = Job::load(&job, &set).map_err(|e| (2, e.0))?;
-            recflow::plan::main(&j, &workers, json.as_ref()).map_err(|e| (1, e))
+            recflow::plan::layouts(&workers, processes).map_err(|e| (2, e))?;
+            let shape = shape
+                .map(|s| recflow::plan::shape::Shape::parse(&s))
+                .transpose()
+                .map_err(|e| (2, e))?;
+            let j = match (&job, &shape) {
+                (Some(path), _) => Job::load(path, &set),
+                (None, Some(_)) => Job::parse("", &set),
+                (None, None) => return Err((2, "plan: give a JOB file, or --shape".into())),
+            }
+            .map_err(|e| (2, e.0))?;
+            recflow::plan::main(&j, &workers, processes, shape.as_ref(), json.as_ref())
+                .map_err(|e| (1, e))
         }
         Cmd::Inspect { store } => {
             // The listing quotes manifests and reports: escaped like every other message.

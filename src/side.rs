@@ -5,9 +5,11 @@
 //! order and, within a shard, in raw-id order. An entity's global key is
 //! `(vshard << 32) | local index`, which does not depend on the worker count or assignment.
 
+use crate::comm::local::RowsHandle;
 use crate::ids::RawId;
 pub use crate::plan::assign::Assignment;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Packs a global key.
 pub fn key(vshard: u32, local: u32) -> u64 {
@@ -98,10 +100,18 @@ pub struct Side {
     pub cols: Vec<u32>,
     /// Confidence of each entry.
     pub conf: Vec<f32>,
-    /// Global key of each gathered vector (ascending within each source worker).
-    pub gathered_keys: Vec<u64>,
+    /// Global key of each gathered vector (ascending within each source worker). Once
+    /// training shares the gathered array between the threads of a process
+    /// ([`crate::als::shared`]), this is that array's keys, the same `Arc` on every thread.
+    pub gathered_keys: Arc<[u64]>,
     /// The vectors this side receives and sends every half-step.
     pub routing: Routing,
+    /// This thread's handle on the process-shared array of the other side's vectors that
+    /// `cols` index (only while half-steps run).
+    pub gathered: Option<RowsHandle>,
+    /// Whether `cols`, `gathered_keys` and `routing` are in the process-shared layout
+    /// ([`crate::als::shared`]) rather than ingest's per-worker one.
+    pub shared_layout: bool,
 }
 
 impl Side {

@@ -442,3 +442,70 @@ fn signals_end_every_process_of_a_cluster_run_and_leave_no_files() {
         assert!(!store.join("CURRENT").exists());
     }
 }
+
+/// The cost model's per-worker counts of a 2 × 2 process run (network and within-process
+/// bytes apart) equal `recflow plan -w 4 -n 2`'s; the threads of a process share one
+/// gathered array, so vectors reach a process once, not once per thread.
+#[test]
+fn plan_counts_the_network_and_within_process_bytes_of_a_two_process_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s2x2");
+    for c in spawn_cluster(tmp.path(), 2, 2, &store, &[]) {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v = std::fs::read_to_string(store.join("CURRENT")).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join(v.trim()).join("manifest.json")).unwrap())
+            .unwrap();
+    let mut ran: Vec<recflow::plan::cost::HalfStepCost> =
+        serde_json::from_value(m["train"]["cost"].clone()).unwrap();
+    ran.iter_mut()
+        .flat_map(|h| h.workers.iter_mut())
+        .for_each(|w| w.secs = 0.0);
+    let sets: Vec<String> = [
+        "input.demo.nnz=60000",
+        "input.demo.users=3000",
+        "input.demo.items=800",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let j = recflow::job::Job::load(Path::new(&job()), &sets).unwrap();
+    let data = recflow::plan::ingest_data(&j).unwrap();
+    let layout = recflow::plan::cost::Layout {
+        workers: 4,
+        processes: 2,
+    };
+    let p = recflow::plan::plan_layout(&j, &data, layout);
+    assert_eq!(
+        p.half_steps, ran,
+        "plan -w 4 -n 2 vs the 2 x 2 run's report"
+    );
+    let h = &ran[2];
+    assert!(h.network_sent() > p.vector_bound_bytes[0] && h.within_process() > 0);
+    // A vector crosses to a process once, however many of its threads need it: fewer bytes
+    // than with one thread per process.
+    let apart = recflow::plan::plan_layout(
+        &j,
+        &data,
+        recflow::plan::cost::Layout {
+            workers: 4,
+            processes: 4,
+        },
+    );
+    for t in 0..2 {
+        assert!(
+            p.vector_bound_bytes[t] < apart.vector_bound_bytes[t],
+            "side {t}"
+        );
+    }
+    // One process of four threads sends no vector at all: they share the gathered arrays.
+    let one = recflow::plan::plan(&j, &data, 4);
+    assert!(one.half_steps.iter().all(|h| h.network_sent() == 0));
+    assert_eq!(one.vector_bound_bytes, [0, 0]);
+}

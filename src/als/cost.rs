@@ -13,6 +13,16 @@ pub struct WorkerCost {
     pub bytes_sent: u64,
     /// Model-data bytes received from other workers.
     pub bytes_received: u64,
+    /// The part of `bytes_sent` that went to workers in other processes (the network).
+    #[serde(default)]
+    pub network_sent: u64,
+    /// The part of `bytes_received` that came from workers in other processes.
+    #[serde(default)]
+    pub network_received: u64,
+    /// Vector bytes this worker copied into its process's shared gathered array (its own
+    /// vectors that threads of its process need): within-process traffic, no message.
+    #[serde(default)]
+    pub bytes_local: u64,
     /// Entities of the solved side owned.
     pub entities: u64,
     /// Their interactions.
@@ -55,5 +65,19 @@ impl HalfStepCost {
     /// Bytes sent by all workers.
     pub fn total_sent(&self) -> u64 {
         self.workers.iter().map(|w| w.bytes_sent).sum()
+    }
+
+    /// Bytes sent by all workers to other processes.
+    pub fn network_sent(&self) -> u64 {
+        self.workers.iter().map(|w| w.network_sent).sum()
+    }
+
+    /// Bytes moved within processes by all workers: messages between threads of one process
+    /// and copies into the shared gathered arrays.
+    pub fn within_process(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.bytes_sent - w.network_sent + w.bytes_local)
+            .sum()
     }
 }

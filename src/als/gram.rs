@@ -99,14 +99,21 @@ pub(super) fn send_gram_slices(comm: &mut Ch, parts: &[GramPart], d: usize) {
     }
 }
 
-/// Bytes of Gram slices this worker receives from other workers for the partials of `side`.
-pub(super) fn gram_slice_bytes_in(comm: &Ch, side: &Side, d: usize) -> u64 {
+/// Bytes of Gram slices this worker receives from other workers for the partials of `side`
+/// (from those senders `counted` accepts).
+pub(super) fn gram_slice_bytes_in(
+    comm: &Ch,
+    side: &Side,
+    d: usize,
+    counted: impl Fn(usize) -> bool,
+) -> u64 {
     if !gram_member(comm.index, comm.peers, d) {
         return 0;
     }
     let len = gram_slice(comm.index, comm.peers, d).len() as u64;
     let foreign = (0..side.owners.shards())
-        .filter(|&v| side.owners.owner(v) != comm.index)
+        .map(|v| side.owners.owner(v))
+        .filter(|&o| o != comm.index && counted(o))
         .count() as u64;
     foreign * (4 + 4 * len + 8)
 }

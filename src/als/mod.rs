@@ -17,21 +17,26 @@
 
 pub mod block;
 pub mod cost;
+mod exchange;
 pub mod flops;
 pub mod gram;
 pub mod kernels;
 pub mod msg;
+pub mod shared;
 pub mod solve;
 
 /// ALS's channel.
 type Ch = Channel<AlsMsg>;
 
 use crate::cluster::Comm;
+use crate::comm::local::LocalGroup;
 use crate::comm::{Channel, CommError};
 use crate::job::{Als, RegScaling, Solver};
 use crate::report::Log;
 use crate::side::Side;
 use cost::{HalfStepCost, WorkerCost};
+use exchange::exchange_into;
+pub(crate) use exchange::exchange_vectors;
 pub use flops::{counted_row_flops, lambda_of, row_flops};
 use gram::{
     gather_slices, gram_member, gram_parts, gram_slice, gram_slice_bytes_in, send_gram_slices,
@@ -118,24 +123,29 @@ pub fn train(
         },
         ..TrainReport::default()
     };
-    let mut g_users = vec![0.0f32; users.gathered_keys.len() * als.factors];
-    let mut g_items = vec![0.0f32; items.gathered_keys.len() * als.factors];
     // The Gram of the side solved last, summed by that half-step: the next one's other side.
     let mut other = OtherGram::Compute;
     // ALS's own channel, for the supersteps of its half-steps.
     let mut ch = Ch::new(worker, comm.deadline);
+    // One gathered array per side and process, shared by its threads; ingest's freed
+    // buffers go back to the OS first (once per process), so they do not sit under the peak.
+    let mut group = shared::discover(worker, &mut ch)?;
+    if group.rank == 0 {
+        crate::comm::local::return_freed_memory();
+    }
+    shared::share_sides(worker, &mut ch, &mut group, users, items)?;
     for it in start + 1..=als.iterations {
         let t = Instant::now();
         let want_loss = als.loss_every > 0 && (it % als.loss_every == 0 || it == als.iterations);
         for half in ["users", "items"] {
-            let (s, o, buf) = if half == "users" {
-                (&mut *users, &*items, &mut g_users)
+            let (s, o) = if half == "users" {
+                (&mut *users, &*items)
             } else {
-                (&mut *items, &*users, &mut g_items)
+                (&mut *items, &*users)
             };
             let last = it == als.iterations && half == "items";
             let mut h = half_step(
-                worker, &mut ch, als, s, o, buf, other, !last, want_loss, None,
+                worker, &mut ch, &group, als, s, o, other, !last, want_loss, None,
             )?;
             other = OtherGram::Summed(h.own_gram.take());
             if comm.index == 0 {
@@ -186,6 +196,7 @@ pub fn train(
         log.iteration(it, als.iterations, objective.map(|p| p.value), secs);
         after(worker, comm, it, users, items)?;
     }
+    shared::release(users, items);
     Ok(rep)
 }
 
@@ -247,10 +258,10 @@ fn side_totals(
 fn half_step(
     worker: &mut Worker,
     comm: &mut Ch,
+    group: &LocalGroup,
     als: &Als,
     s: &mut Side,
     o: &Side,
-    gathered: &mut [f32],
     other: OtherGram,
     keep_gram: bool,
     want_loss: bool,
@@ -262,7 +273,11 @@ fn half_step(
     } else {
         (0, 0)
     };
-    let (sent0, received0) = (comm.payload_sent, comm.payload_received);
+    let start = Counters::of(comm);
+    let mut gathered = s
+        .gathered
+        .take()
+        .expect("the side's shared gathered array (als::shared::share_sides)");
     let (mut flops, mut bytes) = (0u64, 0u64);
     // 1. Partial Grams of the other side, sliced to the summing workers (unless already
     // summed), then vectors along interaction edges.
@@ -273,7 +288,8 @@ fn half_step(
         bytes += 4 * o.factors.len() as u64;
         send_gram_slices(comm, &parts, d);
     }
-    let (parts, vector_bytes) = exchange_vectors(worker, comm, als, s, o, gathered)?;
+    let ex = exchange_into(worker, comm, als, s, o, &mut gathered.write())?;
+    let (parts, vector_bytes) = (ex.parts, ex.vector_bytes);
     // 2. Each member sums its slice in virtual-shard order and broadcasts it; the slices,
     // in sender order, are the whole Gram.
     let my_len = gram_slice(comm.index, comm.peers, d).len();
@@ -296,7 +312,11 @@ fn half_step(
     // 3. Solve every owned row, then this side's Gram partials for the objective and the
     // next half-step.
     let t = Instant::now();
-    let solved = solve_rows(als, s, (&gram, n_o), gathered, want_loss, only);
+    let solved = {
+        let view = gathered.read();
+        solve_rows(als, s, (&gram, n_o), &view, want_loss, only)
+    };
+    s.gathered = Some(gathered);
     flops += solved.flops;
     bytes += solved.bytes;
     let own = (keep_gram || want_loss).then(|| gram_parts(als, s, n_o));
@@ -308,20 +328,21 @@ fn half_step(
         send_gram_slices(comm, &parts, d);
     }
     // What arrives with the own partials below is known in advance (and checked).
-    let own_in = if sent_own {
-        gram_slice_bytes_in(comm, s, d)
+    let (own_in, own_in_net) = if sent_own {
+        let remote = |w: usize| !group.is_local(w);
+        (
+            gram_slice_bytes_in(comm, s, d, |_| true),
+            gram_slice_bytes_in(comm, s, d, remote),
+        )
     } else {
-        0
+        (0, 0)
     };
     comm.send(0, AlsMsg::Scalars(solved.loss_parts));
-    let cost = WorkerCost {
-        flops,
-        bytes_sent: comm.payload_sent - sent0,
-        bytes_received: comm.payload_received - received0 + own_in,
-        entities: s.rows() as u64,
-        interactions: s.cols.len() as u64,
-        secs,
-    };
+    let mut cost = start.since(comm, group, (own_in, own_in_net));
+    cost.flops = flops;
+    cost.bytes_local = ex.local_bytes;
+    (cost.entities, cost.interactions) = (s.rows() as u64, s.cols.len() as u64);
+    cost.secs = secs;
     comm.send(
         0,
         AlsMsg::Counts(vec![
@@ -334,6 +355,9 @@ fn half_step(
             cost.bytes_received,
             cost.entities,
             cost.interactions,
+            cost.network_sent,
+            cost.network_received,
+            cost.bytes_local,
         ]),
     );
     let before = comm.payload_received;
@@ -357,98 +381,41 @@ fn half_step(
     Ok(half)
 }
 
-/// Sends this worker's vectors to the workers whose rows touch them and fills `gathered`
-/// with the vectors its own rows touch, in rounds of at most `als.exchange_kib` per
-/// destination: a round's buffers are copied into `gathered` and freed before the next round
-/// is built, so the exchange costs a few chunks of memory, not a second copy of every vector
-/// this worker sends. Returns the Gram partials that arrived with the first round.
-pub(crate) fn exchange_vectors(
-    worker: &mut Worker,
-    comm: &mut Ch,
-    als: &Als,
-    s: &Side,
-    o: &Side,
-    gathered: &mut [f32],
-) -> Result<(Vec<GramPart>, u64), CommError> {
-    let d = als.factors;
-    let per_round = (als.exchange_kib * 256 / d).max(1);
-    let mut all_parts = Vec::new();
-    let mut vector_bytes = 0u64;
-    let incoming = &s.routing.incoming;
-    let mut got_rows = vec![0usize; incoming.len()];
-    for round in 0.. {
-        let lo = round * per_round;
-        let mut more = false;
-        for out in &o.routing.outgoing {
-            let (dest, rows) = (&out.to, &out.rows);
-            // This worker's own rows go straight into its gathered array: no message buffer.
-            if *dest == comm.index {
-                if let Some((_, inc)) = s.routing.from(comm.index) {
-                    if inc.len == rows.len() {
-                        if round == 0 {
-                            let off = inc.offset;
-                            for (k, &r) in rows.iter().enumerate() {
-                                gathered[(off + k) * d..(off + k + 1) * d]
-                                    .copy_from_slice(o.row(r as usize));
-                            }
-                        }
-                        continue;
-                    }
-                }
-            }
-            if lo >= rows.len() {
-                continue;
-            }
-            let hi = rows.len().min(lo + per_round);
-            more |= hi < rows.len();
-            let mut buf = Vec::with_capacity((hi - lo) * d);
-            for &r in &rows[lo..hi] {
-                buf.extend_from_slice(o.row(r as usize));
-            }
-            if *dest != comm.index {
-                vector_bytes += 4 * buf.len() as u64;
-            }
-            comm.send(*dest, AlsMsg::Vectors(lo as u64, buf));
-        }
-        // Everybody learns whether anybody has rows left, so all run the same rounds.
-        comm.broadcast(AlsMsg::Counts(vec![more as u64]));
-        let mut any_more = false;
-        for (from, b) in comm.exchange(worker, "train: exchange vectors")? {
-            match b {
-                AlsMsg::Vectors(first, v) => {
-                    let (j, inc) = s.routing.from(from).expect("routing table");
-                    let (off, len) = (inc.offset, inc.len);
-                    let first = first as usize;
-                    assert!(
-                        v.len() % d == 0 && first + v.len() / d <= len,
-                        "vector buffer from worker {from} does not fit its routing table"
-                    );
-                    gathered[(off + first) * d..(off + first) * d + v.len()].copy_from_slice(&v);
-                    got_rows[j] += v.len() / d;
-                }
-                AlsMsg::GramParts(mut p) => all_parts.append(&mut p),
-                AlsMsg::Counts(c) => any_more |= c[0] != 0,
-                _ => unreachable!(),
-            }
-        }
-        if !any_more {
-            break;
+/// The channel's payload counters at the start of a half-step, to count what it moved.
+struct Counters {
+    sent: u64,
+    received: u64,
+    sent_to: Vec<u64>,
+    received_from: Vec<u64>,
+}
+
+impl Counters {
+    fn of(comm: &Ch) -> Counters {
+        Counters {
+            sent: comm.payload_sent,
+            received: comm.payload_received,
+            sent_to: comm.payload_sent_to.clone(),
+            received_from: comm.payload_received_from.clone(),
         }
     }
-    for (j, inc) in incoming.iter().enumerate() {
-        let (from, len) = (inc.from, inc.len);
-        let own = from == comm.index
-            && o.routing
-                .outgoing
-                .iter()
-                .any(|out| out.to == from && out.rows.len() == len);
-        assert!(
-            own || got_rows[j] == len,
-            "worker {from} sent {} of {len} vectors",
-            got_rows[j]
-        );
+
+    /// The bytes moved since, all and to or from other processes, plus `pending` (all,
+    /// network) bytes known to arrive in the next superstep.
+    fn since(&self, comm: &Ch, group: &LocalGroup, pending: (u64, u64)) -> WorkerCost {
+        let remote = |now: &[u64], then: &[u64]| -> u64 {
+            (0..comm.peers)
+                .filter(|&w| !group.is_local(w))
+                .map(|w| now[w] - then[w])
+                .sum()
+        };
+        WorkerCost {
+            bytes_sent: comm.payload_sent - self.sent,
+            bytes_received: comm.payload_received - self.received + pending.0,
+            network_sent: remote(&comm.payload_sent_to, &self.sent_to),
+            network_received: remote(&comm.payload_received_from, &self.received_from) + pending.1,
+            ..WorkerCost::default()
+        }
     }
-    Ok((all_parts, vector_bytes))
 }
 
 /// Gathers every worker's solve counters, objective partials and Gram partials on worker 0.
@@ -478,6 +445,9 @@ fn collect_solve(worker: &mut Worker, comm: &mut Ch) -> Result<Half, CommError> 
                     bytes_received: c[6],
                     entities: c[7],
                     interactions: c[8],
+                    network_sent: c[9],
+                    network_received: c[10],
+                    bytes_local: c[11],
                     secs: c[0] as f64 / 1e9,
                 };
             }
@@ -506,28 +476,21 @@ pub fn fold_in(
         solver: Solver::Cholesky,
         ..als.clone()
     };
-    let d = als.factors;
     let mut ch = Ch::new(worker, comm.deadline);
+    let mut group = shared::discover(worker, &mut ch)?;
+    shared::share_sides(worker, &mut ch, &mut group, users, items)?;
     for half in ["users", "items"] {
         let (s, o, new) = if half == "users" {
             (&mut *users, &*items, new_users)
         } else {
             (&mut *items, &*users, new_items)
         };
-        let mut buf = vec![0.0f32; s.gathered_keys.len() * d];
         let other = OtherGram::Compute;
+        let only = Some(new);
         half_step(
-            worker,
-            &mut ch,
-            &exact,
-            s,
-            o,
-            &mut buf,
-            other,
-            false,
-            false,
-            Some(new),
+            worker, &mut ch, &group, &exact, s, o, other, false, false, only,
         )?;
     }
+    shared::release(users, items);
     Ok(())
 }

@@ -29,6 +29,9 @@ pub enum AlsMsg {
     Scalars(Vec<(u32, f64)>),
     /// Counters: the solve's per-worker report, side sizes, "more rounds" flags.
     Counts(Vec<u64>),
+    /// Keys of the vectors of side 0 (users) or 1 (items) the sender's process wants from
+    /// the receiver every half-step, in its shared array's order (set-up, see `als::shared`).
+    Keys(u8, Vec<u64>),
 }
 
 impl Message for AlsMsg {

@@ -18,6 +18,7 @@
 //! with threads or processes.
 
 mod json;
+pub mod local;
 
 pub use json::Json;
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,10 @@ pub struct Channel<M: Message> {
     pub payload_sent: u64,
     /// Payload bytes received from other workers.
     pub payload_received: u64,
+    /// Payload bytes sent to each worker (this one's entry stays 0).
+    pub payload_sent_to: Vec<u64>,
+    /// Payload bytes received from each worker.
+    pub payload_received_from: Vec<u64>,
 }
 
 impl<M: Message> Channel<M> {
@@ -126,6 +131,8 @@ impl<M: Message> Channel<M> {
             deadline,
             payload_sent: 0,
             payload_received: 0,
+            payload_sent_to: vec![0; worker.peers()],
+            payload_received_from: vec![0; worker.peers()],
         }
     }
 
@@ -142,7 +149,9 @@ impl<M: Message> Channel<M> {
     /// Queues `msg` for worker `to` in the current superstep.
     pub fn send(&mut self, to: usize, msg: M) {
         if to != self.index {
-            self.payload_sent += msg.payload_bytes();
+            let b = msg.payload_bytes();
+            self.payload_sent += b;
+            self.payload_sent_to[to] += b;
         }
         self.push(to, Wire::Data(msg));
     }
@@ -197,7 +206,9 @@ impl<M: Message> Channel<M> {
                 return Err(failed(e.from, why));
             }
             if e.from as usize != self.index {
-                self.payload_received += msg.payload_bytes();
+                let b = msg.payload_bytes();
+                self.payload_received += b;
+                self.payload_received_from[e.from as usize] += b;
             }
             out.push((e.from as usize, msg));
         }

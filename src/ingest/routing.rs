@@ -45,5 +45,5 @@ pub(super) fn request(
             .expect("every gathered key came from the map") = i as u32;
     }
     side.cols = other.iter().map(|k| pos[k]).collect();
-    side.gathered_keys = gathered;
+    side.gathered_keys = gathered.into();
 }

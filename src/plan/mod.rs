@@ -8,6 +8,7 @@
 
 pub mod assign;
 pub mod cost;
+pub mod shape;
 
 use crate::cluster::Comm;
 use crate::job::Job;
@@ -21,9 +22,12 @@ use std::time::Duration;
 pub struct Plan {
     /// Workers.
     pub workers: usize,
+    /// Processes they run in (threads of one process share one gathered array per side).
+    pub processes: usize,
     /// Every half-step of the job, per worker.
     pub half_steps: Vec<HalfStepCost>,
-    /// Per side (users, items): the lower bound of a half-step's traffic solving it.
+    /// Per side (users, items): the lower bound of a half-step's network traffic solving it
+    /// (each needed vector once per process that needs it and does not own it).
     pub vector_bound_bytes: [u64; 2],
     /// Per side: max/mean over workers of the shard costs (solve + Gram flops) that
     /// assignment by cost gives, and that `v mod W` (the assignment before it) would give.
@@ -77,32 +81,63 @@ fn side_data(s: &crate::side::Side) -> SideData {
     SideData { degrees, keys }
 }
 
-/// Counts `job` on `workers` workers.
+/// Counts `job` on `workers` workers in one process.
 pub fn plan(job: &Job, data: &[SideData; 2], workers: usize) -> Plan {
+    let one = Layout {
+        workers,
+        processes: 1,
+    };
+    plan_layout(job, data, one)
+}
+
+/// Counts `job` on `layout`.
+pub fn plan_layout(job: &Job, data: &[SideData; 2], layout: Layout) -> Plan {
+    let workers = layout.workers;
     Plan {
         workers,
-        half_steps: cost::count(&job.als, data, Layout { workers }),
-        vector_bound_bytes: [0, 1].map(|t| cost::vector_bound(&job.als, data, workers, t)),
+        processes: layout.processes,
+        half_steps: cost::count(&job.als, data, layout),
+        vector_bound_bytes: [0, 1].map(|t| cost::vector_bound(&job.als, data, layout, t)),
         shard_cost_imbalance: [0, 1].map(|t| {
             let costs: Vec<u64> = data[t]
                 .degrees
                 .iter()
                 .map(|d| cost::shard_cost(&job.als, d.iter().copied()))
                 .collect();
-            let of = |a: assign::Assignment| {
-                cost::imbalance(a.loads(&costs, workers).into_iter().map(|x| x as f64))
-            };
-            ByAssignment {
-                by_cost: of(assign::Assignment::by_cost(&costs, workers)),
-                round_robin: of(assign::Assignment::round_robin(costs.len() as u32, workers)),
-            }
+            balance(&costs, workers)
         }),
     }
 }
 
+/// Shard-cost max/mean over workers by cost and by `v mod W`.
+fn balance(costs: &[u64], workers: usize) -> ByAssignment {
+    let of = |a: assign::Assignment| {
+        cost::imbalance(a.loads(costs, workers).into_iter().map(|x| x as f64))
+    };
+    ByAssignment {
+        by_cost: of(assign::Assignment::by_cost(costs, workers)),
+        round_robin: of(assign::Assignment::round_robin(costs.len() as u32, workers)),
+    }
+}
+
+/// Counts `job`'s training on `layout` for data of `shape` (the degree model of [`shape`]).
+pub fn plan_shape(job: &Job, m: &shape::Modelled, layout: Layout) -> Plan {
+    let (als, w) = (&job.als, layout.workers);
+    let owners = [0, 1].map(|t| assign::Assignment::by_cost(&m.sums[t].cost, w));
+    let traffic = [0, 1].map(|t| shape::traffic(m, &owners, als.factors, layout, t));
+    Plan {
+        workers: w,
+        processes: layout.processes,
+        half_steps: cost::count_from(als, &m.sums, &owners, &traffic, layout),
+        vector_bound_bytes: [0, 1].map(|t| traffic[t].sent.iter().sum()),
+        shard_cost_imbalance: [0, 1].map(|t| balance(&m.sums[t].cost, w)),
+    }
+}
+
 /// The table `plan` prints: one row per side for a steady-state iteration (the second, or
-/// the only one), with the max/mean of each count over workers and the traffic next to its
-/// lower bound.
+/// the only one), with the max/mean of each count over workers, the traffic split into
+/// network (between processes) and within-process bytes, and the network next to its lower
+/// bound.
 pub fn table(p: &Plan) -> String {
     let it = p
         .half_steps
@@ -112,9 +147,10 @@ pub fn table(p: &Plan) -> String {
         .unwrap_or(1)
         .min(2);
     let mut out = format!(
-        "{} workers (iteration {it}):\n{:<6} {:>10} {:>7} {:>10} {:>7} {:>10} {:>7} {:>11} {:>7} {:>10} {:>10} {:>6}\n",
-        p.workers, "half", "GFLOP max", "max/mn", "sent MB mx", "max/mn", "recv MB mx", "max/mn",
-        "entities mx", "max/mn", "total MB", "bound MB", "ratio"
+        "{} workers in {} process(es) (iteration {it}):\n{:<6} {:>10} {:>7} {:>10} {:>7} {:>10} {:>7} {:>11} {:>7} {:>10} {:>10} {:>10} {:>6}\n",
+        p.workers, p.processes, "half", "GFLOP max", "max/mn", "net sent mx", "max/mn",
+        "net recv mx", "max/mn", "entities mx", "max/mn", "network MB", "within MB", "bound MB",
+        "ratio"
     );
     for (t, h) in p
         .half_steps
@@ -126,16 +162,21 @@ pub fn table(p: &Plan) -> String {
         let r = |(max, mean): (f64, f64)| if mean > 0.0 { max / mean } else { 1.0 };
         let (fl, se, re, en) = (
             mm(&|w| w.flops as f64),
-            mm(&|w| w.bytes_sent as f64),
-            mm(&|w| w.bytes_received as f64),
+            mm(&|w| w.network_sent as f64),
+            mm(&|w| w.network_received as f64),
             mm(&|w| w.entities as f64),
         );
         let bound = p.vector_bound_bytes[t.min(1)] as f64;
-        let total = h.total_sent() as f64;
+        let net = h.network_sent() as f64;
+        let ratio = if bound > 0.0 {
+            format!("{:.3}", net / bound)
+        } else {
+            "-".to_string()
+        };
         out += &format!(
-            "{:<6} {:>10.2} {:>7.3} {:>10.1} {:>7.3} {:>10.1} {:>7.3} {:>11.0} {:>7.3} {:>10.1} {:>10.1} {:>6.3}\n",
+            "{:<6} {:>10.2} {:>7.3} {:>11.1} {:>7.3} {:>11.1} {:>7.3} {:>11.0} {:>7.3} {:>10.1} {:>10.1} {:>10.1} {:>6}\n",
             h.half, fl.0 / 1e9, r(fl), se.0 / 1e6, r(se), re.0 / 1e6, r(re), en.0, r(en),
-            total / 1e6, bound / 1e6, if bound > 0.0 { total / bound } else { 1.0 }
+            net / 1e6, h.within_process() as f64 / 1e6, bound / 1e6, ratio
         );
     }
     for (t, side) in ["users", "items"].iter().enumerate() {
@@ -148,10 +189,27 @@ pub fn table(p: &Plan) -> String {
     out
 }
 
-/// `recflow plan`: prints the table for each layout; `json` also writes every half-step.
-pub fn main(job: &Job, workers: &[usize], json: Option<&PathBuf>) -> Result<(), String> {
-    let data = ingest_data(job)?;
-    let plans: Vec<Plan> = workers.iter().map(|&w| plan(job, &data, w)).collect();
+/// `recflow plan`: prints the table for each layout (`workers` split over `processes`, one
+/// when not given); `json` also writes every half-step.
+pub fn main(
+    job: &Job,
+    workers: &[usize],
+    processes: Option<usize>,
+    shape: Option<&shape::Shape>,
+    json: Option<&PathBuf>,
+) -> Result<(), String> {
+    let layouts = layouts(workers, processes)?;
+    let plans: Vec<Plan> = if let Some(sh) = shape {
+        let v = job.shards.virtual_shards as usize;
+        let m = shape::model(&job.als, sh, v);
+        layouts.iter().map(|&l| plan_shape(job, &m, l)).collect()
+    } else {
+        let data = ingest_data(job)?;
+        layouts
+            .iter()
+            .map(|&l| plan_layout(job, &data, l))
+            .collect()
+    };
     for p in &plans {
         println!("{}", table(p));
     }
@@ -160,4 +218,24 @@ pub fn main(job: &Job, workers: &[usize], json: Option<&PathBuf>) -> Result<(), 
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The layouts of `-w W1,W2,.. [-n N]`: each `W` over `N` processes (1 without `-n`).
+pub fn layouts(workers: &[usize], processes: Option<usize>) -> Result<Vec<Layout>, String> {
+    let n = processes.unwrap_or(1);
+    workers
+        .iter()
+        .map(|&w| {
+            if w == 0 || n == 0 || !w.is_multiple_of(n) {
+                Err(format!(
+                    "plan: {w} workers do not split evenly over -n {n} processes (timely runs the same number of threads in each): pick -w values that are multiples of -n"
+                ))
+            } else {
+                Ok(Layout {
+                    workers: w,
+                    processes: n,
+                })
+            }
+        })
+        .collect()
 }
