@@ -51,7 +51,7 @@ fn rec_lists(dir: &Path, m: &Manifest, items: &HashMap<RawId, ItemAt>) -> Result
     let mut ranked: HashMap<RawId, Vec<(usize, ItemAt)>> = HashMap::new();
     for rec in m.records_under("recs") {
         let path = dir.join(&rec.path);
-        let text = store::read_record(dir, &rec)?;
+        let text = store::parts::read(dir, &rec)?;
         for (n, line) in text
             .split(|&b| b == b'\n')
             .enumerate()
