@@ -235,3 +235,121 @@ fn corrupt_pack_index_is_a_clear_error_naming_the_file() {
     let e = recflow::query::query(&store, None, "users", "3", 3).unwrap_err();
     assert!(e.contains(rel) && e.contains("packed index"), "{e}");
 }
+
+/// The recs parts of a version, in part order: (path in the version, bytes on disk).
+fn recs_parts(s: &Summary) -> Vec<(String, Vec<u8>)> {
+    let (_, m) = recflow::store::open(s.version_dir.parent().unwrap(), None).unwrap();
+    m.records_under("recs")
+        .into_iter()
+        .map(|r| {
+            let bytes = std::fs::read(s.version_dir.join(&r.path)).unwrap();
+            assert_eq!(bytes.len() as u64, r.bytes, "{}", r.path);
+            assert_eq!(Some(recflow::store::digest(&bytes)), r.xxh3, "{}", r.path);
+            (r.path, bytes)
+        })
+        .collect()
+}
+
+/// The same job with `output.compression = "none"` and the default: the default writes
+/// `recs/part-NNNNN.tsv.zst` (manifest checksums of the bytes on disk) that zstd decompresses
+/// to exactly the plain layout's `part-NNNNN.tsv`; export, queries and `eval STORE` read
+/// both the same.
+#[test]
+fn compressed_parts_decompress_to_exactly_the_plain_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, zst) = (tmp.path().join("plain"), tmp.path().join("zst"));
+    let extra = [
+        "eval.holdout=0.25",
+        "eval.k=[3,5]",
+        "model.warm_start=false",
+    ];
+    let day1 = fixture().join("day1.tsv");
+    let none: Vec<&str> = extra
+        .iter()
+        .copied()
+        .chain(["output.compression=none"])
+        .collect();
+    let a = go(job(&plain, &day1, &none), 2);
+    let b = go(job(&zst, &day1, &extra), 2);
+    let (pa, pb) = (recs_parts(&a), recs_parts(&b));
+    assert_eq!(pa.len(), 2);
+    assert_eq!(pa.len(), pb.len());
+    for ((na, ba), (nb, bb)) in pa.iter().zip(&pb) {
+        assert!(
+            na.ends_with(".tsv") && *nb == format!("{na}.zst"),
+            "{na} {nb}"
+        );
+        assert_eq!(zstd::decode_all(&bb[..]).unwrap(), *ba, "{nb}");
+        assert!(bb.len() < ba.len(), "{nb}: {} of {}", bb.len(), ba.len());
+    }
+    assert_eq!(a.manifest["recommend"], b.manifest["recommend"]);
+    let (xa, xb) = (tmp.path().join("xa"), tmp.path().join("xb"));
+    assert!(
+        exported(&plain, &xa) == exported(&zst, &xb),
+        "exports differ"
+    );
+    for store in [&plain, &zst] {
+        let r = recflow::eval_store::eval_store(store, None).unwrap();
+        assert_eq!(r["matches_manifest"], true, "{r}");
+    }
+    let q = |s: &Path| recflow::query::query(s, None, "users", "3", 7).unwrap();
+    assert_eq!(q(&plain), q(&zst));
+}
+
+/// A warm start compares its recs with the parent's whichever layout either has: day 2 from
+/// a plain parent and from a compressed one, written compressed or plain, agree.
+#[test]
+fn warm_start_compares_recs_with_a_parent_of_either_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let day1 = fixture().join("day1.tsv");
+    let day2 = tmp.path().join("day2.tsv");
+    std::fs::copy(fixture().join("day2.tsv"), &day2).unwrap();
+    let mut days = Vec::new();
+    for (parent, child) in [("none", "zstd"), ("zstd", "none"), ("zstd", "zstd")] {
+        let store = tmp.path().join(format!("{parent}-{child}"));
+        go(
+            job(&store, &day1, &[&format!("output.compression={parent}")]),
+            2,
+        );
+        let s = go(
+            job(&store, &day2, &[&format!("output.compression={child}")]),
+            3,
+        );
+        let change = s.manifest["lineage"]["recs_vs_parent"].clone();
+        assert!(change["users_compared"].as_u64().unwrap() > 0, "{change}");
+        days.push((
+            change,
+            exported(&store, &tmp.path().join(format!("x-{parent}-{child}"))),
+        ));
+    }
+    assert!(days.windows(2).all(|w| w[0] == w[1]), "{:?}", days[0].0);
+}
+
+/// A store from the recflow before compression (plain parts, held-out pairs in format 1,
+/// `tests/fixtures/plain-store`) still evaluates to its manifest and exports what the same
+/// job exports now.
+#[test]
+fn a_plain_store_from_before_compression_still_loads_and_evaluates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("old");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plain-store/store"),
+        &old,
+    );
+    let r = recflow::eval_store::eval_store(&old, None).unwrap();
+    assert_eq!(r["matches_manifest"], true, "{r}");
+    let new = tmp.path().join("new");
+    let extra = [
+        "eval.holdout=0.25",
+        "eval.k=[3,5]",
+        "model.warm_start=false",
+    ];
+    let s = go(job(&new, &fixture().join("day1.tsv"), &extra), 2);
+    assert!(recs_parts(&s).iter().all(|p| p.0.ends_with(".tsv.zst")));
+    let now = recflow::eval_store::eval_store(&new, None).unwrap();
+    assert_eq!(now["metrics"], r["metrics"]);
+    assert!(
+        exported(&old, &tmp.path().join("xo")) == exported(&new, &tmp.path().join("xn")),
+        "the old store reads differently"
+    );
+}

@@ -68,6 +68,11 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     decompress(path, &bytes)
 }
 
+/// [`read_file`] as text (tests and scripts read parts as lines).
+pub fn read_text(path: &Path) -> Result<String, String> {
+    String::from_utf8(read_file(path)?).map_err(|_| format!("{}: not UTF-8 text", path.display()))
+}
+
 fn decompress(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, String> {
     let mut text = Vec::with_capacity(bytes.len() * 3);
     zstd::stream::read::Decoder::with_buffer(bytes)
@@ -244,7 +249,10 @@ mod tests {
                 Compression::Zstd => assert_eq!(&disk[..4], b"\x28\xb5\x2f\xfd"),
             }
         }
-        assert_eq!(part_path("similar", 12, Compression::None), "similar/part-00012.tsv");
+        assert_eq!(
+            part_path("similar", 12, Compression::None),
+            "similar/part-00012.tsv"
+        );
         assert_eq!(
             part_path("buckets", 0, Compression::Zstd),
             "buckets/part-00000.tsv.zst"
@@ -257,11 +265,25 @@ mod tests {
     fn large_and_empty_parts_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let text: Vec<u8> = (0..200_000u64)
-            .flat_map(|u| format!("{}\t{}\t0.{:07}\t{}\n", u / 10, u * 7919 % 5000, u, u % 10 + 1).into_bytes())
+            .flat_map(|u| {
+                format!(
+                    "{}\t{}\t0.{:07}\t{}\n",
+                    u / 10,
+                    u * 7919 % 5000,
+                    u,
+                    u % 10 + 1
+                )
+                .into_bytes()
+            })
             .collect();
         let blocks: Vec<&[u8]> = text.chunks(70_001).collect();
         let (disk, rec) = write_blocks(dir.path(), "recs/part-00000.tsv.zst", &blocks);
-        assert!(disk.len() * 2 < text.len(), "{} of {}", disk.len(), text.len());
+        assert!(
+            disk.len() * 2 < text.len(),
+            "{} of {}",
+            disk.len(),
+            text.len()
+        );
         assert_eq!(read(&dir.path().join("p"), &rec).unwrap(), text);
         let (_, empty) = write_blocks(dir.path(), "recs/part-00001.tsv.zst", &[]);
         assert_eq!(read(&dir.path().join("p"), &empty).unwrap(), b"");
@@ -276,8 +298,14 @@ mod tests {
         let at = disk.len() - 6;
         disk[at] ^= 0x55;
         let mut vw = VersionWriter::new(&dir.path().join("bad"));
-        let rec = vw.write("recs/part-00000.tsv.zst", &disk, 6).unwrap().clone();
+        let rec = vw
+            .write("recs/part-00000.tsv.zst", &disk, 6)
+            .unwrap()
+            .clone();
         let e = read(&dir.path().join("bad"), &rec).unwrap_err();
-        assert!(e.contains("bad/recs/part-00000.tsv.zst: cannot decompress (zstd)"), "{e}");
+        assert!(
+            e.contains("bad/recs/part-00000.tsv.zst: cannot decompress (zstd)"),
+            "{e}"
+        );
     }
 }
