@@ -143,28 +143,51 @@ fn warm_start_from_a_per_shard_parent_equals_one_from_a_packed_parent() {
     assert!(exported(&old, &xa) == exported(&new, &xb), "day 2 differs");
 }
 
-/// `recflow eval STORE` recomputes the version's metrics, at every cut-off, to the bit,
-/// from the recs and held-out pairs it keeps (AUC aside: it needs every item's score).
+/// `recflow eval STORE` recomputes the version's metrics, at every cut-off, to the bit, from
+/// the recs and held-out pairs it keeps, AUC too (from the factors and the snapshot), for
+/// the holdout and a validation file, on any layout, with the dense scorer (d = 4) and the
+/// pruned scan (d = 16).
 #[test]
 fn eval_store_equals_the_manifest_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("s");
-    let extra = [
-        "eval.holdout=0.25",
-        "eval.k=[3,5]",
-        "model.warm_start=false",
-    ];
-    for workers in [1, 3] {
+    let valid = tmp.path().join("valid.tsv");
+    let day1 = std::fs::read_to_string(fixture().join("day1.tsv")).unwrap();
+    let some: Vec<&str> = day1.lines().step_by(5).collect();
+    std::fs::write(&valid, some.join("\n") + "\n").unwrap();
+    let v = format!("eval.valid={}", valid.display());
+    for (workers, d) in [(1, "4"), (3, "4"), (2, "16")] {
+        let f = format!("als.factors={d}");
+        let extra = [
+            "eval.holdout=0.25",
+            "eval.k=[3,5]",
+            "model.warm_start=false",
+            &v,
+            &f,
+        ];
         let s = go(job(&store, &fixture().join("day1.tsv"), &extra), workers);
         let r = recflow::eval_store::eval_store(&store, None).unwrap();
         assert_eq!(r["matches_manifest"], true, "{r}");
-        let mut want = s.manifest["metrics"].clone();
-        assert!(want["users"].as_u64().unwrap() > 100, "{want}");
-        want["auc"] = serde_json::Value::Null;
-        want["auc_users"] = 0.into();
-        let want: serde_json::Value = serde_json::from_str(&want.to_string()).unwrap();
-        assert_eq!(r["metrics"], want);
+        assert_eq!(r["auc"], "recomputed from the factors");
+        for set in ["metrics", "valid_metrics"] {
+            let want = &s.manifest[set];
+            assert!(want["users"].as_u64().unwrap() > 100, "{want}");
+            assert!(want["auc_users"].as_u64().unwrap() > 100, "{want}");
+            let want: serde_json::Value = serde_json::from_str(&want.to_string()).unwrap();
+            assert_eq!(r[set], want, "{set}, -w {workers}, d = {d}");
+        }
     }
+    // LSH mode computes no AUC, and eval STORE says so; the other figures still match.
+    let lsh = [
+        "eval.holdout=0.25",
+        "eval.k=[3,5]",
+        "model.warm_start=false",
+        "recommend.mode=lsh",
+    ];
+    go(job(&store, &fixture().join("day1.tsv"), &lsh), 2);
+    let r = recflow::eval_store::eval_store(&store, None).unwrap();
+    assert_eq!(r["matches_manifest"], true, "{r}");
+    assert_eq!(r["auc"], "not computed in lsh mode");
     // A version without kept pairs (the fixture's) says why it cannot.
     let old = tmp.path().join("old");
     copy_tree(&fixture().join("store"), &old);

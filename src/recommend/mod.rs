@@ -30,6 +30,7 @@ mod topk;
 
 pub use calibrate::{Calibration, Round};
 pub use catalog::{gather_items, Catalog};
+pub use evaluate::{auc_rate, auc_sampled, score_row};
 pub use scan::{better, fma_dot, score_candidates, top_k, Packed, ScanIndex, MR, NR};
 pub use similar::similar_items;
 
