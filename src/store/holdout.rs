@@ -213,7 +213,7 @@ mod tests {
             (RawId::Num(1), 1),
             (RawId::Num(1), (5 << 32) | 2),
             (RawId::Num(1), (5 << 32) | 9),
-            (RawId::Num(1), (u32::MAX as u64) << 32 | u32::MAX as u64),
+            (RawId::Num(1), ((u32::MAX as u64) << 32) | u32::MAX as u64),
             (RawId::Num(8), (u32::MAX as u64) << 32),
         ]
     }
@@ -263,7 +263,7 @@ mod tests {
                 let key = if n % 97 == 0 {
                     UNKNOWN
                 } else {
-                    (next() % 256) << 32 | next() % 20
+                    ((next() % 256) << 32) | (next() % 20)
                 };
                 (RawId::Num(n / per_user * 3), key)
             })
