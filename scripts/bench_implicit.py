@@ -22,8 +22,10 @@
 
 import argparse
 import glob
+import io
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -35,6 +37,16 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+
+def read_part(path, **kw):
+    """A recs part as a DataFrame: plain (`part-*.tsv`) or zstd (`part-*.tsv.zst`, recflow's
+    default output.compression), decompressed by the zstd tool so the zstandard module is not
+    needed."""
+    if path.endswith(".zst"):
+        text = subprocess.run(["zstd", "-dc", path], check=True, stdout=subprocess.PIPE).stdout
+        return pd.read_csv(io.BytesIO(text), **kw)
+    return pd.read_csv(path, **kw)
 
 
 def read_tsv(path):
@@ -101,8 +113,8 @@ def cmd_eval(a):
                              "item": items.ravel()})
         recs = recs[recs.item >= 0]
     else:
-        parts = sorted(glob.glob(os.path.join(a.recflow, "recs", "part-*.tsv")))
-        recs = pd.concat([pd.read_csv(p, sep="\t", header=None, usecols=[0, 1, 3],
+        parts = sorted(glob.glob(os.path.join(a.recflow, "recs", "part-*.tsv*")))
+        recs = pd.concat([read_part(p, sep="\t", header=None, usecols=[0, 1, 3],
                                       names=["user", "item", "score", "rank"],
                                       dtype={"user": np.int64, "item": np.int64})
                           for p in parts])

@@ -83,7 +83,10 @@ normalise() {
   "$bin" export "$store" --out "$dir/export" >/dev/null
   for part in similar buckets; do
     if [ -d "$store/$v/$part" ]; then
-      find "$store/$v/$part" -type f -name '*.tsv' -print0 | sort -z | xargs -0 -r cat | LC_ALL=C sort >"$dir/$part.tsv"
+      # Plain or zstd parts (output.compression): compared as text.
+      { find "$store/$v/$part" -type f -name '*.tsv' -print0 | sort -z | xargs -0 -r cat
+        find "$store/$v/$part" -type f -name '*.tsv.zst' -print0 | sort -z | xargs -0 -r zstd -dcq
+      } | LC_ALL=C sort >"$dir/$part.tsv"
     fi
   done
   python3 - "$store/$v" "$dir/summary.json" <<'PY'

@@ -13,7 +13,7 @@ What it does
              recflow run JOB --set input.path=OUT/train.tsv --set output.store=OUT/<cfg>/store-sS
                  --set eval.holdout=0.0 --set recommend.k=10 --set recommend.mode=exact
                  --set als.seed=S -w THREADS -q
-         and reads <store>/v000001/recs/part-*.tsv (`user item score rank`); train seconds are
+         and reads <store>/v000001/recs/part-*.tsv[.zst] (`user item score rank`); train seconds are
          manifest.json timings.train_secs.
        - implicit: implicit.als.AlternatingLeastSquares(factors, regularization, alpha,
          iterations, use_cg=False (Cholesky, as recflow), random_state=S, num_threads=THREADS)
@@ -44,6 +44,7 @@ Exit code 0 when every config is within tolerance, 1 otherwise.
 
 import argparse
 import glob
+import io
 import json
 import os
 import subprocess
@@ -62,6 +63,16 @@ import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def read_part(path, **kw):
+    """A recs part as a DataFrame: plain (`part-*.tsv`) or zstd (`part-*.tsv.zst`, recflow's
+    default output.compression), decompressed by the zstd tool so the zstandard module is not
+    needed."""
+    if path.endswith(".zst"):
+        text = subprocess.run(["zstd", "-dc", path], check=True, stdout=subprocess.PIPE).stdout
+        return pd.read_csv(io.BytesIO(text), **kw)
+    return pd.read_csv(path, **kw)
 
 
 def parse_args():
@@ -159,8 +170,8 @@ store = "{store}"
     with open(os.path.join(vdir, "manifest.json")) as fh:
         manifest = json.load(fh)
     train_secs = manifest.get("timings", {}).get("train_secs", wall)
-    parts = sorted(glob.glob(os.path.join(vdir, "recs", "part-*.tsv")))
-    df = pd.concat([pd.read_csv(p, sep="\t", header=None,
+    parts = sorted(glob.glob(os.path.join(vdir, "recs", "part-*.tsv*")))
+    df = pd.concat([read_part(p, sep="\t", header=None,
                                 names=["user", "item", "score", "rank"]) for p in parts])
     df = df.sort_values(["user", "rank"])
     recs = {u: g.item.tolist() for u, g in df.groupby("user")}

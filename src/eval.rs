@@ -305,7 +305,7 @@ fn recs_texts(recs: &std::path::Path) -> Result<Vec<(std::path::PathBuf, String)
         return parts
             .iter()
             .map(|f| {
-                let b = crate::store::read_record(&dir, f)?;
+                let b = crate::store::parts::read(&dir, f)?;
                 Ok((dir.join(&f.path), String::from_utf8_lossy(&b).into_owned()))
             })
             .collect();

@@ -6,8 +6,8 @@
 //! keys the held-out pairs use (position in the version's item factor sections); the sums
 //! are [`Metrics`]' in the recommend stage's order (per virtual shard, merged in shard order),
 //! so every figure equals the manifest's to the bit and `matches_manifest` asks for equality.
-//! AUC needs every item's score, which the recs do not hold: it is reported as not
-//! recomputed.
+//! AUC is recomputed from the factors ([`auc`]): every item's score for each user the run
+//! sampled, its training items (the snapshot less the holdout) excluded.
 
 use crate::eval::Metrics;
 use crate::ids::RawId;
@@ -17,6 +17,8 @@ use crate::store::{self, Manifest};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+
+mod auc;
 
 /// An item as the metrics see it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,7 +53,7 @@ fn rec_lists(dir: &Path, m: &Manifest, items: &HashMap<RawId, ItemAt>) -> Result
     let mut ranked: HashMap<RawId, Vec<(usize, ItemAt)>> = HashMap::new();
     for rec in m.records_under("recs") {
         let path = dir.join(&rec.path);
-        let text = store::read_record(dir, &rec)?;
+        let text = store::parts::read(dir, &rec)?;
         for (n, line) in text
             .split(|&b| b == b'\n')
             .enumerate()
@@ -111,27 +113,50 @@ fn held_out(dir: &Path, m: &Manifest, set: &str) -> Result<BTreeMap<RawId, Vec<u
     Ok(out)
 }
 
+/// What a version keeps that every held-out set is evaluated against.
+struct Kept {
+    lists: Lists,
+    trained: HashSet<RawId>,
+    /// Virtual shards.
+    v: u32,
+    ks: Vec<usize>,
+    catalogue: usize,
+    /// Item keys by catalogue index (ascending).
+    keys: Vec<u64>,
+}
+
+impl Kept {
+    /// Held-out keys as catalogue indices (`usize::MAX`: an item without training data).
+    fn indices(&self, test: &[u64]) -> Vec<usize> {
+        let at = |k: &u64| self.keys.binary_search(k).unwrap_or(usize::MAX);
+        test.iter().map(at).collect()
+    }
+}
+
 /// The metrics of one held-out set over the version's lists, summed as the recommend stage
 /// sums them: per virtual shard over its trained users in id order (held-out users without
-/// training data are not evaluated), the shards merged in ascending order.
+/// training data are not evaluated), the shards merged in ascending order. AUC where `auc`
+/// is given, for the users the run sampled.
 fn metrics_of(
     held: &BTreeMap<RawId, Vec<u64>>,
-    lists: &Lists,
-    trained: &HashSet<RawId>,
-    v: u32,
-    ks: &[usize],
-    catalogue: usize,
+    kept: &Kept,
+    mut auc: Option<&mut auc::Scores>,
 ) -> Value {
+    let ks = &kept.ks;
     let mut per_shard: BTreeMap<u32, Metrics> = BTreeMap::new();
     let mut coverage = Metrics::new(ks);
-    for (user, test) in held.iter().filter(|(u, _)| trained.contains(*u)) {
-        let list = lists.get(user).map(|l| &l[..]).unwrap_or(&[]);
+    for (user, test) in held.iter().filter(|(u, _)| kept.trained.contains(*u)) {
+        let list = kept.lists.get(user).map(|l| &l[..]).unwrap_or(&[]);
         let keys: Vec<u64> = list.iter().map(|x| x.key).collect();
         let m = per_shard
-            .entry(user.vshard(v))
+            .entry(user.vshard(kept.v))
             .or_insert_with(|| Metrics::new(ks));
         m.add_user(&keys, test);
-        coverage.cover(&list.iter().map(|x| x.index).collect::<Vec<_>>(), catalogue);
+        let index: Vec<usize> = list.iter().map(|x| x.index).collect();
+        coverage.cover(&index, kept.catalogue);
+        if let Some(a) = auc.as_mut().and_then(|s| s.auc(user, &kept.indices(test))) {
+            m.add_auc(a);
+        }
     }
     let mut total = Metrics::new(ks);
     for m in per_shard.values() {
@@ -140,20 +165,21 @@ fn metrics_of(
     for (a, c) in total.at.iter_mut().zip(coverage.at) {
         a.covered = c.covered;
     }
-    total.report(catalogue)
+    total.report(kept.catalogue)
 }
 
-/// Whether two metric reports agree within `tol` on every number (AUC fields aside).
-pub fn agree(a: &Value, b: &Value, tol: f64) -> bool {
+/// Whether two metric reports agree within `tol` on every number (the AUC fields only when
+/// `auc`: they are compared when recomputed).
+pub fn agree(a: &Value, b: &Value, tol: f64, auc: bool) -> bool {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             let keys = |o: &serde_json::Map<String, Value>| {
                 o.keys()
-                    .filter(|k| !k.starts_with("auc"))
+                    .filter(|k| auc || !k.starts_with("auc"))
                     .cloned()
                     .collect::<Vec<_>>()
             };
-            keys(x) == keys(y) && keys(x).iter().all(|k| agree(&x[k], &y[k], tol))
+            keys(x) == keys(y) && keys(x).iter().all(|k| agree(&x[k], &y[k], tol, auc))
         }
         (Value::Number(x), Value::Number(y)) => {
             let (x, y) = (
@@ -164,6 +190,27 @@ pub fn agree(a: &Value, b: &Value, tol: f64) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// The AUC inputs of the users the run sampled: held-out users of every set, the snapshot
+/// less the holdout split (`eval.holdout` > 0; a separate `eval.test` file is not in it).
+fn auc_scores(
+    dir: &Path,
+    m: &Manifest,
+    kept: &Kept,
+    items: &HashMap<RawId, ItemAt>,
+    sets: &[(&str, BTreeMap<RawId, Vec<u64>>)],
+) -> Result<auc::Scores, String> {
+    let index: HashMap<RawId, usize> = items.iter().map(|(id, a)| (id.clone(), a.index)).collect();
+    let split: HashMap<RawId, Vec<usize>> = match sets.first() {
+        Some(("metrics", h)) if m.job["eval"]["holdout"].as_f64().unwrap_or(0.0) > 0.0 => h
+            .iter()
+            .map(|(u, t)| (u.clone(), kept.indices(t)))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let held: Vec<&BTreeMap<RawId, Vec<u64>>> = sets.iter().map(|s| &s.1).collect();
+    auc::Scores::load(dir, m, &held, &kept.trained, &index, &split)
 }
 
 /// Recomputes `version`'s (default CURRENT) metrics: `{version, metrics, valid_metrics,
@@ -186,32 +233,49 @@ pub fn eval_store(store_path: &Path, version: Option<&str>) -> Result<Value, Str
         ));
     }
     let items = item_keys(&dir, &m)?;
-    let lists = rec_lists(&dir, &m, &items)?;
+    let mut keys: Vec<(usize, u64)> = items.values().map(|a| (a.index, a.key)).collect();
+    keys.sort_unstable();
     let (users, _, _) = store::load_side(&dir, &m, "users")?;
-    let trained: HashSet<RawId> = users.into_iter().collect();
-    let v = m.virtual_shards.max(1);
-    let mut out = json!({ "version": m.version, "auc": "not recomputed (needs every item's score; see manifest_metrics)" });
-    let mut matches = true;
+    let kept = Kept {
+        lists: rec_lists(&dir, &m, &items)?,
+        trained: users.into_iter().collect(),
+        v: m.virtual_shards.max(1),
+        ks: h.ks.clone(),
+        catalogue: h.catalogue,
+        keys: keys.into_iter().map(|k| k.1).collect(),
+    };
+    let mut sets = Vec::new();
     for (set, name, pairs) in [
         ("holdout", "metrics", h.test_pairs),
         ("valid", "valid_metrics", h.valid_pairs),
     ] {
-        if pairs == 0 {
-            continue;
+        if pairs > 0 {
+            sets.push((name, held_out(&dir, &m, set)?));
         }
-        let held = held_out(&dir, &m, set)?;
-        let got = metrics_of(&held, &lists, &trained, v, &h.ks, h.catalogue);
+    }
+    let why_not = auc::not_recomputable(&m);
+    let mut scores = match &why_not {
+        Some(_) => None,
+        None => Some(auc_scores(&dir, &m, &kept, &items, &sets)?),
+    };
+    let mut out = json!({
+        "version": m.version,
+        "auc": why_not.clone().unwrap_or_else(|| "recomputed from the factors".into()),
+    });
+    let mut matches = true;
+    for (name, held) in &sets {
+        let got = metrics_of(held, &kept, scores.as_mut());
         // As the manifest holds it: written as text and read back (serde_json's float
         // parsing can differ from the value in the last bit, the same way both times).
         let got: Value = serde_json::from_str(&got.to_string()).expect("metrics json");
-        let recorded = if name == "metrics" {
+        let recorded = if *name == "metrics" {
             &m.metrics
         } else {
             &m.valid_metrics
         };
-        matches &= agree(&got, recorded, 0.0);
+        matches &= agree(&got, recorded, 0.0, why_not.is_none());
         out[format!("manifest_{name}")] = recorded.clone();
-        out[name] = got;
+        out[*name] = got;
     }
     out["matches_manifest"] = json!(matches);
     Ok(out)

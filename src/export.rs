@@ -125,7 +125,8 @@ pub fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<
 }
 
 /// The part files of `sub/` (`recs`, `similar`, `buckets`) in part order, read and checked
-/// against the manifest's sizes and checksums.
+/// against the manifest's sizes and checksums, and decompressed (either layout:
+/// [`store::parts`]).
 pub fn read_parts(
     dir: &Path,
     manifest: &store::Manifest,
@@ -133,7 +134,7 @@ pub fn read_parts(
 ) -> Result<Vec<(String, Vec<u8>)>, String> {
     let mut out = Vec::new();
     for f in &manifest.records_under(sub) {
-        let bytes = store::read_record(dir, f)?;
+        let bytes = store::parts::read(dir, f)?;
         out.push((dir.join(&f.path).display().to_string(), bytes));
     }
     Ok(out)

@@ -653,6 +653,21 @@ pub struct Output {
     /// Published versions to keep (older ones are removed after a successful publish);
     /// 0 keeps every version.
     pub keep_versions: usize,
+    /// How output parts (recs, similar, buckets) are written: `part-NNNNN.tsv.zst` or plain
+    /// `part-NNNNN.tsv`. Readers take either, so old stores still load.
+    pub compression: Compression,
+}
+
+/// `output.compression`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Zstandard frames (`.tsv.zst`): about 2.5× smaller, read by zstdcat, pandas, polars,
+    /// DuckDB and Spark.
+    #[default]
+    Zstd,
+    /// Plain TSV (`.tsv`), the layout before compression existed.
+    None,
 }
 
 impl Default for Output {
@@ -660,6 +675,7 @@ impl Default for Output {
         Output {
             store: "models/default".into(),
             keep_versions: 7,
+            compression: Compression::Zstd,
         }
     }
 }

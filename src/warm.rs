@@ -267,7 +267,7 @@ pub fn compare_recs(
         .skip(comm.index)
         .step_by(comm.peers)
         .try_for_each(|f| {
-            let text = store::read_record(&parent.dir, f)?;
+            let text = store::parts::read(&parent.dir, f)?;
             for (u, i) in rec_pairs(&text) {
                 // The same owner as `RawId::vshard` gives.
                 let v = (u % owners.shards() as u64) as u32;

@@ -40,7 +40,10 @@ fn go(store: &Path, w: usize, extra: &[&str]) -> Summary {
 fn recs(dir: &Path) -> HashMap<String, HashSet<String>> {
     let mut out: HashMap<String, HashSet<String>> = HashMap::new();
     for e in std::fs::read_dir(dir.join("recs")).unwrap() {
-        for l in std::fs::read_to_string(e.unwrap().path()).unwrap().lines() {
+        for l in recflow::store::parts::read_text(&e.unwrap().path())
+            .unwrap()
+            .lines()
+        {
             let f: Vec<&str> = l.split('\t').collect();
             out.entry(f[0].into()).or_default().insert(f[1].into());
         }
@@ -52,7 +55,7 @@ fn sorted_lines(dir: &Path, sub: &str) -> Vec<String> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(dir.join(sub)).unwrap() {
         v.extend(
-            std::fs::read_to_string(e.unwrap().path())
+            recflow::store::parts::read_text(&e.unwrap().path())
                 .unwrap()
                 .lines()
                 .map(String::from),

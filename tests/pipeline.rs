@@ -35,7 +35,7 @@ fn read_sorted_recs(dir: &Path) -> Vec<String> {
 fn read_sorted(dir: &Path, sub: &str) -> Vec<String> {
     let mut lines = Vec::new();
     for e in std::fs::read_dir(dir.join(sub)).unwrap() {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        let text = recflow::store::parts::read_text(&e.unwrap().path()).unwrap();
         lines.extend(text.lines().map(String::from));
     }
     lines.sort();
@@ -577,7 +577,7 @@ fn similar_items_match_brute_force_cosine() {
         let mut lines = Vec::new();
         for e in std::fs::read_dir(s.version_dir.join("similar")).unwrap() {
             lines.extend(
-                std::fs::read_to_string(e.unwrap().path())
+                recflow::store::parts::read_text(&e.unwrap().path())
                     .unwrap()
                     .lines()
                     .map(String::from),

@@ -439,7 +439,7 @@ fn export_writes_recommendations_and_buckets_as_one_tsv_or_npy() {
             .collect();
         p.sort();
         p.iter()
-            .map(|f| std::fs::read_to_string(f).unwrap())
+            .map(|f| recflow::store::parts::read_text(f).unwrap())
             .collect()
     };
     let tsv = tmp.path().join("tsv");

@@ -112,7 +112,10 @@ fn snapshot_pairs(dir: &Path) -> BTreeSet<(String, String)> {
 fn recs(dir: &Path) -> BTreeMap<String, Vec<String>> {
     let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for e in std::fs::read_dir(dir.join("recs")).unwrap() {
-        for l in std::fs::read_to_string(e.unwrap().path()).unwrap().lines() {
+        for l in recflow::store::parts::read_text(&e.unwrap().path())
+            .unwrap()
+            .lines()
+        {
             let f: Vec<&str> = l.split('\t').collect();
             m.entry(f[0].into()).or_default().push(f[1].into());
         }

@@ -1328,8 +1328,8 @@ fn small_cli_mistakes_get_clear_errors() {
 fn a_really_full_small_filesystem_keeps_none_of_the_failed_runs_files() {
     // A 3 MB tmpfs in a private mount namespace (`unshare -m`, needs root: skipped otherwise),
     // filled by runs whose files need more: real ENOSPC, and the space is given back. The
-    // first fills it with the pending snapshot; the second (less data, larger factors, no
-    // recs) in the staging directory.
+    // first fills it with the pending snapshot and plain recs part; the second (less data,
+    // larger factors, no recs) in the staging directory.
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     std::fs::create_dir(d.join("tfs")).unwrap();
@@ -1346,7 +1346,7 @@ fn a_really_full_small_filesystem_keeps_none_of_the_failed_runs_files() {
     };
     let script = format!(
         "mount -t tmpfs -o size=3m tmpfs tfs || exit 77; {}; {}",
-        run("--set input.demo.nnz=200000 --set als.factors=32"),
+        run("--set input.demo.nnz=200000 --set als.factors=32 --set output.compression=none"),
         run("--set input.demo.nnz=20000 --set als.factors=64 --set recommend.k=0"),
     );
     let out = match Command::new("unshare")

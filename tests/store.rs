@@ -143,28 +143,51 @@ fn warm_start_from_a_per_shard_parent_equals_one_from_a_packed_parent() {
     assert!(exported(&old, &xa) == exported(&new, &xb), "day 2 differs");
 }
 
-/// `recflow eval STORE` recomputes the version's metrics, at every cut-off, to the bit,
-/// from the recs and held-out pairs it keeps (AUC aside: it needs every item's score).
+/// `recflow eval STORE` recomputes the version's metrics, at every cut-off, to the bit, from
+/// the recs and held-out pairs it keeps, AUC too (from the factors and the snapshot), for
+/// the holdout and a validation file, on any layout, with the dense scorer (d = 4) and the
+/// pruned scan (d = 16).
 #[test]
 fn eval_store_equals_the_manifest_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("s");
-    let extra = [
-        "eval.holdout=0.25",
-        "eval.k=[3,5]",
-        "model.warm_start=false",
-    ];
-    for workers in [1, 3] {
+    let valid = tmp.path().join("valid.tsv");
+    let day1 = std::fs::read_to_string(fixture().join("day1.tsv")).unwrap();
+    let some: Vec<&str> = day1.lines().step_by(5).collect();
+    std::fs::write(&valid, some.join("\n") + "\n").unwrap();
+    let v = format!("eval.valid={}", valid.display());
+    for (workers, d) in [(1, "4"), (3, "4"), (2, "16")] {
+        let f = format!("als.factors={d}");
+        let extra = [
+            "eval.holdout=0.25",
+            "eval.k=[3,5]",
+            "model.warm_start=false",
+            &v,
+            &f,
+        ];
         let s = go(job(&store, &fixture().join("day1.tsv"), &extra), workers);
         let r = recflow::eval_store::eval_store(&store, None).unwrap();
         assert_eq!(r["matches_manifest"], true, "{r}");
-        let mut want = s.manifest["metrics"].clone();
-        assert!(want["users"].as_u64().unwrap() > 100, "{want}");
-        want["auc"] = serde_json::Value::Null;
-        want["auc_users"] = 0.into();
-        let want: serde_json::Value = serde_json::from_str(&want.to_string()).unwrap();
-        assert_eq!(r["metrics"], want);
+        assert_eq!(r["auc"], "recomputed from the factors");
+        for set in ["metrics", "valid_metrics"] {
+            let want = &s.manifest[set];
+            assert!(want["users"].as_u64().unwrap() > 100, "{want}");
+            assert!(want["auc_users"].as_u64().unwrap() > 100, "{want}");
+            let want: serde_json::Value = serde_json::from_str(&want.to_string()).unwrap();
+            assert_eq!(r[set], want, "{set}, -w {workers}, d = {d}");
+        }
     }
+    // LSH mode computes no AUC, and eval STORE says so; the other figures still match.
+    let lsh = [
+        "eval.holdout=0.25",
+        "eval.k=[3,5]",
+        "model.warm_start=false",
+        "recommend.mode=lsh",
+    ];
+    go(job(&store, &fixture().join("day1.tsv"), &lsh), 2);
+    let r = recflow::eval_store::eval_store(&store, None).unwrap();
+    assert_eq!(r["matches_manifest"], true, "{r}");
+    assert_eq!(r["auc"], "not computed in lsh mode");
     // A version without kept pairs (the fixture's) says why it cannot.
     let old = tmp.path().join("old");
     copy_tree(&fixture().join("store"), &old);
@@ -234,4 +257,122 @@ fn corrupt_pack_index_is_a_clear_error_naming_the_file() {
     );
     let e = recflow::query::query(&store, None, "users", "3", 3).unwrap_err();
     assert!(e.contains(rel) && e.contains("packed index"), "{e}");
+}
+
+/// The recs parts of a version, in part order: (path in the version, bytes on disk).
+fn recs_parts(s: &Summary) -> Vec<(String, Vec<u8>)> {
+    let (_, m) = recflow::store::open(s.version_dir.parent().unwrap(), None).unwrap();
+    m.records_under("recs")
+        .into_iter()
+        .map(|r| {
+            let bytes = std::fs::read(s.version_dir.join(&r.path)).unwrap();
+            assert_eq!(bytes.len() as u64, r.bytes, "{}", r.path);
+            assert_eq!(Some(recflow::store::digest(&bytes)), r.xxh3, "{}", r.path);
+            (r.path, bytes)
+        })
+        .collect()
+}
+
+/// The same job with `output.compression = "none"` and the default: the default writes
+/// `recs/part-NNNNN.tsv.zst` (manifest checksums of the bytes on disk) that zstd decompresses
+/// to exactly the plain layout's `part-NNNNN.tsv`; export, queries and `eval STORE` read
+/// both the same.
+#[test]
+fn compressed_parts_decompress_to_exactly_the_plain_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, zst) = (tmp.path().join("plain"), tmp.path().join("zst"));
+    let extra = [
+        "eval.holdout=0.25",
+        "eval.k=[3,5]",
+        "model.warm_start=false",
+    ];
+    let day1 = fixture().join("day1.tsv");
+    let none: Vec<&str> = extra
+        .iter()
+        .copied()
+        .chain(["output.compression=none"])
+        .collect();
+    let a = go(job(&plain, &day1, &none), 2);
+    let b = go(job(&zst, &day1, &extra), 2);
+    let (pa, pb) = (recs_parts(&a), recs_parts(&b));
+    assert_eq!(pa.len(), 2);
+    assert_eq!(pa.len(), pb.len());
+    for ((na, ba), (nb, bb)) in pa.iter().zip(&pb) {
+        assert!(
+            na.ends_with(".tsv") && *nb == format!("{na}.zst"),
+            "{na} {nb}"
+        );
+        assert_eq!(zstd::decode_all(&bb[..]).unwrap(), *ba, "{nb}");
+        assert!(bb.len() < ba.len(), "{nb}: {} of {}", bb.len(), ba.len());
+    }
+    assert_eq!(a.manifest["recommend"], b.manifest["recommend"]);
+    let (xa, xb) = (tmp.path().join("xa"), tmp.path().join("xb"));
+    assert!(
+        exported(&plain, &xa) == exported(&zst, &xb),
+        "exports differ"
+    );
+    for store in [&plain, &zst] {
+        let r = recflow::eval_store::eval_store(store, None).unwrap();
+        assert_eq!(r["matches_manifest"], true, "{r}");
+    }
+    let q = |s: &Path| recflow::query::query(s, None, "users", "3", 7).unwrap();
+    assert_eq!(q(&plain), q(&zst));
+}
+
+/// A warm start compares its recs with the parent's whichever layout either has: day 2 from
+/// a plain parent and from a compressed one, written compressed or plain, agree.
+#[test]
+fn warm_start_compares_recs_with_a_parent_of_either_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let day1 = fixture().join("day1.tsv");
+    let day2 = tmp.path().join("day2.tsv");
+    std::fs::copy(fixture().join("day2.tsv"), &day2).unwrap();
+    let mut days = Vec::new();
+    for (parent, child) in [("none", "zstd"), ("zstd", "none"), ("zstd", "zstd")] {
+        let store = tmp.path().join(format!("{parent}-{child}"));
+        go(
+            job(&store, &day1, &[&format!("output.compression={parent}")]),
+            2,
+        );
+        let s = go(
+            job(&store, &day2, &[&format!("output.compression={child}")]),
+            3,
+        );
+        let change = s.manifest["lineage"]["recs_vs_parent"].clone();
+        assert!(change["users_compared"].as_u64().unwrap() > 0, "{change}");
+        days.push((
+            change,
+            exported(&store, &tmp.path().join(format!("x-{parent}-{child}"))),
+        ));
+    }
+    assert!(days.windows(2).all(|w| w[0] == w[1]), "{:?}", days[0].0);
+}
+
+/// A store from the recflow before compression (plain parts, held-out pairs in format 1,
+/// `tests/fixtures/plain-store`) still evaluates to its manifest and exports what the same
+/// job exports now.
+#[test]
+fn a_plain_store_from_before_compression_still_loads_and_evaluates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("old");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plain-store/store"),
+        &old,
+    );
+    let r = recflow::eval_store::eval_store(&old, None).unwrap();
+    assert_eq!(r["matches_manifest"], true, "{r}");
+    let new = tmp.path().join("new");
+    let extra = [
+        "eval.holdout=0.25",
+        "eval.k=[3,5]",
+        "model.warm_start=false",
+    ];
+    let s = go(job(&new, &fixture().join("day1.tsv"), &extra), 2);
+    assert!(recs_parts(&s).iter().all(|p| p.0.ends_with(".tsv.zst")));
+    let now = recflow::eval_store::eval_store(&new, None).unwrap();
+    assert_eq!(now["metrics"], r["metrics"]);
+    assert!(
+        exported(&old, &tmp.path().join("xo")) == exported(&new, &tmp.path().join("xn")),
+        "the old store reads differently"
+    );
 }

@@ -22,6 +22,7 @@ pub mod compress;
 pub mod consolidate;
 pub mod msg;
 pub mod parquet;
+mod parquet_columns;
 pub mod parse;
 pub mod read;
 pub mod routing;

@@ -10,6 +10,7 @@
 //! row and column, under `input.bad_lines`); a null removal flag is an addition, as an empty
 //! field is in text. Timestamps with a Parquet unit (`TIMESTAMP`, `DATE`) become Unix seconds.
 
+use super::parquet_columns::{self as columns, Column};
 use super::parse::MAX_ABS_WEIGHT;
 use super::parse::{number_field, parse_id, removal_flag, Columns, Event, LineError};
 use super::read::ReadStats;
@@ -20,7 +21,6 @@ use crate::job::{Format, Input};
 use ::parquet::basic::{LogicalType, TimeUnit};
 use ::parquet::data_type::Decimal;
 use ::parquet::file::reader::{FileReader, SerializedFileReader};
-use ::parquet::record::reader::RowIter;
 use ::parquet::record::Field;
 use ::parquet::schema::types::Type;
 use std::fs::File;
@@ -63,8 +63,8 @@ struct Slots {
 pub struct ParquetInput {
     path: PathBuf,
     reader: SerializedFileReader<File>,
-    /// Only the columns the job uses, in file order.
-    projection: Type,
+    /// The leaf columns the job uses, in file order.
+    leaves: Vec<usize>,
     slots: Slots,
     /// Divisor turning the timestamp column's raw integers into seconds (1 when unitless).
     ts_per_second: i64,
@@ -120,11 +120,7 @@ impl ParquetInput {
             ts: cols.ts.map(slot),
             removed: cols.removed.map(slot),
         };
-        let picked: Vec<Arc<Type>> = wanted.iter().map(|&c| fields[c].clone()).collect();
-        let projection = Type::group_type_builder(root.name())
-            .with_fields(picked)
-            .build()
-            .map_err(|e| format!("{name}: cannot select the columns: {e}"))?;
+        let leaves = columns::leaves(meta.file_metadata().schema_descr(), &wanted);
         let ts_per_second = cols.ts.map_or(1, |c| per_second(&fields[c]));
         let mut starts = Vec::with_capacity(meta.num_row_groups());
         let mut rows = 0u64;
@@ -135,7 +131,7 @@ impl ParquetInput {
         Ok(ParquetInput {
             path: path.to_path_buf(),
             reader,
-            projection,
+            leaves,
             slots,
             ts_per_second,
             starts,
@@ -163,27 +159,52 @@ impl ParquetInput {
                 .get_row_group(g)
                 .map_err(|e| corrupt(&self.path, &e))?;
             st.bytes += rg.metadata().compressed_size().max(0) as u64;
-            let rows = RowIter::from_row_group(Some(self.projection.clone()), rg.as_ref())
+            let mut cols = (self.leaves.iter())
+                .map(|&leaf| Column::open(rg.as_ref(), leaf))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| corrupt(&self.path, &e))?;
-            for (i, row) in rows.enumerate() {
-                let row = row.map_err(|e| corrupt(&self.path, &e))?;
-                let mut values: [&Field; 5] = [&Field::Null; 5];
-                for (slot, (_, f)) in values.iter_mut().zip(row.get_column_iter()) {
-                    *slot = f;
+            let rows = rg.metadata().num_rows().max(0) as usize;
+            let mut batch: Vec<Vec<Field>> = vec![Vec::with_capacity(columns::BATCH); cols.len()];
+            let mut done = 0;
+            while done < rows {
+                let n = columns::BATCH.min(rows - done);
+                for (c, out) in cols.iter_mut().zip(&mut batch) {
+                    out.clear();
+                    c.read(n, out).map_err(|e| corrupt(&self.path, &e))?;
                 }
-                match self.event(&values) {
-                    Ok(ev) => keep_event(input, ev, st, sink),
-                    Err(e) => {
-                        let msg = format!(
-                            "{}: row {}: field {}: {}",
-                            self.path.display(),
-                            self.starts[g] + i as u64 + 1,
-                            e.field,
-                            e.message
-                        );
-                        bad_row(input, msg, "row", st)?;
+                for i in 0..n {
+                    let mut values: [&Field; 5] = [&Field::Null; 5];
+                    for (slot, col) in values.iter_mut().zip(&batch) {
+                        *slot = &col[i];
                     }
+                    let row = self.starts[g] + (done + i) as u64 + 1;
+                    self.take(&values, row, input, st, sink)?;
                 }
+                done += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// One row (1-based `row` in the file): its event kept, or a bad row under the job's rules.
+    fn take(
+        &self,
+        values: &[&Field; 5],
+        row: u64,
+        input: &Input,
+        st: &mut ReadStats,
+        sink: &mut impl FnMut(Event),
+    ) -> Result<(), String> {
+        match self.event(values) {
+            Ok(ev) => keep_event(input, ev, st, sink),
+            Err(e) => {
+                let msg = format!(
+                    "{}: row {row}: field {}: {}",
+                    self.path.display(),
+                    e.field,
+                    e.message
+                );
+                bad_row(input, msg, "row", st)?;
             }
         }
         Ok(())

@@ -331,3 +331,58 @@ fn truncated_corrupt_and_mislabelled_files_are_named() {
         "{e}"
     );
 }
+
+/// Rows past several read batches and row groups, with nulls at batch and group edges: every
+/// kept event has its own row's values (user i, plays i/2), and each null is named by its
+/// row.
+#[test]
+fn batched_reading_keeps_every_value_in_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("big.parquet");
+    let n = 2 * super::columns::BATCH + 3_000;
+    let items = ["b0", "b1", "b2"];
+    let mut c = vec![
+        Col::I64((0..n as i64).map(Some).collect()),
+        Col::Str((0..n).map(|i| Some(items[i % 3])).collect()),
+        Col::F64((0..n).map(|i| Some(i as f64 / 2.0)).collect()),
+        Col::I64((0..n as i64).map(|i| Some(i * 1_000_000)).collect()),
+    ];
+    // 1-based rows: the last of the first batch, the first of the second, the first of the
+    // second row group, the last row; a null user mid-batch.
+    let null_weight = [super::columns::BATCH, super::columns::BATCH + 1, 12_001, n];
+    if let Col::F64(v) = &mut c[2] {
+        null_weight.iter().for_each(|&r| v[r - 1] = None);
+    }
+    if let Col::I64(v) = &mut c[0] {
+        v[16_384] = None;
+    }
+    write(&p, SCHEMA, &c, 12_000);
+    let skip = Input {
+        bad_lines: BadLines::Skip,
+        timestamp: Some(Column::Name("ts".into())),
+        ..Input::default()
+    };
+    for parts in [1, 2] {
+        let (got, st) = read_all(std::slice::from_ref(&p), &skip, parts).unwrap();
+        assert_eq!((got.len(), st.skipped), (n - 5, 5));
+        for e in &got {
+            let RawId::Num(u) = e.user else {
+                panic!("{:?}", e.user)
+            };
+            assert_eq!((e.weight, e.ts), (u as f32 / 2.0, u as i64), "{e:?}");
+        }
+        let mut samples = st.samples.clone();
+        samples.sort();
+        let want: Vec<String> = null_weight
+            .iter()
+            .map(|r| format!("row {r}: field weight: null"))
+            .chain(["row 16385: field user: null".to_string()])
+            .collect();
+        for w in &want {
+            assert!(
+                samples.iter().any(|s| s.contains(w.as_str())),
+                "{w}: {samples:?}"
+            );
+        }
+    }
+}

@@ -19,6 +19,31 @@ const SET_SHIFT: u32 = 24;
 /// The vshard slot of a worker's coverage bitsets (after every real vshard).
 const COVERAGE: u32 = (1 << SET_SHIFT) - 1;
 
+/// The share of users whose AUC is computed: a hash-chosen share whose total work is about
+/// AUC_SCORES scores (all users on small jobs; ~4000 at 100 k items), so evaluation stays a
+/// small part of the stage at any scale. `recflow eval STORE` draws the same sample.
+pub fn auc_rate(catalogue: usize, total_users: u64) -> f64 {
+    let n = catalogue.max(1) as f64;
+    (AUC_SCORES / (n * total_users.max(1) as f64)).min(1.0)
+}
+
+/// Whether user `id` is in the AUC sample drawn at `rate` with `seed` (`eval.seed`).
+pub fn auc_sampled(id: &RawId, rate: f64, seed: u64) -> bool {
+    unit(id.stable_hash() ^ seed) <= rate
+}
+
+/// Every item's score for one user vector `x` against row-major item `factors` (one row of
+/// GEMM, as the dense scorer computes a block's): into `out`.
+pub fn score_row(x: &[f32], factors: &[f32], out: &mut Vec<f32>) {
+    let d = x.len();
+    let n = factors.len() / d.max(1);
+    out.resize(n, 0.0);
+    let x = MatRef::from_row_major_slice(x, 1, d);
+    let y = MatRef::from_row_major_slice(factors, n, d);
+    let s = MatMut::from_row_major_slice_mut(out, 1, n);
+    faer::linalg::matmul::matmul(s, Accum::Replace, x, y.transpose(), 1.0, Par::Seq);
+}
+
 /// This worker's evaluation sums, one entry per held-out set.
 pub struct Evaluation<'a> {
     users: &'a Side,
@@ -54,11 +79,7 @@ impl<'a> Evaluation<'a> {
                     .collect()
             })
             .collect();
-        // AUC needs every item's score for a user: a hash-chosen share of users whose total
-        // work is about AUC_SCORES scores (all users on small jobs; ~4000 at 100 k items), so
-        // evaluation stays a small part of the stage at any scale.
-        let n = cat.len().max(1) as f64;
-        let rate = (AUC_SCORES / (n * total_users.max(1) as f64)).min(1.0);
+        let rate = auc_rate(cat.len(), total_users);
         Evaluation {
             users,
             cat,
@@ -95,19 +116,14 @@ impl<'a> Evaluation<'a> {
         let Some(rate) = self.auc_rate else {
             return;
         };
-        if unit(users.ids[r].stable_hash() ^ self.seed) > rate {
+        if !auc_sampled(&users.ids[r], rate, self.seed) {
             return;
         }
         let known: Vec<usize> = t.iter().copied().filter(|&i| i != usize::MAX).collect();
         let full = match full {
             Some(f) => f,
             None => {
-                let (n, d) = (self.cat.len(), users.dim);
-                self.auc_row.resize(n, 0.0);
-                let x = MatRef::from_row_major_slice(users.row(r), 1, d);
-                let y = MatRef::from_row_major_slice(&self.cat.factors, n, d);
-                let s = MatMut::from_row_major_slice_mut(&mut self.auc_row, 1, n);
-                faer::linalg::matmul::matmul(s, Accum::Replace, x, y.transpose(), 1.0, Par::Seq);
+                score_row(users.row(r), &self.cat.factors, &mut self.auc_row);
                 &self.auc_row
             }
         };

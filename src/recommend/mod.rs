@@ -30,6 +30,7 @@ mod topk;
 
 pub use calibrate::{Calibration, Round};
 pub use catalog::{gather_items, Catalog};
+pub use evaluate::{auc_rate, auc_sampled, score_row};
 pub use scan::{better, fma_dot, score_candidates, top_k, Packed, ScanIndex, MR, NR};
 pub use similar::similar_items;
 
@@ -37,7 +38,7 @@ pub use similar::similar_items;
 pub struct Recs {
     /// This worker's part file (`user<TAB>item<TAB>score<TAB>rank`), written block by block
     /// under the store's pending directory (synced and moved into the version at publish),
-    /// with its record as `recs/part-NNNNN.tsv`; `None` when `recommend.k` is 0.
+    /// with its record as `recs/part-NNNNN.tsv[.zst]` (`output.compression`); `None` when `recommend.k` is 0.
     pub part: Option<(std::path::PathBuf, crate::store::FileRecord)>,
     /// `(user, item)` of every line as the raw ids' stable hashes, when asked for (the
     /// comparison with the parent version).

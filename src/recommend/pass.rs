@@ -254,7 +254,7 @@ impl<'a> Pass<'a> {
     ) -> Pass<'a> {
         let k = job.recommend.k;
         let writer = (k > 0).then(|| {
-            let rel = format!("recs/part-{worker:05}.tsv");
+            let rel = crate::store::parts::part_path("recs", worker, job.output.compression);
             let pending =
                 crate::store::pending_dir(std::path::Path::new(&job.output.store), worker);
             crate::store::PartWriter::create(pending.join(&rel), &rel)

@@ -56,7 +56,7 @@ pub(super) fn publish(
         other => return unexpected("publish: prepare", &other),
     };
     // 2. Every worker writes (and syncs) the files of the shards it owns.
-    let mine = worker_files(&dir, ch.index, data, out.recs);
+    let mine = worker_files(&dir, ch.index, data, out.recs, job.output.compression);
     let mine = ch.agree(worker, "publish: write", mine)?;
     let mut files: Vec<FileRecord> = Vec::new();
     for (_, m) in ch.gather_to_leader(worker, "publish: records", RunMsg::Written(Json(mine)))? {
@@ -122,6 +122,7 @@ fn worker_files(
     me: usize,
     data: &Ingested,
     recs: Option<&Recs>,
+    compression: crate::job::Compression,
 ) -> Result<Vec<FileRecord>, String> {
     use store::pack::Kind;
     let mut w = store::VersionWriter::new(staging);
@@ -131,10 +132,10 @@ fn worker_files(
         w.adopt(pending, rec)?;
     }
     if let Some((b, n)) = recs.and_then(|r| r.similar.as_ref()) {
-        w.write(&format!("similar/part-{me:05}.tsv"), b, *n)?;
+        w.part(&store::parts::part_path("similar", me, compression), b, *n)?;
     }
     if let Some((b, n)) = recs.and_then(|r| r.buckets.as_ref()) {
-        w.write(&format!("buckets/part-{me:05}.tsv"), b, *n)?;
+        w.part(&store::parts::part_path("buckets", me, compression), b, *n)?;
     }
     if let Some((pending, rec)) = recs.and_then(|r| r.part.as_ref()) {
         w.adopt(pending, rec)?;

@@ -13,11 +13,13 @@ pub mod format;
 pub mod holdout;
 pub mod manifest;
 pub mod pack;
+pub mod parts;
 pub mod sections;
 pub mod snapshot;
 pub mod writer;
 
 pub use manifest::{open, Manifest, MANIFEST_VERSION};
+pub use parts::PartWriter;
 pub use writer::VersionWriter;
 
 use crate::ids::RawId;
@@ -137,12 +139,12 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
     written.map_err(|e| write_error(path, e))
 }
 
-fn fail_injected(path: &Path) -> bool {
+pub(crate) fn fail_injected(path: &Path) -> bool {
     std::env::var(FAIL_WRITE_ENV)
         .is_ok_and(|v| !v.is_empty() && path.to_string_lossy().contains(v.as_str()))
 }
 
-fn write_error(path: &Path, e: std::io::Error) -> String {
+pub(crate) fn write_error(path: &Path, e: std::io::Error) -> String {
     if e.kind() == std::io::ErrorKind::StorageFull {
         format!(
             "cannot write {}: {e}: the disk is full; free space (published versions are intact, CURRENT is unchanged) and run again",
@@ -158,69 +160,6 @@ fn write_error(path: &Path, e: std::io::Error) -> String {
 /// crash.
 pub fn pending_dir(store: &Path, me: usize) -> PathBuf {
     store.join(format!("{PENDING_PREFIX}{}-w{me}", std::process::id()))
-}
-
-/// A part file written block by block and checksummed on the way, for outputs too large to
-/// hold in memory until publish (a worker's recs are ~35 bytes × k per user).
-pub struct PartWriter {
-    file: File,
-    path: PathBuf,
-    rec: FileRecord,
-    crc: crc32fast::Hasher,
-    xxh: xxhash_rust::xxh3::Xxh3,
-    inject: bool,
-}
-
-impl PartWriter {
-    /// Creates `path` (and its directory); `rel` is its path in the version once published.
-    pub fn create(path: PathBuf, rel: &str) -> Result<PartWriter, String> {
-        if let Some(dir) = path.parent() {
-            crate::cleanup::create_dir_all(dir)?;
-        }
-        let file =
-            File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        Ok(PartWriter {
-            file,
-            inject: fail_injected(&path),
-            path,
-            rec: FileRecord {
-                path: rel.to_string(),
-                bytes: 0,
-                crc32: 0,
-                rows: 0,
-                xxh3: None,
-                vshards: Vec::new(),
-            },
-            crc: crc32fast::Hasher::new(),
-            xxh: xxhash_rust::xxh3::Xxh3::new(),
-        })
-    }
-
-    /// Appends `bytes` holding `rows` rows.
-    pub fn append(&mut self, bytes: &[u8], rows: u64) -> Result<(), String> {
-        let written = if self.inject {
-            self.file
-                .write_all(&bytes[..bytes.len() / 2])
-                .and_then(|_| Err(std::io::Error::from_raw_os_error(28)))
-        } else {
-            self.file.write_all(bytes)
-        };
-        written.map_err(|e| write_error(&self.path, e))?;
-        self.crc.update(bytes);
-        self.xxh.update(bytes);
-        self.rec.bytes += bytes.len() as u64;
-        self.rec.rows += rows;
-        Ok(())
-    }
-
-    /// The finished file: (its path, its record). Not synced yet: [`sync_file`] does that at
-    /// publish, when the file is moved into the version (the disk catches up meanwhile).
-    pub fn finish(mut self) -> Result<(PathBuf, FileRecord), String> {
-        self.file.flush().map_err(|e| write_error(&self.path, e))?;
-        self.rec.crc32 = self.crc.finalize();
-        self.rec.xxh3 = Some(format!("{:032x}", self.xxh.digest128()));
-        Ok((self.path, self.rec))
-    }
 }
 
 /// Syncs a file written earlier (a [`PartWriter`]'s) before it is published.
@@ -481,40 +420,4 @@ pub fn clean_leftovers(store: &Path) -> Result<(), String> {
         }
     }
     sync_dir(store)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A part written in blocks has the record (size, CRC, rows) and bytes of the same part
-    /// written at once, and lands in a directory it creates.
-    #[test]
-    fn part_writer_matches_write_part() {
-        let dir = tempfile::tempdir().unwrap();
-        let blocks: [&[u8]; 4] = [
-            b"u1\ti1\t0.5\t1\n",
-            b"",
-            b"u2\ti9\t1e-7\t1\nu2\ti3\t-2.0\t2\n",
-            b"x",
-        ];
-        let mut w = PartWriter::create(
-            dir.path().join("p/recs/part-00003.tsv"),
-            "recs/part-00003.tsv",
-        )
-        .unwrap();
-        for (n, b) in blocks.iter().enumerate() {
-            w.append(b, n as u64).unwrap();
-        }
-        let (path, rec) = w.finish().unwrap();
-        sync_file(&path).unwrap();
-        let all: Vec<u8> = blocks.concat();
-        let once = write_part(dir.path(), "once.tsv", &all, 6).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), all);
-        assert_eq!(rec.path, "recs/part-00003.tsv");
-        assert_eq!(
-            (rec.bytes, rec.crc32, rec.rows, &rec.xxh3),
-            (once.bytes, once.crc32, once.rows, &once.xxh3)
-        );
-    }
 }

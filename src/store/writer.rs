@@ -27,6 +27,12 @@ impl VersionWriter {
         self.write_indexed(rel, bytes, rows, Vec::new())
     }
 
+    /// Writes an output part held in memory (similar, buckets) as `rel` names it
+    /// ([`super::parts::part_path`]): `plain` is its text, compressed on the way for `.zst`.
+    pub fn part(&mut self, rel: &str, plain: &[u8], rows: u64) -> Result<&FileRecord, String> {
+        self.write(rel, &super::parts::encode(rel, plain), rows)
+    }
+
     fn write_indexed(
         &mut self,
         rel: &str,
