@@ -192,3 +192,51 @@ impl<'a> BucketCache<'a> {
         Ok((ix, bucket_ids(&refs, users.rows())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first `n` items outside the head list of `h`, straight from the whole order.
+    fn fresh(order: &[u32], place: &[u32], h: usize, n: usize) -> Vec<u32> {
+        let outside = |i: &&u32| place[**i as usize] as usize >= h;
+        order.iter().filter(outside).take(n).copied().collect()
+    }
+
+    #[test]
+    fn kept_rankings_give_fresh_lists_and_say_when_they_fall_short() {
+        // 12 items; norm places: item i is at place (i * 5) % 12 (a permutation).
+        let place: Vec<u32> = (0..12u32).map(|i| (i * 5) % 12).collect();
+        // One bucket's exact order of the whole catalogue.
+        let order: Vec<u32> = vec![3, 0, 7, 11, 1, 5, 9, 2, 4, 6, 8, 10];
+        // Ranked 5 deep leaving out the head of 2 (items at places 0, 1: items 0 and 5).
+        let kept = Ranking {
+            lists: vec![fresh(&order, &place, 2, 5)],
+            excluded: 2,
+            depth: 5,
+        };
+        assert_eq!(kept.lists[0], vec![3, 7, 11, 1, 9]);
+        for (h, n) in [(2, 3), (2, 5), (4, 2), (4, 4), (6, 1)] {
+            let fits = kept.covers(1, &place, h, n);
+            let want = fresh(&order, &place, h, n);
+            // Whenever the kept ranking says it covers (h, n), its list is the fresh one.
+            if fits {
+                assert_eq!(kept.lists(&place, h, n)[0], want, "h {h} n {n}");
+            }
+            // Places of 3, 7, 11, 1, 9: 3, 11, 7, 5, 9; a head of h keeps those >= h.
+            let outside = [3u32, 11, 7, 5, 9].iter().filter(|&&p| p as usize >= h).count();
+            assert_eq!(fits, outside >= n, "h {h} n {n}");
+        }
+        // A shorter head than the one left out, or another bucket count, is never covered.
+        assert!(!kept.covers(1, &place, 1, 1));
+        assert!(!kept.covers(2, &place, 2, 1));
+        // A ranking shorter than asked holds everything outside its head: it covers any n.
+        let all = Ranking {
+            lists: vec![fresh(&order, &place, 2, 99)],
+            excluded: 2,
+            depth: 99,
+        };
+        assert!(all.covers(1, &place, 4, 50));
+        assert_eq!(all.lists(&place, 4, 50)[0], fresh(&order, &place, 4, 50));
+    }
+}
