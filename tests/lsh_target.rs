@@ -232,7 +232,10 @@ fn grown_sizes_give_the_recs_and_buckets_of_the_same_sizes_given_explicitly() {
     // Head and list length grew: a kept ranking was both filtered and read further.
     let first = &rounds[0];
     for key in ["head", "bucket_items"] {
-        assert!(chosen[key].as_u64() > first[key].as_u64(), "{key}: {rounds:?}");
+        assert!(
+            chosen[key].as_u64() > first[key].as_u64(),
+            "{key}: {rounds:?}"
+        );
     }
     let given: Vec<String> = ["head", "bucket_items", "tables"]
         .iter()

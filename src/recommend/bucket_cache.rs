@@ -94,7 +94,11 @@ impl Ranking {
     /// Whether the first `n` items outside the head list of `h` items (`place`: each item's
     /// place in the norm order) are known for all `buckets` buckets.
     fn covers(&self, buckets: usize, place: &[u32], h: usize, n: usize) -> bool {
-        let outside = |l: &Vec<u32>| l.iter().filter(|&&i| place[i as usize] as usize >= h).count();
+        let outside = |l: &Vec<u32>| {
+            l.iter()
+                .filter(|&&i| place[i as usize] as usize >= h)
+                .count()
+        };
         self.lists.len() == buckets
             && self.excluded <= h
             && self
@@ -186,7 +190,10 @@ impl<'a> BucketCache<'a> {
                 };
             }
         }
-        let lists = tables.iter().map(|t| t.ranking.lists(place, h, n)).collect();
+        let lists = tables
+            .iter()
+            .map(|t| t.ranking.lists(place, h, n))
+            .collect();
         let refs: Vec<&UserTable> = tables.iter().map(|t| &t.users).collect();
         ix.install_user_lists(&refs, lists);
         Ok((ix, bucket_ids(&refs, users.rows())))
@@ -224,7 +231,10 @@ mod tests {
                 assert_eq!(kept.lists(&place, h, n)[0], want, "h {h} n {n}");
             }
             // Places of 3, 7, 11, 1, 9: 3, 11, 7, 5, 9; a head of h keeps those >= h.
-            let outside = [3u32, 11, 7, 5, 9].iter().filter(|&&p| p as usize >= h).count();
+            let outside = [3u32, 11, 7, 5, 9]
+                .iter()
+                .filter(|&&p| p as usize >= h)
+                .count();
             assert_eq!(fits, outside >= n, "h {h} n {n}");
         }
         // A shorter head than the one left out, or another bucket count, is never covered.

@@ -69,11 +69,15 @@ pub fn hash_users(
     for ((t, c), s) in all {
         let tab = &mut out[(t - t0) as usize];
         tab.codes.push(c);
-        tab.dirs.extend(s.iter().map(|&v| (v as f64 / SCALE) as f32));
+        tab.dirs
+            .extend(s.iter().map(|&v| (v as f64 / SCALE) as f32));
     }
     for (n, c) in codes.iter().enumerate() {
         let tab = &mut out[n % nt];
-        let at = tab.codes.binary_search(c).expect("a local bucket is in the sums");
+        let at = tab
+            .codes
+            .binary_search(c)
+            .expect("a local bucket is in the sums");
         tab.rows.push(at as u32);
     }
     Ok(out)
