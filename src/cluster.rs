@@ -30,6 +30,9 @@ pub enum Body {
     Metrics(Vec<(u32, crate::eval::Metrics)>),
     /// Per user bucket (table, code): the exact fixed-point sum of its users' unit vectors.
     BucketSums(Vec<(u32, u64, Vec<i128>)>),
+    /// Item lists by position, concatenated: `(position, length)` of each list, then their
+    /// items (bucket rankings a worker computed for everybody).
+    Lists(Vec<(u32, u32)>, Vec<u32>),
     /// An error on the sender: everybody stops with it.
     Abort(String),
 }

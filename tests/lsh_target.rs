@@ -210,3 +210,53 @@ fn similar_items_grow_to_the_target_and_recall_matches_exact_cosine() {
     );
     assert!(reported >= 0.8);
 }
+
+#[test]
+fn grown_sizes_give_the_recs_and_buckets_of_the_same_sizes_given_explicitly() {
+    // Calibration rounds reuse hashed tables and kept bucket rankings (a longer head list
+    // filters a kept ranking, a longer bucket list reads further into it); the chosen index
+    // must be the one a single build at those sizes gives.
+    let tmp = tempfile::tempdir().unwrap();
+    let grown = go(
+        &tmp.path().join("grown"),
+        2,
+        &[
+            "lsh.head=4",
+            "lsh.bucket_items=2",
+            "lsh.target_recall=0.97",
+            "lsh.max_share=1",
+        ],
+    );
+    let chosen = &grown.manifest["recommend"]["lsh"]["calibration"]["chosen"];
+    let rounds = grown.manifest["recommend"]["lsh"]["calibration"]["rounds"]
+        .as_array()
+        .unwrap()
+        .clone();
+    // Head and list length grew: a kept ranking was both filtered and read further.
+    let first = &rounds[0];
+    for key in ["head", "bucket_items"] {
+        assert!(
+            chosen[key].as_u64() > first[key].as_u64(),
+            "{key}: {rounds:?}"
+        );
+    }
+    let given: Vec<String> = ["head", "bucket_items", "tables"]
+        .iter()
+        .map(|k| format!("lsh.{k}={}", chosen[k]))
+        .collect();
+    let given_refs: Vec<&str> = given.iter().map(|s| s.as_str()).collect();
+    let once = go(&tmp.path().join("once"), 3, &given_refs);
+    let l = &once.manifest["recommend"]["lsh"];
+    assert_eq!(l["calibration"]["rounds"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        l["recall_at_k"],
+        grown.manifest["recommend"]["lsh"]["recall_at_k"]
+    );
+    for sub in ["recs", "buckets"] {
+        assert_eq!(
+            sorted_lines(&grown.version_dir, sub),
+            sorted_lines(&once.version_dir, sub),
+            "{sub}"
+        );
+    }
+}

@@ -7,11 +7,12 @@
 //! catalogue. Recall counts are integers summed over workers, so every worker takes the same
 //! decisions and the chosen sizes do not depend on the layout.
 
+use super::bucket_cache::{rank_dirs, BucketCache};
 use super::catalog::Catalog;
 use super::lsh::Index;
 use super::lsh_scorer;
 use super::recall::{Hits, Reference};
-use super::scan::{fma_dot, top_k, ScanIndex};
+use super::scan::ScanIndex;
 use crate::cluster::{Comm, CommError};
 use crate::job::{Lsh, Transform};
 use crate::side::Side;
@@ -80,24 +81,7 @@ pub fn build(
     // Bucket lists leave out the head list's items: every user scores those anyway.
     let head: Vec<usize> = ix.head.iter().map(|&i| i as usize).collect();
     let codes = ix.user_buckets(worker, comm, &users.factors, |dirs, n| {
-        let heads = vec![head.clone(); dirs.len() / d.max(1)];
-        match full {
-            Some(s) => s
-                .top_k(dirs, &heads, n)
-                .into_iter()
-                .map(|l| l.into_iter().map(|(_, i)| i as u32).collect())
-                .collect(),
-            None => dirs
-                .chunks_exact(d.max(1))
-                .map(|q| {
-                    let sc: Vec<f32> = (0..cat.len())
-                        .map(|i| fma_dot(q, &cat.factors[i * d..(i + 1) * d]))
-                        .collect();
-                    let top = top_k(&sc, &cat.keys, &head, n);
-                    top.into_iter().map(|i| i as u32).collect()
-                })
-                .collect(),
-        }
+        rank_dirs(cat, full, dirs, &head, n)
     })?;
     Ok((ix, codes))
 }
@@ -132,6 +116,17 @@ pub(super) fn grow(cfg: &Lsh, round: usize, n: usize, cap: f64) -> Option<Lsh> {
     })
 }
 
+/// How deep to rank the buckets for `cfg` in round `round`: the bucket list length of the next
+/// round where that round only lengthens the lists (then its ranking is already there), else
+/// `cfg`'s own. Without a target there is no next round.
+fn ranking_depth(cfg: &Lsh, round: usize, n: usize, cap: f64) -> usize {
+    let next = (cfg.target_recall > 0.0)
+        .then(|| grow(cfg, round, n, cap))
+        .flatten()
+        .filter(|g| (g.head, g.tables) == (cfg.head, cfg.tables));
+    next.unwrap_or_else(|| cfg.clone()).bucket_items as usize
+}
+
 fn round(cfg: &Lsh, h: &Hits, n: usize) -> Round {
     Round {
         head: cfg.head.min(n as u64),
@@ -157,8 +152,12 @@ pub fn calibrate(
 ) -> Result<Chosen, CommError> {
     let n = cat.len();
     let cap = cfg.max_share * n as f64;
-    let measure = |worker: &mut Worker, comm: &mut Comm, c: &Lsh| {
-        let (ix, codes) = build(worker, comm, c, cat, users, full)?;
+    // Rounds share the hashed tables and the buckets' rankings (a round re-ranks only where its
+    // sizes need more of a ranking than was kept).
+    let mut cache = BucketCache::new(cat, full);
+    let mut measure = |worker: &mut Worker, comm: &mut Comm, c: &Lsh, round: usize| {
+        let depth = ranking_depth(c, round, n, cap);
+        let (ix, codes) = cache.index(worker, comm, (c, depth), users)?;
         let local = reference.measure(
             &mut *lsh_scorer::choose(cat, &ix, &codes, full),
             users,
@@ -166,7 +165,7 @@ pub fn calibrate(
         );
         Ok::<_, CommError>((ix, codes, local.summed(worker, comm)?))
     };
-    let (mut index, mut codes, mut hits) = measure(worker, comm, cfg)?;
+    let (mut index, mut codes, mut hits) = measure(worker, comm, cfg, 0)?;
     let mut cfg = cfg.clone();
     let mut rounds = vec![round(&cfg, &hits, n)];
     let stopped = loop {
@@ -182,7 +181,7 @@ pub fn calibrate(
         let Some(next) = grow(&cfg, rounds.len() - 1, n, cap) else {
             break "larger sizes would score more than lsh.max_share of the catalogue";
         };
-        let (ix, c, h) = measure(worker, comm, &next)?;
+        let (ix, c, h) = measure(worker, comm, &next, rounds.len())?;
         rounds.push(round(&next, &h, n));
         if h.share(n) > cfg.max_share {
             break "the next sizes scored more than lsh.max_share of the catalogue";

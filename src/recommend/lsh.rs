@@ -18,6 +18,7 @@
 //! code collides with them), this adapts the "head" to the user's direction instead
 //! (docs/BENCHMARKS.md).
 
+use super::user_tables::{bucket_ids, hash_users, UserTable};
 use crate::ids::{mix64, SplitMix};
 use crate::job::{Lsh, Transform};
 use std::collections::HashMap;
@@ -65,18 +66,20 @@ fn norm(v: &[f32]) -> f32 {
     v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 
-impl Index {
-    /// Builds the index over row-major `items` (`n × dim`); `keys` break norm ties.
-    pub fn build(cfg: &Lsh, items: &[f32], keys: &[u64], dim: usize) -> Index {
+/// Items by decreasing norm (ties: smaller key first): the head list is its prefix.
+pub struct NormOrder {
+    /// Every item's norm.
+    pub norms: Vec<f32>,
+    /// Catalogue indices, largest norm first.
+    pub order: Vec<u32>,
+    /// Every item's place in `order` (an item is in a head list of `h` when its place is < h).
+    pub place: Vec<u32>,
+}
+
+impl NormOrder {
+    /// The order of row-major `items` (`dim` wide); `keys` break norm ties.
+    pub fn new(items: &[f32], keys: &[u64], dim: usize) -> NormOrder {
         let n = keys.len();
-        let p = cfg.planes as usize;
-        let mut planes = Vec::with_capacity(cfg.tables as usize * p * (dim + 1));
-        for t in 0..cfg.tables as u64 {
-            for j in 0..p as u64 {
-                let mut r = SplitMix::new(mix64(cfg.seed ^ mix64(t << 32 | j)));
-                planes.extend((0..=dim).map(|_| r.next_normal() as f32));
-            }
-        }
         let norms: Vec<f32> = (0..n)
             .map(|i| norm(&items[i * dim..(i + 1) * dim]))
             .collect();
@@ -86,6 +89,43 @@ impl Index {
                 .total_cmp(&norms[a as usize])
                 .then(keys[a as usize].cmp(&keys[b as usize]))
         });
+        let mut place = vec![0u32; n];
+        for (p, &i) in order.iter().enumerate() {
+            place[i as usize] = p as u32;
+        }
+        NormOrder {
+            norms,
+            order,
+            place,
+        }
+    }
+}
+
+/// The `planes` hyperplanes (dimension `dim + 1`, row-major) of each table in `tables`. A
+/// table's planes depend only on the seed and its number, so more tables keep the first ones
+/// (calibration hashes users into the new tables only).
+pub fn hyperplanes(seed: u64, tables: std::ops::Range<u32>, planes: u32, dim: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(tables.len() * planes as usize * (dim + 1));
+    for t in tables.map(u64::from) {
+        for j in 0..planes as u64 {
+            let mut r = SplitMix::new(mix64(seed ^ mix64(t << 32 | j)));
+            out.extend((0..=dim).map(|_| r.next_normal() as f32));
+        }
+    }
+    out
+}
+
+impl Index {
+    /// Builds the index over row-major `items` (`n × dim`); `keys` break norm ties.
+    pub fn build(cfg: &Lsh, items: &[f32], keys: &[u64], dim: usize) -> Index {
+        Index::build_ordered(cfg, items, dim, &NormOrder::new(items, keys, dim))
+    }
+
+    /// [`Index::build`] with the items' norm order computed once (calibration rounds share it).
+    pub fn build_ordered(cfg: &Lsh, items: &[f32], dim: usize, by_norm: &NormOrder) -> Index {
+        let (norms, order) = (&by_norm.norms, &by_norm.order);
+        let n = order.len();
+        let planes = hyperplanes(cfg.seed, 0..cfg.tables, cfg.planes, dim);
         let h = (cfg.head as usize).min(n);
         let mut head: Vec<u32> = order[..h].to_vec();
         head.sort_unstable();
@@ -234,11 +274,10 @@ impl Index {
     }
 
     /// Builds the user buckets (`transform = "users"`) on every worker at once: each worker hashes
-    /// its users (`users`, row-major), the per-bucket sums of unit user vectors are summed over
-    /// all workers in exact fixed point (so the result does not depend on the layout), and each
-    /// bucket lists the `bucket_items` items that `rank` (top-N of the catalogue for a block of
-    /// query vectors) returns for its mean direction. Returns every user's bucket ids (one per
-    /// table), row by row.
+    /// its users (`users`, row-major) with [`hash_users`], and each bucket lists the
+    /// `bucket_items` items that `rank` (top-N of the catalogue for a block of query vectors)
+    /// returns for its mean direction. Returns every user's bucket ids (one per table), row by
+    /// row.
     pub fn user_buckets(
         &mut self,
         worker: &mut timely::worker::Worker,
@@ -246,109 +285,34 @@ impl Index {
         users: &[f32],
         rank: impl Fn(&[f32], usize) -> Vec<Vec<u32>>,
     ) -> Result<Vec<u32>, crate::cluster::CommError> {
-        // Terms are at most 2^32 in magnitude, so a worker's i64 sums cannot overflow below 2^31
-        // users; the sums over workers are i128.
-        const SCALE: f64 = (1u64 << 32) as f64;
-        let d = self.dim;
-        assert!(
-            users.len() / d.max(1) < 1 << 31,
-            "too many users on one worker"
-        );
-        let tables = self.cfg.tables as usize;
-        let rows = users.len() / d.max(1);
-        let mut codes = Vec::with_capacity(rows * tables);
-        // Bucket (table << 32 | code) → its slot in `sums` (d values per slot).
-        let mut slot_of: crate::ids::KeyMap<u32> = Default::default();
-        let mut slots: Vec<(u32, u64)> = Vec::new();
-        let mut sums: Vec<i64> = Vec::new();
-        let p = self.cfg.planes as usize;
-        let packed = super::scan::Packed::new(&self.planes, d + 1, d);
-        let all: Vec<usize> = (0..tables * p).collect();
-        let mut dots = Vec::new();
-        let mut unit = vec![0i64; d];
-        const BLOCK: usize = 1024;
-        for block in users.chunks(BLOCK * d.max(1)) {
-            // Every user's dot product with every hyperplane (the last coordinate of a plane
-            // meets the user's 0).
-            match &packed {
-                Some(pk) => pk.dots(block, &mut dots),
-                None => {
-                    let mut one = Vec::new();
-                    dots.clear();
-                    for x in block.chunks_exact(d.max(1)) {
-                        let z: Vec<f32> = x.iter().copied().chain([0.0]).collect();
-                        super::scan::score_candidates(&z, &self.planes, d + 1, &all, &mut one);
-                        dots.extend_from_slice(&one);
-                    }
-                }
-            }
-            for (j, x) in block.chunks_exact(d.max(1)).enumerate() {
-                let inv = SCALE / norm(x).max(f32::MIN_POSITIVE) as f64;
-                // Fixed point: the sums are exact, so they do not depend on the order of the
-                // users.
-                unit.iter_mut()
-                    .zip(x)
-                    .for_each(|(u, &v)| *u = (v as f64 * inv) as i64);
-                let row = &dots[j * tables * p..(j + 1) * tables * p];
-                for (t, bits) in row.chunks_exact(p).enumerate() {
-                    let c = bits
-                        .iter()
-                        .enumerate()
-                        .fold(0u64, |c, (j, &s)| c | ((s >= 0.0) as u64) << j);
-                    codes.push(c);
-                    let slot = *slot_of.entry((t as u64) << 32 | c).or_insert_with(|| {
-                        slots.push((t as u32, c));
-                        sums.resize(sums.len() + d, 0);
-                        (slots.len() - 1) as u32
-                    }) as usize;
-                    sums[slot * d..(slot + 1) * d]
-                        .iter_mut()
-                        .zip(&unit)
-                        .for_each(|(s, &v)| *s += v);
-                }
-            }
-        }
-        let mut mine: Vec<(u32, u64, Vec<i128>)> = slots
+        let (seed, planes, d) = (self.cfg.seed, self.cfg.planes, self.dim);
+        let tabs = hash_users(worker, comm, (seed, planes), 0..self.cfg.tables, users, d)?;
+        let dirs: Vec<f32> = tabs.iter().flat_map(|t| t.dirs.iter().copied()).collect();
+        let mut lists = rank(&dirs, self.cfg.bucket_items as usize).into_iter();
+        let tables: Vec<&UserTable> = tabs.iter().collect();
+        let per_table = tabs
             .iter()
-            .enumerate()
-            .map(|(j, &(t, c))| {
-                let s = &sums[j * d..(j + 1) * d];
-                (t, c, s.iter().map(|&v| i128::from(v)).collect())
-            })
+            .map(|t| lists.by_ref().take(t.codes.len()).collect())
             .collect();
-        mine.sort_unstable_by_key(|e| (e.0, e.1));
-        comm.broadcast(crate::cluster::Body::BucketSums(mine));
-        let mut all: std::collections::BTreeMap<(u32, u64), Vec<i128>> = Default::default();
-        for (_, b) in comm.exchange(worker, "recommend: user buckets")? {
-            if let crate::cluster::Body::BucketSums(v) = b {
-                for (t, c, s) in v {
-                    let e = all.entry((t, c)).or_insert_with(|| vec![0; d]);
-                    e.iter_mut().zip(s).for_each(|(a, b)| *a += b);
-                }
+        self.install_user_lists(&tables, per_table);
+        Ok(bucket_ids(&tables, users.len() / d.max(1)))
+    }
+
+    /// Sets the user buckets of tables `0..tables.len()`: `lists[t][b]` (best first) for bucket
+    /// `tables[t].codes[b]`; bucket ids run table by table, codes ascending ([`bucket_ids`]).
+    pub fn install_user_lists(&mut self, tables: &[&UserTable], lists: Vec<Vec<Vec<u32>>>) {
+        self.buckets.clear();
+        self.user_lists.clear();
+        for (t, (tab, lists)) in tables.iter().zip(lists).enumerate() {
+            assert_eq!(tab.codes.len(), lists.len(), "one list per bucket");
+            for (&c, v) in tab.codes.iter().zip(lists) {
+                let mut sorted = v.clone();
+                sorted.sort_unstable();
+                self.buckets.insert((t as u32, 0, c), sorted);
+                // Best first: list scoring meets the likely winners first (high thresholds early).
+                self.user_lists.push(v);
             }
         }
-        let keys: Vec<(u32, u64)> = all.keys().copied().collect();
-        let mut dirs = Vec::with_capacity(keys.len() * d);
-        for s in all.values() {
-            dirs.extend(s.iter().map(|&v| (v as f64 / SCALE) as f32));
-        }
-        let lists = rank(&dirs, self.cfg.bucket_items as usize);
-        self.buckets.clear();
-        let mut id_of: Vec<crate::ids::KeyMap<u32>> =
-            vec![Default::default(); self.cfg.tables as usize];
-        for (id, ((t, c), v)) in keys.into_iter().zip(lists).enumerate() {
-            let mut sorted = v.clone();
-            sorted.sort_unstable();
-            self.buckets.insert((t, 0, c), sorted);
-            // Best first: list scoring meets the likely winners first (high thresholds early).
-            self.user_lists.push(v);
-            id_of[t as usize].insert(c, id as u32);
-        }
-        Ok(codes
-            .iter()
-            .enumerate()
-            .map(|(n, c)| id_of[n % tables][c])
-            .collect())
     }
 
     /// Size statistics.

@@ -14,6 +14,7 @@ use crate::eval::Metrics;
 use crate::side::Side;
 use timely::worker::Worker;
 
+mod bucket_cache;
 mod calibrate;
 mod catalog;
 mod evaluate;
@@ -27,6 +28,7 @@ mod similar;
 mod similar_target;
 mod text;
 mod topk;
+mod user_tables;
 
 pub use calibrate::{Calibration, Round};
 pub use catalog::{gather_items, Catalog};
