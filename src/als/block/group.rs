@@ -1,0 +1,449 @@
+//! One group of up to [`LANES`] entities swept block by block (see [`super::Block::sweep_side`]).
+//!
+//! Per block, on the AVX2 path: the Gram term `G_B· x` of the whole group is one small GEMM
+//! (each `G` row segment loaded once for several entities, one FMA chain per output in a fixed
+//! order over the `d` coordinates), each entity's system is built as before, and the group's
+//! `w × w` systems are factorised and solved together, one entity per lane ([`lanes`]). The
+//! group's pair rows are prefetched one group ahead, so the residuals and block steps read
+//! them from L2 instead of waiting on memory pair by pair. Nothing an entity computes depends
+//! on which entities share its group: results are the same for any worker layout.
+
+use super::lanes::{self, LANES};
+use super::{axpy, dot, Block};
+
+/// What a side's sweep reads: the Gram, the gathered other side, the side's CSR and its λs.
+pub struct Inputs<'a> {
+    pub d: usize,
+    pub g: &'a [f32],
+    pub gathered: &'a [f32],
+    pub indptr: &'a [usize],
+    pub cols: &'a [u32],
+    pub conf: &'a [f32],
+    pub lambdas: &'a [f32],
+}
+
+/// Pairs of a group beyond which its rows are not prefetched whole (they would not stay in
+/// L2 until used; the block loop then prefetches each block's segments instead).
+const PREFETCH_PAIRS: usize = 256;
+
+impl Block {
+    /// Whether blocks of `w` go through the lane-stacked path.
+    fn lanes_for(&self, w: usize) -> bool {
+        self.lanes && w.is_multiple_of(8) && w <= lanes::MAX_W && self.d.is_multiple_of(8)
+    }
+
+    /// Residuals, then every block's step for the rows `group` (at most [`LANES`]); marks the
+    /// rows where a block's system was not positive definite in `failed`.
+    pub(super) fn sweep_group(
+        &mut self,
+        inp: &Inputs,
+        group: &[usize],
+        s: &mut [f32],
+        factors: &mut [f32],
+        failed: &mut [bool],
+    ) {
+        let d = self.d;
+        assert!(group.len() <= LANES);
+        for &r in group {
+            let x = &factors[r * d..(r + 1) * d];
+            let (a, b) = (inp.indptr[r], inp.indptr[r + 1]);
+            for (s, &c) in s[a..b].iter_mut().zip(&inp.cols[a..b]) {
+                *s = dot(&inp.gathered[c as usize * d..(c as usize + 1) * d], x);
+            }
+        }
+        let whole = pairs_of(inp, group) <= PREFETCH_PAIRS;
+        let mut k0 = 0;
+        while k0 < d {
+            let w = self.b.min(d - k0);
+            if !whole && k0 + w < d {
+                let next = self.b.min(d - k0 - w);
+                for &r in group {
+                    prefetch_rows(inp, r, k0 + w, next);
+                }
+            }
+            if self.lanes_for(w) {
+                self.lane_step(inp, group, s, factors, failed, k0, w);
+            } else {
+                for &r in group {
+                    let (a, b) = (inp.indptr[r], inp.indptr[r + 1]);
+                    let pairs = (&inp.cols[a..b], &inp.conf[a..b], &mut s[a..b]);
+                    let x = &mut factors[r * d..(r + 1) * d];
+                    failed[r] |= !self.step(inp.g, inp.lambdas[r], inp.gathered, pairs, x, k0, w);
+                }
+            }
+            k0 += w;
+        }
+    }
+
+    /// The Newton step on coordinates `k0..k0 + w` for every row of `group`, the systems
+    /// solved lane-stacked. A lane whose system is not positive definite is redone by the
+    /// per-entity [`Block::step`] (with its jitter retry).
+    #[allow(clippy::too_many_arguments)]
+    fn lane_step(
+        &mut self,
+        inp: &Inputs,
+        group: &[usize],
+        s: &mut [f32],
+        factors: &mut [f32],
+        failed: &mut [bool],
+        k0: usize,
+        w: usize,
+    ) {
+        let d = self.d;
+        let xs: Vec<&[f32]> = group
+            .iter()
+            .map(|&r| &factors[r * d..(r + 1) * d])
+            .collect();
+        let mut grads = std::mem::take(&mut self.grads);
+        grads.resize(LANES * w, 0.0);
+        gram_cols(inp.g, d, k0, w, &xs, &mut grads);
+        let mut packed = std::mem::take(&mut self.packed);
+        packed.resize(lanes::packed_len(w), 0.0);
+        let mut rhs = std::mem::take(&mut self.rhs);
+        rhs.resize(w * LANES, 0.0);
+        for (l, &r) in group.iter().enumerate() {
+            let (a, b) = (inp.indptr[r], inp.indptr[r + 1]);
+            let (cols, conf, lam) = (&inp.cols[a..b], &inp.conf[a..b], inp.lambdas[r]);
+            let x = &factors[r * d + k0..r * d + k0 + w];
+            // (A x − r)_B = (G x)_B + λ x_B + Σ_j ((c_j − 1) s_j − c_j) y_jB.
+            let grad = &mut grads[l * w..(l + 1) * w];
+            grad.iter_mut().zip(x).for_each(|(gi, &xi)| *gi += lam * xi);
+            for ((&c, &sj), &col) in conf.iter().zip(&s[a..b]).zip(cols) {
+                let y = &inp.gathered[col as usize * d + k0..col as usize * d + k0 + w];
+                axpy(grad, (c - 1.0) * sj - c, y);
+            }
+            self.build(inp.g, lam, inp.gathered, cols, conf, k0, w);
+            lanes::put_upper(&mut packed, w, l, &self.a[..w * w]);
+            for (i, &gi) in grad.iter().enumerate() {
+                rhs[i * LANES + l] = -gi;
+            }
+        }
+        for l in group.len()..LANES {
+            lanes::put_identity(&mut packed, w, l);
+            (0..w).for_each(|i| rhs[i * LANES + l] = 0.0);
+        }
+        let ok = lanes::cholesky_solve(&mut packed, w, &mut rhs);
+        for (l, &r) in group.iter().enumerate() {
+            let (a, b) = (inp.indptr[r], inp.indptr[r + 1]);
+            let x = &mut factors[r * d..(r + 1) * d];
+            if ok & (1 << l) == 0 {
+                let pairs = (&inp.cols[a..b], &inp.conf[a..b], &mut s[a..b]);
+                failed[r] |= !self.step(inp.g, inp.lambdas[r], inp.gathered, pairs, x, k0, w);
+                continue;
+            }
+            let delta = &mut self.coef[..w];
+            delta
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v = rhs[i * LANES + l]);
+            x[k0..k0 + w]
+                .iter_mut()
+                .zip(&*delta)
+                .for_each(|(x, v)| *x += v);
+            for (sj, &col) in s[a..b].iter_mut().zip(&inp.cols[a..b]) {
+                let y = &inp.gathered[col as usize * d + k0..col as usize * d + k0 + w];
+                *sj += dot(y, delta);
+            }
+        }
+        (self.grads, self.packed, self.rhs) = (grads, packed, rhs);
+    }
+}
+
+/// Pairs of the rows `group`.
+pub fn pairs_of(inp: &Inputs, group: &[usize]) -> usize {
+    group
+        .iter()
+        .map(|&r| inp.indptr[r + 1] - inp.indptr[r])
+        .sum()
+}
+
+/// Asks the cache for the next group's pair rows: whole when they fit in L2, else their first
+/// block (the sweep prefetches each further block's segments itself).
+pub fn prefetch_group(inp: &Inputs, group: &[usize], d: usize, b: usize) {
+    let len = if pairs_of(inp, group) <= PREFETCH_PAIRS {
+        d
+    } else {
+        b.min(d)
+    };
+    for &r in group {
+        prefetch_rows(inp, r, 0, len);
+    }
+}
+
+/// Prefetches coordinates `k0..k0 + len` of the gathered rows of row `r`'s pairs (a hint only).
+fn prefetch_rows(inp: &Inputs, r: usize, k0: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for &c in &inp.cols[inp.indptr[r]..inp.indptr[r + 1]] {
+            let start = c as usize * inp.d + k0;
+            let Some(seg) = inp.gathered.get(start..start + len) else {
+                continue;
+            };
+            // One hint per 64-byte line, and the segment's last float (its line may be one more).
+            for off in (0..len).step_by(16).chain(len.checked_sub(1)) {
+                // SAFETY: prefetch is a hint; the address lies inside `gathered`.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(seg.as_ptr().add(off) as *const i8) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (inp, r, k0, len);
+}
+
+/// `out[e·w + i] = Σ_t G[t][k0 + i] · xs[e][t]` for `i < w` (the Gram term of block `k0..k0+w`
+/// for every entity `e`; `G` symmetric, so its columns are its rows). Each output is one
+/// chain over `t = 0..d` in order, whichever entities share the call.
+pub fn gram_cols(g: &[f32], d: usize, k0: usize, w: usize, xs: &[&[f32]], out: &mut [f32]) {
+    assert!(g.len() >= d * d && k0 + w <= d && out.len() >= xs.len() * w);
+    assert!(xs.iter().all(|x| x.len() == d));
+    #[cfg(target_arch = "x86_64")]
+    if super::super::kernels::simd::usable(w) && d > 0 {
+        let mut e = 0;
+        while e < xs.len() {
+            let n = (xs.len() - e).min(3);
+            let mut v = 0;
+            while v < w / 8 {
+                let nv = (w / 8 - v).min(4);
+                // SAFETY: AVX2 and FMA detected; rows `t·d + k0 + 8v ..+ 8nv` lie in `g`, each
+                // `xs` holds d floats and `out` holds xs.len() · w.
+                unsafe { avx::gram_tile(g, d, k0 + 8 * v, &xs[e..e + n], out, e, w, 8 * v, nv) };
+                v += nv;
+            }
+            e += n;
+        }
+        return;
+    }
+    for (e, x) in xs.iter().enumerate() {
+        for i in 0..w {
+            let mut acc = 0.0f32;
+            for (t, &xt) in x.iter().enumerate() {
+                acc = g[t * d + k0 + i].mul_add(xt, acc);
+            }
+            out[e * w + i] = acc;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::*;
+
+    /// Columns `col .. col + 8·nv` of [`super::gram_cols`] for the (at most 3) entities `xs`,
+    /// written at `out[(e0 + e)·w + i0 ..]`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `g` is `d × d` with `col + 8·nv ≤ d`; every `xs[e]`
+    /// holds `d` floats; `out` holds `(e0 + xs.len())·w` floats with `i0 + 8·nv ≤ w`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gram_tile(
+        g: &[f32],
+        d: usize,
+        col: usize,
+        xs: &[&[f32]],
+        out: &mut [f32],
+        e0: usize,
+        w: usize,
+        i0: usize,
+        nv: usize,
+    ) {
+        let (gp, op) = (g.as_ptr().add(col), out.as_mut_ptr().add(e0 * w + i0));
+        macro_rules! go {
+            ($e:literal, $v:literal) => {
+                tile::<$e, $v>(gp, d, xs, op, w)
+            };
+        }
+        match (xs.len(), nv) {
+            (1, 1) => go!(1, 1),
+            (1, 2) => go!(1, 2),
+            (1, 3) => go!(1, 3),
+            (1, 4) => go!(1, 4),
+            (2, 1) => go!(2, 1),
+            (2, 2) => go!(2, 2),
+            (2, 3) => go!(2, 3),
+            (2, 4) => go!(2, 4),
+            (3, 1) => go!(3, 1),
+            (3, 2) => go!(3, 2),
+            (3, 3) => go!(3, 3),
+            (3, 4) => go!(3, 4),
+            _ => unreachable!("gram_tile: {} entities, {nv} vectors", xs.len()),
+        }
+    }
+
+    /// `E` entities × `V` vectors of outputs in registers while the `d` row segments stream.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const E: usize, const V: usize>(
+        g: *const f32,
+        d: usize,
+        xs: &[&[f32]],
+        out: *mut f32,
+        w: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); V]; E];
+        let mut xp = [std::ptr::null::<f32>(); E];
+        for e in 0..E {
+            xp[e] = xs[e].as_ptr();
+        }
+        for t in 0..d {
+            let row = g.add(t * d);
+            let mut gv = [_mm256_setzero_ps(); V];
+            for v in 0..V {
+                gv[v] = _mm256_loadu_ps(row.add(8 * v));
+            }
+            for e in 0..E {
+                let xb = _mm256_set1_ps(*xp[e].add(t));
+                for v in 0..V {
+                    acc[e][v] = _mm256_fmadd_ps(gv[v], xb, acc[e][v]);
+                }
+            }
+        }
+        for e in 0..E {
+            for v in 0..V {
+                _mm256_storeu_ps(out.add(e * w + 8 * v), acc[e][v]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::kernels::gram;
+    use super::*;
+    use crate::ids::SplitMix;
+
+    /// A side of `rows` entities over `m` other-side rows of dimension `d`: (Gram, gathered,
+    /// indptr, cols, conf, λs, factors); row degrees from 0 to ~3·mean so groups are ragged.
+    #[allow(clippy::type_complexity)]
+    fn side(
+        r: &mut SplitMix,
+        rows: usize,
+        m: usize,
+        d: usize,
+    ) -> (
+        Vec<f32>,
+        Vec<f32>,
+        Vec<usize>,
+        Vec<u32>,
+        Vec<f32>,
+        Vec<f32>,
+        Vec<f32>,
+    ) {
+        let ys: Vec<f32> = (0..m * d).map(|_| 0.3 * r.next_normal() as f32).collect();
+        let mut g = vec![0.0; d * d];
+        gram(&ys, m, d, &mut g);
+        let (mut indptr, mut cols, mut conf) = (vec![0], Vec::new(), Vec::new());
+        for _ in 0..rows {
+            let n = r.below(3 * 12) as usize;
+            let mut c: Vec<u32> = (0..n).map(|_| r.below(m as u64) as u32).collect();
+            c.sort_unstable();
+            c.dedup();
+            conf.extend(c.iter().map(|_| 1.0 + 20.0 * r.next_f64() as f32));
+            cols.extend(c);
+            indptr.push(cols.len());
+        }
+        let lams = (0..rows).map(|_| 0.05 + r.next_f64() as f32).collect();
+        let x = (0..rows * d)
+            .map(|_| 0.1 * r.next_normal() as f32)
+            .collect();
+        (g, ys, indptr, cols, conf, lams, x)
+    }
+
+    /// The Gram GEMM equals the naive per-output FMA chain bit for bit, for any number of
+    /// entities per call and block widths that are and are not whole tiles.
+    #[test]
+    fn gram_cols_equals_the_naive_chain() {
+        let mut r = SplitMix::new(41);
+        let d = 72;
+        let ys: Vec<f32> = (0..100 * d).map(|_| r.next_normal() as f32).collect();
+        let mut g = vec![0.0; d * d];
+        gram(&ys, 100, d, &mut g);
+        let xs: Vec<Vec<f32>> = (0..7)
+            .map(|_| (0..d).map(|_| r.next_normal() as f32).collect())
+            .collect();
+        for (k0, w) in [(0, 8), (8, 32), (16, 56), (40, 24), (0, 72)] {
+            for n in 1..=7 {
+                let refs: Vec<&[f32]> = xs[..n].iter().map(|x| &x[..]).collect();
+                let mut out = vec![0.0; n * w];
+                gram_cols(&g, d, k0, w, &refs, &mut out);
+                for (e, x) in refs.iter().enumerate() {
+                    for i in 0..w {
+                        let mut acc = 0.0f32;
+                        for t in 0..d {
+                            acc = g[t * d + k0 + i].mul_add(x[t], acc);
+                        }
+                        assert_eq!(out[e * w + i].to_bits(), acc.to_bits(), "k0={k0} w={w}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lane-stacked group steps give the per-entity steps' vectors (up to rounding) for block
+    /// sizes on the lane path (8..=64), beside it (24 with d = 60: not a multiple of 8, 128),
+    /// and ragged last blocks.
+    #[test]
+    fn lane_steps_match_per_entity_steps() {
+        let mut r = SplitMix::new(42);
+        for (d, b) in [
+            (64, 8),
+            (64, 16),
+            (64, 32),
+            (64, 64),
+            (96, 40),
+            (128, 48),
+            (128, 128),
+            (60, 24),
+        ] {
+            let (g, ys, indptr, cols, conf, lams, x0) = side(&mut r, 21, 150, d);
+            let mut want = x0.clone();
+            let mut slow = Block::new(d, b);
+            slow.lanes = false;
+            let f0 = slow.sweep_side(&g, &ys, (&indptr, &cols, &conf), &mut want, &lams, |_| true);
+            let mut got = x0.clone();
+            let f1 = Block::new(d, b).sweep_side(
+                &g,
+                &ys,
+                (&indptr, &cols, &conf),
+                &mut got,
+                &lams,
+                |_| true,
+            );
+            assert_eq!((f0, f1), (0, 0));
+            let scale = want.iter().map(|v| v.abs()).fold(1e-3f32, f32::max);
+            for (a, w) in got.iter().zip(&want) {
+                assert!((a - w).abs() < 1e-4 * scale, "d={d} b={b}: {a} vs {w}");
+            }
+        }
+    }
+
+    /// An entity's vector is bit-identical whichever entities share its group: the whole side,
+    /// every other row (other groups, other lanes), and each row alone.
+    #[test]
+    fn an_entity_is_the_same_in_any_group() {
+        let mut r = SplitMix::new(43);
+        let d = 64;
+        let (g, ys, indptr, cols, conf, lams, x0) = side(&mut r, 19, 120, d);
+        let csr = (&indptr[..], &cols[..], &conf[..]);
+        let mut all = x0.clone();
+        Block::new(d, 32).sweep_side(&g, &ys, csr, &mut all, &lams, |_| true);
+        let mut odd = x0.clone();
+        Block::new(d, 32).sweep_side(&g, &ys, csr, &mut odd, &lams, |r| r % 2 == 1);
+        for row in 0..19 {
+            let mut alone = x0.clone();
+            Block::new(d, 32).sweep_side(&g, &ys, csr, &mut alone, &lams, |r| r == row);
+            let span = row * d..(row + 1) * d;
+            assert_eq!(alone[span.clone()], all[span.clone()], "row {row} alone");
+            if row % 2 == 1 {
+                assert_eq!(
+                    odd[span.clone()],
+                    all[span.clone()],
+                    "row {row} among odd rows"
+                );
+            } else {
+                assert_eq!(odd[span.clone()], x0[span], "row {row} not kept");
+            }
+        }
+    }
+}
