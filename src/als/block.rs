@@ -19,6 +19,8 @@
 //! blocks of 8..=64 a multiple of 8 ([`group`]), the group's Gram terms are one small GEMM and
 //! its block systems are solved together, one entity per SIMD lane ([`lanes`]).
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod group;
 mod lanes;
 
@@ -67,6 +69,14 @@ pub struct Block {
     grads: Vec<f32>,
     packed: Vec<f32>,
     rhs: Vec<f32>,
+    /// The group's per-entity systems (`GROUP` row-major `w × w`), before packing.
+    a8: Vec<f32>,
+    /// One entity's scaled block rows and row pointers (the AVX-512 build), `d` zeros (tile
+    /// padding) and the Gram block-major ([`group::slab_of`]).
+    scaled: Vec<f32>,
+    ys: Vec<*const f32>,
+    zero: Vec<f32>,
+    slab: Vec<f32>,
 }
 
 /// Flops of one entity's sweep with `n` pairs (see `TrainReport::flops_per_half_step`):
@@ -103,6 +113,11 @@ impl Block {
             grads: Vec::new(),
             packed: Vec::new(),
             rhs: Vec::new(),
+            a8: Vec::new(),
+            scaled: Vec::new(),
+            ys: Vec::new(),
+            zero: Vec::new(),
+            slab: Vec::new(),
         }
     }
 
@@ -141,7 +156,12 @@ impl Block {
         let rows = indptr.len().saturating_sub(1);
         assert!(g.len() >= d * d && factors.len() == rows * d && lambdas.len() == rows);
         assert!(cols.iter().all(|&c| (c as usize + 1) * d <= gathered.len()));
+        let mut slab = std::mem::take(&mut self.slab);
+        if self.lanes {
+            group::slab_of(g, d, self.b, &mut slab);
+        }
         let inp = group::Inputs {
+            slab: &slab,
             d,
             g,
             gathered,
@@ -162,7 +182,7 @@ impl Block {
             }
             self.sweep_group(&inp, grp, &mut s, factors, &mut failed);
         }
-        self.s = s;
+        (self.s, self.slab) = (s, slab);
         failed.iter().filter(|&&f| f).count() as u64
     }
 

@@ -20,6 +20,22 @@ pub struct Inputs<'a> {
     pub cols: &'a [u32],
     pub conf: &'a [f32],
     pub lambdas: &'a [f32],
+    /// The Gram block-major ([`slab_of`]): block `k0..k0 + w` is `d × w` at `k0·d`.
+    pub slab: &'a [f32],
+}
+
+/// `G` rearranged block-major for blocks of `b`: block `k0..k0 + w` holds rows
+/// `G[t][k0..k0 + w]` contiguously, so a block's Gram term streams `d·w` floats in order.
+pub fn slab_of(g: &[f32], d: usize, b: usize, out: &mut Vec<f32>) {
+    out.clear();
+    let mut k0 = 0;
+    while k0 < d {
+        let w = b.min(d - k0);
+        for t in 0..d {
+            out.extend_from_slice(&g[t * d + k0..t * d + k0 + w]);
+        }
+        k0 += w;
+    }
 }
 
 /// Pairs of a group beyond which its rows are not prefetched whole (they would not stay in
@@ -95,10 +111,18 @@ impl Block {
             .map(|&r| &factors[r * d..(r + 1) * d])
             .collect();
         let mut grads = std::mem::take(&mut self.grads);
-        grads.resize(LANES * w, 0.0);
-        gram_cols(inp.g, d, k0, w, &xs, &mut grads);
-        let mut packed = std::mem::take(&mut self.packed);
-        packed.resize(lanes::packed_len(w), 0.0);
+        grads.resize(2 * LANES * w, 0.0);
+        self.zero.resize(d, 0.0);
+        gram_cols(
+            &inp.slab[k0 * d..(k0 + w) * d],
+            d,
+            w,
+            &xs,
+            &self.zero,
+            &mut grads,
+        );
+        let mut a8 = std::mem::take(&mut self.a8);
+        a8.resize(LANES * w * w, 0.0);
         let mut rhs = std::mem::take(&mut self.rhs);
         rhs.resize(w * LANES, 0.0);
         for (l, &r) in group.iter().enumerate() {
@@ -112,12 +136,15 @@ impl Block {
                 let y = &inp.gathered[col as usize * d + k0..col as usize * d + k0 + w];
                 axpy(grad, (c - 1.0) * sj - c, y);
             }
-            self.build(inp.g, lam, inp.gathered, cols, conf, k0, w);
-            lanes::put_upper(&mut packed, w, l, &self.a[..w * w]);
             for (i, &gi) in grad.iter().enumerate() {
                 rhs[i * LANES + l] = -gi;
             }
+            let sys = &mut a8[l * w * w..(l + 1) * w * w];
+            self.build_into(sys, inp, (cols, conf), lam, k0, w);
         }
+        let mut packed = std::mem::take(&mut self.packed);
+        packed.resize(lanes::packed_len(w), 0.0);
+        lanes::pack_lanes(&a8, w, &mut packed);
         for l in group.len()..LANES {
             lanes::put_identity(&mut packed, w, l);
             (0..w).for_each(|i| rhs[i * LANES + l] = 0.0);
@@ -145,7 +172,43 @@ impl Block {
                 *sj += dot(y, delta);
             }
         }
-        (self.grads, self.packed, self.rhs) = (grads, packed, rhs);
+        (self.grads, self.packed, self.rhs, self.a8) = (grads, packed, rhs, a8);
+    }
+
+    /// `sys = G_BB + λI + Σ_j (c_j − 1) y_jB y_jBᵀ` (upper triangle) for one entity's pairs:
+    /// [`Block::build`]'s sums on AVX-512 when `w` allows (the same FMA chains, so the same
+    /// bits), else `build` itself.
+    fn build_into(
+        &mut self,
+        sys: &mut [f32],
+        inp: &Inputs,
+        (cols, conf): (&[u32], &[f32]),
+        lam: f32,
+        k0: usize,
+        w: usize,
+    ) {
+        let d = self.d;
+        #[cfg(target_arch = "x86_64")]
+        if super::avx512::usable(w) {
+            for i in 0..w {
+                let row = &inp.g[(k0 + i) * d + k0..(k0 + i) * d + k0 + w];
+                sys[i * w..(i + 1) * w].copy_from_slice(row);
+                sys[i * w + i] += lam;
+            }
+            self.scaled.clear();
+            self.ys.clear();
+            for (&c, &col) in conf.iter().zip(cols) {
+                let y = &inp.gathered[col as usize * d + k0..col as usize * d + k0 + w];
+                self.scaled.extend(y.iter().map(|&v| (c - 1.0) * v));
+                self.ys.push(y.as_ptr());
+            }
+            // SAFETY: usable(w) checked the features and w; `sys` is w × w, `scaled` holds
+            // one w-row per pair and every pointer w floats of `gathered`.
+            unsafe { super::avx512::syrk_upper(sys, w, &self.scaled, &self.ys) };
+            return;
+        }
+        self.build(inp.g, lam, inp.gathered, cols, conf, k0, w);
+        sys.copy_from_slice(&self.a[..w * w]);
     }
 }
 
@@ -192,36 +255,53 @@ fn prefetch_rows(inp: &Inputs, r: usize, k0: usize, len: usize) {
 }
 
 /// `out[e·w + i] = Σ_t G[t][k0 + i] · xs[e][t]` for `i < w` (the Gram term of block `k0..k0+w`
-/// for every entity `e`; `G` symmetric, so its columns are its rows). Each output is one
-/// chain over `t = 0..d` in order, whichever entities share the call.
-pub fn gram_cols(g: &[f32], d: usize, k0: usize, w: usize, xs: &[&[f32]], out: &mut [f32]) {
-    assert!(g.len() >= d * d && k0 + w <= d && out.len() >= xs.len() * w);
-    assert!(xs.iter().all(|x| x.len() == d));
+/// for every entity `e`; `G` symmetric, so its columns are its rows), from the block's `slab`
+/// (`d × w`, [`slab_of`]). Each output is one FMA chain over `t = 0..d` in order, whichever
+/// entities share the call. `out` needs rows past `xs.len()` for the AVX-512 tiles' padding
+/// (`2·LANES·w` floats hold any group); `zero` is `d` zeros.
+pub fn gram_cols(slab: &[f32], d: usize, w: usize, xs: &[&[f32]], zero: &[f32], out: &mut [f32]) {
+    assert!(slab.len() >= d * w && out.len() >= 2 * LANES.max(xs.len()) * w && zero.len() >= d);
+    assert!(xs.iter().all(|x| x.len() == d) && xs.len() <= 2 * LANES);
     #[cfg(target_arch = "x86_64")]
-    if super::super::kernels::simd::usable(w) && d > 0 {
-        let mut e = 0;
-        while e < xs.len() {
-            let n = (xs.len() - e).min(3);
-            let mut v = 0;
-            while v < w / 8 {
-                let nv = (w / 8 - v).min(4);
-                // SAFETY: AVX2 and FMA detected; rows `t·d + k0 + 8v ..+ 8nv` lie in `g`, each
-                // `xs` holds d floats and `out` holds xs.len() · w.
-                unsafe { avx::gram_tile(g, d, k0 + 8 * v, &xs[e..e + n], out, e, w, 8 * v, nv) };
-                v += nv;
-            }
-            e += n;
-        }
+    if super::avx512::usable(w) && d > 0 {
+        // SAFETY: usable(w) checked; slab is d × w, xs and zero hold d floats, out has room
+        // for the padded last tile (asserted above).
+        unsafe { super::avx512::gram_cols(slab, d, w, xs, zero, out) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::super::kernels::simd::usable(w) && d > 0 {
+        return gram_cols_avx2(slab, d, w, xs, out);
+    }
+    let _ = zero;
     for (e, x) in xs.iter().enumerate() {
         for i in 0..w {
             let mut acc = 0.0f32;
             for (t, &xt) in x.iter().enumerate() {
-                acc = g[t * d + k0 + i].mul_add(xt, acc);
+                acc = slab[t * w + i].mul_add(xt, acc);
             }
             out[e * w + i] = acc;
         }
+    }
+}
+
+/// [`gram_cols`] on AVX2: tiles of up to 3 entities × 4 vectors.
+#[cfg(target_arch = "x86_64")]
+fn gram_cols_avx2(slab: &[f32], d: usize, w: usize, xs: &[&[f32]], out: &mut [f32]) {
+    assert!(super::super::kernels::simd::usable(w) && slab.len() >= d * w);
+    assert!(out.len() >= xs.len() * w && xs.iter().all(|x| x.len() == d));
+    let mut e = 0;
+    while e < xs.len() {
+        let n = (xs.len() - e).min(3);
+        let mut v = 0;
+        while v < w / 8 {
+            let nv = (w / 8 - v).min(4);
+            // SAFETY: AVX2 and FMA detected; slab rows `t·w + 8v ..+ 8nv` lie in `slab`, each
+            // `xs` holds d floats and `out` holds xs.len() · w (asserted above).
+            unsafe { avx::gram_tile(slab, d, w, 8 * v, &xs[e..e + n], out, e, nv) };
+            v += nv;
+        }
+        e += n;
     }
 }
 
@@ -229,29 +309,28 @@ pub fn gram_cols(g: &[f32], d: usize, k0: usize, w: usize, xs: &[&[f32]], out: &
 mod avx {
     use std::arch::x86_64::*;
 
-    /// Columns `col .. col + 8·nv` of [`super::gram_cols`] for the (at most 3) entities `xs`,
+    /// Outputs `i0 .. i0 + 8·nv` of [`super::gram_cols`] for the (at most 3) entities `xs`,
     /// written at `out[(e0 + e)·w + i0 ..]`.
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `g` is `d × d` with `col + 8·nv ≤ d`; every `xs[e]`
-    /// holds `d` floats; `out` holds `(e0 + xs.len())·w` floats with `i0 + 8·nv ≤ w`.
+    /// AVX2 and FMA must be available; `slab` is `d × w` with `i0 + 8·nv ≤ w`; every `xs[e]`
+    /// holds `d` floats; `out` holds `(e0 + xs.len())·w` floats.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn gram_tile(
-        g: &[f32],
+        slab: &[f32],
         d: usize,
-        col: usize,
+        w: usize,
+        i0: usize,
         xs: &[&[f32]],
         out: &mut [f32],
         e0: usize,
-        w: usize,
-        i0: usize,
         nv: usize,
     ) {
-        let (gp, op) = (g.as_ptr().add(col), out.as_mut_ptr().add(e0 * w + i0));
+        let (gp, op) = (slab.as_ptr().add(i0), out.as_mut_ptr().add(e0 * w + i0));
         macro_rules! go {
             ($e:literal, $v:literal) => {
-                tile::<$e, $v>(gp, d, xs, op, w)
+                tile::<$e, $v>(gp, d, w, xs, op)
             };
         }
         match (xs.len(), nv) {
@@ -277,9 +356,9 @@ mod avx {
     unsafe fn tile<const E: usize, const V: usize>(
         g: *const f32,
         d: usize,
+        w: usize,
         xs: &[&[f32]],
         out: *mut f32,
-        w: usize,
     ) {
         let mut acc = [[_mm256_setzero_ps(); V]; E];
         let mut xp = [std::ptr::null::<f32>(); E];
@@ -287,7 +366,7 @@ mod avx {
             xp[e] = xs[e].as_ptr();
         }
         for t in 0..d {
-            let row = g.add(t * d);
+            let row = g.add(t * w);
             let mut gv = [_mm256_setzero_ps(); V];
             for v in 0..V {
                 gv[v] = _mm256_loadu_ps(row.add(8 * v));
@@ -350,23 +429,42 @@ mod tests {
         (g, ys, indptr, cols, conf, lams, x)
     }
 
-    /// The Gram GEMM equals the naive per-output FMA chain bit for bit, for any number of
-    /// entities per call and block widths that are and are not whole tiles.
+    /// The Gram GEMM equals the naive per-output FMA chain bit for bit, on every path this
+    /// machine has (AVX-512, AVX2, portable), for any number of entities per call and block
+    /// widths that are and are not whole tiles.
     #[test]
     fn gram_cols_equals_the_naive_chain() {
         let mut r = SplitMix::new(41);
-        let d = 72;
+        let d = 80;
         let ys: Vec<f32> = (0..100 * d).map(|_| r.next_normal() as f32).collect();
         let mut g = vec![0.0; d * d];
         gram(&ys, 100, d, &mut g);
-        let xs: Vec<Vec<f32>> = (0..7)
+        let xs: Vec<Vec<f32>> = (0..8)
             .map(|_| (0..d).map(|_| r.next_normal() as f32).collect())
             .collect();
-        for (k0, w) in [(0, 8), (8, 32), (16, 56), (40, 24), (0, 72)] {
-            for n in 1..=7 {
+        let zero = vec![0.0; d];
+        for (k0, w) in [
+            (0, 8),
+            (8, 32),
+            (16, 64),
+            (40, 24),
+            (32, 48),
+            (0, 16),
+            (0, 80),
+        ] {
+            let slab: Vec<f32> = (0..d)
+                .flat_map(|t| g[t * d + k0..t * d + k0 + w].to_vec())
+                .collect();
+            for n in 1..=8 {
                 let refs: Vec<&[f32]> = xs[..n].iter().map(|x| &x[..]).collect();
-                let mut out = vec![0.0; n * w];
-                gram_cols(&g, d, k0, w, &refs, &mut out);
+                let mut out = vec![0.0; 2 * LANES * w];
+                gram_cols(&slab, d, w, &refs, &zero, &mut out);
+                #[cfg(target_arch = "x86_64")]
+                let mut avx2 = vec![f32::NAN; n * w];
+                #[cfg(target_arch = "x86_64")]
+                if super::super::super::kernels::simd_usable(w) {
+                    gram_cols_avx2(&slab, d, w, &refs, &mut avx2);
+                }
                 for (e, x) in refs.iter().enumerate() {
                     for i in 0..w {
                         let mut acc = 0.0f32;
@@ -374,6 +472,44 @@ mod tests {
                             acc = g[t * d + k0 + i].mul_add(x[t], acc);
                         }
                         assert_eq!(out[e * w + i].to_bits(), acc.to_bits(), "k0={k0} w={w}");
+                        #[cfg(target_arch = "x86_64")]
+                        if super::super::super::kernels::simd_usable(w) {
+                            assert_eq!(avx2[e * w + i].to_bits(), acc.to_bits(), "avx2 w={w}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 build of a block system equals [`Block::build`]'s bit for bit (upper
+    /// triangle), for entities with 0 to many pairs.
+    #[test]
+    fn wide_build_equals_build_bit_for_bit() {
+        let mut r = SplitMix::new(44);
+        let d = 96;
+        let (g, ys, indptr, cols, conf, lams, _) = side(&mut r, 12, 200, d);
+        let inp = Inputs {
+            d,
+            g: &g,
+            gathered: &ys,
+            indptr: &indptr,
+            cols: &cols,
+            conf: &conf,
+            lambdas: &lams,
+            slab: &[],
+        };
+        for (b, k0) in [(16, 16), (32, 64), (48, 48), (64, 32)] {
+            let mut bl = Block::new(d, b);
+            for row in 0..12 {
+                let (a, e) = (indptr[row], indptr[row + 1]);
+                let mut sys = vec![0.0; b * b];
+                bl.build_into(&mut sys, &inp, (&cols[a..e], &conf[a..e]), lams[row], k0, b);
+                bl.build(&g, lams[row], &ys, &cols[a..e], &conf[a..e], k0, b);
+                for i in 0..b {
+                    for j in i..b {
+                        let (x, y) = (sys[i * b + j], bl.a[i * b + j]);
+                        assert_eq!(x.to_bits(), y.to_bits(), "b={b} row={row} ({i},{j})");
                     }
                 }
             }

@@ -41,6 +41,22 @@ pub fn put_upper(packed: &mut [f32], w: usize, lane: usize, a: &[f32]) {
     }
 }
 
+/// Stores the upper triangles of the [`LANES`] row-major `w × w` matrices `a8` (lane `l` at
+/// `l·w²`) into `packed`: [`put_upper`] for every lane, eight columns of eight lanes at a
+/// time through an 8 × 8 register transpose on AVX2 (`w` a multiple of 8 there).
+pub fn pack_lanes(a8: &[f32], w: usize, packed: &mut [f32]) {
+    assert!(a8.len() >= LANES * w * w && packed.len() >= packed_len(w));
+    #[cfg(target_arch = "x86_64")]
+    if super::super::kernels::simd::usable(w) {
+        // SAFETY: AVX2 and FMA detected, w a multiple of 8; lengths asserted above.
+        unsafe { avx::pack(a8.as_ptr(), w, packed.as_mut_ptr()) };
+        return;
+    }
+    for l in 0..LANES {
+        put_upper(packed, w, l, &a8[l * w * w..(l + 1) * w * w]);
+    }
+}
+
 /// Lane `lane` of `packed` becomes the identity (padding for a group with fewer entities).
 pub fn put_identity(packed: &mut [f32], w: usize, lane: usize) {
     assert!(packed.len() >= packed_len(w) && lane < LANES);
@@ -187,6 +203,62 @@ mod avx {
         _mm256_movemask_ps(good) as u32
     }
 
+    /// [`super::pack_lanes`]: per row, each 8-column chunk of the eight matrices transposed
+    /// into eight lane runs.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `a8` holds `LANES·w²` floats, `packed` a triangle of order
+    /// `w`, `w` a multiple of 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn pack(a8: *const f32, w: usize, packed: *mut f32) {
+        for i in 0..w {
+            let mut c = i & !7;
+            while c < w {
+                let mut r = [_mm256_setzero_ps(); LANES];
+                for (l, v) in r.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(a8.add(l * w * w + i * w + c));
+                }
+                let t = transpose(r);
+                for (m, v) in t.iter().enumerate().filter(|&(m, _)| c + m >= i) {
+                    _mm256_storeu_ps(packed.add(at(w, i, c + m) * LANES), *v);
+                }
+                c += 8;
+            }
+        }
+    }
+
+    /// `out[m]` = element `m` of every `r[l]`, lane `l`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn transpose(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+
     /// Columns `j .. j + J` of row `i` of `U`: `(a_ij − Σ_{k<i} u_ki u_kj) / u_ii`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -274,6 +346,21 @@ mod tests {
             for i in 0..w {
                 assert_eq!(r1[i * LANES].to_bits(), rhs[i * LANES].to_bits(), "w={w}");
             }
+        }
+    }
+
+    /// The transposing pack equals [`put_upper`] lane by lane.
+    #[test]
+    fn pack_lanes_equals_put_upper() {
+        let mut r = SplitMix::new(33);
+        for w in [8, 16, 24, 64] {
+            let a8: Vec<f32> = (0..LANES * w * w).map(|_| r.next_normal() as f32).collect();
+            let (mut want, mut got) = (vec![0.0; packed_len(w)], vec![0.0; packed_len(w)]);
+            for l in 0..LANES {
+                put_upper(&mut want, w, l, &a8[l * w * w..(l + 1) * w * w]);
+            }
+            pack_lanes(&a8, w, &mut got);
+            assert_eq!(got, want, "w={w}");
         }
     }
 
