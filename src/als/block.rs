@@ -178,7 +178,7 @@ impl Block {
         let groups: Vec<&[usize]> = kept.chunks(GROUP).collect();
         for (i, &grp) in groups.iter().enumerate() {
             if let Some(next) = groups.get(i + 1) {
-                group::prefetch_group(&inp, next, d, self.b);
+                group::prefetch_group(&inp, next);
             }
             self.sweep_group(&inp, grp, &mut s, factors, &mut failed);
         }

@@ -38,9 +38,9 @@ pub fn slab_of(g: &[f32], d: usize, b: usize, out: &mut Vec<f32>) {
     }
 }
 
-/// Pairs of a group beyond which its rows are not prefetched whole (they would not stay in
-/// L2 until used; the block loop then prefetches each block's segments instead).
-const PREFETCH_PAIRS: usize = 256;
+/// Bytes of a group's pair rows that stay in L2 between its residual pass and its blocks;
+/// beyond that the block loop prefetches each next block's segments.
+const RESIDENT_BYTES: usize = 512 << 10;
 
 impl Block {
     /// Whether blocks of `w` go through the lane-stacked path.
@@ -67,7 +67,7 @@ impl Block {
                 *s = dot(&inp.gathered[c as usize * d..(c as usize + 1) * d], x);
             }
         }
-        let whole = pairs_of(inp, group) <= PREFETCH_PAIRS;
+        let whole = pairs_of(inp, group) * d * 4 <= RESIDENT_BYTES;
         let mut k0 = 0;
         while k0 < d {
             let w = self.b.min(d - k0);
@@ -132,10 +132,7 @@ impl Block {
             // (A x − r)_B = (G x)_B + λ x_B + Σ_j ((c_j − 1) s_j − c_j) y_jB.
             let grad = &mut grads[l * w..(l + 1) * w];
             grad.iter_mut().zip(x).for_each(|(gi, &xi)| *gi += lam * xi);
-            for ((&c, &sj), &col) in conf.iter().zip(&s[a..b]).zip(cols) {
-                let y = &inp.gathered[col as usize * d + k0..col as usize * d + k0 + w];
-                axpy(grad, (c - 1.0) * sj - c, y);
-            }
+            pair_gradient(inp, (cols, conf, &s[a..b]), k0, grad);
             for (i, &gi) in grad.iter().enumerate() {
                 rhs[i * LANES + l] = -gi;
             }
@@ -167,10 +164,7 @@ impl Block {
                 .iter_mut()
                 .zip(&*delta)
                 .for_each(|(x, v)| *x += v);
-            for (sj, &col) in s[a..b].iter_mut().zip(&inp.cols[a..b]) {
-                let y = &inp.gathered[col as usize * d + k0..col as usize * d + k0 + w];
-                *sj += dot(y, delta);
-            }
+            pair_residuals(inp, &inp.cols[a..b], &mut s[a..b], k0, delta);
         }
         (self.grads, self.packed, self.rhs, self.a8) = (grads, packed, rhs, a8);
     }
@@ -193,7 +187,8 @@ impl Block {
             for i in 0..w {
                 let row = &inp.g[(k0 + i) * d + k0..(k0 + i) * d + k0 + w];
                 sys[i * w..(i + 1) * w].copy_from_slice(row);
-                sys[i * w + i] += lam;
+                // From `row`, not `sys`: reading back one float of the fresh wide copy stalls.
+                sys[i * w + i] = row[i] + lam;
             }
             self.scaled.clear();
             self.ys.clear();
@@ -212,6 +207,52 @@ impl Block {
     }
 }
 
+/// `grad += Σ_j ((c_j − 1) s_j − c_j) y_jB` over one entity's pairs in order (the same
+/// operations as one [`axpy`] per pair, without a call and a reload of `grad` per pair).
+fn pair_gradient(
+    inp: &Inputs,
+    (cols, conf, s): (&[u32], &[f32], &[f32]),
+    k0: usize,
+    grad: &mut [f32],
+) {
+    let (d, w) = (inp.d, grad.len());
+    assert!(cols.len() == conf.len() && cols.len() == s.len());
+    assert!(cols
+        .iter()
+        .all(|&c| c as usize * d + k0 + w <= inp.gathered.len()));
+    #[cfg(target_arch = "x86_64")]
+    if super::super::kernels::simd::usable(w) {
+        // SAFETY: features and w % 8 == 0 checked; every row segment lies in `gathered`.
+        unsafe { avx::pair_gradient(inp.gathered.as_ptr(), d, k0, (cols, conf, s), grad) };
+        return;
+    }
+    for ((&c, &sj), &col) in conf.iter().zip(s).zip(cols) {
+        let y = &inp.gathered[col as usize * d + k0..col as usize * d + k0 + w];
+        axpy(grad, (c - 1.0) * sj - c, y);
+    }
+}
+
+/// `s_j += y_jB · delta` over one entity's pairs (one [`dot`] each, without a call per pair).
+fn pair_residuals(inp: &Inputs, cols: &[u32], s: &mut [f32], k0: usize, delta: &[f32]) {
+    let (d, w) = (inp.d, delta.len());
+    assert!(cols.len() == s.len());
+    assert!(cols
+        .iter()
+        .all(|&c| c as usize * d + k0 + w <= inp.gathered.len()));
+    #[cfg(target_arch = "x86_64")]
+    if super::super::kernels::simd::usable(w) {
+        // SAFETY: features and w % 8 == 0 checked; every row segment lies in `gathered`.
+        unsafe { avx::pair_residuals(inp.gathered.as_ptr(), d, k0, cols, s, delta) };
+        return;
+    }
+    for (sj, &col) in s.iter_mut().zip(cols) {
+        *sj += dot(
+            &inp.gathered[col as usize * d + k0..col as usize * d + k0 + w],
+            delta,
+        );
+    }
+}
+
 /// Pairs of the rows `group`.
 pub fn pairs_of(inp: &Inputs, group: &[usize]) -> usize {
     group
@@ -220,16 +261,12 @@ pub fn pairs_of(inp: &Inputs, group: &[usize]) -> usize {
         .sum()
 }
 
-/// Asks the cache for the next group's pair rows: whole when they fit in L2, else their first
-/// block (the sweep prefetches each further block's segments itself).
-pub fn prefetch_group(inp: &Inputs, group: &[usize], d: usize, b: usize) {
-    let len = if pairs_of(inp, group) <= PREFETCH_PAIRS {
-        d
-    } else {
-        b.min(d)
-    };
+/// Asks the cache for the start of the next group's pair rows (two lines each: the residual
+/// pass then streams each row on the hardware prefetcher), so those misses overlap this
+/// group's work instead of stalling the next group's first dot products one row at a time.
+pub fn prefetch_group(inp: &Inputs, group: &[usize]) {
     for &r in group {
-        prefetch_rows(inp, r, 0, len);
+        prefetch_rows(inp, r, 0, 32.min(inp.d));
     }
 }
 
@@ -244,9 +281,11 @@ fn prefetch_rows(inp: &Inputs, r: usize, k0: usize, len: usize) {
                 continue;
             };
             // One hint per 64-byte line, and the segment's last float (its line may be one more).
-            for off in (0..len).step_by(16).chain(len.checked_sub(1)) {
+            let mut off = 0;
+            while off < len {
                 // SAFETY: prefetch is a hint; the address lies inside `gathered`.
                 unsafe { _mm_prefetch::<_MM_HINT_T0>(seg.as_ptr().add(off) as *const i8) };
+                off += 16;
             }
         }
     }
@@ -307,7 +346,46 @@ fn gram_cols_avx2(slab: &[f32], d: usize, w: usize, xs: &[&[f32]], out: &mut [f3
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
+    use super::super::super::kernels::simd;
     use std::arch::x86_64::*;
+
+    /// [`super::pair_gradient`]: the [`simd::axpy`] of every pair, inlined.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `w = grad.len()` a multiple of 8; every
+    /// `cols[j]·d + k0 + w` within the gathered rows at `y`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn pair_gradient(
+        y: *const f32,
+        d: usize,
+        k0: usize,
+        (cols, conf, s): (&[u32], &[f32], &[f32]),
+        grad: &mut [f32],
+    ) {
+        let (w, gp) = (grad.len(), grad.as_mut_ptr());
+        for ((&c, &sj), &col) in conf.iter().zip(s).zip(cols) {
+            simd::axpy(gp, (c - 1.0) * sj - c, y.add(col as usize * d + k0), w);
+        }
+    }
+
+    /// [`super::pair_residuals`]: the [`simd::dot`] of every pair, inlined.
+    ///
+    /// # Safety
+    /// As [`pair_gradient`], with `w = delta.len()`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn pair_residuals(
+        y: *const f32,
+        d: usize,
+        k0: usize,
+        cols: &[u32],
+        s: &mut [f32],
+        delta: &[f32],
+    ) {
+        let w = delta.len();
+        for (sj, &col) in s.iter_mut().zip(cols) {
+            *sj += simd::dot(y.add(col as usize * d + k0), delta.as_ptr(), w);
+        }
+    }
 
     /// Outputs `i0 .. i0 + 8·nv` of [`super::gram_cols`] for the (at most 3) entities `xs`,
     /// written at `out[(e0 + e)·w + i0 ..]`.
