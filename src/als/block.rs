@@ -160,16 +160,7 @@ impl Block {
         if self.lanes {
             group::slab_of(g, d, self.b, &mut slab);
         }
-        let inp = group::Inputs {
-            slab: &slab,
-            d,
-            g,
-            gathered,
-            indptr,
-            cols,
-            conf,
-            lambdas,
-        };
+        let inp = group::Inputs::new(d, g, gathered, (indptr, cols, conf), lambdas, &slab);
         let mut s = std::mem::take(&mut self.s);
         s.clear();
         s.resize(cols.len(), 0.0);

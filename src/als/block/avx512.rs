@@ -145,3 +145,20 @@ unsafe fn syrk_tile<const V: usize>(
         }
     }
 }
+
+/// `scaled[p·w + i] = (conf[p] − 1) · ys[p][i]` (the coefficients of [`syrk_upper`]; the same
+/// products as [`super::Block::build`]'s).
+///
+/// # Safety
+/// [`usable`]`(w)` must hold; `scaled` holds `ys.len()·w` floats, every `ys[p]` `w`.
+#[target_feature(enable = "avx512f,fma")]
+pub unsafe fn scale_rows(ys: &[*const f32], conf: &[f32], w: usize, scaled: &mut [f32]) {
+    let out = scaled.as_mut_ptr();
+    for (p, (&y, &c)) in ys.iter().zip(conf).enumerate() {
+        let cv = _mm512_set1_ps(c - 1.0);
+        for v in 0..w / 16 {
+            let o = out.add(p * w + 16 * v);
+            _mm512_storeu_ps(o, _mm512_mul_ps(cv, _mm512_loadu_ps(y.add(16 * v))));
+        }
+    }
+}

@@ -12,16 +12,50 @@ use super::lanes::{self, LANES};
 use super::{axpy, dot, Block};
 
 /// What a side's sweep reads: the Gram, the gathered other side, the side's CSR and its λs.
+/// Built by [`Inputs::new`], which checks once that every pair's row lies in `gathered`
+/// (the per-pair kernels rely on it).
 pub struct Inputs<'a> {
-    pub d: usize,
-    pub g: &'a [f32],
-    pub gathered: &'a [f32],
-    pub indptr: &'a [usize],
-    pub cols: &'a [u32],
-    pub conf: &'a [f32],
-    pub lambdas: &'a [f32],
+    d: usize,
+    g: &'a [f32],
+    gathered: &'a [f32],
+    indptr: &'a [usize],
+    cols: &'a [u32],
+    conf: &'a [f32],
+    lambdas: &'a [f32],
     /// The Gram block-major ([`slab_of`]): block `k0..k0 + w` is `d × w` at `k0·d`.
-    pub slab: &'a [f32],
+    slab: &'a [f32],
+}
+
+impl<'a> Inputs<'a> {
+    /// The sweep's inputs for dimension `d`; `slab` may be empty when no lane step runs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        d: usize,
+        g: &'a [f32],
+        gathered: &'a [f32],
+        (indptr, cols, conf): (&'a [usize], &'a [u32], &'a [f32]),
+        lambdas: &'a [f32],
+        slab: &'a [f32],
+    ) -> Self {
+        let rows = indptr.len().saturating_sub(1);
+        assert!(g.len() >= d * d && lambdas.len() == rows && conf.len() == cols.len());
+        assert!(indptr.windows(2).all(|p| p[0] <= p[1]) && indptr.last() <= Some(&cols.len()));
+        assert!(
+            cols.iter().all(|&c| (c as usize + 1) * d <= gathered.len()),
+            "block sweep: a pair's column lies past the gathered rows ({} of width {d})",
+            gathered.len() / d.max(1)
+        );
+        Inputs {
+            d,
+            g,
+            gathered,
+            indptr,
+            cols,
+            conf,
+            lambdas,
+            slab,
+        }
+    }
 }
 
 /// `G` rearranged block-major for blocks of `b`: block `k0..k0 + w` holds rows
@@ -132,7 +166,7 @@ impl Block {
             // (A x − r)_B = (G x)_B + λ x_B + Σ_j ((c_j − 1) s_j − c_j) y_jB.
             let grad = &mut grads[l * w..(l + 1) * w];
             grad.iter_mut().zip(x).for_each(|(gi, &xi)| *gi += lam * xi);
-            pair_gradient(inp, (cols, conf, &s[a..b]), k0, grad);
+            pair_gradient(inp, r, &s[a..b], k0, grad);
             for (i, &gi) in grad.iter().enumerate() {
                 rhs[i * LANES + l] = -gi;
             }
@@ -164,7 +198,7 @@ impl Block {
                 .iter_mut()
                 .zip(&*delta)
                 .for_each(|(x, v)| *x += v);
-            pair_residuals(inp, &inp.cols[a..b], &mut s[a..b], k0, delta);
+            pair_residuals(inp, r, &mut s[a..b], k0, delta);
         }
         (self.grads, self.packed, self.rhs, self.a8) = (grads, packed, rhs, a8);
     }
@@ -190,13 +224,15 @@ impl Block {
                 // From `row`, not `sys`: reading back one float of the fresh wide copy stalls.
                 sys[i * w + i] = row[i] + lam;
             }
-            self.scaled.clear();
             self.ys.clear();
-            for (&c, &col) in conf.iter().zip(cols) {
-                let y = &inp.gathered[col as usize * d + k0..col as usize * d + k0 + w];
-                self.scaled.extend(y.iter().map(|&v| (c - 1.0) * v));
-                self.ys.push(y.as_ptr());
-            }
+            self.ys.extend(
+                cols.iter()
+                    .map(|&c| inp.gathered[c as usize * d + k0..].as_ptr()),
+            );
+            self.scaled.resize(cols.len() * w, 0.0);
+            // SAFETY: usable(w) checked; each pointer starts a w-float segment of `gathered`
+            // (k0 + w ≤ d, rows checked by Inputs::new); `scaled` holds cols.len() · w floats.
+            unsafe { super::avx512::scale_rows(&self.ys, conf, w, &mut self.scaled) };
             // SAFETY: usable(w) checked the features and w; `sys` is w × w, `scaled` holds
             // one w-row per pair and every pointer w floats of `gathered`.
             unsafe { super::avx512::syrk_upper(sys, w, &self.scaled, &self.ys) };
@@ -207,22 +243,16 @@ impl Block {
     }
 }
 
-/// `grad += Σ_j ((c_j − 1) s_j − c_j) y_jB` over one entity's pairs in order (the same
-/// operations as one [`axpy`] per pair, without a call and a reload of `grad` per pair).
-fn pair_gradient(
-    inp: &Inputs,
-    (cols, conf, s): (&[u32], &[f32], &[f32]),
-    k0: usize,
-    grad: &mut [f32],
-) {
-    let (d, w) = (inp.d, grad.len());
-    assert!(cols.len() == conf.len() && cols.len() == s.len());
-    assert!(cols
-        .iter()
-        .all(|&c| c as usize * d + k0 + w <= inp.gathered.len()));
+/// `grad += Σ_j ((c_j − 1) s_j − c_j) y_jB` over row `r`'s pairs in order, `s` its residuals
+/// (the same operations as one [`axpy`] per pair, without a call and a reload of `grad` each).
+fn pair_gradient(inp: &Inputs, r: usize, s: &[f32], k0: usize, grad: &mut [f32]) {
+    let (d, w, (a, b)) = (inp.d, grad.len(), (inp.indptr[r], inp.indptr[r + 1]));
+    let (cols, conf) = (&inp.cols[a..b], &inp.conf[a..b]);
+    assert!(s.len() == cols.len() && k0 + w <= d);
     #[cfg(target_arch = "x86_64")]
     if super::super::kernels::simd::usable(w) {
-        // SAFETY: features and w % 8 == 0 checked; every row segment lies in `gathered`.
+        // SAFETY: features and w % 8 == 0 checked; every row of `inp.cols` lies in
+        // `gathered` (Inputs::new) and k0 + w ≤ d.
         unsafe { avx::pair_gradient(inp.gathered.as_ptr(), d, k0, (cols, conf, s), grad) };
         return;
     }
@@ -232,24 +262,20 @@ fn pair_gradient(
     }
 }
 
-/// `s_j += y_jB · delta` over one entity's pairs (one [`dot`] each, without a call per pair).
-fn pair_residuals(inp: &Inputs, cols: &[u32], s: &mut [f32], k0: usize, delta: &[f32]) {
-    let (d, w) = (inp.d, delta.len());
-    assert!(cols.len() == s.len());
-    assert!(cols
-        .iter()
-        .all(|&c| c as usize * d + k0 + w <= inp.gathered.len()));
+/// `s_j += y_jB · delta` over row `r`'s pairs (one [`dot`] each, without a call per pair).
+fn pair_residuals(inp: &Inputs, r: usize, s: &mut [f32], k0: usize, delta: &[f32]) {
+    let (d, w, (a, b)) = (inp.d, delta.len(), (inp.indptr[r], inp.indptr[r + 1]));
+    let cols = &inp.cols[a..b];
+    assert!(s.len() == cols.len() && k0 + w <= d);
     #[cfg(target_arch = "x86_64")]
     if super::super::kernels::simd::usable(w) {
-        // SAFETY: features and w % 8 == 0 checked; every row segment lies in `gathered`.
+        // SAFETY: as in pair_gradient.
         unsafe { avx::pair_residuals(inp.gathered.as_ptr(), d, k0, cols, s, delta) };
         return;
     }
     for (sj, &col) in s.iter_mut().zip(cols) {
-        *sj += dot(
-            &inp.gathered[col as usize * d + k0..col as usize * d + k0 + w],
-            delta,
-        );
+        let y = &inp.gathered[col as usize * d + k0..col as usize * d + k0 + w];
+        *sj += dot(y, delta);
     }
 }
 
@@ -567,16 +593,7 @@ mod tests {
         let mut r = SplitMix::new(44);
         let d = 96;
         let (g, ys, indptr, cols, conf, lams, _) = side(&mut r, 12, 200, d);
-        let inp = Inputs {
-            d,
-            g: &g,
-            gathered: &ys,
-            indptr: &indptr,
-            cols: &cols,
-            conf: &conf,
-            lambdas: &lams,
-            slab: &[],
-        };
+        let inp = Inputs::new(d, &g, &ys, (&indptr, &cols, &conf), &lams, &[]);
         for (b, k0) in [(16, 16), (32, 64), (48, 48), (64, 32)] {
             let mut bl = Block::new(d, b);
             for row in 0..12 {

@@ -92,8 +92,16 @@ pub fn solve_portable(packed: &mut [f32], w: usize, rhs: &mut [f32]) -> u32 {
         for i in 0..w {
             for j in i..w {
                 let mut acc = u(packed, i, j);
-                for k in 0..i {
-                    acc -= u(packed, k, i) * u(packed, k, j);
+                if i == j {
+                    let mut p = [0.0f32; 4];
+                    for k in 0..i {
+                        p[k % 4] += u(packed, k, i) * u(packed, k, i);
+                    }
+                    acc -= (p[0] + p[1]) + (p[2] + p[3]);
+                } else {
+                    for k in 0..i {
+                        acc -= u(packed, k, i) * u(packed, k, j);
+                    }
                 }
                 if i == j {
                     if !(acc > 0.0 && acc.is_finite()) {
@@ -143,17 +151,25 @@ mod avx {
     /// `w · LANES` floats, `w ≤ MAX_W`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn cholesky_solve(a: *mut f32, w: usize, x: *mut f32) -> u32 {
-        let el = |i: usize, j: usize| a.add(at(w, i, j) * LANES);
+        // Row i's run of (i, j) starts at `row[i] + j` (runs of LANES floats).
+        let mut row = [0usize; super::MAX_W];
+        for (i, r) in row.iter_mut().enumerate().take(w) {
+            *r = at(w, i, i) - i;
+        }
+        let el = |i: usize, j: usize| a.add((row[i] + j) * LANES);
         let mut inv = [_mm256_setzero_ps(); super::MAX_W];
         let one = _mm256_set1_ps(1.0);
         let inf = _mm256_set1_ps(f32::INFINITY);
         let mut good = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
         for i in 0..w {
-            let mut p = _mm256_loadu_ps(el(i, i));
+            // a_ii − Σ_k u_ki², in four interleaved partial sums (four chains, not one).
+            let mut p = [_mm256_setzero_ps(); 4];
             for k in 0..i {
                 let u = _mm256_loadu_ps(el(k, i));
-                p = _mm256_fnmadd_ps(u, u, p);
+                p[k % 4] = _mm256_fmadd_ps(u, u, p[k % 4]);
             }
+            let sq = _mm256_add_ps(_mm256_add_ps(p[0], p[1]), _mm256_add_ps(p[2], p[3]));
+            let p = _mm256_sub_ps(_mm256_loadu_ps(el(i, i)), sq);
             // Positive and finite (false for NaN); bad lanes continue on 1 and are masked out.
             let pos = _mm256_and_ps(
                 _mm256_cmp_ps::<_CMP_GT_OQ>(p, _mm256_setzero_ps()),
@@ -166,14 +182,14 @@ mod avx {
             let mut j = i + 1;
             while j < w {
                 match (w - j).min(8) {
-                    8 => crout::<8>(a, w, i, j, inv[i]),
-                    7 => crout::<7>(a, w, i, j, inv[i]),
-                    6 => crout::<6>(a, w, i, j, inv[i]),
-                    5 => crout::<5>(a, w, i, j, inv[i]),
-                    4 => crout::<4>(a, w, i, j, inv[i]),
-                    3 => crout::<3>(a, w, i, j, inv[i]),
-                    2 => crout::<2>(a, w, i, j, inv[i]),
-                    _ => crout::<1>(a, w, i, j, inv[i]),
+                    8 => crout::<8>(a, &row, i, j, inv[i]),
+                    7 => crout::<7>(a, &row, i, j, inv[i]),
+                    6 => crout::<6>(a, &row, i, j, inv[i]),
+                    5 => crout::<5>(a, &row, i, j, inv[i]),
+                    4 => crout::<4>(a, &row, i, j, inv[i]),
+                    3 => crout::<3>(a, &row, i, j, inv[i]),
+                    2 => crout::<2>(a, &row, i, j, inv[i]),
+                    _ => crout::<1>(a, &row, i, j, inv[i]),
                 }
                 j += 8;
             }
@@ -262,8 +278,8 @@ mod avx {
     /// Columns `j .. j + J` of row `i` of `U`: `(a_ij − Σ_{k<i} u_ki u_kj) / u_ii`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn crout<const J: usize>(a: *mut f32, w: usize, i: usize, j: usize, inv: __m256) {
-        let el = |r: usize, c: usize| a.add(at(w, r, c) * LANES);
+    unsafe fn crout<const J: usize>(a: *mut f32, row: &[usize], i: usize, j: usize, inv: __m256) {
+        let el = |r: usize, c: usize| a.add((row[r] + c) * LANES);
         let mut acc = [_mm256_setzero_ps(); J];
         for (t, v) in acc.iter_mut().enumerate() {
             *v = _mm256_loadu_ps(el(i, j + t));
