@@ -21,6 +21,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod gram_term;
 mod group;
 mod lanes;
 
@@ -72,7 +73,7 @@ pub struct Block {
     /// The group's per-entity systems (`GROUP` row-major `w × w`), before packing.
     a8: Vec<f32>,
     /// One entity's scaled block rows and row pointers (the AVX-512 build), `d` zeros (tile
-    /// padding) and the Gram block-major ([`group::slab_of`]).
+    /// padding) and the Gram block-major ([`gram_term::slab_of`]).
     scaled: Vec<f32>,
     ys: Vec<*const f32>,
     zero: Vec<f32>,
@@ -158,7 +159,7 @@ impl Block {
         assert!(cols.iter().all(|&c| (c as usize + 1) * d <= gathered.len()));
         let mut slab = std::mem::take(&mut self.slab);
         if self.lanes {
-            group::slab_of(g, d, self.b, &mut slab);
+            gram_term::slab_of(g, d, self.b, &mut slab);
         }
         let inp = group::Inputs::new(d, g, gathered, (indptr, cols, conf), lambdas, &slab);
         let mut s = std::mem::take(&mut self.s);
