@@ -121,6 +121,7 @@ mod avx {
 
     /// `E` entities × `V` vectors of outputs in registers while the `d` row segments stream.
     #[inline]
+    #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile<const E: usize, const V: usize>(
         g: *const f32,

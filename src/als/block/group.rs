@@ -309,7 +309,6 @@ fn prefetch_rows(inp: &Inputs, r: usize, k0: usize, len: usize) {
 #[cfg(target_arch = "x86_64")]
 mod avx {
     use super::super::super::kernels::simd;
-    use std::arch::x86_64::*;
 
     /// [`super::pair_gradient`]: the [`simd::axpy`] of every pair, inlined.
     ///

@@ -149,6 +149,7 @@ mod avx {
     /// # Safety
     /// AVX2 and FMA must be available; `a` addresses a packed triangle of order `w`, `x`
     /// `w · LANES` floats, `w ≤ MAX_W`.
+    #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn cholesky_solve(a: *mut f32, w: usize, x: *mut f32) -> u32 {
         // Row i's run of (i, j) starts at `row[i] + j` (runs of LANES floats).
