@@ -15,7 +15,15 @@
 //! same, but the Gram's `b × d` row block is read once per group instead of the whole `d × d`
 //! Gram streaming through the cache once per entity (1 MiB at d = 512, the bound there),
 //! while the group's gathered rows still fit in L2 (whole-side passes per block, as iALS++
-//! runs, measured slower: every block re-fetches every pair's row from memory).
+//! runs, measured slower: every block re-fetches every pair's row from memory). With AVX2 and
+//! blocks of 8..=64 a multiple of 8 ([`group`]), the group's Gram terms are one small GEMM and
+//! its block systems are solved together, one entity per SIMD lane ([`lanes`]).
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod gram_term;
+mod group;
+mod lanes;
 
 /// Block sweeps for every row of side `s` (those `only` flags, when given) against the Gram
 /// and the gathered other side of `n_o` entities; returns the rows with a singular block.
@@ -43,7 +51,7 @@ pub fn solve_side(
 }
 
 /// Entities stepped together block by block (see the module comment).
-pub const GROUP: usize = 8;
+pub const GROUP: usize = lanes::LANES;
 
 /// Scratch for block steps of dimension `d`, blocks of `b` (the last one may be shorter).
 pub struct Block {
@@ -56,6 +64,20 @@ pub struct Block {
     g: Vec<f32>,
     /// Scaled block rows `(c_j − 1) y_jB` for the rank-4 updates.
     coef: Vec<f32>,
+    /// Whether lane-stacked group steps run (AVX2 and FMA; tests switch it off to compare).
+    lanes: bool,
+    /// A group's gradients (`GROUP × w`), lane-stacked systems and right-hand sides.
+    grads: Vec<f32>,
+    packed: Vec<f32>,
+    rhs: Vec<f32>,
+    /// The group's per-entity systems (`GROUP` row-major `w × w`), before packing.
+    a8: Vec<f32>,
+    /// One entity's scaled block rows and row pointers (the AVX-512 build), `d` zeros (tile
+    /// padding) and the Gram block-major ([`gram_term::slab_of`]).
+    scaled: Vec<f32>,
+    ys: Vec<*const f32>,
+    zero: Vec<f32>,
+    slab: Vec<f32>,
 }
 
 /// Flops of one entity's sweep with `n` pairs (see `TrainReport::flops_per_half_step`):
@@ -88,6 +110,15 @@ impl Block {
             a: vec![0.0; b * b],
             g: vec![0.0; b],
             coef: vec![0.0; 4 * b],
+            lanes: super::kernels::simd_usable(lanes::LANES),
+            grads: Vec::new(),
+            packed: Vec::new(),
+            rhs: Vec::new(),
+            a8: Vec::new(),
+            scaled: Vec::new(),
+            ys: Vec::new(),
+            zero: Vec::new(),
+            slab: Vec::new(),
         }
     }
 
@@ -104,19 +135,9 @@ impl Block {
         conf: &[f32],
         x: &mut [f32],
     ) -> bool {
-        let d = self.d;
-        assert!(g.len() >= d * d && x.len() == d && cols.len() == conf.len());
-        assert!(cols.iter().all(|&c| (c as usize + 1) * d <= gathered.len()));
-        let row = |j: usize| &gathered[cols[j] as usize * d..(cols[j] as usize + 1) * d];
-        let mut s: Vec<f32> = (0..cols.len()).map(|j| dot(row(j), x)).collect();
-        let mut ok = true;
-        let mut k0 = 0;
-        while k0 < d {
-            let w = self.b.min(d - k0);
-            ok &= self.step(g, lambda, gathered, (cols, conf, &mut s), x, k0, w);
-            k0 += w;
-        }
-        ok
+        assert!(x.len() == self.d && cols.len() == conf.len());
+        let indptr = [0, cols.len()];
+        self.sweep_side(g, gathered, (&indptr, cols, conf), x, &[lambda], |_| true) == 0
     }
 
     /// [`Block::solve`] for every row `r` of a side's CSR (`indptr`, `cols`, `conf`, row-major
@@ -136,33 +157,24 @@ impl Block {
         let rows = indptr.len().saturating_sub(1);
         assert!(g.len() >= d * d && factors.len() == rows * d && lambdas.len() == rows);
         assert!(cols.iter().all(|&c| (c as usize + 1) * d <= gathered.len()));
-        self.s.clear();
-        self.s.resize(cols.len(), 0.0);
-        for r in (0..rows).filter(|&r| keep(r)) {
-            let x = &factors[r * d..(r + 1) * d];
-            let (a, b) = (indptr[r], indptr[r + 1]);
-            for (s, &c) in self.s[a..b].iter_mut().zip(&cols[a..b]) {
-                let c = c as usize;
-                *s = dot(&gathered[c * d..(c + 1) * d], x);
-            }
+        let mut slab = std::mem::take(&mut self.slab);
+        if self.lanes {
+            gram_term::slab_of(g, d, self.b, &mut slab);
         }
-        let mut failed = vec![false; rows];
+        let inp = group::Inputs::new(d, g, gathered, (indptr, cols, conf), lambdas, &slab);
         let mut s = std::mem::take(&mut self.s);
+        s.clear();
+        s.resize(cols.len(), 0.0);
+        let mut failed = vec![false; rows];
         let kept: Vec<usize> = (0..rows).filter(|&r| keep(r)).collect();
-        for group in kept.chunks(GROUP) {
-            let mut k0 = 0;
-            while k0 < d {
-                let w = self.b.min(d - k0);
-                for &r in group {
-                    let (a, b) = (indptr[r], indptr[r + 1]);
-                    let pairs = (&cols[a..b], &conf[a..b], &mut s[a..b]);
-                    let x = &mut factors[r * d..(r + 1) * d];
-                    failed[r] |= !self.step(g, lambdas[r], gathered, pairs, x, k0, w);
-                }
-                k0 += w;
+        let groups: Vec<&[usize]> = kept.chunks(GROUP).collect();
+        for (i, &grp) in groups.iter().enumerate() {
+            if let Some(next) = groups.get(i + 1) {
+                group::prefetch_group(&inp, next);
             }
+            self.sweep_group(&inp, grp, &mut s, factors, &mut failed);
         }
-        self.s = s;
+        (self.s, self.slab) = (s, slab);
         failed.iter().filter(|&&f| f).count() as u64
     }
 

@@ -215,5 +215,3 @@ impl Default for Input {
         }
     }
 }
-
-/// Confidence scheme.

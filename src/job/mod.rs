@@ -13,9 +13,9 @@ mod validate;
 
 pub use input::*;
 pub use sections::*;
-use validate::bad;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use validate::bad;
 
 /// A whole job.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -44,6 +44,7 @@ pub struct Job {
     /// The stochastic SVD (`model.method = "svd"`).
     pub svd: Svd,
 }
+/// A job error: which key, what is wrong.
 #[derive(Debug)]
 pub struct JobError(pub String);
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Confidence scheme.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
@@ -505,5 +506,3 @@ impl Default for Svd {
         }
     }
 }
-
-/// A job error: which key, what is wrong.

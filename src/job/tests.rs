@@ -34,9 +34,8 @@ fn defaults_are_valid() {
 
 #[test]
 fn reference_job_lists_every_default() {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/reference.toml"))
-            .unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/reference.toml"))
+        .unwrap();
     let j = Job::parse(&text, &[]).unwrap();
     assert_eq!(
         j,

@@ -15,6 +15,7 @@ mod spectrum;
 mod svg;
 
 use plots::*;
+use svg::*;
 
 /// Ids of the plots, in page order.
 pub const PLOT_IDS: [&str; 7] = [
@@ -27,6 +28,7 @@ pub const PLOT_IDS: [&str; 7] = [
     "plot-candidates",
 ];
 
+/// Escapes text for XML/HTML content and attribute values.
 pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
@@ -82,7 +84,6 @@ pub fn short(v: f64) -> String {
     }
 }
 
-/// Evenly spaced "nice" ticks (1, 2, 5 × 10^k) covering `[lo, hi]`.
 fn row(out: &mut String, name: &str, v: &Value, shown: String) {
     let _ = write!(
         out,

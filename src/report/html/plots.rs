@@ -3,6 +3,7 @@
 use super::svg::*;
 use super::*;
 
+/// Objective after each half-step, one line per half.
 pub(super) fn objective_plot(r: &Value) -> String {
     let id = "plot-objective";
     let pts: Vec<&Value> = r["objective"]

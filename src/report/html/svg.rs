@@ -10,7 +10,7 @@ pub(super) const TOP: f64 = 30.0;
 pub(super) const BOTTOM: f64 = 64.0;
 pub(super) const COLORS: [&str; 3] = ["#3b6fb6", "#e08a2e", "#4f9d69"];
 
-/// Escapes text for XML/HTML content and attribute values.
+/// Evenly spaced "nice" ticks (1, 2, 5 × 10^k) covering `[lo, hi]`.
 pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     let (lo, hi) = if hi > lo {
         (lo, hi)
@@ -125,8 +125,8 @@ pub(super) fn legend(s: &mut String, names: &[&str]) {
 
 /// One series of a bar chart: name and one JSON number per category.
 pub(super) struct Series<'a> {
-    name: &'a str,
-    values: Vec<Value>,
+    pub name: &'a str,
+    pub values: Vec<Value>,
 }
 
 /// Vertical (optionally stacked) bars, one group per category.
@@ -228,7 +228,13 @@ pub(super) fn bin_label(b: &Value) -> String {
     }
 }
 
-pub(super) fn histogram(id: &str, label: &str, bins: &[Value], x_title: &str, y_title: &str) -> String {
+pub(super) fn histogram(
+    id: &str,
+    label: &str,
+    bins: &[Value],
+    x_title: &str,
+    y_title: &str,
+) -> String {
     let cats: Vec<String> = bins.iter().map(bin_label).collect();
     let series = [Series {
         name: "count",
@@ -236,5 +242,3 @@ pub(super) fn histogram(id: &str, label: &str, bins: &[Value], x_title: &str, y_
     }];
     bar_chart(id, label, &cats, &series, false, x_title, y_title)
 }
-
-/// Objective after each half-step, one line per half.
