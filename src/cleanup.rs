@@ -18,7 +18,7 @@
 //! that a worker writing into one cannot make the removal fail.
 //!
 //! The registry is per process (paths carry the process id); library callers of
-//! [`crate::run::run`] only register, and only the binary ends the process.
+//! `run::run` only register, and only the binary ends the process.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,10 @@ static STATE: Mutex<State> = Mutex::new(State {
     published: None,
 });
 static PUBLISH: Mutex<()> = Mutex::new(());
+
+/// Non-zero once this process has decided to exit with that code after a failed run; a panic
+/// that happens meanwhile (a network thread noticing closed peers) exits with it too.
+pub static EXITING: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 /// The signal received (set in the signal handler itself, before the handler thread runs).
 static SIGNALLED: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
 
@@ -155,7 +159,7 @@ fn end(code: i32, say: impl FnOnce(Option<&Path>) -> String) -> ! {
     }
     eprintln!("{}", say(None));
     // A network thread that panics from here on (peers see us go) exits with this code.
-    crate::run::EXITING.store(code, std::sync::atomic::Ordering::SeqCst);
+    EXITING.store(code, std::sync::atomic::Ordering::SeqCst);
     std::process::exit(code)
 }
 

@@ -331,7 +331,7 @@ fn main() -> ExitCode {
     // A panicking worker thread would leave its peers waiting for it: end the process at once.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let exiting = recflow::run::EXITING.load(std::sync::atomic::Ordering::SeqCst);
+        let exiting = recflow::cleanup::EXITING.load(std::sync::atomic::Ordering::SeqCst);
         if exiting != 0 {
             // The run already failed and said why; this is a network thread seeing it end.
             std::process::exit(exiting);

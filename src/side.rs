@@ -102,7 +102,7 @@ pub struct Side {
     pub conf: Vec<f32>,
     /// Global key of each gathered vector (ascending within each source worker). Once
     /// training shares the gathered array between the threads of a process
-    /// ([`crate::als::shared`]), this is that array's keys, the same `Arc` on every thread.
+    /// (`als::shared`), this is that array's keys, the same `Arc` on every thread.
     pub gathered_keys: Arc<[u64]>,
     /// The vectors this side receives and sends every half-step.
     pub routing: Routing,
@@ -110,7 +110,7 @@ pub struct Side {
     /// `cols` index (only while half-steps run).
     pub gathered: Option<RowsHandle>,
     /// Whether `cols`, `gathered_keys` and `routing` are in the process-shared layout
-    /// ([`crate::als::shared`]) rather than ingest's per-worker one.
+    /// (`als::shared`) rather than ingest's per-worker one.
     pub shared_layout: bool,
 }
 

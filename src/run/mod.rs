@@ -19,10 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timely::worker::Worker;
 
-/// Non-zero once this process has decided to exit with that code after a failed run; a panic
-/// that happens meanwhile (a network thread noticing closed peers) exits with it too.
-pub static EXITING: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
 /// How to lay out workers.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -101,7 +97,7 @@ where
                 };
                 // This process's temporary files go; peers may see our sockets close and
                 // panic in timely's network threads while we exit: the panic hook then keeps
-                // this code (see `EXITING`).
+                // this code (see `cleanup::EXITING`).
                 crate::cleanup::finish(code, &format!("process {}: {e}", o.process));
             }
         }

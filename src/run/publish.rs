@@ -56,10 +56,12 @@ pub(super) fn publish(
         other => return unexpected("publish: prepare", &other),
     };
     // 2. Every worker writes (and syncs) the files of the shards it owns.
-    let mine = worker_files(&dir, ch.index, data, out.recs, job.output.compression);
-    let mine = ch.agree(worker, "publish: write", mine)?;
+    match worker_files(&dir, ch.index, data, out.recs, job.output.compression) {
+        Ok(r) => ch.send(0, RunMsg::Written(Json(r))),
+        Err(e) => ch.abort(&e),
+    }
     let mut files: Vec<FileRecord> = Vec::new();
-    for (_, m) in ch.gather_to_leader(worker, "publish: records", RunMsg::Written(Json(mine)))? {
+    for (_, m) in ch.exchange(worker, "publish: write")? {
         if let RunMsg::Written(Json(r)) = m {
             files.extend(r);
         }

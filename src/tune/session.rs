@@ -154,8 +154,11 @@ impl Session {
             let _ = std::fs::remove_file(&path);
             return Ok(Evaluation::Broken(why));
         }
-        let saved = save_state(&path, &self.data.users, &self.data.items);
-        comm.agree(worker, "tune: keep factors", saved)?;
+        // A trial at its maximum trains no further: nothing to keep for it.
+        if to < job.als.iterations {
+            let saved = save_state(&path, &self.data.users, &self.data.items);
+            comm.agree(worker, "tune: keep factors", saved)?;
+        }
         let held = [&[][..], &self.data.valid[..]];
         let (u, i) = (&self.data.users, &self.data.items);
         let r = crate::recommend::recommend(worker, comm, &j, u, i, &held, false)?;
