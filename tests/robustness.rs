@@ -413,6 +413,11 @@ fn empty_inputs_are_clear_errors() {
     run_job(d, "path = [\"missing.tsv\"]", "").fails(1, &["missing.tsv", "no such file"]);
     run_job(d, "path = [\"*.csv\"]", "").fails(1, &["*.csv", "matches no file"]);
     run_job(d, "path = [\"/dev/null\"]", "").fails(1, &["/dev/null", "not a regular file"]);
+    // A held-out file is named by its own key (and found missing before the input is read).
+    std::fs::write(d.join("in.tsv"), "u1\ti1\n").unwrap();
+    let missing = "[eval]\ntest = \"gone.tsv\"\n";
+    run_job(d, "path = [\"in.tsv\"]", missing)
+        .fails(1, &["eval.test '", "gone.tsv", "no such file"]);
 }
 
 #[test]

@@ -106,15 +106,33 @@ fn tuning_is_deterministic_across_worker_counts() {
 #[test]
 fn trials_never_open_the_test_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let job = setup(tmp.path(), "missing-test.tsv");
+    // A test file that exists but cannot be decoded: only a run that reads it fails.
+    let job = setup(tmp.path(), "corrupt-test.tsv.gz");
+    std::fs::write(tmp.path().join("corrupt-test.tsv.gz"), b"\x1f\x8b not gzip").unwrap();
     let out = tmp.path().join("out");
     let store = format!("output.store={}", tmp.path().join("store").display());
     let e = tune(&job, &[store], &options(&out, 2, false)).unwrap_err();
-    assert!(e.contains("eval.test"), "{e}");
+    assert!(e.contains("corrupt-test.tsv.gz"), "{e}");
     let trials: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("trials.json")).unwrap()).unwrap();
     assert!(trials.as_array().unwrap().len() >= 4);
     assert!(out.join("best.toml").exists() && !out.join("tune.json").exists());
+}
+
+/// A missing `eval.test` fails before the search, not after it, and names the key.
+#[test]
+fn a_missing_test_file_fails_before_any_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = setup(tmp.path(), "missing-test.tsv");
+    let out = tmp.path().join("out");
+    let store = format!("output.store={}", tmp.path().join("store").display());
+    let e = tune(&job, &[store], &options(&out, 2, false)).unwrap_err();
+    assert!(
+        e.contains("eval.test '") && e.contains("missing-test.tsv"),
+        "{e}"
+    );
+    assert!(e.contains("no such file"), "{e}");
+    assert!(!out.join("trials.json").exists() && !out.join("trials").join("t0001.json").exists());
 }
 
 /// `--refit` trains the winner on train + valid: more pairs, valid in best.toml's input.

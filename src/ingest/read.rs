@@ -77,25 +77,31 @@ impl ReadStats {
     }
 }
 
-/// Expands files, directories (their regular, non-hidden files) and globs, sorted.
+/// Expands `input.path`'s files, directories (their regular, non-hidden files) and globs,
+/// sorted.
 pub fn list_files(paths: &[String]) -> Result<Vec<PathBuf>, String> {
+    list_files_of("input.path", paths)
+}
+
+/// [`list_files`] for the paths of job key `key` (`eval.test`, …), which its errors name.
+pub fn list_files_of(key: &str, paths: &[String]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for p in paths {
         let path = Path::new(p);
         if p.contains(['*', '?', '[']) {
             let mut hits: Vec<PathBuf> = glob::glob(p)
-                .map_err(|e| format!("input.path '{p}': bad pattern: {e}"))?
+                .map_err(|e| format!("{key} '{p}': bad pattern: {e}"))?
                 .filter_map(Result::ok)
                 .filter(|x| x.is_file())
                 .collect();
             if hits.is_empty() {
-                return Err(format!("input.path '{p}': the pattern matches no file"));
+                return Err(format!("{key} '{p}': the pattern matches no file"));
             }
             hits.sort();
             out.extend(hits);
         } else if path.is_dir() {
             let mut hits: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| format!("input.path '{p}': cannot list directory: {e}"))?
+                .map_err(|e| format!("{key} '{p}': cannot list directory: {e}"))?
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|x| {
@@ -107,7 +113,7 @@ pub fn list_files(paths: &[String]) -> Result<Vec<PathBuf>, String> {
                 })
                 .collect();
             if hits.is_empty() {
-                return Err(format!("input.path '{p}': the directory holds no file"));
+                return Err(format!("{key} '{p}': the directory holds no file"));
             }
             hits.sort();
             out.extend(hits);
@@ -115,11 +121,11 @@ pub fn list_files(paths: &[String]) -> Result<Vec<PathBuf>, String> {
             out.push(path.to_path_buf());
         } else if path.exists() {
             return Err(format!(
-                "input.path '{p}': not a regular file or directory (a device, socket or pipe cannot be split among workers)"
+                "{key} '{p}': not a regular file or directory (a device, socket or pipe cannot be split among workers)"
             ));
         } else {
             return Err(format!(
-                "input.path '{p}': no such file or directory (relative paths written in a job file resolve against the job file's directory; paths given with --set, against the working directory)"
+                "{key} '{p}': no such file or directory (relative paths written in a job file resolve against the job file's directory; paths given with --set, against the working directory)"
             ));
         }
     }

@@ -72,8 +72,7 @@ pub(super) fn read_and_route(
         ];
         for (set, (name, path)) in sets.into_iter().enumerate() {
             let Some(t) = path else { continue };
-            let files =
-                read::list_files(std::slice::from_ref(t)).map_err(|e| format!("{name}: {e}"))?;
+            let files = read::list_files_of(name, std::slice::from_ref(t))?;
             let dest = &mut held[set];
             read::read_part(&files, &job.input, me, peers, |e| {
                 dest[to_owner(&e)].push(e)

@@ -68,13 +68,29 @@ pub fn run(job: Job, opts: RunOptions) -> Result<Option<Summary>, String> {
     execute(&opts, move |worker, o| run_worker(worker, &job, &files, o))
 }
 
-/// The job's input files (none: the built-in demo data).
+/// The job's input files (none: the built-in demo data). The held-out sets are listed too,
+/// so that a wrong `eval.test` or `eval.valid` fails here, not after the input was read.
 pub fn input_files(job: &Job) -> Result<Vec<PathBuf>, String> {
+    held_out_files_exist(job)?;
     if job.input.path.is_empty() {
         Ok(Vec::new())
     } else {
         crate::ingest::read::list_files(&job.input.path)
     }
+}
+
+/// Checks that `eval.test` and `eval.valid`, where set, name files (ingest reads them).
+pub fn held_out_files_exist(job: &Job) -> Result<(), String> {
+    let sets = [
+        ("eval.test", &job.eval.test),
+        ("eval.valid", &job.eval.valid),
+    ];
+    for (key, path) in sets {
+        if let Some(p) = path {
+            crate::ingest::read::list_files_of(key, std::slice::from_ref(p))?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `body` on every worker of `opts`' layout and returns worker 0's value. A worker's

@@ -154,9 +154,13 @@ impl Plan {
             search,
             assignments,
         };
-        // Every trial's job is checked before any worker starts.
+        // Every trial's job is checked before any worker starts, and so is the final run's
+        // eval.test: finding it missing after the search would waste the search.
         for (i, a) in plan.assignments.iter().enumerate() {
             plan.live(i + 1, a.clone(), o)?;
+            let fin = Job::parse_in(&plan.text, &overrides(&plan.sets, a), Some(&plan.base))
+                .map_err(|e| e.0)?;
+            crate::run::held_out_files_exist(&fin)?;
         }
         Ok(plan)
     }
