@@ -70,3 +70,51 @@ impl Comm {
 pub fn owner(v: u32, peers: usize) -> usize {
     v as usize % peers
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    struct Ping(u64);
+    impl Message for Ping {}
+
+    /// A stage's channel built through the context carries its own type beside the context's
+    /// agreements, and an agreement that fails on one worker fails on all.
+    #[test]
+    fn stage_channels_and_agreements_share_one_context() {
+        let out = timely::execute(timely::Config::process(3), |worker| {
+            let mut comm = Comm::new(worker, Duration::from_secs(30));
+            let ch = &mut comm.channel::<Ping>(worker);
+            ch.broadcast(Ping(comm.index as u64 + 1));
+            let sum: u64 = ch
+                .exchange(worker, "ping")
+                .unwrap()
+                .iter()
+                .map(|m| m.1 .0)
+                .sum();
+            let ok = comm.agree(worker, "fine", Ok::<_, String>(comm.index));
+            let bad = comm.agree(
+                worker,
+                "one fails",
+                if comm.index == 2 {
+                    Err("disk full".into())
+                } else {
+                    Ok(())
+                },
+            );
+            (comm.peers, sum, ok.unwrap(), bad.map_err(|e| e.0))
+        })
+        .unwrap()
+        .join();
+        for (w, r) in out.into_iter().enumerate() {
+            let (peers, sum, ok, bad) = r.unwrap();
+            assert_eq!((peers, sum, ok), (3, 6, w));
+            let why = bad.expect_err("every worker fails");
+            assert!(why.contains("disk full"), "{why}");
+            if w != 2 {
+                assert!(why.contains("worker 2 failed"), "{why}");
+            }
+        }
+    }
+}

@@ -375,3 +375,60 @@ fn count_changes(old: &[(u64, u64)], new: &[(u64, u64)]) -> ChangeCounts {
     }
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SplitMix;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Random top-k lists: users 0..40, up to 5 items of 0..12 each, no duplicates.
+    fn lists(seed: u64) -> Vec<(u64, u64)> {
+        let mut rng = SplitMix::new(seed);
+        let mut out = BTreeSet::new();
+        for u in 0..40 {
+            for _ in 0..rng.next_u64() % 6 {
+                out.insert((u, rng.next_u64() % 12));
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// [`count_changes`] by sets per user, the definition it implements.
+    fn naive(old: &[(u64, u64)], new: &[(u64, u64)]) -> ChangeCounts {
+        let by_user = |p: &[(u64, u64)]| {
+            let mut m: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+            p.iter().for_each(|&(u, i)| {
+                m.entry(u).or_default().insert(i);
+            });
+            m
+        };
+        let (old, new) = (by_user(old), by_user(new));
+        let mut c = ChangeCounts::default();
+        for (u, n) in &new {
+            let Some(o) = old.get(u) else { continue };
+            let kept = n.intersection(o).count();
+            c.compared += 1;
+            c.changed += u64::from(n != o);
+            c.overlap_micros += (1e6 * kept as f64 / n.len().max(o.len()) as f64).round() as u64;
+        }
+        c
+    }
+
+    #[test]
+    fn list_changes_match_the_per_user_set_comparison() {
+        for seed in 0..20 {
+            let (old, new) = (lists(seed), lists(seed + 100));
+            let (got, want) = (count_changes(&old, &new), naive(&old, &new));
+            assert_eq!(
+                (got.compared, got.changed, got.overlap_micros),
+                (want.compared, want.changed, want.overlap_micros),
+                "seed {seed}"
+            );
+            assert!(want.compared > 0 && want.changed > 0);
+            let same = count_changes(&old, &old);
+            assert_eq!(same.changed, 0);
+            assert_eq!(same.overlap_micros, 1_000_000 * same.compared);
+        }
+    }
+}

@@ -94,3 +94,50 @@ impl Message for RecMsg {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Between processes timely frames messages with bincode, which is not self-describing:
+    /// every variant must come back as it was sent (inside one process nothing is serialised,
+    /// so only a multi-process run would notice).
+    #[test]
+    fn every_message_survives_bincode() {
+        let mut m = Metrics::new(&[5, 10]);
+        m.users = 3;
+        m.at[1].covered = vec![0b101];
+        let sent = vec![
+            RecMsg::Users(7),
+            RecMsg::Items(ItemBlock {
+                keys: vec![3, 9],
+                ids: vec![RawId::Num(3), RawId::Str("x y".into())],
+                degrees: vec![1, 4],
+                factors: vec![0.5, -1.0, 2.0, 0.25],
+            }),
+            RecMsg::Hits(Hits {
+                hits: 1,
+                total: 2,
+                scored: 30,
+                users: 4,
+            }),
+            RecMsg::BucketSums(vec![BucketSum {
+                table: 1,
+                code: u64::MAX,
+                sum: vec![i128::MIN, 5],
+            }]),
+            RecMsg::Lists {
+                at: vec![(4, 2)],
+                items: vec![8, 1],
+            },
+            RecMsg::Eval(EvalSums {
+                metrics: vec![(1 << 24 | 3, m)],
+                counters: vec![0, 11],
+            }),
+        ];
+        for msg in sent {
+            let back: RecMsg = bincode::deserialize(&bincode::serialize(&msg).unwrap()).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{msg:?}"));
+        }
+    }
+}
