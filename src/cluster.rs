@@ -2,11 +2,12 @@
 //! how long a superstep may wait, and one collective that needs no message type of its own
 //! ([`Comm::agree`]).
 //!
-//! No message travels through here: each stage builds its own [`Channel`] of its own message
-//! type ([`Comm::channel`]; e.g. `checkpoint::CheckpointMsg`, `warm::WarmMsg`,
+//! No stage's message travels through here: each stage builds its own [`Channel`] of its own
+//! message type ([`Comm::channel`]; e.g. `checkpoint::CheckpointMsg`, `warm::WarmMsg`,
 //! `svd::msg::SvdMsg`, `recommend::msg::RecMsg`, `als::msg::AlsMsg`). This module imports no
-//! stage, so any stage may import it. [`owner`] stays here because ingest's staging layout
-//! and the interaction snapshot's file owners both follow it, and neither stage owns the other.
+//! stage, so any stage may import it. [`owner`] stays here: it is the cluster's default layout
+//! of virtual shards over workers (a function of the two counts, no message), which ingest's
+//! consolidation and snapshot files follow.
 
 pub use crate::comm::CommError;
 use crate::comm::{Channel, Message};
