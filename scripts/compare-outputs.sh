@@ -6,7 +6,7 @@
 #        new binary only, for keys the old one does not know, e.g. "lsh.target_recall=0"),
 #        THREADS (workers for the multi-worker scenarios, default 3)
 # Scenarios (default: all): qs-w1 qs-w3 qs-2p ml gen-exact gen-lsh-users gen-lsh-none
-#   gen-lsh-mips gen-popular warm
+#   gen-lsh-mips gen-popular warm svd svd-2p svd-warm checkpoint
 #
 # Each scenario runs both binaries on the same job into separate stores, then compares what a
 # user gets: exported factors and recommendations (`recflow export`, each binary reading its
@@ -23,7 +23,7 @@ DATA=${RECFLOW_DATA:-$ROOT/../shared/data}
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
 SCEN=("$@")
-[ ${#SCEN[@]} -gt 0 ] || SCEN=(qs-w1 qs-w3 qs-2p ml gen-exact gen-lsh-users gen-lsh-none gen-lsh-mips gen-popular warm)
+[ ${#SCEN[@]} -gt 0 ] || SCEN=(qs-w1 qs-w3 qs-2p ml gen-exact gen-lsh-users gen-lsh-none gen-lsh-mips gen-popular warm svd svd-2p svd-warm checkpoint)
 
 new_sets=()
 for kv in ${NEW_SET:-}; do new_sets+=(--set "$kv"); done
@@ -89,6 +89,8 @@ normalise() {
       } | LC_ALL=C sort >"$dir/$part.tsv"
     fi
   done
+  # A checkpointing run's last state: its fingerprint and every factor file's digest.
+  [ -f "$store/.checkpoint/state.json" ] && cp "$store/.checkpoint/state.json" "$dir/checkpoint-state.json"
   python3 - "$store/$v" "$dir/summary.json" <<'PY'
 import json, sys, os
 v, out = sys.argv[1], sys.argv[2]
@@ -103,6 +105,7 @@ keep = {
     "lsh": r.get("lsh"),
     "degrees": r.get("degrees"),
     "dropped": r.get("dropped"),
+    "svd": {k: x for k, x in (m.get("svd") or {}).items() if k != "secs"},
 }
 json.dump(keep, open(out, "w"), indent=1, sort_keys=True)
 PY
@@ -121,6 +124,10 @@ scenario() {
     gen-lsh-mips) job=$OUT/gen.toml; args=(-w "$W" --set recommend.mode=lsh --set lsh.transform=mips --set lsh.tables=4) ;;
     gen-popular) job=$OUT/gen.toml; args=(-w 2 --set recommend.mode=popular) ;;
     warm) job=$OUT/warm.toml; args=(-w 2) ;;
+    svd) job=$OUT/gen.toml; args=(-w "$W" --set model.method=svd --set svd.rank=16) ;;
+    svd-2p) job=$ROOT/jobs/quickstart.toml; mode=run_2p; args=(--set model.method=svd --set svd.rank=8) ;;
+    svd-warm) job=$OUT/gen.toml; args=(-w 2 --set model.method=svd --set svd.rank=16 --set recommend.mode=popular) ;;
+    checkpoint) job=$ROOT/jobs/quickstart.toml; args=(-w 2 --set als.checkpoint_every=1) ;;
     *) echo "unknown scenario $name"; return 2 ;;
   esac
   [ "$name" = ml ] && [ ! -e "$DATA/ml-100k/u.data" ] && { echo "$name: skipped (no $DATA/ml-100k)"; return 0; }
@@ -130,7 +137,7 @@ scenario() {
     store=$OUT/$name-$label
     rm -rf "$store"
     (cd "$(dirname "$job")" && $mode "$bin" $label "$store" "$job" "${args[@]}") || return 1
-    if [ "$name" = warm ]; then
+    if [ "$name" = warm ] || [ "$name" = svd-warm ]; then
       (cd "$OUT" && $mode "$bin" $label "$store" "$job" "${args[@]}" \
         --set "input.path=$OUT/gen-day2.tsv" --set model.warm_start=true) || return 1
     fi

@@ -10,13 +10,34 @@
 //! the whole ALS state, so a resumed run ends with the same bytes as an uninterrupted one, on
 //! any worker layout.
 
-use crate::cluster::{Body, Comm, CommError};
+use crate::cluster::{Comm, CommError};
+use crate::comm::Message;
 use crate::ingest::IngestStats;
 use crate::job::Job;
 use crate::side::Side;
 use crate::store;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use timely::worker::Worker;
+
+/// One file a worker wrote into a checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// Its path in the checkpoint directory (`users/vs-NNNNN.bin`).
+    pub path: String,
+    /// Its xxh3-128 digest, as `state.json` records it.
+    pub xxh3: String,
+}
+
+/// What a checkpoint's supersteps carry (control only: the factors go to files, not to
+/// other workers).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum CheckpointMsg {
+    /// The files the sender wrote, to worker 0, which records them in `state.json`.
+    Written(Vec<FileDigest>),
+}
+
+impl Message for CheckpointMsg {}
 
 /// Fingerprint of what determines the model: the job (without output, iteration count and
 /// checkpoint settings) and the ingested counts.
@@ -42,13 +63,8 @@ fn root(job: &Job) -> PathBuf {
     Path::new(&job.output.store).join(".checkpoint")
 }
 
-/// Writes one side's files; returns (path in the checkpoint, digest) per file.
-fn write_side(
-    dir: &Path,
-    side: &Side,
-    name: &str,
-    tag: u8,
-) -> Result<Vec<(String, String)>, String> {
+/// Writes one side's files; returns each file's path in the checkpoint and digest.
+fn write_side(dir: &Path, side: &Side, name: &str, tag: u8) -> Result<Vec<FileDigest>, String> {
     std::fs::create_dir_all(dir.join(name))
         .map_err(|e| format!("cannot create checkpoint {}: {e}", dir.display()))?;
     let mut out = Vec::new();
@@ -57,7 +73,8 @@ fn write_side(
     for (vs, bytes, _) in store::writer::factor_sections(side, tag) {
         let rel = format!("{name}/vs-{vs:05}.bin");
         store::write_synced(&dir.join(&rel), &bytes)?;
-        out.push((rel, store::digest(&bytes)));
+        let xxh3 = store::digest(&bytes);
+        out.push(FileDigest { path: rel, xxh3 });
     }
     Ok(out)
 }
@@ -77,16 +94,14 @@ pub fn save(
         u.extend(write_side(&dir, items, "items", 1)?);
         Ok(u)
     });
+    let ch = &mut comm.channel::<CheckpointMsg>(worker);
     match mine {
-        Ok(m) => comm.send(0, Body::Text(serde_json::to_string(&m).expect("digests"))),
-        Err(e) => comm.broadcast(Body::Abort(e)),
+        Ok(m) => ch.send(0, CheckpointMsg::Written(m)),
+        Err(e) => ch.abort(&e),
     }
     let mut digests = serde_json::Map::new();
-    for (_, b) in comm.exchange(worker, "checkpoint: write")? {
-        if let Body::Text(t) = b {
-            let m: Vec<(String, String)> = serde_json::from_str(&t).expect("digests");
-            digests.extend(m.into_iter().map(|(p, d)| (p, d.into())));
-        }
+    for (_, CheckpointMsg::Written(m)) in ch.exchange(worker, "checkpoint: write")? {
+        digests.extend(m.into_iter().map(|f| (f.path, f.xxh3.into())));
     }
     let done = if comm.index == 0 {
         let state = serde_json::json!({ "iteration": iteration, "fingerprint": fp, "dir": format!("it-{iteration:06}"), "xxh3": digests });

@@ -1,57 +1,121 @@
-//! The transitional catch-all message type, on the typed collectives of [`crate::comm`].
+//! What every stage is handed about the cluster: which worker this is, how many there are,
+//! how long a superstep may wait, and one collective that needs no message type of its own
+//! ([`Comm::agree`]).
 //!
-//! Stages that have their own message type (ALS: [`crate::als::msg::AlsMsg`]) use their own
-//! [`Channel`]; the others still share [`Body`] through [`Comm`] = `Channel<Body>` until they
-//! are migrated (the variants left are theirs). The superstep machinery (deadline, abort,
-//! sender order) is [`crate::comm::Channel`]'s, the same for both.
+//! No stage's message travels through here: each stage builds its own [`Channel`] of its own
+//! message type ([`Comm::channel`]; e.g. `checkpoint::CheckpointMsg`, `warm::WarmMsg`,
+//! `svd::msg::SvdMsg`, `recommend::msg::RecMsg`, `als::msg::AlsMsg`). This module imports no
+//! stage, so any stage may import it. [`owner`] stays here: it is the cluster's default layout
+//! of virtual shards over workers (a function of the two counts, no message), which ingest's
+//! consolidation and snapshot files follow.
 
 pub use crate::comm::CommError;
 use crate::comm::{Channel, Message};
-use crate::ids::RawId;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use timely::worker::Worker;
 
-/// What one superstep message carries. Each stage uses its own variants; bulky variants are
-/// one contiguous buffer per destination worker, never one message per vector.
+/// The message type of [`Comm::agree`]'s supersteps: there is none (an agreement carries only
+/// the aborts [`Channel::abort`] sends, which are the layer's own), so no value exists.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Body {
-    /// The parent version's top-k (user, item) lines as the raw ids' stable hashes, routed to
-    /// the user's owner (warm start report: how many users' recommendations changed).
-    ParentRecs(Vec<(u64, u64)>),
-    /// Per-virtual-shard dense f64 blocks (the SVD's Gram partials, or its small factors
-    /// tagged by position), summed in vshard order.
-    Dense(Vec<(u32, Vec<f64>)>),
-    /// Counters by position.
-    Counts(Vec<u64>),
-    /// A short text (version names, JSON records for the manifest).
-    Text(String),
-    /// A block of entities: keys, raw ids, interaction counts and row-major vectors.
-    Block(Vec<u64>, Vec<RawId>, Vec<u32>, Vec<f32>),
-    /// Evaluation partial sums per virtual shard.
-    Metrics(Vec<(u32, crate::eval::Metrics)>),
-    /// Per user bucket (table, code): the exact fixed-point sum of its users' unit vectors.
-    BucketSums(Vec<(u32, u64, Vec<i128>)>),
-    /// Item lists by position, concatenated: `(position, length)` of each list, then their
-    /// items (bucket rankings a worker computed for everybody).
-    Lists(Vec<(u32, u32)>, Vec<u32>),
-    /// An error on the sender: everybody stops with it.
-    Abort(String),
+pub enum NoData {}
+
+impl Message for NoData {}
+
+/// One worker's place in the cluster, handed to every stage (parameters named `comm`).
+pub struct Comm {
+    /// This worker's index.
+    pub index: usize,
+    /// Number of workers.
+    pub peers: usize,
+    /// Longest wait for one superstep (`recflow run --deadline-secs`).
+    pub deadline: Duration,
+    /// The supersteps of [`Comm::agree`].
+    agreement: Channel<NoData>,
 }
 
-impl Message for Body {
-    fn abort_text(&self) -> Option<&str> {
-        match self {
-            Body::Abort(why) => Some(why),
-            _ => None,
+impl Comm {
+    /// The context of `worker` (every worker builds it at the same point: it builds one
+    /// dataflow, for [`Comm::agree`]).
+    pub fn new(worker: &mut Worker, deadline: Duration) -> Comm {
+        Comm {
+            index: worker.index(),
+            peers: worker.peers(),
+            deadline,
+            agreement: Channel::new(worker, deadline),
         }
     }
-}
 
-/// The transitional channel of the stages not yet on their own message types.
-pub type Comm = Channel<Body>;
+    /// A new channel of a stage's message type `M`, with this context's deadline. Collective:
+    /// every worker must build it at the same point (timely matches dataflows by the order
+    /// they are built), so build it before any branch that depends on the worker.
+    pub fn channel<M: Message>(&self, worker: &mut Worker) -> Channel<M> {
+        Channel::new(worker, self.deadline)
+    }
+
+    /// One superstep to agree on success: if `local` is an error on any worker, every worker
+    /// fails with it (see [`Channel::agree`]).
+    pub fn agree<T>(
+        &mut self,
+        worker: &mut Worker,
+        stage: &str,
+        local: Result<T, String>,
+    ) -> Result<T, CommError> {
+        self.agreement.agree(worker, stage, local)
+    }
+}
 
 /// The worker that owns virtual shard `v` while ingest consolidates (its staging layout, and
 /// the owner of interaction snapshot files); trained sides are owned by cost, see
 /// [`crate::side::Side::owners`].
 pub fn owner(v: u32, peers: usize) -> usize {
     v as usize % peers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    struct Ping(u64);
+    impl Message for Ping {}
+
+    /// A stage's channel built through the context carries its own type beside the context's
+    /// agreements, and an agreement that fails on one worker fails on all.
+    #[test]
+    fn stage_channels_and_agreements_share_one_context() {
+        let out = timely::execute(timely::Config::process(3), |worker| {
+            let mut comm = Comm::new(worker, Duration::from_secs(30));
+            let ch = &mut comm.channel::<Ping>(worker);
+            ch.broadcast(Ping(comm.index as u64 + 1));
+            let sum: u64 = ch
+                .exchange(worker, "ping")
+                .unwrap()
+                .iter()
+                .map(|m| m.1 .0)
+                .sum();
+            let ok = comm.agree(worker, "fine", Ok::<_, String>(comm.index));
+            let bad = comm.agree(
+                worker,
+                "one fails",
+                if comm.index == 2 {
+                    Err("disk full".into())
+                } else {
+                    Ok(())
+                },
+            );
+            (comm.peers, sum, ok.unwrap(), bad.map_err(|e| e.0))
+        })
+        .unwrap()
+        .join();
+        for (w, r) in out.into_iter().enumerate() {
+            let (peers, sum, ok, bad) = r.unwrap();
+            assert_eq!((peers, sum, ok), (3, 6, w));
+            let why = bad.expect_err("every worker fails");
+            assert!(why.contains("disk full"), "{why}");
+            if w != 2 {
+                assert!(why.contains("worker 2 failed"), "{why}");
+            }
+        }
+    }
 }

@@ -4,7 +4,8 @@
 //! Data flows one way through the modules: [`job`] (what to do) → [`ingest`] (events into
 //! sharded interactions) → [`als`] (factors) → [`store`] (a published, versioned model), with
 //! [`comm`] carrying every worker-to-worker message (typed supersteps; [`cluster`] is the
-//! transitional shared message type) and [`run`] driving the stages.
+//! context every stage is handed; each stage has its own message type) and [`run`] driving the
+//! stages.
 #![warn(missing_docs)]
 
 pub mod als;

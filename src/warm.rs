@@ -7,16 +7,51 @@
 //! virtual shard (packed per worker, found by the pack index: [`crate::store::sections`]), so
 //! the parent may have been trained with any worker count or process layout.
 
-use crate::cluster::{Body, Comm, CommError};
+use crate::cluster::{Comm, CommError};
+use crate::comm::Message;
 use crate::ids::RawId;
 use crate::job::{Job, Method};
 use crate::side::Side;
 use crate::store::manifest::{InputIdentity, RecsChange};
 use crate::store::pack::Kind;
 use crate::store::{self, FileRecord, Manifest};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use timely::worker::Worker;
+
+/// What a warm start's supersteps carry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WarmMsg {
+    /// Worker 0's reading of the store's `CURRENT` (None: no version yet, day 1).
+    Parent(Option<String>),
+    /// The parent's top-k lines as (user, item) raw-id hashes, to the user's owner.
+    ParentRecs(Vec<(u64, u64)>),
+    /// The sender's share of the comparison with the parent's lists, to worker 0.
+    Change(ChangeCounts),
+}
+
+/// One worker's comparison of its users' top-k lists with the parent's (integers, so the
+/// sum over workers does not depend on its order).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct ChangeCounts {
+    /// Users in both versions.
+    pub compared: u64,
+    /// Of those, users whose top-k set changed.
+    pub changed: u64,
+    /// Sum over compared users of the share of the lists they keep, in 1e-6 units.
+    pub overlap_micros: u64,
+}
+
+impl Message for WarmMsg {
+    /// 16 bytes per (user, item) pair: the bulk of a warm start's traffic.
+    fn payload_bytes(&self) -> u64 {
+        match self {
+            WarmMsg::ParentRecs(p) => 16 * p.len() as u64,
+            _ => 0,
+        }
+    }
+}
 
 /// The version a warm start continues from.
 pub struct Parent {
@@ -44,21 +79,19 @@ pub fn find(
         return Ok(None);
     }
     let store = Path::new(&job.output.store);
+    let ch = &mut comm.channel::<WarmMsg>(worker);
+    let mut current = None;
     if comm.index == 0 {
         match store::current(store) {
-            Ok(v) => comm.broadcast(Body::Text(v.unwrap_or_default())),
-            Err(e) => comm.broadcast(Body::Abort(format!("warm start: {e}"))),
+            Ok(v) => current = Some(WarmMsg::Parent(v)),
+            Err(e) => ch.abort(&format!("warm start: {e}")),
         }
     }
-    let mut version = String::new();
-    for (_, b) in comm.exchange(worker, "warm start: find parent")? {
-        if let Body::Text(t) = b {
-            version = t;
-        }
-    }
-    if version.is_empty() {
-        return Ok(None);
-    }
+    let got = ch.broadcast_from(worker, "warm start: find parent", 0, current)?;
+    let version = match got {
+        WarmMsg::Parent(Some(v)) if !v.is_empty() => v,
+        _ => return Ok(None),
+    };
     let opened = open(store, &version, job).and_then(|p| {
         if job.model.snapshot && files.is_empty() {
             return Err("warm start: the built-in demo data is already in the parent's snapshot and would count twice; set input.path to the new events, or model.snapshot = false".into());
@@ -153,7 +186,6 @@ pub fn load_factors(parent: &Parent, side: &mut Side, name: &str) -> Result<Vec<
 /// How many consumed input files a version remembers (its own and its ancestors').
 const CONSUMED_MAX: usize = 10_000;
 
-/// Identity of an input file: canonical path, size and modification time.
 /// Folds new entities in before training: ALS solves them against the fixed other side
 /// (then iterates); an svd model projects them against the parent's factorisation
 /// ([`crate::svd::project::fold_in`]) and is not refactorised. Collective.
@@ -188,6 +220,7 @@ pub fn fold_in(
     )
 }
 
+/// Identity of an input file: canonical path, size and modification time.
 fn identity(path: &Path) -> InputIdentity {
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let meta = std::fs::metadata(path).ok();
@@ -255,46 +288,73 @@ pub fn compare_recs(
     owners: &crate::side::Assignment,
     mut new: Vec<(u64, u64)>,
 ) -> Result<RecsChange, CommError> {
-    // Parent parts are read round-robin and routed to the users' owners.
+    let ch = &mut comm.channel::<WarmMsg>(worker);
+    match parent_recs_by_owner(parent, owners, comm.index, comm.peers) {
+        Ok(out) => {
+            for (w, o) in out.into_iter().enumerate() {
+                ch.send(w, WarmMsg::ParentRecs(o));
+            }
+        }
+        Err(e) => ch.abort(&format!("comparing with the parent: {e}")),
+    }
+    let mut old: Vec<(u64, u64)> = Vec::new();
+    for (_, m) in ch.exchange(worker, "report: parent recommendations")? {
+        if let WarmMsg::ParentRecs(mut p) = m {
+            old.append(&mut p);
+        }
+    }
+    old.sort_unstable();
+    new.sort_unstable();
+    ch.send(0, WarmMsg::Change(count_changes(&old, &new)));
+    let mut total = ChangeCounts::default();
+    for (_, m) in ch.exchange(worker, "report: compare recommendations")? {
+        if let WarmMsg::Change(c) = m {
+            total.compared += c.compared;
+            total.changed += c.changed;
+            total.overlap_micros += c.overlap_micros;
+        }
+    }
+    Ok(RecsChange {
+        users_compared: total.compared,
+        users_topk_changed: total.changed,
+        mean_topk_overlap: if total.compared > 0 {
+            total.overlap_micros as f64 / 1e6 / total.compared as f64
+        } else {
+            0.0
+        },
+    })
+}
+
+/// This worker's share of the parent's recs parts (read round-robin), as [`rec_pairs`], per
+/// destination: the owner of each line's user.
+fn parent_recs_by_owner(
+    parent: &Parent,
+    owners: &crate::side::Assignment,
+    index: usize,
+    peers: usize,
+) -> Result<Vec<Vec<(u64, u64)>>, String> {
     let parts: Vec<&FileRecord> = parent
         .files
         .iter()
         .filter(|f| f.path.starts_with("recs/"))
         .collect();
-    let mut out: Vec<Vec<(u64, u64)>> = vec![Vec::new(); comm.peers];
-    let read = parts
-        .iter()
-        .skip(comm.index)
-        .step_by(comm.peers)
-        .try_for_each(|f| {
-            let text = store::parts::read(&parent.dir, f)?;
-            for (u, i) in rec_pairs(&text) {
-                // The same owner as `RawId::vshard` gives.
-                let v = (u % owners.shards() as u64) as u32;
-                out[owners.owner(v)].push((u, i));
-            }
-            Ok::<(), String>(())
-        });
-    match read {
-        Ok(()) => {
-            for (w, o) in out.into_iter().enumerate() {
-                comm.send(w, Body::ParentRecs(o));
-            }
-        }
-        Err(e) => comm.broadcast(Body::Abort(format!("comparing with the parent: {e}"))),
-    }
-    let mut old: Vec<(u64, u64)> = Vec::new();
-    for (_, b) in comm.exchange(worker, "report: parent recommendations")? {
-        if let Body::ParentRecs(mut p) = b {
-            old.append(&mut p);
+    let mut out: Vec<Vec<(u64, u64)>> = vec![Vec::new(); peers];
+    for f in parts.iter().skip(index).step_by(peers) {
+        let text = store::parts::read(&parent.dir, f)?;
+        for (u, i) in rec_pairs(&text) {
+            // The same owner as `RawId::vshard` gives.
+            let v = (u % owners.shards() as u64) as u32;
+            out[owners.owner(v)].push((u, i));
         }
     }
-    old.sort_unstable();
-    // compared, changed, overlap in 1e-6 units (integers: the sum is order-independent)
-    let mut c = [0u64; 3];
-    // Both sides sorted, users matched in one merge walk (a binary search of the parent's
-    // pairs per user cost 2 s at a million users: a cache miss per step).
-    new.sort_unstable();
+    Ok(out)
+}
+
+/// Compares this worker's users' lists `new` with the parent's `old` (both sorted).
+fn count_changes(old: &[(u64, u64)], new: &[(u64, u64)]) -> ChangeCounts {
+    let mut c = ChangeCounts::default();
+    // Users matched in one merge walk (a binary search of the parent's pairs per user cost
+    // 2 s at a million users: a cache miss per step).
     let mut olds = old.chunk_by(|a, b| a.0 == b.0).peekable();
     for items in new.chunk_by(|a, b| a.0 == b.0) {
         let u = items[0].0;
@@ -306,26 +366,69 @@ pub fn compare_recs(
             .iter()
             .filter(|i| before.binary_search(i).is_ok())
             .count();
-        c[0] += 1;
+        c.compared += 1;
         if kept != items.len() || items.len() != before.len() {
-            c[1] += 1;
+            c.changed += 1;
         }
-        c[2] += (1e6 * kept as f64 / items.len().max(before.len()) as f64).round() as u64;
+        c.overlap_micros +=
+            (1e6 * kept as f64 / items.len().max(before.len()) as f64).round() as u64;
     }
-    comm.send(0, Body::Counts(c.to_vec()));
-    let mut total = [0u64; 3];
-    for (_, b) in comm.exchange(worker, "report: compare recommendations")? {
-        if let Body::Counts(c) = b {
-            total.iter_mut().zip(c).for_each(|(t, c)| *t += c);
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SplitMix;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Random top-k lists: users 0..40, up to 5 items of 0..12 each, no duplicates.
+    fn lists(seed: u64) -> Vec<(u64, u64)> {
+        let mut rng = SplitMix::new(seed);
+        let mut out = BTreeSet::new();
+        for u in 0..40 {
+            for _ in 0..rng.next_u64() % 6 {
+                out.insert((u, rng.next_u64() % 12));
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// [`count_changes`] by sets per user, the definition it implements.
+    fn naive(old: &[(u64, u64)], new: &[(u64, u64)]) -> ChangeCounts {
+        let by_user = |p: &[(u64, u64)]| {
+            let mut m: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+            p.iter().for_each(|&(u, i)| {
+                m.entry(u).or_default().insert(i);
+            });
+            m
+        };
+        let (old, new) = (by_user(old), by_user(new));
+        let mut c = ChangeCounts::default();
+        for (u, n) in &new {
+            let Some(o) = old.get(u) else { continue };
+            let kept = n.intersection(o).count();
+            c.compared += 1;
+            c.changed += u64::from(n != o);
+            c.overlap_micros += (1e6 * kept as f64 / n.len().max(o.len()) as f64).round() as u64;
+        }
+        c
+    }
+
+    #[test]
+    fn list_changes_match_the_per_user_set_comparison() {
+        for seed in 0..20 {
+            let (old, new) = (lists(seed), lists(seed + 100));
+            let (got, want) = (count_changes(&old, &new), naive(&old, &new));
+            assert_eq!(
+                (got.compared, got.changed, got.overlap_micros),
+                (want.compared, want.changed, want.overlap_micros),
+                "seed {seed}"
+            );
+            assert!(want.compared > 0 && want.changed > 0);
+            let same = count_changes(&old, &old);
+            assert_eq!(same.changed, 0);
+            assert_eq!(same.overlap_micros, 1_000_000 * same.compared);
         }
     }
-    Ok(RecsChange {
-        users_compared: total[0],
-        users_topk_changed: total[1],
-        mean_topk_overlap: if total[0] > 0 {
-            total[2] as f64 / 1e6 / total[0] as f64
-        } else {
-            0.0
-        },
-    })
 }

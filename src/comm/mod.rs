@@ -38,11 +38,6 @@ pub trait Message: timely::ExchangeData + Clone {
     fn payload_bytes(&self) -> u64 {
         0
     }
-    /// The error text, when this message is the stage's own way of aborting (the
-    /// transitional `cluster::Body::Abort`); typed stages use [`Channel::abort`].
-    fn abort_text(&self) -> Option<&str> {
-        None
-    }
 }
 
 /// What travels: a stage's message, or an abort from a worker that failed.
@@ -202,9 +197,6 @@ impl<M: Message> Channel<M> {
                 Wire::Abort(why) => return Err(failed(e.from, &why)),
                 Wire::Data(m) => m,
             };
-            if let Some(why) = msg.abort_text() {
-                return Err(failed(e.from, why));
-            }
             if e.from as usize != self.index {
                 let b = msg.payload_bytes();
                 self.payload_received += b;

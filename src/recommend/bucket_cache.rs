@@ -7,9 +7,10 @@
 
 use super::catalog::Catalog;
 use super::lsh::{Index, NormOrder};
+use super::msg::RecMsg;
 use super::scan::{fma_dot, top_k, ScanIndex};
 use super::user_tables::{bucket_ids, hash_users, UserTable};
-use crate::cluster::{Body, Comm, CommError};
+use crate::cluster::{Comm, CommError};
 use crate::job::{Lsh, Transform};
 use crate::side::Side;
 use timely::worker::Worker;
@@ -67,10 +68,11 @@ fn rank_shared(
         at.push((j as u32, l.len() as u32));
         items.extend_from_slice(&l);
     }
-    comm.broadcast(Body::Lists(at, items));
+    let ch = &mut comm.channel::<RecMsg>(worker);
+    ch.broadcast(RecMsg::Lists { at, items });
     let mut out = vec![Vec::new(); m];
-    for (_, b) in comm.exchange(worker, "recommend: bucket rankings")? {
-        if let Body::Lists(at, items) = b {
+    for (_, msg) in ch.exchange(worker, "recommend: bucket rankings")? {
+        if let RecMsg::Lists { at, items } = msg {
             let mut from = 0;
             for (j, len) in at {
                 out[j as usize] = items[from..from + len as usize].to_vec();

@@ -1,7 +1,8 @@
 //! The item side gathered on every worker, and the per-user item lists read from it (seen
 //! items, held-out items, popularity order).
 
-use crate::cluster::{Body, Comm, CommError};
+use super::msg::{ItemBlock, RecMsg};
+use crate::cluster::{Comm, CommError};
 use crate::ids::RawId;
 use crate::side::Side;
 use std::collections::HashMap;
@@ -64,19 +65,21 @@ pub fn gather_items(
 ) -> Result<Catalog, CommError> {
     let keys: Vec<u64> = (0..items.rows()).map(|r| items.key_of(r)).collect();
     let degrees = (0..items.rows()).map(|r| items.degree(r) as u32).collect();
-    comm.broadcast(Body::Block(
+    let ch = &mut comm.channel::<RecMsg>(worker);
+    ch.broadcast(RecMsg::Items(ItemBlock {
         keys,
-        items.ids.clone(),
+        ids: items.ids.clone(),
         degrees,
-        items.factors.clone(),
-    ));
+        factors: items.factors.clone(),
+    }));
     let d = items.dim;
     let mut rows: Vec<Gathered> = Vec::new();
     let mut blocks = Vec::new();
-    for (_, b) in comm.exchange(worker, "recommend: gather items")? {
-        if let Body::Block(k, i, g, f) = b {
+    for (_, m) in ch.exchange(worker, "recommend: gather items")? {
+        if let RecMsg::Items(b) = m {
             let block = blocks.len();
-            for (row, ((key, id), degree)) in k.into_iter().zip(i).zip(g).enumerate() {
+            let rows_in = b.keys.into_iter().zip(b.ids).zip(b.degrees);
+            for (row, ((key, id), degree)) in rows_in.enumerate() {
                 rows.push(Gathered {
                     key,
                     id,
@@ -85,7 +88,7 @@ pub fn gather_items(
                     row,
                 });
             }
-            blocks.push(f);
+            blocks.push(b.factors);
         }
     }
     rows.sort_unstable_by_key(|r| r.key);

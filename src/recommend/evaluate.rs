@@ -2,8 +2,9 @@
 //! depend on which worker summed what), catalogue coverage and sampled AUC.
 
 use super::catalog::{held_out_rows, Catalog};
+use super::msg::{EvalSums, RecMsg};
 use super::recall::unit;
-use crate::cluster::{Body, Comm, CommError};
+use crate::cluster::{Comm, CommError};
 use crate::eval::{self, Metrics};
 use crate::ids::RawId;
 use crate::side::Side;
@@ -14,7 +15,7 @@ use timely::worker::Worker;
 /// Scores computed for AUC over the whole job (see `auc_rate`).
 const AUC_SCORES: f64 = 4e8;
 
-/// Tag of a held-out set's per-vshard metrics in [`Body::Metrics`] (vshards are < 2^16).
+/// Tag of a held-out set's per-vshard metrics in [`EvalSums::metrics`] (vshards are < 2^16).
 const SET_SHIFT: u32 = 24;
 /// The vshard slot of a worker's coverage bitsets (after every real vshard).
 const COVERAGE: u32 = (1 << SET_SHIFT) - 1;
@@ -151,16 +152,17 @@ impl<'a> Evaluation<'a> {
         for (set, c) in self.coverage.into_iter().enumerate() {
             sums.push((COVERAGE | (set as u32) << SET_SHIFT, c));
         }
-        let width = counts.len();
-        comm.send(0, Body::Metrics(sums));
-        comm.send(0, Body::Counts(counts));
+        let mut total = vec![0u64; counts.len()];
+        let ch = &mut comm.channel::<RecMsg>(worker);
+        let mine = RecMsg::Eval(EvalSums {
+            metrics: sums,
+            counters: counts,
+        });
         let mut all = Vec::new();
-        let mut total = vec![0u64; width];
-        for (_, b) in comm.exchange(worker, "recommend: metrics")? {
-            match b {
-                Body::Metrics(mut m) => all.append(&mut m),
-                Body::Counts(c) => total.iter_mut().zip(c).for_each(|(a, b)| *a += b),
-                _ => unreachable!(),
+        for (_, m) in ch.gather_to_leader(worker, "recommend: metrics", mine)? {
+            if let RecMsg::Eval(mut e) = m {
+                all.append(&mut e.metrics);
+                total.iter_mut().zip(e.counters).for_each(|(a, b)| *a += b);
             }
         }
         let mut metrics = vec![Metrics::new(ks); sets];

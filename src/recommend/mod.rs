@@ -9,7 +9,7 @@
 //! `lsh.target_recall`; `popular` ranks items by interaction count. Each worker writes the lines
 //! of the users it owns (`text`) and evaluates them as they are made (`evaluate`).
 
-use crate::cluster::{Body, Comm, CommError};
+use crate::cluster::{Comm, CommError};
 use crate::eval::Metrics;
 use crate::side::Side;
 use timely::worker::Worker;
@@ -21,6 +21,7 @@ mod evaluate;
 mod lists;
 pub mod lsh;
 mod lsh_scorer;
+mod msg;
 mod recall;
 mod scan;
 mod scorer;
@@ -98,11 +99,12 @@ fn lap(clock: &mut std::time::Instant) -> f64 {
 
 /// Sum over all workers of this worker's user rows (every worker gets it).
 fn total_users(worker: &mut Worker, comm: &mut Comm, users: &Side) -> Result<u64, CommError> {
-    comm.broadcast(Body::Counts(vec![users.rows() as u64]));
+    let ch = &mut comm.channel::<msg::RecMsg>(worker);
+    ch.broadcast(msg::RecMsg::Users(users.rows() as u64));
     let mut total = 0u64;
-    for (_, b) in comm.exchange(worker, "recommend: count users")? {
-        if let Body::Counts(c) = b {
-            total += c[0];
+    for (_, m) in ch.exchange(worker, "recommend: count users")? {
+        if let msg::RecMsg::Users(n) = m {
+            total += n;
         }
     }
     Ok(total)

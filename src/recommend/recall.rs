@@ -5,9 +5,11 @@
 //! so every worker reaches the same totals (and the same decisions) for any layout.
 
 use super::catalog::{Catalog, Seen};
+pub use super::msg::Hits;
+use super::msg::RecMsg;
 use super::scan::{top_k, ScanIndex};
 use super::scorer::{block_of, Scorer};
-use crate::cluster::{Body, Comm, CommError};
+use crate::cluster::{Comm, CommError};
 use crate::ids::{mix64, RawId};
 use crate::side::Side;
 use timely::worker::Worker;
@@ -42,19 +44,6 @@ impl Sample {
     }
 }
 
-/// Integer counts of one measurement (summable in any order).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Hits {
-    /// Exact top-k items found in the scorer's first k.
-    pub hits: u64,
-    /// Exact top-k items.
-    pub total: u64,
-    /// Items the scorer scored for the sampled users.
-    pub scored: u64,
-    /// Sampled users.
-    pub users: u64,
-}
-
 impl Hits {
     /// Recall@k, where anything was measured.
     pub fn recall(&self) -> Option<f64> {
@@ -68,19 +57,15 @@ impl Hits {
 
     /// The sums over all workers (every worker gets them).
     pub fn summed(self, worker: &mut Worker, comm: &mut Comm) -> Result<Hits, CommError> {
-        comm.broadcast(Body::Counts(vec![
-            self.hits,
-            self.total,
-            self.scored,
-            self.users,
-        ]));
+        let ch = &mut comm.channel::<RecMsg>(worker);
+        ch.broadcast(RecMsg::Hits(self));
         let mut all = Hits::default();
-        for (_, b) in comm.exchange(worker, "recommend: recall counts")? {
-            if let Body::Counts(c) = b {
-                all.hits += c[0];
-                all.total += c[1];
-                all.scored += c[2];
-                all.users += c[3];
+        for (_, m) in ch.exchange(worker, "recommend: recall counts")? {
+            if let RecMsg::Hits(h) = m {
+                all.hits += h.hits;
+                all.total += h.total;
+                all.scored += h.scored;
+                all.users += h.users;
             }
         }
         Ok(all)

@@ -5,8 +5,9 @@
 //! seed and its number), so calibration hashes a table once and keeps it while other sizes grow.
 
 use super::lsh::hyperplanes;
+use super::msg::{BucketSum, RecMsg};
 use super::scan::{score_candidates, Packed};
-use crate::cluster::{Body, Comm, CommError};
+use crate::cluster::{Comm, CommError};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use timely::worker::Worker;
@@ -40,20 +41,31 @@ pub fn hash_users(
     assert!(rows < 1 << 31, "too many users on one worker");
     let (t0, nt, p) = (tables.start, tables.len(), planes as usize);
     let (codes, slots, sums) = hash_local(&hyperplanes(seed, tables, planes, d), users, d, nt, p);
-    let mut mine: Vec<(u32, u64, Vec<i128>)> = slots
+    let mut mine: Vec<BucketSum> = slots
         .iter()
         .enumerate()
         .map(|(j, &(t, c))| {
             let s = &sums[j * d..(j + 1) * d];
-            (t0 + t, c, s.iter().map(|&v| i128::from(v)).collect())
+            let sum = s.iter().map(|&v| i128::from(v)).collect();
+            BucketSum {
+                table: t0 + t,
+                code: c,
+                sum,
+            }
         })
         .collect();
-    mine.sort_unstable_by_key(|e| (e.0, e.1));
-    comm.broadcast(Body::BucketSums(mine));
+    mine.sort_unstable_by_key(|e| (e.table, e.code));
+    let ch = &mut comm.channel::<RecMsg>(worker);
+    ch.broadcast(RecMsg::BucketSums(mine));
     let mut all: BTreeMap<(u32, u64), Vec<i128>> = Default::default();
-    for (_, b) in comm.exchange(worker, "recommend: user buckets")? {
-        if let Body::BucketSums(v) = b {
-            for (t, c, s) in v {
+    for (_, m) in ch.exchange(worker, "recommend: user buckets")? {
+        if let RecMsg::BucketSums(v) = m {
+            for BucketSum {
+                table: t,
+                code: c,
+                sum: s,
+            } in v
+            {
                 let e = all.entry((t, c)).or_insert_with(|| vec![0; d]);
                 e.iter_mut().zip(s).for_each(|(a, b)| *a += b);
             }

@@ -1,6 +1,6 @@
 //! The stages of one run, in the order [`super::run_worker`] calls them. Each is a short
 //! function over this worker's state; collective steps go through the stage's own channel
-//! (or the transitional [`Comm`] where the stage is not migrated yet).
+//! (agreements through [`Comm::agree`]).
 
 use super::msg::RunMsg;
 use super::RunOptions;

@@ -16,14 +16,16 @@
 
 pub mod basket;
 pub mod dense;
+pub mod msg;
 pub mod project;
 pub mod sketch;
 
 use crate::als::{self, AfterIteration, TrainReport};
-use crate::cluster::{Body, Comm, CommError};
+use crate::cluster::{Comm, CommError};
 use crate::job::{Job, Method, SvdInput};
 use crate::report::Log;
 use crate::side::Side;
+use msg::SvdMsg;
 use serde::{Deserialize, Serialize};
 use sketch::{orthonormalise, product, set_vectors, to_f32};
 use std::time::Instant;
@@ -178,6 +180,8 @@ fn small_svd(
     l: usize,
     k: usize,
 ) -> Result<(Vec<f64>, Vec<f64>), CommError> {
+    let ch = &mut comm.channel::<SvdMsg>(worker);
+    let mut msg = None;
     if comm.index == 0 {
         let mut rt = vec![0.0f64; l * l];
         for i in 0..l {
@@ -193,20 +197,14 @@ fn small_svd(
                         m[i * k + c] = w[i * l + c] * sigma[c].sqrt();
                     }
                 }
-                comm.broadcast(Body::Dense(vec![(0, sigma[..k].to_vec()), (1, m)]));
+                let sigma = sigma[..k].to_vec();
+                msg = Some(SvdMsg::SmallSvd { sigma, w: m });
             }
-            Err(e) => comm.broadcast(Body::Abort(e)),
+            Err(e) => ch.abort(&e),
         }
     }
-    let mut got = Vec::new();
-    for (_, b) in comm.exchange(worker, "svd: small SVD")? {
-        if let Body::Dense(p) = b {
-            got = p;
-        }
-    }
-    let mut it = got.into_iter().map(|p| p.1);
-    match (it.next(), it.next()) {
-        (Some(s), Some(m)) => Ok((s, m)),
+    match ch.broadcast_from(worker, "svd: small SVD", 0, msg)? {
+        SvdMsg::SmallSvd { sigma, w } => Ok((sigma, w)),
         _ => Err(CommError("svd: no small SVD from worker 0".into())),
     }
 }

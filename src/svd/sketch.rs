@@ -7,7 +7,9 @@
 //! any worker count or process layout.
 
 use super::dense;
-use crate::cluster::{Body, Comm, CommError};
+use super::msg::{ShardGram, SvdMsg};
+use crate::cluster::{Comm, CommError};
+use crate::comm::reduce_in_vshard_order;
 use crate::ids::{mix64, SplitMix};
 use crate::job::{Als, SvdInput};
 use crate::side::Side;
@@ -136,41 +138,37 @@ fn cholesky_step(
     let parts = (0..s.vshards.len())
         .map(|j| {
             let (a, b) = (s.starts[j], s.starts[j + 1]);
-            (s.vshards[j], dense::gram(&y[a * l..b * l], b - a, l))
+            let gram = dense::gram(&y[a * l..b * l], b - a, l);
+            ShardGram {
+                vshard: s.vshards[j],
+                gram,
+            }
         })
         .collect();
-    comm.send(0, Body::Dense(parts));
+    let ch = &mut comm.channel::<SvdMsg>(worker);
     let mut all = Vec::new();
-    for (_, b) in comm.exchange(worker, stage)? {
-        if let Body::Dense(mut p) = b {
-            all.append(&mut p);
+    for (_, m) in ch.gather_to_leader(worker, stage, SvdMsg::Grams(parts))? {
+        if let SvdMsg::Grams(p) = m {
+            all.extend(p.into_iter().map(|p| (p.vshard, p.gram)));
         }
     }
+    let mut factor = None;
     if comm.index == 0 {
-        all.sort_by_key(|p| p.0);
-        let mut g = vec![0.0f64; l * l];
-        for (_, p) in &all {
-            g.iter_mut().zip(p).for_each(|(s, &x)| *s += x);
-        }
+        let g = reduce_in_vshard_order(all, vec![0.0f64; l * l], |g, p| {
+            g.iter_mut().zip(p).for_each(|(s, &x)| *s += x)
+        });
         match dense::cholesky_upper(&g, l) {
             Some(r) => {
-                let rinv = dense::invert_upper(&r, l);
-                comm.broadcast(Body::Dense(vec![(0, r), (1, rinv)]));
+                let r_inv = dense::invert_upper(&r, l);
+                factor = Some(SvdMsg::Cholesky { r, r_inv });
             }
-            None => comm.broadcast(Body::Abort(format!(
+            None => ch.abort(&format!(
                 "{stage}: the sketch's Gram matrix is not positive definite (the data is empty or not finite); check the input, or lower svd.rank"
-            ))),
+            )),
         }
     }
-    let mut got = Vec::new();
-    for (_, b) in comm.exchange(worker, stage)? {
-        if let Body::Dense(p) = b {
-            got = p;
-        }
-    }
-    let mut it = got.into_iter().map(|p| p.1);
-    match (it.next(), it.next()) {
-        (Some(r), Some(rinv)) => Ok((r, rinv)),
+    match ch.broadcast_from(worker, stage, 0, factor)? {
+        SvdMsg::Cholesky { r, r_inv } => Ok((r, r_inv)),
         _ => Err(CommError(format!(
             "{stage}: no Cholesky factor from worker 0"
         ))),
@@ -184,12 +182,16 @@ pub fn totals(
     users: &Side,
     items: &Side,
 ) -> Result<(u64, u64), CommError> {
-    comm.broadcast(Body::Counts(vec![users.rows() as u64, items.rows() as u64]));
+    let ch = &mut comm.channel::<SvdMsg>(worker);
+    ch.broadcast(SvdMsg::Totals {
+        users: users.rows() as u64,
+        items: items.rows() as u64,
+    });
     let mut t = (0, 0);
-    for (_, b) in comm.exchange(worker, "svd: side totals")? {
-        if let Body::Counts(c) = b {
-            t.0 += c[0];
-            t.1 += c[1];
+    for (_, m) in ch.exchange(worker, "svd: side totals")? {
+        if let SvdMsg::Totals { users, items } = m {
+            t.0 += users;
+            t.1 += items;
         }
     }
     Ok(t)
