@@ -13,8 +13,7 @@
 use super::parquet_columns::{self as columns, Column};
 use super::parse::MAX_ABS_WEIGHT;
 use super::parse::{number_field, parse_id, removal_flag, Columns, Event, LineError};
-use super::read::ReadStats;
-use super::rows::{bad_row, keep_event};
+use super::rows::{bad_row, keep_event, ReadStats};
 use super::weight::{self, WeightChoice};
 use crate::ids::RawId;
 use crate::job::{Format, Input};

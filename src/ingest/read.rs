@@ -10,14 +10,12 @@ use super::compress::{self, Codec};
 use super::parquet;
 use super::parse::{looks_like_header, number_field, parse_line, Columns, Event, Fields};
 use super::rows::{bad_row, keep_event};
+pub use super::rows::{ReadStats, MAX_SAMPLES};
 use super::weight::{self, WeightChoice};
 use crate::job::{Format, Header, Input, WeightColumn};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-
-/// Samples of skipped lines kept for the report.
-pub const MAX_SAMPLES: usize = 5;
 
 /// Longest accepted input line in bytes: a longer one is an error (or a counted skip), never
 /// an unbounded buffer (a binary file, or a file with `\r`-only line ends, is one huge line).
@@ -25,57 +23,6 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// The UTF-8 byte order mark some tools put at the start of a text file; it is dropped.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// What one worker's reading saw.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct ReadStats {
-    /// Bytes read.
-    pub bytes: u64,
-    /// Non-blank data lines seen (headers excluded).
-    pub lines: u64,
-    /// Events kept.
-    pub events: u64,
-    /// Malformed lines skipped (`bad_lines = "skip"`).
-    pub skipped: u64,
-    /// Up to [`MAX_SAMPLES`] skipped lines with their reason.
-    pub samples: Vec<String>,
-    /// Rows dropped by `min_weight`.
-    pub below_min_weight: u64,
-    /// Where the weights came from, one entry per distinct choice over the files.
-    pub weights: Vec<String>,
-    /// Seconds the slowest worker spent reading and parsing its part.
-    pub secs: f64,
-    /// Read-and-parse rate of the slowest worker (MB/s; 0 when nothing was read).
-    pub min_mb_per_sec_per_worker: f64,
-}
-
-impl ReadStats {
-    /// Adds another worker's counts (samples are capped).
-    pub fn merge(&mut self, o: &ReadStats) {
-        self.bytes += o.bytes;
-        self.lines += o.lines;
-        self.events += o.events;
-        self.skipped += o.skipped;
-        self.below_min_weight += o.below_min_weight;
-        for w in &o.weights {
-            if !self.weights.contains(w) {
-                self.weights.push(w.clone());
-            }
-        }
-        self.secs = self.secs.max(o.secs);
-        if o.min_mb_per_sec_per_worker > 0.0
-            && (self.min_mb_per_sec_per_worker == 0.0
-                || o.min_mb_per_sec_per_worker < self.min_mb_per_sec_per_worker)
-        {
-            self.min_mb_per_sec_per_worker = o.min_mb_per_sec_per_worker;
-        }
-        for s in &o.samples {
-            if self.samples.len() < MAX_SAMPLES {
-                self.samples.push(s.clone());
-            }
-        }
-    }
-}
 
 /// Expands `input.path`'s files, directories (their regular, non-hidden files) and globs,
 /// sorted.
