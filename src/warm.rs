@@ -1,4 +1,4 @@
-//! Warm start: continue from the store's current version (DESIGN §7).
+//! Warm start (`model.warm_start`, the nightly retrain): continue from the store's current version.
 //!
 //! The parent version contributes its interaction snapshot (read by ingest as pairs added to the
 //! new events, so removals retract them) and its factors: known users and items keep their

@@ -1,5 +1,5 @@
 //! The last stage: every worker writes its files into a staging directory, worker 0 writes the
-//! manifest and the report and flips `CURRENT` (DESIGN §6: a version appears whole or not).
+//! manifest and the report and flips `CURRENT`, so a version appears whole or not at all.
 
 use super::msg::RunMsg;
 use super::stages::{has_test, unexpected, RunCh};
