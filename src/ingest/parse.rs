@@ -299,32 +299,10 @@ pub fn parse_line(
     };
     let user = id(cols.user, "user")?;
     let item = id(cols.item, "item")?;
-    if let (RawId::Str(u), RawId::Str(i)) = (&user, &item) {
-        if is_column_name(u.as_bytes()) && is_column_name(i.as_bytes()) {
-            return Err(LineError {
-                field: "user",
-                message: format!(
-                    "'{u}' and '{i}' look like column names: a header line where none is expected (set input.header = \"true\" or \"auto\" if the file starts with a header; remove header lines inside a file)"
-                ),
-            });
-        }
-    }
+    not_a_header(&user, &item)?;
     let weight = match cols.weight {
         None => 1.0,
-        Some(i) => {
-            let f = get(i);
-            let w: f64 = number(f).ok_or_else(|| LineError {
-                field: "weight",
-                message: format!("'{}' is not a number", escape_bytes(f)),
-            })?;
-            if !w.is_finite() || w.abs() > MAX_ABS_WEIGHT {
-                return Err(LineError {
-                    field: "weight",
-                    message: format!("{w} is not a finite number within ±{MAX_ABS_WEIGHT:e}"),
-                });
-            }
-            w as f32
-        }
+        Some(i) => weight_field(get(i))?,
     };
     // A removal cancels the pair: every event of it in this batch and in the snapshot.
     let weight = match cols.removed {
@@ -345,15 +323,7 @@ pub fn parse_line(
     };
     let ts = match cols.ts {
         None => i64::MIN,
-        Some(i) => {
-            let f = get(i);
-            number::<i64>(f)
-                .or_else(|| number::<f64>(f).filter(|x| x.is_finite()).map(|x| x as i64))
-                .ok_or_else(|| LineError {
-                    field: "timestamp",
-                    message: format!("'{}' is not an integer", escape_bytes(f)),
-                })?
-        }
+        Some(i) => timestamp_field(get(i))?,
     };
     Ok(Some(Event {
         user,
@@ -361,6 +331,50 @@ pub fn parse_line(
         weight,
         ts,
     }))
+}
+
+/// A line whose user and item both read like column names is a header where none is
+/// expected: said as such, not as two odd ids.
+#[inline]
+fn not_a_header(user: &RawId, item: &RawId) -> Result<(), LineError> {
+    if let (RawId::Str(u), RawId::Str(i)) = (user, item) {
+        if is_column_name(u.as_bytes()) && is_column_name(i.as_bytes()) {
+            return Err(LineError {
+                field: "user",
+                message: format!(
+                    "'{u}' and '{i}' look like column names: a header line where none is expected (set input.header = \"true\" or \"auto\" if the file starts with a header; remove header lines inside a file)"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The weight column: a finite number within ±[`MAX_ABS_WEIGHT`].
+#[inline]
+fn weight_field(f: &[u8]) -> Result<f32, LineError> {
+    let w: f64 = number(f).ok_or_else(|| LineError {
+        field: "weight",
+        message: format!("'{}' is not a number", escape_bytes(f)),
+    })?;
+    if !w.is_finite() || w.abs() > MAX_ABS_WEIGHT {
+        return Err(LineError {
+            field: "weight",
+            message: format!("{w} is not a finite number within ±{MAX_ABS_WEIGHT:e}"),
+        });
+    }
+    Ok(w as f32)
+}
+
+/// The timestamp column: an integer, or a finite number truncated to one.
+#[inline]
+fn timestamp_field(f: &[u8]) -> Result<i64, LineError> {
+    number::<i64>(f)
+        .or_else(|| number::<f64>(f).filter(|x| x.is_finite()).map(|x| x as i64))
+        .ok_or_else(|| LineError {
+            field: "timestamp",
+            message: format!("'{}' is not an integer", escape_bytes(f)),
+        })
 }
 
 /// Decides whether a first line is a header (for `header = "auto"`): it is when a numeric
