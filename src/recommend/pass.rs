@@ -5,7 +5,7 @@ use super::calibrate::{calibrate, Chosen};
 use super::catalog::{gather_items, Catalog, Seen};
 use super::evaluate::Evaluation;
 use super::recall::{Reference, Sample};
-use super::scan::ScanIndex;
+use super::scan::{CatalogIx, ScanIndex};
 use super::scorer::{ExactDense, ExactScan, Popular, Ranked, Scorer};
 use super::similar_target::{calibrate_similar, SimilarCalibration};
 use super::{lap, lsh_scorer, similar_items, text, total_users, Phases, Recs, Scored};
@@ -245,6 +245,7 @@ struct Pass<'a> {
     seen: &'a Seen<'a>,
     ev: Evaluation<'a>,
     lines: text::Lines,
+    /// Per [`CatalogIx`]: the item id's stable hash (for the pairs `keep_pairs` returns).
     item_hash: Vec<u64>,
     /// This worker's part, written block by block (see [`Recs::part`]).
     writer: Option<Result<crate::store::PartWriter, String>>,
@@ -298,7 +299,7 @@ impl<'a> Pass<'a> {
         let mut r0 = 0;
         while r0 < self.users.rows() {
             let rows: Vec<usize> = (r0..(r0 + block).min(self.users.rows())).collect();
-            let seen: Vec<Vec<usize>> = rows.iter().map(|&r| self.seen.row(r)).collect();
+            let seen: Vec<Vec<CatalogIx>> = rows.iter().map(|&r| self.seen.row(r)).collect();
             let none = vec![
                 Vec::new();
                 if self.job.recommend.exclude_seen {

@@ -3,13 +3,37 @@
 
 use super::topk::Tops;
 
+/// An item's index in the gathered catalogue ([`super::Catalog`]: `keys[i]`, `ids[i]`, row `i`
+/// of `factors`), the same on every worker: what every scorer's lists hold and what
+/// exclusions (`excluded[u]`, sorted) are given in.
+pub type CatalogIx = usize;
+
+/// An item's global key (`Catalog::keys[i]`, [`crate::side::key`]): the tie-break of
+/// [`better`], so that no list depends on where an item sits in any array or on the layout.
+pub type ItemKey = crate::side::GlobalKey;
+
+/// An item's place in a [`ScanIndex`]'s norm order (non-increasing norm), what its panels,
+/// `pos_keys` and `norms` are indexed by. It never leaves the scan: lists come back as
+/// [`CatalogIx`] (as a [`Tops`] entry's item it is the plain `u32`).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ScanPos(u32);
+
+impl ScanPos {
+    /// The position as an index into the scan's position-ordered arrays.
+    #[inline]
+    fn ix(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// Deterministic order: higher score first, then smaller key.
-pub fn better(a: (f32, u64), b: (f32, u64)) -> std::cmp::Ordering {
+pub fn better(a: (f32, ItemKey), b: (f32, ItemKey)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
 /// Top `k` of `scores` (by [`better`]) among indices not `excluded` (sorted), best first.
-pub fn top_k(scores: &[f32], keys: &[u64], excluded: &[usize], k: usize) -> Vec<usize> {
+pub fn top_k(scores: &[f32], keys: &[ItemKey], excluded: &[CatalogIx], k: usize) -> Vec<CatalogIx> {
     let mut cand: Vec<usize> = Vec::with_capacity(scores.len());
     let mut e = excluded.iter().peekable();
     for i in 0..scores.len() {
@@ -41,12 +65,12 @@ pub fn top_k(scores: &[f32], keys: &[u64], excluded: &[usize], k: usize) -> Vec<
 pub struct ScanIndex {
     n: usize,
     d: usize,
-    /// Position (norm order) → catalogue index.
+    /// [`ScanPos`] → catalogue index (as `u32`).
     order: Vec<u32>,
-    /// Catalogue index → position.
-    pos_of: Vec<u32>,
+    /// [`CatalogIx`] → its position.
+    pos_of: Vec<ScanPos>,
     /// Key of the item at each position (ties break by smaller key).
-    pos_keys: Vec<u64>,
+    pos_keys: Vec<ItemKey>,
     /// Norm of the item at each position (non-increasing), plus a trailing 0.
     norms: Vec<f32>,
     /// Panels of NR items, `d × NR` each (dimension-major), zero-padded.
@@ -81,11 +105,11 @@ pub(super) const OPEN_PANELS: usize = 16;
 impl ScanIndex {
     /// Builds the index of the items with global `keys` (ties) and row-major `factors`; `None`
     /// unless the AVX2+FMA kernel runs for this `d`.
-    pub fn build(keys: &[u64], factors: &[f32], d: usize) -> Option<ScanIndex> {
+    pub fn build(keys: &[ItemKey], factors: &[f32], d: usize) -> Option<ScanIndex> {
         kernel_usable(d).then(|| Self::build_any(keys, factors, d))
     }
 
-    fn build_any(keys: &[u64], factors: &[f32], d: usize) -> ScanIndex {
+    fn build_any(keys: &[ItemKey], factors: &[f32], d: usize) -> ScanIndex {
         let n = keys.len();
         let norm =
             |i: usize| fma_dot(&factors[i * d..(i + 1) * d], &factors[i * d..(i + 1) * d]).sqrt();
@@ -96,9 +120,9 @@ impl ScanIndex {
                 .total_cmp(&inorm[a as usize])
                 .then(a.cmp(&b))
         });
-        let mut pos_of = vec![0u32; n];
+        let mut pos_of = vec![ScanPos(0); n];
         for (p, &i) in order.iter().enumerate() {
-            pos_of[i as usize] = p as u32;
+            pos_of[i as usize] = ScanPos(p as u32);
         }
         let pos_keys = order.iter().map(|&i| keys[i as usize]).collect();
         let mut norms: Vec<f32> = order.iter().map(|&i| inorm[i as usize]).collect();
@@ -129,9 +153,9 @@ impl ScanIndex {
     pub fn top_k(
         &self,
         users: &[f32],
-        excluded: &[Vec<usize>],
+        excluded: &[Vec<CatalogIx>],
         k: usize,
-    ) -> Vec<Vec<(f32, usize)>> {
+    ) -> Vec<Vec<(f32, CatalogIx)>> {
         self.top_k_scored(users, excluded, k).0
     }
 
@@ -140,9 +164,9 @@ impl ScanIndex {
     pub fn top_k_scored(
         &self,
         users: &[f32],
-        excluded: &[Vec<usize>],
+        excluded: &[Vec<CatalogIx>],
         k: usize,
-    ) -> (Vec<Vec<(f32, usize)>>, Vec<u32>) {
+    ) -> (Vec<Vec<(f32, CatalogIx)>>, Vec<u32>) {
         let d = self.d;
         let b = users.len() / d;
         let mut lists = Tops::new(b, k);
@@ -183,11 +207,11 @@ impl ScanIndex {
 
     /// Every user's excluded catalogue indices as scan positions, sorted (the scan looks
     /// them up by position).
-    fn excluded_positions(&self, excluded: &[Vec<usize>]) -> Vec<Vec<u32>> {
+    fn excluded_positions(&self, excluded: &[Vec<CatalogIx>]) -> Vec<Vec<ScanPos>> {
         excluded
             .iter()
             .map(|e| {
-                let mut v: Vec<u32> = e.iter().map(|&i| self.pos_of[i]).collect();
+                let mut v: Vec<ScanPos> = e.iter().map(|&i| self.pos_of[i]).collect();
                 v.sort_unstable();
                 v
             })
@@ -211,7 +235,7 @@ impl ScanIndex {
         users: &[f32],
         zero: &[f32],
         active: &[usize],
-        ex: &[Vec<u32>],
+        ex: &[Vec<ScanPos>],
         open: usize,
         lists: &mut Tops,
     ) {
@@ -227,8 +251,8 @@ impl ScanIndex {
                 for p in self.n.min(open * NR)..open * NR {
                     ub[p / NR][p % NR] = f32::NEG_INFINITY;
                 }
-                for &p in ex[u].iter().take_while(|&&p| (p as usize) < open * NR) {
-                    ub[p as usize / NR][p as usize % NR] = f32::NEG_INFINITY;
+                for p in ex[u].iter().map(|p| p.ix()).take_while(|&p| p < open * NR) {
+                    ub[p / NR][p % NR] = f32::NEG_INFINITY;
                 }
                 lists.push_opening(u, ub, |p| (self.pos_keys[p], p as u32));
             }
@@ -243,7 +267,7 @@ impl ScanIndex {
         &self,
         rows: [*const f32; MR],
         grp: &[usize],
-        ex: &[Vec<u32>],
+        ex: &[Vec<ScanPos>],
         pans: std::ops::Range<usize>,
         lists: &mut Tops,
     ) {
@@ -276,7 +300,7 @@ impl ScanIndex {
                     let p = pan * NR + lane;
                     if p < self.n
                         && sc >= lists.threshold(u)
-                        && ex[u].binary_search(&(p as u32)).is_err()
+                        && ex[u].binary_search(&ScanPos(p as u32)).is_err()
                     {
                         lists.push(u, sc, self.pos_keys[p], p as u32);
                     }
@@ -296,12 +320,12 @@ impl ScanIndex {
     }
 
     /// The `b` users' lists with scan positions turned back into catalogue indices.
-    fn catalogue_lists(&self, lists: &Tops, b: usize) -> Vec<Vec<(f32, usize)>> {
+    fn catalogue_lists(&self, lists: &Tops, b: usize) -> Vec<Vec<(f32, CatalogIx)>> {
         (0..b)
             .map(|u| {
                 lists
                     .list(u)
-                    .map(|(s, _, p)| (s, self.order[p as usize] as usize))
+                    .map(|(s, _, p)| (s, self.order[ScanPos(p).ix()] as CatalogIx))
                     .collect()
             })
             .collect()
