@@ -5,7 +5,7 @@
 //! in `f32::total_cmp` order, so ranking needs no float compares and a new entry's place is a
 //! branch-free count.
 
-use super::scan::{ItemKey, NR};
+use crate::side::GlobalKey as ItemKey;
 
 /// The item of a list entry, in the index space of the scorer that pushes it: a scan position
 /// for the norm-ordered scan (`super::scan`, which turns it back into a catalogue index), a
@@ -93,19 +93,22 @@ impl Tops {
     }
 
     /// Pushes the scores of user `u`'s opening: `buf` holds the first panels of what it is
-    /// scored against (NR lanes each; -inf where an item is seen or a lane is padding),
-    /// `item(panel * NR + lane)` gives the item's key and index. Pushing in scan order costs
-    /// about k·(1 + ln(items / k)) pushes (43 for 256 items at k = 10), each a few
-    /// unpredictable branches; here a floor comes first: of the NR lanes' best scores, the
-    /// k-th best is at most the user's k-th best (k lanes each hold an item at least that
-    /// good), so nothing below it can rank, and about 14 pushes remain. Needs `k <= NR`
-    /// to bound anything (a larger k pushes every finite score).
-    pub fn push_opening(
+    /// scored against (`NR` lanes each, the scan's panel width, at most 32; -inf where an item
+    /// is seen or a lane is padding), `item(panel * NR + lane)` gives the item's key and
+    /// index. Pushing in scan order costs about k·(1 + ln(items / k)) pushes (43 for 256 items
+    /// at k = 10), each a few unpredictable branches; here a floor comes first: of the NR
+    /// lanes' best scores, the k-th best is at most the user's k-th best (k lanes each hold an
+    /// item at least that good), so nothing below it can rank, and about 14 pushes remain.
+    /// Needs `k <= NR` to bound anything (a larger k pushes every finite score). The panel
+    /// width is a parameter so that this module needs nothing of the scan's (no
+    /// scan ↔ topk import cycle).
+    pub fn push_opening<const NR: usize>(
         &mut self,
         u: usize,
         buf: &[[f32; NR]],
         item: impl Fn(usize) -> (ItemKey, ListItem),
     ) {
+        const { assert!(NR <= 32, "lane masks are u32") };
         let mut best = [f32::NEG_INFINITY; NR];
         for pan in buf {
             for (b, &v) in best.iter_mut().zip(pan) {
