@@ -288,34 +288,14 @@ pub fn export(
         match format {
             ExportFormat::Tsv => {
                 let path = out.join(format!("{side}.tsv"));
-                let mut w = create(&path)?;
-                let mut line = String::new();
-                for (r, id) in ids.iter().enumerate() {
-                    use std::fmt::Write as _;
-                    line.clear();
-                    let _ = write!(line, "{id}");
-                    for x in &f[r * d..(r + 1) * d] {
-                        let _ = write!(line, "\t{x}");
-                    }
-                    line.push('\n');
-                    w.write_all(line.as_bytes())
-                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                }
-                w.flush()
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                write_factors_tsv(&path, &ids, &f, d)?;
                 written.push(path.display().to_string());
             }
             ExportFormat::Npy => {
                 let path = out.join(format!("{side}.npy"));
                 write_npy(&path, ids.len(), d, &f)?;
                 let idp = out.join(format!("{singular}_ids.txt"));
-                let mut w = create(&idp)?;
-                for id in &ids {
-                    writeln!(w, "{id}")
-                        .map_err(|e| format!("cannot write {}: {e}", idp.display()))?;
-                }
-                w.flush()
-                    .map_err(|e| format!("cannot write {}: {e}", idp.display()))?;
+                write_ids(&idp, &ids)?;
                 written.push(path.display().to_string());
                 written.push(idp.display().to_string());
             }
@@ -330,48 +310,93 @@ pub fn export(
         }
         rows.push(row_map(&ids));
     }
-    let (users, items) = (&rows[0], &rows[1]);
+    let rows = (&rows[0], &rows[1]);
     for sub in ["recs", "similar", "buckets"] {
         let parts = read_parts(&dir, &manifest, sub)?;
         if parts.is_empty() {
             continue;
         }
         let lines = ordered_lines(&parts, sub)?;
-        match (format, sub) {
-            (ExportFormat::Tsv, _) => written.push(write_tsv(&lines, sub, out)?),
-            (ExportFormat::Parquet, _) => {
-                let table = match sub {
-                    "buckets" => pq::buckets_table(&lines, kinds[1])?,
-                    "recs" => pq::pairs_table(&lines, sub, kinds[0], kinds[1])?,
-                    _ => pq::pairs_table(&lines, sub, kinds[1], kinds[1])?,
-                };
-                let p = out.join(format!("{sub}.parquet"));
-                pq::write_table(&p, &table)?;
-                written.push(p.display().to_string());
-            }
-            (ExportFormat::Npy, "buckets") => {
-                let b = buckets_npy(&lines, items)?;
-                let p = out.join("buckets.npy");
-                write_npy_array(&p, &[lines.len(), 3], &b)?;
-                written.push(p.display().to_string());
-            }
-            (ExportFormat::Npy, _) => {
-                let (a, b) = if sub == "recs" {
-                    ((users, "user"), (items, "item"))
-                } else {
-                    ((items, "item"), (items, "other"))
-                };
-                let (idx, scores) = pairs_npy(&lines, a, b)?;
-                let p = out.join(format!("{sub}.npy"));
-                write_npy_array(&p, &[scores.len(), 3], &idx)?;
-                let q = out.join(format!("{sub}_scores.npy"));
-                write_npy_array(&q, &[scores.len()], &scores)?;
-                written.push(p.display().to_string());
-                written.push(q.display().to_string());
-            }
+        match format {
+            ExportFormat::Tsv => written.push(write_tsv(&lines, sub, out)?),
+            ExportFormat::Parquet => written.push(write_lines_parquet(&lines, sub, out, &kinds)?),
+            ExportFormat::Npy => written.extend(write_lines_npy(&lines, sub, out, rows)?),
         }
     }
     Ok(written)
+}
+
+/// `id<TAB>f1<TAB>…<TAB>fd` per entity (rows of `f`, `d` wide, in the order of `ids`).
+fn write_factors_tsv(path: &Path, ids: &[RawId], f: &[f32], d: usize) -> Result<(), String> {
+    let mut w = create(path)?;
+    let mut line = String::new();
+    for (r, id) in ids.iter().enumerate() {
+        use std::fmt::Write as _;
+        line.clear();
+        let _ = write!(line, "{id}");
+        for x in &f[r * d..(r + 1) * d] {
+            let _ = write!(line, "\t{x}");
+        }
+        line.push('\n');
+        w.write_all(line.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    w.flush()
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// One id per line: the row → id list beside an `.npy` file.
+fn write_ids(path: &Path, ids: &[RawId]) -> Result<(), String> {
+    let mut w = create(path)?;
+    for id in ids {
+        writeln!(w, "{id}").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    w.flush()
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// `SUB.parquet` of one output; `kinds` are the (users, items) id kinds. Returns its path.
+fn write_lines_parquet(
+    lines: &[Line<'_>],
+    sub: &str,
+    out: &Path,
+    kinds: &[pq::IdKind],
+) -> Result<String, String> {
+    let table = match sub {
+        "buckets" => pq::buckets_table(lines, kinds[1])?,
+        "recs" => pq::pairs_table(lines, sub, kinds[0], kinds[1])?,
+        _ => pq::pairs_table(lines, sub, kinds[1], kinds[1])?,
+    };
+    let p = out.join(format!("{sub}.parquet"));
+    pq::write_table(&p, &table)?;
+    Ok(p.display().to_string())
+}
+
+/// `SUB.npy` (and for recs and similar `SUB_scores.npy`) of one output, ids as rows of
+/// `rows` (users, items). Returns the paths written.
+fn write_lines_npy(
+    lines: &[Line<'_>],
+    sub: &str,
+    out: &Path,
+    (users, items): (&HashMap<String, i64>, &HashMap<String, i64>),
+) -> Result<Vec<String>, String> {
+    if sub == "buckets" {
+        let b = buckets_npy(lines, items)?;
+        let p = out.join("buckets.npy");
+        write_npy_array(&p, &[lines.len(), 3], &b)?;
+        return Ok(vec![p.display().to_string()]);
+    }
+    let (a, b) = if sub == "recs" {
+        ((users, "user"), (items, "item"))
+    } else {
+        ((items, "item"), (items, "other"))
+    };
+    let (idx, scores) = pairs_npy(lines, a, b)?;
+    let p = out.join(format!("{sub}.npy"));
+    write_npy_array(&p, &[scores.len(), 3], &idx)?;
+    let q = out.join(format!("{sub}_scores.npy"));
+    write_npy_array(&q, &[scores.len()], &scores)?;
+    Ok(vec![p.display().to_string(), q.display().to_string()])
 }
 
 #[cfg(test)]

@@ -11,13 +11,22 @@ pub use crate::plan::assign::Assignment;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+/// An entity's global key, `(vshard << 32) | local index` ([`key`]): the same for any worker
+/// count or assignment, so every order that must not depend on the layout sorts by it.
+pub type GlobalKey = u64;
+
+/// An entry's column: a row of the gathered array of the other side's vectors that this
+/// side's CSR indexes ([`Side::cols`]; its key is `gathered_keys[col]`). Not a row of the
+/// other side on any worker, and not a catalogue index.
+pub type GatheredCol = u32;
+
 /// Packs a global key.
-pub fn key(vshard: u32, local: u32) -> u64 {
+pub fn key(vshard: u32, local: u32) -> GlobalKey {
     ((vshard as u64) << 32) | local as u64
 }
 
 /// Unpacks a global key into (vshard, local index).
-pub fn unkey(k: u64) -> (u32, u32) {
+pub fn unkey(k: GlobalKey) -> (u32, u32) {
     ((k >> 32) as u32, k as u32)
 }
 
@@ -97,13 +106,13 @@ pub struct Side {
     /// CSR over rows: entries `indptr[r]..indptr[r+1]`.
     pub indptr: Vec<usize>,
     /// Column of each entry: index into the gathered array of the other side's vectors.
-    pub cols: Vec<u32>,
+    pub cols: Vec<GatheredCol>,
     /// Confidence of each entry.
     pub conf: Vec<f32>,
     /// Global key of each gathered vector (ascending within each source worker). Once
     /// training shares the gathered array between the threads of a process
     /// (`als::shared`), this is that array's keys, the same `Arc` on every thread.
-    pub gathered_keys: Arc<[u64]>,
+    pub gathered_keys: Arc<[GlobalKey]>,
     /// The vectors this side receives and sends every half-step.
     pub routing: Routing,
     /// This thread's handle on the process-shared array of the other side's vectors that

@@ -16,8 +16,8 @@
 //! Gram streaming through the cache once per entity (1 MiB at d = 512, the bound there),
 //! while the group's gathered rows still fit in L2 (whole-side passes per block, as iALS++
 //! runs, measured slower: every block re-fetches every pair's row from memory). With AVX2 and
-//! blocks of 8..=64 a multiple of 8 ([`group`]), the group's Gram terms are one small GEMM and
-//! its block systems are solved together, one entity per SIMD lane ([`lanes`]).
+//! blocks of 8..=64 a multiple of 8 (`group`), the group's Gram terms are one small GEMM and
+//! its block systems are solved together, one entity per SIMD lane (`lanes`).
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;

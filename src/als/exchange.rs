@@ -75,70 +75,109 @@ pub(crate) fn exchange_into(
 ) -> Result<Exchanged, CommError> {
     let d = als.factors;
     let per_round = (als.exchange_kib * 256 / d).max(1);
-    let mut all_parts = Vec::new();
-    let (mut vector_bytes, mut local_bytes) = (0u64, 0u64);
-    let incoming = &s.routing.incoming;
-    let mut got_rows = vec![0usize; incoming.len()];
+    let mut ex = Exchanged {
+        parts: Vec::new(),
+        vector_bytes: 0,
+        local_bytes: 0,
+    };
+    let mut got_rows = vec![0usize; s.routing.incoming.len()];
     for round in 0.. {
-        let lo = round * per_round;
-        let mut more = false;
-        for out in &o.routing.outgoing {
-            let (dest, rows) = (&out.to, &out.rows);
-            // This worker's own rows go straight into its gathered array: no message buffer.
-            if *dest == comm.index {
-                if let Some((_, inc)) = s.routing.from(comm.index) {
-                    if inc.len == rows.len() {
-                        if round == 0 {
-                            let off = inc.offset;
-                            for (k, &r) in rows.iter().enumerate() {
-                                gathered.put(off + k, o.row(r as usize));
-                            }
-                            local_bytes += (4 * d * rows.len()) as u64;
-                        }
-                        continue;
-                    }
-                }
-            }
-            if lo >= rows.len() {
-                continue;
-            }
-            let hi = rows.len().min(lo + per_round);
-            more |= hi < rows.len();
-            let mut buf = Vec::with_capacity((hi - lo) * d);
-            for &r in &rows[lo..hi] {
-                buf.extend_from_slice(o.row(r as usize));
-            }
-            if *dest != comm.index {
-                vector_bytes += 4 * buf.len() as u64;
-            }
-            comm.send(*dest, AlsMsg::Vectors(lo as u64, buf));
-        }
+        let window = round * per_round..(round + 1) * per_round;
+        let more = send_round(comm, s, o, gathered, d, window, &mut ex);
         // Everybody learns whether anybody has rows left, so all run the same rounds.
         comm.broadcast(AlsMsg::Counts(vec![more as u64]));
-        let mut any_more = false;
-        for (from, b) in comm.exchange(worker, "train: exchange vectors")? {
-            match b {
-                AlsMsg::Vectors(first, v) => {
-                    let (j, inc) = s.routing.from(from).expect("routing table");
-                    let (off, len) = (inc.offset, inc.len);
-                    let first = first as usize;
-                    assert!(
-                        v.len() % d == 0 && first + v.len() / d <= len,
-                        "vector buffer from worker {from} does not fit its routing table"
-                    );
-                    gathered.put(off + first, &v);
-                    got_rows[j] += v.len() / d;
-                }
-                AlsMsg::GramParts(mut p) => all_parts.append(&mut p),
-                AlsMsg::Counts(c) => any_more |= c[0] != 0,
-                _ => unreachable!(),
-            }
-        }
-        if !any_more {
+        if !receive_round(worker, comm, s, gathered, d, &mut got_rows, &mut ex.parts)? {
             break;
         }
     }
-    for (j, inc) in incoming.iter().enumerate() {
+    check_complete(comm, s, o, &got_rows);
+    Ok(ex)
+}
+
+/// One round's sends: the rows of every outgoing list that fall in `window` (positions in
+/// the list) as one buffer per destination; this worker's own rows go straight into
+/// `gathered` in the first round (no message buffer). Returns whether any list has rows left.
+fn send_round(
+    comm: &mut Ch,
+    s: &Side,
+    o: &Side,
+    gathered: &mut dyn Sink,
+    d: usize,
+    window: std::ops::Range<usize>,
+    ex: &mut Exchanged,
+) -> bool {
+    let lo = window.start;
+    let mut more = false;
+    for out in &o.routing.outgoing {
+        let (dest, rows) = (&out.to, &out.rows);
+        if *dest == comm.index {
+            if let Some((_, inc)) = s.routing.from(comm.index) {
+                if inc.len == rows.len() {
+                    if lo == 0 {
+                        let off = inc.offset;
+                        for (k, &r) in rows.iter().enumerate() {
+                            gathered.put(off + k, o.row(r as usize));
+                        }
+                        ex.local_bytes += (4 * d * rows.len()) as u64;
+                    }
+                    continue;
+                }
+            }
+        }
+        if lo >= rows.len() {
+            continue;
+        }
+        let hi = rows.len().min(window.end);
+        more |= hi < rows.len();
+        let mut buf = Vec::with_capacity((hi - lo) * d);
+        for &r in &rows[lo..hi] {
+            buf.extend_from_slice(o.row(r as usize));
+        }
+        if *dest != comm.index {
+            ex.vector_bytes += 4 * buf.len() as u64;
+        }
+        comm.send(*dest, AlsMsg::Vectors(lo as u64, buf));
+    }
+    more
+}
+
+/// One round's receives: vectors into `gathered` at their routing offsets (counted per
+/// incoming list in `got_rows`), Gram partials into `parts`. Returns whether any worker has
+/// rows left for another round.
+fn receive_round(
+    worker: &mut Worker,
+    comm: &mut Ch,
+    s: &Side,
+    gathered: &mut dyn Sink,
+    d: usize,
+    got_rows: &mut [usize],
+    parts: &mut Vec<GramPart>,
+) -> Result<bool, CommError> {
+    let mut any_more = false;
+    for (from, b) in comm.exchange(worker, "train: exchange vectors")? {
+        match b {
+            AlsMsg::Vectors(first, v) => {
+                let (j, inc) = s.routing.from(from).expect("routing table");
+                let (off, len) = (inc.offset, inc.len);
+                let first = first as usize;
+                assert!(
+                    v.len() % d == 0 && first + v.len() / d <= len,
+                    "vector buffer from worker {from} does not fit its routing table"
+                );
+                gathered.put(off + first, &v);
+                got_rows[j] += v.len() / d;
+            }
+            AlsMsg::GramParts(mut p) => parts.append(&mut p),
+            AlsMsg::Counts(c) => any_more |= c[0] != 0,
+            _ => unreachable!(),
+        }
+    }
+    Ok(any_more)
+}
+
+/// Every incoming list arrived whole (this worker's own, copied directly, excepted).
+fn check_complete(comm: &Ch, s: &Side, o: &Side, got_rows: &[usize]) {
+    for (j, inc) in s.routing.incoming.iter().enumerate() {
         let (from, len) = (inc.from, inc.len);
         let own = from == comm.index
             && o.routing
@@ -151,9 +190,4 @@ pub(crate) fn exchange_into(
             got_rows[j]
         );
     }
-    Ok(Exchanged {
-        parts: all_parts,
-        vector_bytes,
-        local_bytes,
-    })
 }

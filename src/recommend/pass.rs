@@ -5,7 +5,7 @@ use super::calibrate::{calibrate, Chosen};
 use super::catalog::{gather_items, Catalog, Seen};
 use super::evaluate::Evaluation;
 use super::recall::{Reference, Sample};
-use super::scan::ScanIndex;
+use super::scan::{CatalogIx, ScanIndex};
 use super::scorer::{ExactDense, ExactScan, Popular, Ranked, Scorer};
 use super::similar_target::{calibrate_similar, SimilarCalibration};
 use super::{lap, lsh_scorer, similar_items, text, total_users, Phases, Recs, Scored};
@@ -53,54 +53,29 @@ pub fn recommend(
         _ => None,
     };
     phases.prepare += lap(&mut clock);
-    let mut out = Recs {
-        part: None,
-        pairs: keep_pairs.then(Vec::new),
-        lines: 0,
-        users_without_recs: 0,
-        metrics: Vec::new(),
-        catalogue: cat.len(),
-        buckets: chosen
-            .as_ref()
-            .map(|c| c.index.bucket_lines(&cat.ids, comm.index, comm.peers)),
-        similar: None,
-        exact: None,
-        lsh: None,
-        phases: Phases::default(),
-    };
-    let similar = match job.similar.k {
+    let mut out = empty_recs(&cat, chosen.as_ref(), comm, keep_pairs);
+    let similar_lsh = match job.similar.k {
         0 => None,
-        _ => Some(similar(
-            worker,
-            comm,
-            job,
-            &cat,
-            (users, items),
-            chosen.as_ref(),
-            full.as_ref(),
-        )?),
+        _ => {
+            let sides = (users, items);
+            let (part, rec) = similar(
+                worker,
+                comm,
+                job,
+                &cat,
+                sides,
+                chosen.as_ref(),
+                full.as_ref(),
+            )?;
+            out.similar = Some(part);
+            Some(rec)
+        }
     };
-    let similar_lsh = similar.map(|(part, rec)| {
-        out.similar = Some(part);
-        rec
-    });
     phases.similar += lap(&mut clock);
-    let mut scorer: Box<dyn Scorer> = match (&chosen, &full) {
-        (Some(c), _) => lsh_scorer::choose(&cat, &c.index, &c.codes, full.as_ref()),
-        _ if mode == Mode::Popular => Box::new(Popular::new(&cat)),
-        (None, Some(scan)) => Box::new(ExactScan { scan }),
-        (None, None) => Box::new(ExactDense::new(&cat)),
-    };
+    let mut scorer = choose_scorer(mode, &cat, chosen.as_ref(), full.as_ref());
     let ks = job.eval.k.list();
-    let ev = Evaluation::new(
-        users,
-        &cat,
-        held,
-        &ks,
-        total,
-        mode == Mode::Exact,
-        job.eval.seed,
-    );
+    let exact = mode == Mode::Exact;
+    let ev = Evaluation::new(users, &cat, held, &ks, total, exact, job.eval.seed);
     let mut pass = Pass::new(job, users, &cat, &seen, ev, comm.index, keep_pairs);
     pass.run(&mut *scorer, &mut out, &mut phases, &mut clock);
     let finished = pass
@@ -123,6 +98,40 @@ pub fn recommend(
     }
     out.phases = phases;
     Ok(out)
+}
+
+/// What the stage returns before the pass: nothing counted yet, the LSH buckets' part file
+/// when an index was chosen.
+fn empty_recs(cat: &Catalog, chosen: Option<&Chosen>, comm: &Comm, keep_pairs: bool) -> Recs {
+    Recs {
+        part: None,
+        pairs: keep_pairs.then(Vec::new),
+        lines: 0,
+        users_without_recs: 0,
+        metrics: Vec::new(),
+        catalogue: cat.len(),
+        buckets: chosen.map(|c| c.index.bucket_lines(&cat.ids, comm.index, comm.peers)),
+        similar: None,
+        exact: None,
+        lsh: None,
+        phases: Phases::default(),
+    }
+}
+
+/// The mode's scorer, chosen once for the whole pass: LSH candidates when an index was
+/// chosen, popularity, or the exact scan (dense scores where its kernel does not run).
+fn choose_scorer<'a>(
+    mode: Mode,
+    cat: &'a Catalog,
+    chosen: Option<&'a Chosen>,
+    full: Option<&'a ScanIndex>,
+) -> Box<dyn Scorer + 'a> {
+    match (chosen, full) {
+        (Some(c), _) => lsh_scorer::choose(cat, &c.index, &c.codes, full),
+        _ if mode == Mode::Popular => Box::new(Popular::new(cat)),
+        (None, Some(scan)) => Box::new(ExactScan { scan }),
+        (None, None) => Box::new(ExactDense::new(cat)),
+    }
 }
 
 /// Sends this worker's sums and counts to worker 0, which gets the job's metrics, line counts
@@ -236,6 +245,7 @@ struct Pass<'a> {
     seen: &'a Seen<'a>,
     ev: Evaluation<'a>,
     lines: text::Lines,
+    /// Per [`CatalogIx`]: the item id's stable hash (for the pairs `keep_pairs` returns).
     item_hash: Vec<u64>,
     /// This worker's part, written block by block (see [`Recs::part`]).
     writer: Option<Result<crate::store::PartWriter, String>>,
@@ -289,7 +299,7 @@ impl<'a> Pass<'a> {
         let mut r0 = 0;
         while r0 < self.users.rows() {
             let rows: Vec<usize> = (r0..(r0 + block).min(self.users.rows())).collect();
-            let seen: Vec<Vec<usize>> = rows.iter().map(|&r| self.seen.row(r)).collect();
+            let seen: Vec<Vec<CatalogIx>> = rows.iter().map(|&r| self.seen.row(r)).collect();
             let none = vec![
                 Vec::new();
                 if self.job.recommend.exclude_seen {

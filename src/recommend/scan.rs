@@ -3,13 +3,37 @@
 
 use super::topk::Tops;
 
+/// An item's index in the gathered catalogue ([`super::Catalog`]: `keys[i]`, `ids[i]`, row `i`
+/// of `factors`), the same on every worker: what every scorer's lists hold and what
+/// exclusions (`excluded[u]`, sorted) are given in.
+pub type CatalogIx = usize;
+
+/// An item's global key (`Catalog::keys[i]`, [`crate::side::key`]): the tie-break of
+/// [`better`], so that no list depends on where an item sits in any array or on the layout.
+pub type ItemKey = crate::side::GlobalKey;
+
+/// An item's place in a [`ScanIndex`]'s norm order (non-increasing norm), what its panels,
+/// `pos_keys` and `norms` are indexed by. It never leaves the scan: lists come back as
+/// [`CatalogIx`] (as a [`Tops`] entry's item it is the plain `u32`).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ScanPos(u32);
+
+impl ScanPos {
+    /// The position as an index into the scan's position-ordered arrays.
+    #[inline]
+    fn ix(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// Deterministic order: higher score first, then smaller key.
-pub fn better(a: (f32, u64), b: (f32, u64)) -> std::cmp::Ordering {
+pub fn better(a: (f32, ItemKey), b: (f32, ItemKey)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
 /// Top `k` of `scores` (by [`better`]) among indices not `excluded` (sorted), best first.
-pub fn top_k(scores: &[f32], keys: &[u64], excluded: &[usize], k: usize) -> Vec<usize> {
+pub fn top_k(scores: &[f32], keys: &[ItemKey], excluded: &[CatalogIx], k: usize) -> Vec<CatalogIx> {
     let mut cand: Vec<usize> = Vec::with_capacity(scores.len());
     let mut e = excluded.iter().peekable();
     for i in 0..scores.len() {
@@ -41,12 +65,12 @@ pub fn top_k(scores: &[f32], keys: &[u64], excluded: &[usize], k: usize) -> Vec<
 pub struct ScanIndex {
     n: usize,
     d: usize,
-    /// Position (norm order) → catalogue index.
+    /// [`ScanPos`] → catalogue index (as `u32`).
     order: Vec<u32>,
-    /// Catalogue index → position.
-    pos_of: Vec<u32>,
+    /// [`CatalogIx`] → its position.
+    pos_of: Vec<ScanPos>,
     /// Key of the item at each position (ties break by smaller key).
-    pos_keys: Vec<u64>,
+    pos_keys: Vec<ItemKey>,
     /// Norm of the item at each position (non-increasing), plus a trailing 0.
     norms: Vec<f32>,
     /// Panels of NR items, `d × NR` each (dimension-major), zero-padded.
@@ -81,11 +105,11 @@ pub(super) const OPEN_PANELS: usize = 16;
 impl ScanIndex {
     /// Builds the index of the items with global `keys` (ties) and row-major `factors`; `None`
     /// unless the AVX2+FMA kernel runs for this `d`.
-    pub fn build(keys: &[u64], factors: &[f32], d: usize) -> Option<ScanIndex> {
+    pub fn build(keys: &[ItemKey], factors: &[f32], d: usize) -> Option<ScanIndex> {
         kernel_usable(d).then(|| Self::build_any(keys, factors, d))
     }
 
-    fn build_any(keys: &[u64], factors: &[f32], d: usize) -> ScanIndex {
+    fn build_any(keys: &[ItemKey], factors: &[f32], d: usize) -> ScanIndex {
         let n = keys.len();
         let norm =
             |i: usize| fma_dot(&factors[i * d..(i + 1) * d], &factors[i * d..(i + 1) * d]).sqrt();
@@ -96,9 +120,9 @@ impl ScanIndex {
                 .total_cmp(&inorm[a as usize])
                 .then(a.cmp(&b))
         });
-        let mut pos_of = vec![0u32; n];
+        let mut pos_of = vec![ScanPos(0); n];
         for (p, &i) in order.iter().enumerate() {
-            pos_of[i as usize] = p as u32;
+            pos_of[i as usize] = ScanPos(p as u32);
         }
         let pos_keys = order.iter().map(|&i| keys[i as usize]).collect();
         let mut norms: Vec<f32> = order.iter().map(|&i| inorm[i as usize]).collect();
@@ -129,9 +153,9 @@ impl ScanIndex {
     pub fn top_k(
         &self,
         users: &[f32],
-        excluded: &[Vec<usize>],
+        excluded: &[Vec<CatalogIx>],
         k: usize,
-    ) -> Vec<Vec<(f32, usize)>> {
+    ) -> Vec<Vec<(f32, CatalogIx)>> {
         self.top_k_scored(users, excluded, k).0
     }
 
@@ -140,24 +164,16 @@ impl ScanIndex {
     pub fn top_k_scored(
         &self,
         users: &[f32],
-        excluded: &[Vec<usize>],
+        excluded: &[Vec<CatalogIx>],
         k: usize,
-    ) -> (Vec<Vec<(f32, usize)>>, Vec<u32>) {
+    ) -> (Vec<Vec<(f32, CatalogIx)>>, Vec<u32>) {
         let d = self.d;
         let b = users.len() / d;
         let mut lists = Tops::new(b, k);
         if k == 0 || self.n == 0 {
             return (vec![Vec::new(); b], vec![0; b]);
         }
-        // Excluded items as positions, sorted, per user.
-        let ex: Vec<Vec<u32>> = excluded
-            .iter()
-            .map(|e| {
-                let mut v: Vec<u32> = e.iter().map(|&i| self.pos_of[i]).collect();
-                v.sort_unstable();
-                v
-            })
-            .collect();
+        let ex = self.excluded_positions(excluded);
         let unorm: Vec<f32> = users
             .chunks_exact(d)
             .map(|u| fma_dot(u, u).sqrt())
@@ -170,31 +186,8 @@ impl ScanIndex {
         let open = if k <= NR { OPEN_PANELS.min(np) } else { 0 };
         let mut scored = vec![(open * NR).min(self.n) as u32; b];
         if open > 0 {
-            let mut buf = Vec::new();
-            for grp in active.chunks(MR) {
-                let mut rows = [zero.as_ptr(); MR];
-                for (slot, &u) in rows.iter_mut().zip(grp) {
-                    *slot = users[u * d..].as_ptr();
-                }
-                // SAFETY: as below.
-                unsafe { score_opening(rows, &self.panels, d, open, &mut buf) };
-                for (g, &u) in grp.iter().enumerate() {
-                    let ub = &mut buf[g * open..(g + 1) * open];
-                    // Padding past the catalogue and seen items never count or rank.
-                    for p in self.n.min(open * NR)..open * NR {
-                        ub[p / NR][p % NR] = f32::NEG_INFINITY;
-                    }
-                    for &p in ex[u].iter().take_while(|&&p| (p as usize) < open * NR) {
-                        ub[p as usize / NR][p as usize % NR] = f32::NEG_INFINITY;
-                    }
-                    lists.push_opening(u, ub, |p| (self.pos_keys[p], p as u32));
-                }
-            }
-            let rest = self.norms[(open * NR).min(self.n)];
-            active.retain(|&u| {
-                !(lists.full(u)
-                    && lists.threshold(u) > unorm[u] * rest * (1.0 + 1e-4) + f32::MIN_POSITIVE)
-            });
+            self.score_opening_panels(users, &zero, &active, &ex, open, &mut lists);
+            self.retire_finished(&mut active, &lists, &unorm, open);
         }
         let mut t0 = open;
         while t0 < np && !active.is_empty() {
@@ -203,63 +196,139 @@ impl ScanIndex {
                 scored[u] = (t1 * NR).min(self.n) as u32;
             }
             for grp in active.chunks(MR) {
-                let mut rows = [zero.as_ptr(); MR];
-                for (slot, &u) in rows.iter_mut().zip(grp) {
-                    *slot = users[u * d..].as_ptr();
+                let rows = Self::user_rows(users, grp, d, &zero);
+                self.score_tile(rows, grp, &ex, t0..t1, &mut lists);
+            }
+            t0 = t1;
+            self.retire_finished(&mut active, &lists, &unorm, t0);
+        }
+        (self.catalogue_lists(&lists, b), scored)
+    }
+
+    /// Every user's excluded catalogue indices as scan positions, sorted (the scan looks
+    /// them up by position).
+    fn excluded_positions(&self, excluded: &[Vec<CatalogIx>]) -> Vec<Vec<ScanPos>> {
+        excluded
+            .iter()
+            .map(|e| {
+                let mut v: Vec<ScanPos> = e.iter().map(|&i| self.pos_of[i]).collect();
+                v.sort_unstable();
+                v
+            })
+            .collect()
+    }
+
+    /// Row pointers of the users `grp` (at most [`MR`]); unused slots point at `zero`.
+    #[inline]
+    fn user_rows(users: &[f32], grp: &[usize], d: usize, zero: &[f32]) -> [*const f32; MR] {
+        let mut rows = [zero.as_ptr(); MR];
+        for (slot, &u) in rows.iter_mut().zip(grp) {
+            *slot = users[u * d..].as_ptr();
+        }
+        rows
+    }
+
+    /// Scores the first `open` panels for every active user and pushes them as one buffer per
+    /// user ([`Tops::push_opening`]), padding and excluded positions set to −∞.
+    fn score_opening_panels(
+        &self,
+        users: &[f32],
+        zero: &[f32],
+        active: &[usize],
+        ex: &[Vec<ScanPos>],
+        open: usize,
+        lists: &mut Tops,
+    ) {
+        let d = self.d;
+        let mut buf = Vec::new();
+        for grp in active.chunks(MR) {
+            let rows = Self::user_rows(users, grp, d, zero);
+            // SAFETY: as in `score_tile`.
+            unsafe { score_opening(rows, &self.panels, d, open, &mut buf) };
+            for (g, &u) in grp.iter().enumerate() {
+                let ub = &mut buf[g * open..(g + 1) * open];
+                // Padding past the catalogue and seen items never count or rank.
+                for p in self.n.min(open * NR)..open * NR {
+                    ub[p / NR][p % NR] = f32::NEG_INFINITY;
                 }
-                for pan in t0..t1 {
-                    let mut out = [[0.0f32; NR]; MR];
-                    let mut thr = [f32::INFINITY; MR];
-                    for (t, &u) in thr.iter_mut().zip(grp) {
-                        *t = lists.threshold(u);
-                    }
-                    // SAFETY: `build` only succeeds where simd::usable(d) holds; every row
-                    // pointer addresses d floats; the panel holds d × NR floats.
-                    let hit = unsafe {
-                        scan_kernel(
-                            rows,
-                            &self.panels[pan * d * NR..(pan + 1) * d * NR],
-                            d,
-                            &thr,
-                            &mut out,
-                        )
-                    };
-                    if hit == 0 {
-                        continue;
-                    }
-                    for (g, &u) in grp.iter().enumerate() {
-                        if hit & (1 << g) == 0 {
-                            continue;
-                        }
-                        for (lane, &sc) in out[g].iter().enumerate() {
-                            let p = pan * NR + lane;
-                            if p < self.n
-                                && sc >= lists.threshold(u)
-                                && ex[u].binary_search(&(p as u32)).is_err()
-                            {
-                                lists.push(u, sc, self.pos_keys[p], p as u32);
-                            }
-                        }
+                for p in ex[u].iter().map(|p| p.ix()).take_while(|&p| p < open * NR) {
+                    ub[p / NR][p % NR] = f32::NEG_INFINITY;
+                }
+                lists.push_opening(u, ub, |p| (self.pos_keys[p], p as u32));
+            }
+        }
+    }
+
+    /// Scores panels `pans` for the users `grp` (at most [`MR`], their rows at `rows`) and
+    /// pushes every score that can enter a user's list; the kernel compares with the
+    /// thresholds in registers.
+    #[inline]
+    fn score_tile(
+        &self,
+        rows: [*const f32; MR],
+        grp: &[usize],
+        ex: &[Vec<ScanPos>],
+        pans: std::ops::Range<usize>,
+        lists: &mut Tops,
+    ) {
+        let d = self.d;
+        for pan in pans {
+            let mut out = [[0.0f32; NR]; MR];
+            let mut thr = [f32::INFINITY; MR];
+            for (t, &u) in thr.iter_mut().zip(grp) {
+                *t = lists.threshold(u);
+            }
+            // SAFETY: `build` only succeeds where simd::usable(d) holds; every row
+            // pointer addresses d floats; the panel holds d × NR floats.
+            let hit = unsafe {
+                scan_kernel(
+                    rows,
+                    &self.panels[pan * d * NR..(pan + 1) * d * NR],
+                    d,
+                    &thr,
+                    &mut out,
+                )
+            };
+            if hit == 0 {
+                continue;
+            }
+            for (g, &u) in grp.iter().enumerate() {
+                if hit & (1 << g) == 0 {
+                    continue;
+                }
+                for (lane, &sc) in out[g].iter().enumerate() {
+                    let p = pan * NR + lane;
+                    if p < self.n
+                        && sc >= lists.threshold(u)
+                        && ex[u].binary_search(&ScanPos(p as u32)).is_err()
+                    {
+                        lists.push(u, sc, self.pos_keys[p], p as u32);
                     }
                 }
             }
-            t0 = t1;
-            // Users whose k-th best beats every item left stop here.
-            let rest = self.norms[(t0 * NR).min(self.n)];
-            active.retain(|&u| {
-                !(lists.full(u)
-                    && lists.threshold(u) > unorm[u] * rest * (1.0 + 1e-4) + f32::MIN_POSITIVE)
-            });
         }
-        let out = (0..b)
+    }
+
+    /// Drops the users whose k-th best beats every item from panel `next` on
+    /// (Cauchy–Schwarz: `‖u‖·max‖i‖`, with a margin for rounding).
+    fn retire_finished(&self, active: &mut Vec<usize>, lists: &Tops, unorm: &[f32], next: usize) {
+        let rest = self.norms[(next * NR).min(self.n)];
+        active.retain(|&u| {
+            !(lists.full(u)
+                && lists.threshold(u) > unorm[u] * rest * (1.0 + 1e-4) + f32::MIN_POSITIVE)
+        });
+    }
+
+    /// The `b` users' lists with scan positions turned back into catalogue indices.
+    fn catalogue_lists(&self, lists: &Tops, b: usize) -> Vec<Vec<(f32, CatalogIx)>> {
+        (0..b)
             .map(|u| {
                 lists
                     .list(u)
-                    .map(|(s, _, p)| (s, self.order[p as usize] as usize))
+                    .map(|(s, _, p)| (s, self.order[ScanPos(p).ix()] as CatalogIx))
                     .collect()
             })
-            .collect();
-        (out, scored)
+            .collect()
     }
 }
 
@@ -498,116 +567,4 @@ pub(super) fn test_value(r: &mut crate::ids::SplitMix, coarse: bool) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ids::SplitMix;
-    use crate::recommend::Catalog;
-
-    /// The fused scan (norm order, pruning, register kernel) against a naive full sort of the
-    /// same scores, with ties (coarse vectors), exclusions, zero vectors and k > catalogue.
-    #[test]
-    fn scan_top_k_matches_naive_sort() {
-        let mut r = SplitMix::new(11);
-        for (n, d, coarse) in [
-            (1usize, 8usize, false),
-            (37, 16, true),
-            (700, 64, false),
-            (2100, 24, true),
-            (300, 128, false),
-        ] {
-            let keys: Vec<u64> = (0..n as u64).map(|i| i * 7 + 3).collect();
-            let val = |r: &mut SplitMix| test_value(r, coarse);
-            let mut factors: Vec<f32> = (0..n * d).map(|_| val(&mut r)).collect();
-            // Some items with zero vectors.
-            for i in (0..n).step_by(13) {
-                factors[i * d..(i + 1) * d].fill(0.0);
-            }
-            let cat = Catalog {
-                keys: keys.clone(),
-                ids: Vec::new(),
-                degrees: vec![0; n],
-                factors,
-            };
-            let Some(ix) = ScanIndex::build(&cat.keys, &cat.factors, d) else {
-                return; // no AVX2 here: the fallback path is the old one
-            };
-            let nu = 50;
-            let mut users: Vec<f32> = (0..nu * d).map(|_| val(&mut r)).collect();
-            users[..d].fill(0.0);
-            let excluded: Vec<Vec<usize>> = (0..nu)
-                .map(|_| {
-                    let mut e: Vec<usize> = (0..n).filter(|_| r.below(10) == 0).collect();
-                    e.dedup();
-                    e
-                })
-                .collect();
-            for k in [0usize, 1, 10, n + 5] {
-                let (got, scored) = ix.top_k_scored(&users, &excluded, k);
-                // Counts are whole items of the catalogue; a list of k items needs k scored.
-                for (u, &c) in scored.iter().enumerate() {
-                    assert!(c as usize <= n, "n={n} k={k} user {u}: {c}");
-                    assert!(c as usize >= got[u].len(), "n={n} k={k} user {u}: {c}");
-                }
-                if k == 1 && n == 2100 {
-                    // Here the stop comes before the end of the catalogue for most users.
-                    assert!(scored.iter().any(|&c| (c as usize) < n), "{scored:?}");
-                }
-                for u in 0..nu {
-                    let x = &users[u * d..(u + 1) * d];
-                    let mut all: Vec<(f32, usize)> = (0..n)
-                        .filter(|i| !excluded[u].contains(i))
-                        .map(|i| (fma_dot(x, &cat.factors[i * d..(i + 1) * d]), i))
-                        .collect();
-                    all.sort_by(|a, b| better((a.0, keys[a.1]), (b.0, keys[b.1])));
-                    all.truncate(k);
-                    assert_eq!(got[u], all, "n={n} d={d} k={k} user {u}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn score_candidates_equals_fma_dot_bit_for_bit() {
-        let mut r = SplitMix::new(3);
-        for d in [1usize, 7, 8, 64, 100] {
-            let n = 50;
-            let f: Vec<f32> = (0..n * d).map(|_| r.next_normal() as f32).collect();
-            let x: Vec<f32> = (0..d).map(|_| r.next_normal() as f32).collect();
-            let cand: Vec<usize> = (0..23).map(|j| (j * 7) % n).collect();
-            let mut got = Vec::new();
-            score_candidates(&x, &f, d, &cand, &mut got);
-            let want: Vec<u32> = cand
-                .iter()
-                .map(|&i| fma_dot(&x, &f[i * d..(i + 1) * d]).to_bits())
-                .collect();
-            assert_eq!(
-                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want,
-                "d = {d}"
-            );
-        }
-    }
-
-    #[test]
-    fn top_k_matches_brute_force() {
-        let mut r = SplitMix::new(5);
-        for n in [1usize, 5, 50, 300] {
-            // Coarse scores so that ties happen; ties break by smaller key.
-            let scores: Vec<f32> = (0..n).map(|_| (r.below(7) as f32) / 7.0).collect();
-            let keys: Vec<u64> = (0..n as u64).map(|i| i * 3).collect();
-            let excluded: Vec<usize> = (0..n).filter(|i| i % 4 == 1).collect();
-            for k in [0, 1, 3, 10, 400] {
-                let got = top_k(&scores, &keys, &excluded, k);
-                let mut all: Vec<usize> = (0..n).filter(|i| !excluded.contains(i)).collect();
-                all.sort_by(|&a, &b| {
-                    scores[b]
-                        .partial_cmp(&scores[a])
-                        .unwrap()
-                        .then(keys[a].cmp(&keys[b]))
-                });
-                all.truncate(k);
-                assert_eq!(got, all, "n={n} k={k}");
-            }
-        }
-    }
-}
+mod tests;

@@ -5,7 +5,7 @@
 //! it is recommended.
 
 use super::catalog::Catalog;
-use super::scan::{top_k, ScanIndex};
+use super::scan::{top_k, CatalogIx, ScanIndex};
 use crate::side::Side;
 use faer::{Accum, MatMut, MatRef, Par};
 use std::borrow::Cow;
@@ -13,7 +13,7 @@ use std::borrow::Cow;
 /// Lists for a block of users.
 pub struct Ranked {
     /// Per user, best first: `(catalogue index, score)`.
-    pub lists: Vec<Vec<(usize, f32)>>,
+    pub lists: Vec<Vec<(CatalogIx, f32)>>,
     /// Items scored per user, where the mode counts them (the report's candidates).
     pub scored: Option<Vec<u64>>,
 }
@@ -30,7 +30,7 @@ pub trait Scorer {
         &mut self,
         users: &Side,
         rows: &[usize],
-        excluded: &[Vec<usize>],
+        excluded: &[Vec<CatalogIx>],
         want: usize,
     ) -> Ranked;
 
@@ -63,7 +63,7 @@ impl Scorer for ExactScan<'_> {
         192
     }
 
-    fn rank(&mut self, users: &Side, rows: &[usize], ex: &[Vec<usize>], want: usize) -> Ranked {
+    fn rank(&mut self, users: &Side, rows: &[usize], ex: &[Vec<CatalogIx>], want: usize) -> Ranked {
         let (lists, scored) = self.scan.top_k_scored(&block_of(users, rows), ex, want);
         Ranked {
             lists: lists
@@ -96,7 +96,7 @@ impl Scorer for ExactDense<'_> {
         (4_000_000 / self.cat.len().max(1)).clamp(1, 256)
     }
 
-    fn rank(&mut self, users: &Side, rows: &[usize], ex: &[Vec<usize>], want: usize) -> Ranked {
+    fn rank(&mut self, users: &Side, rows: &[usize], ex: &[Vec<CatalogIx>], want: usize) -> Ranked {
         let (n, d, b) = (self.cat.len(), users.dim, rows.len());
         self.scores.resize(b * n, 0.0);
         let x = block_of(users, rows);
@@ -128,7 +128,7 @@ impl Scorer for ExactDense<'_> {
 /// The baseline: items by interaction count, the same for everybody.
 pub struct Popular<'a> {
     cat: &'a Catalog,
-    order: Vec<usize>,
+    order: Vec<CatalogIx>,
 }
 
 impl<'a> Popular<'a> {
@@ -146,7 +146,7 @@ impl Scorer for Popular<'_> {
         (4_000_000 / self.cat.len().max(1)).clamp(1, 256)
     }
 
-    fn rank(&mut self, _: &Side, rows: &[usize], ex: &[Vec<usize>], want: usize) -> Ranked {
+    fn rank(&mut self, _: &Side, rows: &[usize], ex: &[Vec<CatalogIx>], want: usize) -> Ranked {
         let lists = (0..rows.len())
             .map(|j| {
                 self.order

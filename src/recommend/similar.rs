@@ -3,7 +3,7 @@
 
 use super::catalog::Catalog;
 use super::lsh::Index;
-use super::scan::{better, top_k, ScanIndex};
+use super::scan::{better, top_k, CatalogIx, ScanIndex};
 use super::text;
 use crate::side::Side;
 use faer::{Accum, MatMut, MatRef, Par};
@@ -69,7 +69,7 @@ pub fn similar_items(
     while r0 < items.rows() {
         let r1 = (r0 + block).min(items.rows());
         let rows: Vec<usize> = (r0..r1).collect();
-        let me: Vec<usize> = rows.iter().map(|&r| me_of(r)).collect();
+        let me: Vec<CatalogIx> = rows.iter().map(|&r| me_of(r)).collect();
         let lists = neighbours(&mut finder, cat, &all, &me, k);
         for (&r, best) in rows.iter().zip(lists) {
             lines += best.len() as u64;
@@ -90,9 +90,9 @@ pub(super) fn neighbours(
     finder: &mut Finder,
     cat: &Catalog,
     all: &[f32],
-    me: &[usize],
+    me: &[CatalogIx],
     k: usize,
-) -> Vec<Vec<(f32, usize)>> {
+) -> Vec<Vec<(f32, CatalogIx)>> {
     let (n, d) = (cat.len(), cat.factors.len() / cat.len().max(1));
     let x: Vec<f32> = me
         .iter()
@@ -101,7 +101,7 @@ pub(super) fn neighbours(
         .collect();
     match finder {
         Finder::Scan(ix) => {
-            let ex: Vec<Vec<usize>> = me.iter().map(|&m| vec![m]).collect();
+            let ex: Vec<Vec<CatalogIx>> = me.iter().map(|&m| vec![m]).collect();
             ix.top_k(&x, &ex, k)
         }
         Finder::Dense(scores) => {

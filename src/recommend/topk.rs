@@ -5,7 +5,13 @@
 //! in `f32::total_cmp` order, so ranking needs no float compares and a new entry's place is a
 //! branch-free count.
 
-use super::scan::NR;
+use crate::side::GlobalKey as ItemKey;
+
+/// The item of a list entry, in the index space of the scorer that pushes it: a scan position
+/// for the norm-ordered scan (`super::scan`, which turns it back into a catalogue index), a
+/// catalogue index ([`super::scan::CatalogIx`]) for the candidate-list scorers. Ranking never
+/// reads it (ties break by key); it only comes back out with [`Tops::list`].
+pub type ListItem = u32;
 
 /// Every user's best `k` so far, with the k-th best score beside it (scorers read thresholds
 /// far more often than lists change).
@@ -15,7 +21,7 @@ pub struct Tops {
     /// `(order, key, item)`, `k` per user, best first; `order` is the score in total order.
     /// One array of entries: a push touches one place in memory (separate arrays per field
     /// measured slower).
-    ent: Vec<(i32, u64, u32)>,
+    ent: Vec<(i32, ItemKey, ListItem)>,
     /// The k-th best score, or -inf while a list is not full.
     thr: Vec<f32>,
 }
@@ -57,7 +63,7 @@ impl Tops {
     /// or is already there: the same item pushed twice has the same score bits and key, so it
     /// meets itself.
     #[inline]
-    pub fn push(&mut self, u: usize, s: f32, key: u64, p: u32) {
+    pub fn push(&mut self, u: usize, s: f32, key: ItemKey, p: ListItem) {
         let k = self.k;
         let n = self.len[u] as usize;
         let row = &mut self.ent[u * k..(u + 1) * k];
@@ -87,19 +93,22 @@ impl Tops {
     }
 
     /// Pushes the scores of user `u`'s opening: `buf` holds the first panels of what it is
-    /// scored against (NR lanes each; -inf where an item is seen or a lane is padding),
-    /// `item(panel * NR + lane)` gives the item's key and index. Pushing in scan order costs
-    /// about k·(1 + ln(items / k)) pushes (43 for 256 items at k = 10), each a few
-    /// unpredictable branches; here a floor comes first: of the NR lanes' best scores, the
-    /// k-th best is at most the user's k-th best (k lanes each hold an item at least that
-    /// good), so nothing below it can rank, and about 14 pushes remain. Needs `k <= NR`
-    /// to bound anything (a larger k pushes every finite score).
-    pub fn push_opening(
+    /// scored against (`NR` lanes each, the scan's panel width, at most 32; -inf where an item
+    /// is seen or a lane is padding), `item(panel * NR + lane)` gives the item's key and
+    /// index. Pushing in scan order costs about k·(1 + ln(items / k)) pushes (43 for 256 items
+    /// at k = 10), each a few unpredictable branches; here a floor comes first: of the NR
+    /// lanes' best scores, the k-th best is at most the user's k-th best (k lanes each hold an
+    /// item at least that good), so nothing below it can rank, and about 14 pushes remain.
+    /// Needs `k <= NR` to bound anything (a larger k pushes every finite score). The panel
+    /// width is a parameter so that this module needs nothing of the scan's (no
+    /// scan ↔ topk import cycle).
+    pub fn push_opening<const NR: usize>(
         &mut self,
         u: usize,
         buf: &[[f32; NR]],
-        item: impl Fn(usize) -> (u64, u32),
+        item: impl Fn(usize) -> (ItemKey, ListItem),
     ) {
+        const { assert!(NR <= 32, "lane masks are u32") };
         let mut best = [f32::NEG_INFINITY; NR];
         for pan in buf {
             for (b, &v) in best.iter_mut().zip(pan) {
@@ -134,7 +143,7 @@ impl Tops {
     }
 
     /// User `u`'s list, best first, as `(score, key, item)`.
-    pub fn list(&self, u: usize) -> impl Iterator<Item = (f32, u64, u32)> + '_ {
+    pub fn list(&self, u: usize) -> impl Iterator<Item = (f32, ItemKey, ListItem)> + '_ {
         let k = self.k;
         self.ent[u * k..u * k + self.len[u] as usize]
             .iter()
@@ -142,7 +151,7 @@ impl Tops {
     }
 
     /// Every user's list, best first, as `(score, key, item)`.
-    pub fn into_lists(self) -> Vec<Vec<(f32, u64, u32)>> {
+    pub fn into_lists(self) -> Vec<Vec<(f32, ItemKey, ListItem)>> {
         (0..self.len.len())
             .map(|u| self.list(u).collect())
             .collect()

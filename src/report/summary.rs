@@ -15,10 +15,21 @@ fn secs(v: &Value) -> String {
 /// The summary lines for a run whose version directory is `dir`.
 pub fn render(r: &Value, dir: &str) -> String {
     let mut s = String::new();
-    let c = &r["counts"];
-    let d = &r["dropped"];
     let _ = writeln!(s, "recflow run summary");
     let _ = writeln!(s, "  model      {dir}");
+    data_lines(&mut s, r);
+    time_line(&mut s, r);
+    objective_line(&mut s, r);
+    recommend_line(&mut s, r);
+    metrics_line(&mut s, r);
+    let _ = writeln!(s, "  report     {dir}/report.html");
+    s
+}
+
+/// `data`, `dropped` and `input` (with the skipped lines' samples).
+fn data_lines(s: &mut String, r: &Value) {
+    let c = &r["counts"];
+    let d = &r["dropped"];
     let _ = writeln!(
         s,
         "  data       {} lines read ({} bytes), {} users, {} items, {} pairs, {} held out",
@@ -47,6 +58,10 @@ pub fn render(r: &Value, dir: &str) -> String {
             crate::escape::escape(x.as_str().unwrap_or(""))
         );
     }
+}
+
+/// `time`: every stage's seconds, the total and the worker count.
+fn time_line(s: &mut String, r: &Value) {
     let stages: Vec<String> = r["stages"]
         .as_array()
         .into_iter()
@@ -60,6 +75,10 @@ pub fn render(r: &Value, dir: &str) -> String {
         secs(&r["total_secs"]),
         n(&r["layout"]["workers"])
     );
+}
+
+/// `objective`: the value after each logged iteration (its items half-step); none if unlogged.
+fn objective_line(s: &mut String, r: &Value) {
     let obj: Vec<String> = r["objective"]
         .as_array()
         .into_iter()
@@ -76,43 +95,51 @@ pub fn render(r: &Value, dir: &str) -> String {
     if !obj.is_empty() {
         let _ = writeln!(s, "  objective  {}", obj.join(" "));
     }
+}
+
+/// `recommend`: lines, mode, candidates and LSH recall (only when the run recommended).
+fn recommend_line(s: &mut String, r: &Value) {
     let cand = &r["candidates"];
-    if let Some(mode) = cand["mode"].as_str().filter(|m| *m != "none") {
-        let _ = write!(
-            s,
-            "  recommend  {} lines, mode {mode}, {} users without candidates",
-            n(&c["recommendation_lines"]),
-            n(&d["users_without_recs"])
-        );
-        if let Some(m) = cand["per_user_mean"].as_f64() {
-            let _ = write!(s, ", {} candidates per user", short(m));
-        }
-        if let Some(x) = r["lsh"]["recall_at_k"].as_f64() {
-            let _ = write!(s, ", LSH recall@{} {x:.4}", n(&r["lsh"]["recall_k"]));
-        }
-        s.push_str(&lsh_target(&r["lsh"]));
-        s.push('\n');
+    let Some(mode) = cand["mode"].as_str().filter(|m| *m != "none") else {
+        return;
+    };
+    let _ = write!(
+        s,
+        "  recommend  {} lines, mode {mode}, {} users without candidates",
+        n(&r["counts"]["recommendation_lines"]),
+        n(&r["dropped"]["users_without_recs"])
+    );
+    if let Some(m) = cand["per_user_mean"].as_f64() {
+        let _ = write!(s, ", {} candidates per user", short(m));
     }
+    if let Some(x) = r["lsh"]["recall_at_k"].as_f64() {
+        let _ = write!(s, ", LSH recall@{} {x:.4}", n(&r["lsh"]["recall_k"]));
+    }
+    s.push_str(&lsh_target(&r["lsh"]));
+    s.push('\n');
+}
+
+/// `metrics` at the headline cut-off (only when the run evaluated).
+fn metrics_line(s: &mut String, r: &Value) {
     let m = &r["metrics"];
-    if m.is_object() {
-        let f = |k: &str| {
-            m[k].as_f64()
-                .map(|v| format!("{v:.4}"))
-                .unwrap_or_else(|| "-".into())
-        };
-        let _ = writeln!(
-            s,
-            "  metrics    @{}: precision {}  map {}  ndcg {}  auc {}  ({} users)",
-            n(&m["k"]),
-            f("precision"),
-            f("map"),
-            f("ndcg"),
-            f("auc"),
-            n(&m["users"])
-        );
+    if !m.is_object() {
+        return;
     }
-    let _ = writeln!(s, "  report     {dir}/report.html");
-    s
+    let f = |k: &str| {
+        m[k].as_f64()
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "-".into())
+    };
+    let _ = writeln!(
+        s,
+        "  metrics    @{}: precision {}  map {}  ndcg {}  auc {}  ({} users)",
+        n(&m["k"]),
+        f("precision"),
+        f("map"),
+        f("ndcg"),
+        f("auc"),
+        n(&m["users"])
+    );
 }
 
 /// Whether LSH reached `lsh.target_recall`, and with which sizes (empty without a target).

@@ -42,7 +42,21 @@ pub(super) fn objective_plot(r: &Value) -> String {
         }
     };
     let y = |v: f64| TOP + (H - TOP - BOTTOM) * (1.0 - (v - lo) / (hi - lo));
-    // Iteration ticks (at most ~12 labels).
+    iteration_ticks(&mut s, xmin, xmax, &x);
+    for (k, half) in ["users", "items"].iter().enumerate() {
+        half_line(&mut s, &pts, half, COLORS[k], (&x, &y));
+    }
+    legend(
+        &mut s,
+        &["after the users half-step", "after the items half-step"],
+    );
+    x_label(&mut s, "iteration");
+    s.push_str("</svg>");
+    s
+}
+
+/// Ticks and labels of the iteration axis (at most ~12 labels), `x` placing an iteration.
+fn iteration_ticks(s: &mut String, xmin: f64, xmax: f64, x: &impl Fn(f64) -> f64) {
     let step = ((xmax - xmin) / 12.0).ceil().max(1.0) as usize;
     let mut i = xmin as usize;
     while i as f64 <= xmax {
@@ -56,43 +70,43 @@ pub(super) fn objective_plot(r: &Value) -> String {
         );
         i += step;
     }
-    let halves = ["users", "items"];
-    for (k, half) in halves.iter().enumerate() {
-        let mine: Vec<&&Value> = pts.iter().filter(|p| p["half"] == *half).collect();
-        if mine.is_empty() {
-            continue;
-        }
-        let path: Vec<String> = mine
-            .iter()
-            .map(|p| format!("{:.2},{:.2}", x(it(p)), y(num(&p["value"]))))
-            .collect();
+}
+
+/// One half's objective as a polyline with a titled point per iteration (`xy` places an
+/// iteration and a value); nothing when that half has no points.
+fn half_line(
+    s: &mut String,
+    pts: &[&Value],
+    half: &str,
+    color: &str,
+    (x, y): (&impl Fn(f64) -> f64, &impl Fn(f64) -> f64),
+) {
+    let it = |p: &Value| p["iteration"].as_f64().unwrap_or(0.0);
+    let mine: Vec<&&Value> = pts.iter().filter(|p| p["half"] == *half).collect();
+    if mine.is_empty() {
+        return;
+    }
+    let path: Vec<String> = mine
+        .iter()
+        .map(|p| format!("{:.2},{:.2}", x(it(p)), y(num(&p["value"]))))
+        .collect();
+    let _ = write!(
+        s,
+        r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+        path.join(" "),
+    );
+    for p in mine {
         let _ = write!(
             s,
-            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
-            path.join(" "),
-            COLORS[k]
+            r#"<circle class="point" cx="{:.2}" cy="{:.2}" r="3.5" fill="{color}" data-iteration="{}" data-half="{half}" data-value="{}"><title>iteration {}, after the {half} half-step: {}</title></circle>"#,
+            x(it(p)),
+            y(num(&p["value"])),
+            raw(&p["iteration"]),
+            esc(&raw(&p["value"])),
+            raw(&p["iteration"]),
+            esc(&format!("{:.6e}", num(&p["value"])))
         );
-        for p in mine {
-            let _ = write!(
-                s,
-                r#"<circle class="point" cx="{:.2}" cy="{:.2}" r="3.5" fill="{}" data-iteration="{}" data-half="{half}" data-value="{}"><title>iteration {}, after the {half} half-step: {}</title></circle>"#,
-                x(it(p)),
-                y(num(&p["value"])),
-                COLORS[k],
-                raw(&p["iteration"]),
-                esc(&raw(&p["value"])),
-                raw(&p["iteration"]),
-                esc(&format!("{:.6e}", num(&p["value"])))
-            );
-        }
     }
-    legend(
-        &mut s,
-        &["after the users half-step", "after the items half-step"],
-    );
-    x_label(&mut s, "iteration");
-    s.push_str("</svg>");
-    s
 }
 
 pub(super) fn stages_plot(r: &Value) -> String {

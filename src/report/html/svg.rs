@@ -140,16 +140,7 @@ pub(super) fn bar_chart(
     y_title: &str,
 ) -> String {
     let n = categories.len();
-    let top = (0..n)
-        .map(|i| {
-            let vals = series.iter().map(|s| num(&s.values[i]));
-            if stacked {
-                vals.sum::<f64>()
-            } else {
-                vals.fold(0.0, f64::max)
-            }
-        })
-        .fold(0.0, f64::max);
+    let top = bar_top(series, n, stacked);
     let mut s = String::new();
     svg_open(&mut s, id, label);
     let ticks = nice_ticks(0.0, top, 5);
@@ -196,26 +187,44 @@ pub(super) fn bar_chart(
                 esc(&short(total))
             );
         }
-        let cx = LEFT + slot * (i as f64 + 0.5);
-        let ly = H - BOTTOM + 14.0;
-        if rotate {
-            let _ = write!(
-                s,
-                r##"<text x="{cx:.2}" y="{ly}" transform="rotate(-35 {cx:.2} {ly})" text-anchor="end" font-size="10" fill="#444">{}</text>"##,
-                esc(cat)
-            );
-        } else {
-            let _ = write!(
-                s,
-                r##"<text x="{cx:.2}" y="{ly}" text-anchor="middle" font-size="11" fill="#444">{}</text>"##,
-                esc(cat)
-            );
-        }
+        category_label(&mut s, cat, LEFT + slot * (i as f64 + 0.5), rotate);
     }
     legend(&mut s, &series.iter().map(|x| x.name).collect::<Vec<_>>());
     x_label(&mut s, x_title);
     s.push_str("</svg>");
     s
+}
+
+/// The highest bar (or stack) over the `n` categories: the top of the value axis.
+fn bar_top(series: &[Series<'_>], n: usize, stacked: bool) -> f64 {
+    (0..n)
+        .map(|i| {
+            let vals = series.iter().map(|s| num(&s.values[i]));
+            if stacked {
+                vals.sum::<f64>()
+            } else {
+                vals.fold(0.0, f64::max)
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+/// A category's name under its group of bars at `cx`, slanted when names would collide.
+fn category_label(s: &mut String, cat: &str, cx: f64, rotate: bool) {
+    let ly = H - BOTTOM + 14.0;
+    if rotate {
+        let _ = write!(
+            s,
+            r##"<text x="{cx:.2}" y="{ly}" transform="rotate(-35 {cx:.2} {ly})" text-anchor="end" font-size="10" fill="#444">{}</text>"##,
+            esc(cat)
+        );
+    } else {
+        let _ = write!(
+            s,
+            r##"<text x="{cx:.2}" y="{ly}" text-anchor="middle" font-size="11" fill="#444">{}</text>"##,
+            esc(cat)
+        );
+    }
 }
 
 /// Label of a log2 histogram bin.
