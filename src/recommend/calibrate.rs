@@ -159,7 +159,7 @@ pub fn calibrate(
         let depth = ranking_depth(c, round, n, cap);
         let (ix, codes) = cache.index(worker, comm, (c, depth), users)?;
         let local = reference.measure(
-            &mut *lsh_scorer::choose(cat, &ix, &codes, full),
+            &mut *lsh_scorer::for_sample(cat, &ix, &codes, full),
             users,
             want,
         );
