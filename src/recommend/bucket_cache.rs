@@ -1,6 +1,7 @@
 //! What the calibration rounds ([`super::calibrate`]) share, so that a round costs the sample's
 //! users rather than all users: the items' norm order (the head lists are its prefixes), every
-//! table's user buckets (hashed once; more tables add tables, other sizes keep them) and every
+//! table's user buckets (hashed once, together with the tables a later round of the rotation
+//! adds; more tables add tables, other sizes keep them) and every
 //! bucket's ranking of the catalogue, kept while it is deep enough for the round's head list and
 //! bucket list length. A list taken from a kept ranking is the one a fresh ranking would give:
 //! the first `bucket_items` items outside the head list, by the same exact order.
@@ -117,6 +118,17 @@ impl Ranking {
     }
 }
 
+/// What a calibration round prepares for the rounds after it, should they come: how deep to
+/// rank a table it (re)ranks, and how many tables to hash when it hashes users at all (one pass
+/// over the users serves the tables of a later growth too).
+#[derive(Clone, Copy, Debug)]
+pub struct Ahead {
+    /// Items to rank per bucket (at least the round's `bucket_items`).
+    pub depth: usize,
+    /// Tables to hash (at least the round's `tables`).
+    pub tables: u32,
+}
+
 /// One hashed table and its buckets' ranking.
 struct Table {
     users: UserTable,
@@ -148,14 +160,15 @@ impl<'a> BucketCache<'a> {
 
     /// The index for `cfg` and every row's user bucket per table, the same as
     /// [`super::calibrate::build`] gives (collective: every worker hashes its users into the
-    /// tables not hashed yet, in the same calls). A table whose kept ranking falls short is
-    /// ranked again `depth` deep (at least `bucket_items`: the next round's list length, so
-    /// that a growing list does not need another ranking).
+    /// tables not hashed yet, in the same calls; `ahead.tables` of them when it hashes). A
+    /// table whose kept ranking falls short is ranked again `ahead.depth` deep (at least
+    /// `bucket_items`: the next round's list length, so that a growing list does not need
+    /// another ranking).
     pub fn index(
         &mut self,
         worker: &mut Worker,
         comm: &mut Comm,
-        (cfg, depth): (&Lsh, usize),
+        (cfg, ahead): (&Lsh, Ahead),
         users: &Side,
     ) -> Result<(Index, Vec<u32>), CommError> {
         let d = users.dim;
@@ -169,8 +182,8 @@ impl<'a> BucketCache<'a> {
         }
         let have = self.tables.len() as u32;
         if have < cfg.tables {
-            let with = (cfg.seed, cfg.planes);
-            let new = hash_users(worker, comm, with, have..cfg.tables, &users.factors, d)?;
+            let (with, to) = ((cfg.seed, cfg.planes), cfg.tables.max(ahead.tables));
+            let new = hash_users(worker, comm, with, have..to, &users.factors, d)?;
             self.tables.extend(new.into_iter().map(|users| Table {
                 users,
                 ranking: Ranking::default(),
@@ -178,7 +191,7 @@ impl<'a> BucketCache<'a> {
         }
         let (h, n) = (ix.head.len(), cfg.bucket_items as usize);
         let head: Vec<usize> = ix.head.iter().map(|&i| i as usize).collect();
-        let depth = depth.max(n);
+        let depth = ahead.depth.max(n);
         let place = &self.by_norm.place;
         let tables = &mut self.tables[..cfg.tables as usize];
         for t in tables.iter_mut() {

@@ -7,7 +7,7 @@
 //! catalogue. Recall counts are integers summed over workers, so every worker takes the same
 //! decisions and the chosen sizes do not depend on the layout.
 
-use super::bucket_cache::{rank_dirs, BucketCache};
+use super::bucket_cache::{rank_dirs, Ahead, BucketCache};
 use super::catalog::Catalog;
 use super::lsh::Index;
 use super::lsh_scorer;
@@ -116,15 +116,28 @@ pub(super) fn grow(cfg: &Lsh, round: usize, n: usize, cap: f64) -> Option<Lsh> {
     })
 }
 
-/// How deep to rank the buckets for `cfg` in round `round`: the bucket list length of the next
-/// round where that round only lengthens the lists (then its ranking is already there), else
-/// `cfg`'s own. Without a target there is no next round.
-fn ranking_depth(cfg: &Lsh, round: usize, n: usize, cap: f64) -> usize {
-    let next = (cfg.target_recall > 0.0)
-        .then(|| grow(cfg, round, n, cap))
-        .flatten()
-        .filter(|g| (g.head, g.tables) == (cfg.head, cfg.tables));
-    next.unwrap_or_else(|| cfg.clone()).bucket_items as usize
+/// What round `round` (sizes `cfg`) prepares for the next ones ([`Ahead`]). Depth: the bucket
+/// list length of the next round where that round only lengthens the lists (then its ranking
+/// is already there), else `cfg`'s own. Tables: the most that the next rounds of one rotation
+/// would use (hashing a table costs far less in the pass that hashes the round's own tables
+/// than in a pass of its own). Without a target there is no next round.
+fn ahead(cfg: &Lsh, round: usize, n: usize, cap: f64) -> Ahead {
+    let next = |c: &Lsh, r: usize| {
+        (cfg.target_recall > 0.0)
+            .then(|| grow(c, r, n, cap))
+            .flatten()
+    };
+    let depth = next(cfg, round)
+        .filter(|g| (g.head, g.tables) == (cfg.head, cfg.tables))
+        .unwrap_or_else(|| cfg.clone())
+        .bucket_items as usize;
+    let (mut c, mut tables) = (cfg.clone(), cfg.tables);
+    for r in round..round + 3 {
+        let Some(g) = next(&c, r) else { break };
+        tables = tables.max(g.tables);
+        c = g;
+    }
+    Ahead { depth, tables }
 }
 
 fn round(cfg: &Lsh, h: &Hits, n: usize) -> Round {
@@ -156,10 +169,9 @@ pub fn calibrate(
     // sizes need more of a ranking than was kept).
     let mut cache = BucketCache::new(cat, full);
     let mut measure = |worker: &mut Worker, comm: &mut Comm, c: &Lsh, round: usize| {
-        let depth = ranking_depth(c, round, n, cap);
-        let (ix, codes) = cache.index(worker, comm, (c, depth), users)?;
+        let (ix, codes) = cache.index(worker, comm, (c, ahead(c, round, n, cap)), users)?;
         let local = reference.measure(
-            &mut *lsh_scorer::choose(cat, &ix, &codes, full),
+            &mut *lsh_scorer::for_sample(cat, &ix, &codes, full),
             users,
             want,
         );
@@ -227,6 +239,32 @@ mod tests {
         let d = grow(&b, 1, n, 650.0).unwrap();
         assert_eq!((d.head, d.tables, d.bucket_items), (512, 2, 64));
         assert!(grow(&b, 1, n, 600.0).is_none());
+    }
+
+    #[test]
+    fn rounds_prepare_the_next_rounds_of_one_rotation() {
+        let cfg = Lsh::default();
+        let (n, cap) = (1_000_000, 1e5);
+        // Round 0 (256/1/32): round 1 only lengthens the lists (rank 64 deep); round 3 adds a
+        // table (hash 2 now).
+        let a = ahead(&cfg, 0, n, cap);
+        assert_eq!((a.depth, a.tables), (64, 2));
+        // Round 2 (512/1/64): round 3 adds a table, so its own depth.
+        let two = Lsh {
+            head: 512,
+            bucket_items: 64,
+            ..cfg.clone()
+        };
+        let b = ahead(&two, 2, n, cap);
+        assert_eq!((b.depth, b.tables), (64, 2));
+        // Under a cap that leaves no growth, and without a target: the round's own sizes.
+        assert_eq!(ahead(&two, 2, n, 500.0).tables, 1);
+        let given = Lsh {
+            target_recall: 0.0,
+            ..cfg
+        };
+        let c = ahead(&given, 0, n, cap);
+        assert_eq!((c.depth, c.tables), (32, 1));
     }
 
     #[test]

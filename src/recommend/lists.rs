@@ -53,13 +53,16 @@ impl Lists {
             let y = &factors[i as usize * d..(i as usize + 1) * d];
             fma_dot(y, y).sqrt()
         };
+        // Sized up front: grown panel by panel, the vectors were copied on every reallocation
+        // (tens of MB at a million items) and their pages touched twice.
+        let count: usize = lists.iter().map(|l| l.len().div_ceil(NR)).sum();
         let mut out = Lists {
             d,
             start: Vec::with_capacity(lists.len() + 1),
-            panels: Vec::new(),
-            lane_item: Vec::new(),
-            lane_count: Vec::new(),
-            panel_norm: Vec::new(),
+            panels: Vec::with_capacity(count * d * NR),
+            lane_item: Vec::with_capacity(count * NR),
+            lane_count: Vec::with_capacity(count),
+            panel_norm: Vec::with_capacity(count),
             open_slot: vec![u32::MAX; factors.len() / d.max(1)],
         };
         out.start.push(0);

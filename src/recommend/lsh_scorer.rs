@@ -5,7 +5,7 @@
 use super::catalog::Catalog;
 use super::lists::{Lists, Scratch};
 use super::lsh::Index;
-use super::scan::{better, fma_dot, score_candidates, ScanIndex};
+use super::scan::{better, fma_dot, kernel_usable, score_candidates, ScanIndex};
 use super::scorer::{block_of, Ranked, Scorer};
 use super::topk::Tops;
 use crate::side::Side;
@@ -46,6 +46,133 @@ pub fn choose<'a>(
     }
 }
 
+/// The scorer [`choose`] gives, for a few users at a time (calibration measures a sample): with
+/// user buckets and the kernel, each call packs only the head list and the lists of its users'
+/// buckets ([`SampleLists`]) instead of every bucket's list; the lists, scores and scored counts
+/// are those of [`choose`]'s scorer.
+pub fn for_sample<'a>(
+    cat: &'a Catalog,
+    ix: &'a Index,
+    codes: &'a [u32],
+    full: Option<&ScanIndex>,
+) -> Box<dyn Scorer + 'a> {
+    let d = cat.factors.len() / cat.len().max(1);
+    if full.is_some() && !codes.is_empty() && kernel_usable(d) {
+        return Box::new(SampleLists { cat, ix, codes });
+    }
+    choose(cat, ix, codes, full)
+}
+
+/// Each user's lists (list 0 the head list where there is one, then its bucket per table as
+/// `bucket(id)`), row by row of `rows`: the `member` argument of [`Lists::score`].
+fn members(
+    codes: &[u32],
+    (rows, tables): (&[usize], usize),
+    head: bool,
+    bucket: impl Fn(u32) -> u32,
+) -> Vec<u32> {
+    let shift = head as u32;
+    let mut member = Vec::with_capacity(rows.len() * (tables + shift as usize));
+    for &r in rows {
+        if head {
+            member.push(0);
+        }
+        member.extend(
+            codes[r * tables..(r + 1) * tables]
+                .iter()
+                .map(|&c| bucket(c) + shift),
+        );
+    }
+    member
+}
+
+/// Ranks `rows` against the packed `lists`, each row in its `per` lists of `member`.
+#[allow(clippy::too_many_arguments)]
+fn rank_lists(
+    lists: &Lists,
+    (per, member): (usize, &[u32]),
+    keys: &[u64],
+    scratch: &mut Scratch,
+    users: &Side,
+    rows: &[usize],
+    ex: &[Vec<usize>],
+    want: usize,
+) -> Ranked {
+    let mut ex_start = Vec::with_capacity(rows.len() + 1);
+    let mut ex_items = Vec::new();
+    ex_start.push(0u32);
+    for e in ex {
+        ex_items.extend(e.iter().map(|&i| i as u32));
+        ex_start.push(ex_items.len() as u32);
+    }
+    let mut scored = vec![0u32; rows.len()];
+    let best = lists.score(
+        &block_of(users, rows),
+        per,
+        member,
+        (&ex_start, &ex_items),
+        keys,
+        want,
+        &mut scored,
+        scratch,
+    );
+    Ranked {
+        lists: best
+            .into_iter()
+            .map(|l| l.into_iter().map(|(s, _, i)| (i as usize, s)).collect())
+            .collect(),
+        scored: Some(scored.into_iter().map(u64::from).collect()),
+    }
+}
+
+/// [`ListScorer`] packing per call only the lists its rows need. The head list stays list 0
+/// and the buckets keep their order (renumbered `0..` by ascending id), so every user visits
+/// its lists in the same order as in the whole index: the same pruning, scores and counts.
+struct SampleLists<'a> {
+    cat: &'a Catalog,
+    ix: &'a Index,
+    codes: &'a [u32],
+}
+
+impl Scorer for SampleLists<'_> {
+    fn block(&self) -> usize {
+        LIST_BLOCK
+    }
+
+    fn rank(&mut self, users: &Side, rows: &[usize], ex: &[Vec<usize>], want: usize) -> Ranked {
+        let (t, d) = (self.ix.tables(), users.dim);
+        let mut used: Vec<u32> = rows
+            .iter()
+            .flat_map(|&r| self.codes[r * t..(r + 1) * t].iter().copied())
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        let head = !self.ix.head.is_empty();
+        let all = self.ix.user_lists();
+        let mut refs: Vec<&[u32]> = Vec::with_capacity(used.len() + 1);
+        if head {
+            refs.push(&self.ix.head);
+        }
+        refs.extend(used.iter().map(|&b| all[b as usize].as_slice()));
+        let lists = Lists::build(&refs, &self.cat.factors, d).expect("the kernel runs");
+        let at = |c: u32| used.binary_search(&c).expect("a row's bucket is packed") as u32;
+        let member = members(self.codes, (rows, t), head, at);
+        let per = t + head as usize;
+        let mut scratch = Scratch::default();
+        let keys = &self.cat.keys;
+        rank_lists(
+            &lists,
+            (per, &member),
+            keys,
+            &mut scratch,
+            users,
+            rows,
+            ex,
+            want,
+        )
+    }
+}
+
 /// User buckets with the kernel: the head list (list 0, everybody's) and each user's bucket
 /// lists, every list scored for all of the block's users in it at once.
 struct ListScorer<'a> {
@@ -63,39 +190,20 @@ impl Scorer for ListScorer<'_> {
     }
 
     fn rank(&mut self, users: &Side, rows: &[usize], ex: &[Vec<usize>], want: usize) -> Ranked {
-        let (b, t, shift) = (rows.len(), self.tables, self.head as u32);
-        let mut member = Vec::with_capacity(b * (t + shift as usize));
-        for &r in rows {
-            if self.head {
-                member.push(0);
-            }
-            member.extend(self.codes[r * t..(r + 1) * t].iter().map(|&c| c + shift));
-        }
-        let mut ex_start = Vec::with_capacity(b + 1);
-        let mut ex_items = Vec::new();
-        ex_start.push(0u32);
-        for e in ex {
-            ex_items.extend(e.iter().map(|&i| i as u32));
-            ex_start.push(ex_items.len() as u32);
-        }
-        let mut scored = vec![0u32; b];
-        let best = self.lists.score(
-            &block_of(users, rows),
-            t + shift as usize,
-            &member,
-            (&ex_start, &ex_items),
+        let t = self.tables;
+        let member = members(self.codes, (rows, t), self.head, |c| c);
+        let per = t + self.head as usize;
+        let s = &mut self.scratch;
+        rank_lists(
+            &self.lists,
+            (per, &member),
             self.keys,
+            s,
+            users,
+            rows,
+            ex,
             want,
-            &mut scored,
-            &mut self.scratch,
-        );
-        Ranked {
-            lists: best
-                .into_iter()
-                .map(|l| l.into_iter().map(|(s, _, i)| (i as usize, s)).collect())
-                .collect(),
-            scored: Some(scored.into_iter().map(u64::from).collect()),
-        }
+        )
     }
 }
 
@@ -312,6 +420,96 @@ impl Scorer for Plain<'_> {
         Ranked {
             lists,
             scored: Some(scored),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{RawId, SplitMix};
+    use crate::job::{Lsh, Transform};
+    use crate::recommend::user_tables::{bucket_ids, UserTable};
+
+    /// The sample scorer packs only the ranked rows' lists; its lists, scores and scored counts
+    /// must be the whole index's, for any subset of rows (overlapping bucket lists, seen items,
+    /// users alone in a bucket, k beyond the lists).
+    #[test]
+    fn sample_lists_rank_like_the_whole_index() {
+        let (n, d, nu) = (700usize, 16usize, 240usize);
+        let mut r = SplitMix::new(5);
+        // Rows along one direction with norms from 0.1 to 3.1: scores come close to the norms'
+        // product, so Cauchy–Schwarz skips panels and the scored counts depend on the order in
+        // which a user's lists are visited.
+        let mut aligned = |rows: usize| -> Vec<f32> {
+            let mut v = Vec::with_capacity(rows * d);
+            for _ in 0..rows {
+                let s = 0.1 + 3.0 * r.next_f64() as f32;
+                v.extend((0..d).map(|_| s * (1.0 + 0.05 * r.next_normal() as f32)));
+            }
+            v
+        };
+        let cat = Catalog {
+            keys: (0..n as u64).map(|i| i * 3 + 1).collect(),
+            ids: Vec::new(),
+            degrees: vec![0; n],
+            factors: aligned(n),
+        };
+        let users = Side {
+            ids: (0..nu as u64).map(RawId::Num).collect(),
+            factors: aligned(nu),
+            dim: d,
+            ..Side::default()
+        };
+        let Some(full) = ScanIndex::build(&cat.keys, &cat.factors, d) else {
+            return; // no AVX2 here: both give the plain scorers
+        };
+        let cfg = Lsh {
+            transform: Transform::Users,
+            tables: 2,
+            head: 8,
+            ..Lsh::default()
+        };
+        let mut ix = Index::build(&cfg, &cat.factors, &cat.keys, d);
+        let mut r = SplitMix::new(6);
+        // Table t has 9 + 4t buckets, each listing 0..60 items (best-first order is any order
+        // here: both scorers read the same lists).
+        let tables: Vec<UserTable> = (0..2u64)
+            .map(|t| UserTable {
+                codes: (0..9 + 4 * t).map(|c| c * 5 + t).collect(),
+                dirs: Vec::new(),
+                rows: (0..nu).map(|_| r.below(9 + 4 * t) as u32).collect(),
+            })
+            .collect();
+        let lists: Vec<Vec<Vec<u32>>> = tables
+            .iter()
+            .map(|t| {
+                let list = |r: &mut SplitMix| {
+                    let mut v: Vec<u32> =
+                        (0..r.below(60)).map(|_| r.below(n as u64) as u32).collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    v
+                };
+                t.codes.iter().map(|_| list(&mut r)).collect()
+            })
+            .collect();
+        let refs: Vec<&UserTable> = tables.iter().collect();
+        ix.install_user_lists(&refs, lists);
+        let codes = bucket_ids(&refs, nu);
+        let excluded: Vec<Vec<usize>> = (0..nu)
+            .map(|_| (0..n).filter(|_| r.below(15) == 0).collect())
+            .collect();
+        let mut whole = choose(&cat, &ix, &codes, Some(&full));
+        let mut sample = for_sample(&cat, &ix, &codes, Some(&full));
+        for (step, k) in [(1usize, 10usize), (7, 10), (31, 3), (5, 300)] {
+            let rows: Vec<usize> = (step / 2..nu).step_by(step).collect();
+            let ex: Vec<Vec<usize>> = rows.iter().map(|&u| excluded[u].clone()).collect();
+            let a = whole.rank(&users, &rows, &ex, k);
+            let b = sample.rank(&users, &rows, &ex, k);
+            assert_eq!(a.lists, b.lists, "rows every {step}, k {k}");
+            assert_eq!(a.scored, b.scored, "rows every {step}, k {k}");
+            assert!(a.lists.iter().any(|l| !l.is_empty()));
         }
     }
 }

@@ -40,7 +40,8 @@ pub fn hash_users(
     let rows = users.len() / d.max(1);
     assert!(rows < 1 << 31, "too many users on one worker");
     let (t0, nt, p) = (tables.start, tables.len(), planes as usize);
-    let (codes, slots, sums) = hash_local(&hyperplanes(seed, tables, planes, d), users, d, nt, p);
+    let (row_slots, slots, sums) =
+        hash_local(&hyperplanes(seed, tables, planes, d), users, d, nt, p);
     let mut mine: Vec<BucketSum> = slots
         .iter()
         .enumerate()
@@ -84,27 +85,33 @@ pub fn hash_users(
         tab.dirs
             .extend(s.iter().map(|&v| (v as f64 / SCALE) as f32));
     }
-    for (n, c) in codes.iter().enumerate() {
-        let tab = &mut out[n % nt];
-        let at = tab
-            .codes
-            .binary_search(c)
-            .expect("a local bucket is in the sums");
-        tab.rows.push(at as u32);
+    // Each local bucket's place among its table's codes, found once per bucket, not per row.
+    let place: Vec<u32> = slots
+        .iter()
+        .map(|&(t, c)| {
+            let codes = &out[t as usize].codes;
+            codes
+                .binary_search(&c)
+                .expect("a local bucket is in the sums") as u32
+        })
+        .collect();
+    for (n, &slot) in row_slots.iter().enumerate() {
+        out[n % nt].rows.push(place[slot as usize]);
     }
     Ok(out)
 }
 
-/// This worker's part of [`hash_users`]: every row's code per table (row-major), the buckets
-/// it met as (table from 0, code) and their fixed-point sums (`d` per bucket).
+/// This worker's part of [`hash_users`]: every row's bucket per table (row-major, as a slot:
+/// an index into the buckets it met), those buckets as (table from 0, code) and their
+/// fixed-point sums (`d` per bucket).
 fn hash_local(
     planes: &[f32],
     users: &[f32],
     d: usize,
     nt: usize,
     p: usize,
-) -> (Vec<u64>, Vec<(u32, u64)>, Vec<i64>) {
-    let mut codes = Vec::with_capacity(users.len() / d.max(1) * nt);
+) -> (Vec<u32>, Vec<(u32, u64)>, Vec<i64>) {
+    let mut row_slots = Vec::with_capacity(users.len() / d.max(1) * nt);
     // Bucket (table << 32 | code) → its slot in `sums` (d values per slot).
     let mut slot_of: crate::ids::KeyMap<u32> = Default::default();
     let mut slots: Vec<(u32, u64)> = Vec::new();
@@ -141,12 +148,13 @@ fn hash_local(
                     .iter()
                     .enumerate()
                     .fold(0u64, |c, (j, &s)| c | ((s >= 0.0) as u64) << j);
-                codes.push(c);
                 let slot = *slot_of.entry((t as u64) << 32 | c).or_insert_with(|| {
                     slots.push((t as u32, c));
                     sums.resize(sums.len() + d, 0);
                     (slots.len() - 1) as u32
-                }) as usize;
+                });
+                row_slots.push(slot);
+                let slot = slot as usize;
                 sums[slot * d..(slot + 1) * d]
                     .iter_mut()
                     .zip(&unit)
@@ -154,7 +162,7 @@ fn hash_local(
             }
         }
     }
-    (codes, slots, sums)
+    (row_slots, slots, sums)
 }
 
 /// Every row's bucket id per table (row-major, `rows × tables.len()`): ids run table by table,
