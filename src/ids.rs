@@ -189,6 +189,25 @@ pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&buf[at..]);
 }
 
+/// One consolidated pair: (user, item, summed fixed-point weight, newest event time).
+pub type Pair = (RawId, RawId, i128, i64);
+
+/// Parses one id token as every reader does (lines, Parquet, the store): [`RawId::parse`] (non-empty, at most
+/// [`MAX_ID_LEN`] bytes, UTF-8), and no control characters (a tab, carriage return
+/// or escape inside an id would corrupt the TSV outputs). The error says what is wrong.
+pub fn parse_id(tok: &[u8]) -> Result<RawId, String> {
+    let id = RawId::parse(tok).map_err(|e| e.to_string())?;
+    if let RawId::Str(s) = &id {
+        if let Some(c) = s.chars().find(|c| c.is_control()) {
+            return Err(format!(
+                "id contains the control character {:?} (U+{:04X}): is input.format right? ids may not contain tabs, line breaks or other control characters",
+                c, c as u32
+            ));
+        }
+    }
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

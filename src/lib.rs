@@ -26,6 +26,7 @@ pub mod job;
 pub mod launch;
 pub mod lock;
 pub mod plan;
+pub mod progress;
 pub mod query;
 pub mod recommend;
 pub mod report;

@@ -73,7 +73,7 @@ fn plan_counts_equal_the_run_report_and_the_model_does_not_depend_on_the_assignm
 
 #[test]
 fn cost_assignment_balances_better_than_round_robin_on_skewed_shards() {
-    use recflow::plan::assign::Assignment;
+    use recflow::side::Assignment;
     // One heavy shard every 4: round robin over 4 workers puts them all on worker 0.
     let costs: Vec<u64> = (0..64).map(|v| if v % 4 == 0 { 10 } else { 1 }).collect();
     let rr = Assignment::round_robin(64, 4).loads(&costs, 4);

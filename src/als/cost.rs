@@ -1,7 +1,9 @@
-//! The per-worker cost records training fills in as it goes; `plan::cost` counts the same
-//! records from the ingested data alone. They live here so the dependency runs one way
-//! (plan → als).
+//! The per-worker cost records training fills in as it goes (`plan::cost` counts the same
+//! records from the ingested data alone), and [`shard_cost`], by which ingest assigns shards to
+//! workers. They live here so the dependencies run one way (plan → als, ingest → als).
 
+use super::row_flops;
+use crate::job::Als;
 use serde::{Deserialize, Serialize};
 
 /// One worker's share of one half-step.
@@ -80,4 +82,11 @@ impl HalfStepCost {
             .map(|w| w.bytes_sent - w.network_sent + w.bytes_local)
             .sum()
     }
+}
+
+/// The cost by which a shard is assigned: its rows' solve flops (machine-independent count)
+/// plus the flops of its partial Gram (`2·d²` per row), given each row's interactions.
+pub fn shard_cost(als: &Als, degrees: impl Iterator<Item = u64>) -> u64 {
+    let d = als.factors as u64;
+    degrees.map(|n| row_flops(als, n) + 2 * d * d).sum()
 }

@@ -32,7 +32,7 @@ type Ch = Channel<AlsMsg>;
 use crate::cluster::Comm;
 use crate::comm::{Channel, CommError};
 use crate::job::{Als, Solver};
-use crate::report::Log;
+use crate::progress::Log;
 use crate::side::Side;
 use cost::HalfStepCost;
 pub(crate) use exchange::exchange_vectors;

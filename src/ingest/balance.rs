@@ -2,16 +2,16 @@
 //! they were consolidated and numbered) to the owner their counted cost gives them.
 //!
 //! The cost of a shard is what its rows cost in a half-step (see
-//! [`crate::plan::cost::shard_cost`]), counted by its staging owner and broadcast, so every
+//! [`crate::als::cost::shard_cost`]), counted by its staging owner and broadcast, so every
 //! worker runs the same [`Assignment::by_cost`] on the same numbers. Nothing about a shard
 //! changes on the way (ids, row order, CSR entries as global keys): the model does not depend
 //! on where a shard lives, only the load balance does.
 
 use super::msg::IngestMsg;
+use crate::als::cost::shard_cost;
 use crate::comm::{Channel, CommError};
 use crate::ids::RawId;
 use crate::job::Als;
-use crate::plan::cost::shard_cost;
 use crate::side::{Assignment, ShardRows, Side};
 use timely::worker::Worker;
 

@@ -16,7 +16,6 @@
 //! depend on the order in which workers deliver events: the model stays bit-identical across
 //! worker layouts.
 
-use crate::ids::RawId;
 use crate::ingest::parse::Event;
 use std::cmp::Ordering;
 
@@ -34,8 +33,7 @@ pub fn from_fixed(w: i128) -> f64 {
     w as f64 / WEIGHT_SCALE
 }
 
-/// One consolidated pair: (user, item, summed fixed-point weight, newest event time).
-pub type Pair = (RawId, RawId, i128, i64);
+pub use crate::ids::Pair;
 
 /// Sums events per (user, item) by a local sort: exact fixed-point sums and the newest time,
 /// sorted by (user, item), so the result does not depend on the order events arrived in.
@@ -100,6 +98,7 @@ pub fn merge(today: Vec<Pair>, previous: Vec<Pair>) -> Merged {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::RawId;
     use std::collections::BTreeMap;
 
     type Sums = BTreeMap<(u64, u64), (i128, i64)>;

@@ -1,6 +1,7 @@
 //! One input line → one event. No allocation per line for numeric ids.
 
 use crate::escape::{escape, escape_bytes, sample};
+pub use crate::ids::parse_id;
 use crate::ids::RawId;
 use crate::job::{Column, Format};
 
@@ -422,22 +423,6 @@ pub fn is_column_name(f: &[u8]) -> bool {
         && COLUMN_NAMES
             .iter()
             .any(|n| n.as_bytes().eq_ignore_ascii_case(f))
-}
-
-/// Parses one id token as the line parser does: [`RawId::parse`] (non-empty, at most
-/// [`crate::ids::MAX_ID_LEN`] bytes, UTF-8), and no control characters (a tab, carriage return
-/// or escape inside an id would corrupt the TSV outputs). The error says what is wrong.
-pub fn parse_id(tok: &[u8]) -> Result<RawId, String> {
-    let id = RawId::parse(tok).map_err(|e| e.to_string())?;
-    if let RawId::Str(s) = &id {
-        if let Some(c) = s.chars().find(|c| c.is_control()) {
-            return Err(format!(
-                "id contains the control character {:?} (U+{:04X}): is input.format right? ids may not contain tabs, line breaks or other control characters",
-                c, c as u32
-            ));
-        }
-    }
-    Ok(id)
 }
 
 fn format_name(f: Format) -> &'static str {

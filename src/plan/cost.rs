@@ -7,18 +7,11 @@
 //! `payload_bytes` counts: factor vectors, Gram slices and sums); control messages (counters, a
 //! few bytes per worker and superstep) are not counted.
 
-pub use crate::als::cost::{imbalance, HalfStepCost, WorkerCost};
+pub use crate::als::cost::{imbalance, shard_cost, HalfStepCost, WorkerCost};
 use crate::als::gram::{gram_member, gram_slice};
 use crate::als::{counted_row_flops, row_flops};
 use crate::job::Als;
 use crate::side::{unkey, Assignment};
-
-/// The cost by which a shard is assigned: its rows' solve flops (machine-independent count)
-/// plus the flops of its partial Gram (`2·d²` per row), given each row's interactions.
-pub fn shard_cost(als: &Als, degrees: impl Iterator<Item = u64>) -> u64 {
-    let d = als.factors as u64;
-    degrees.map(|n| row_flops(als, n) + 2 * d * d).sum()
-}
 
 /// One side of the ingested data, whole (one process holds it all): per virtual shard its
 /// rows' degrees, and per row the other side's shards of its interactions.

@@ -3,15 +3,15 @@
 //!
 //! The data is ingested once, in this process, with one worker (the model and its counts do
 //! not depend on the layout that ingests it); [`cost::count`] then assigns the virtual shards
-//! to `W` workers exactly as a run's ingest would ([`assign`]) and counts each half-step's
+//! to `W` workers exactly as a run's ingest would ([`crate::side::Assignment`]) and counts each half-step's
 //! flops, bytes, entities and interactions per worker, as training's report does.
 
-pub mod assign;
 pub mod cost;
 pub mod shape;
 
 use crate::cluster::Comm;
 use crate::job::Job;
+use crate::side::Assignment;
 use cost::{HalfStepCost, Layout, SideData};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -111,19 +111,17 @@ pub fn plan_layout(job: &Job, data: &[SideData; 2], layout: Layout) -> Plan {
 
 /// Shard-cost max/mean over workers by cost and by `v mod W`.
 fn balance(costs: &[u64], workers: usize) -> ByAssignment {
-    let of = |a: assign::Assignment| {
-        cost::imbalance(a.loads(costs, workers).into_iter().map(|x| x as f64))
-    };
+    let of = |a: Assignment| cost::imbalance(a.loads(costs, workers).into_iter().map(|x| x as f64));
     ByAssignment {
-        by_cost: of(assign::Assignment::by_cost(costs, workers)),
-        round_robin: of(assign::Assignment::round_robin(costs.len() as u32, workers)),
+        by_cost: of(Assignment::by_cost(costs, workers)),
+        round_robin: of(Assignment::round_robin(costs.len() as u32, workers)),
     }
 }
 
 /// Counts `job`'s training on `layout` for data of `shape` (the degree model of [`shape`]).
 pub fn plan_shape(job: &Job, m: &shape::Modelled, layout: Layout) -> Plan {
     let (als, w) = (&job.als, layout.workers);
-    let owners = [0, 1].map(|t| assign::Assignment::by_cost(&m.sums[t].cost, w));
+    let owners = [0, 1].map(|t| Assignment::by_cost(&m.sums[t].cost, w));
     let traffic = [0, 1].map(|t| shape::traffic(m, &owners, als.factors, layout, t));
     Plan {
         workers: w,

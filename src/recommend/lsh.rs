@@ -18,8 +18,8 @@
 //! code collides with them), this adapts the "head" to the user's direction instead
 //! (docs/BENCHMARKS.md).
 
+use super::planes::hyperplanes;
 use super::user_tables::{bucket_ids, hash_users, UserTable};
-use crate::ids::{mix64, SplitMix};
 use crate::job::{Lsh, Transform};
 use std::collections::HashMap;
 
@@ -112,20 +112,6 @@ impl NormOrder {
             place,
         }
     }
-}
-
-/// The `planes` hyperplanes (dimension `dim + 1`, row-major) of each table in `tables`. A
-/// table's planes depend only on the seed and its number, so more tables keep the first ones
-/// (calibration hashes users into the new tables only).
-pub fn hyperplanes(seed: u64, tables: std::ops::Range<u32>, planes: u32, dim: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(tables.len() * planes as usize * (dim + 1));
-    for t in tables.map(u64::from) {
-        for j in 0..planes as u64 {
-            let mut r = SplitMix::new(mix64(seed ^ mix64(t << 32 | j)));
-            out.extend((0..=dim).map(|_| r.next_normal() as f32));
-        }
-    }
-    out
 }
 
 impl Index {
@@ -385,6 +371,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::SplitMix;
 
     fn cfg() -> Lsh {
         Lsh {

@@ -1,7 +1,7 @@
 //! Top-K recommendations for every user, without the items they already have, and their
 //! evaluation on held-out pairs.
 //!
-//! Every worker gathers all item vectors (`catalog`, an all-gather). One [`Scorer`] per mode,
+//! Every worker gathers all item vectors (`catalog`, an all-gather). One `scorer::Scorer` per mode,
 //! chosen once: `exact` scans the whole catalogue for each user in decreasing norm with a
 //! register-blocked kernel and stops exactly when no remaining item can enter the top k
 //! ([`ScanIndex`]); `lsh` scores candidate lists (`lsh_scorer`) from an index whose sizes
@@ -22,6 +22,7 @@ mod lists;
 pub mod lsh;
 mod lsh_scorer;
 mod msg;
+mod planes;
 mod recall;
 mod scan;
 mod scorer;

@@ -4,8 +4,8 @@
 //! not depend on the layout. Tables are independent (a table's hyperplanes depend only on the
 //! seed and its number), so calibration hashes a table once and keeps it while other sizes grow.
 
-use super::lsh::hyperplanes;
 use super::msg::{BucketSum, RecMsg};
+use super::planes::hyperplanes;
 use super::scan::{score_candidates, Packed};
 use crate::cluster::{Comm, CommError};
 use std::collections::BTreeMap;

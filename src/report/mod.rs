@@ -1,5 +1,5 @@
-//! What a person sees: progress while a job runs ([`Log`]), and at the end a summary on stderr
-//! plus `report.json` and `report.html` beside the outputs of the published version.
+//! What a person sees at the end of a run (progress while it runs is [`crate::progress`]): a
+//! summary on stderr plus `report.json` and `report.html` beside the outputs of the published version.
 //!
 //! `report.json` is built from the manifest and the degree histograms gathered on worker 0
 //! ([`build`]); [`html::render`] and [`summary::render`] are pure functions of it, so every
@@ -8,10 +8,7 @@
 pub mod cost;
 pub mod html;
 pub mod inspect;
-mod progress;
 pub mod summary;
-
-pub use progress::Log;
 
 use crate::cluster::{Comm, CommError};
 use crate::comm::{Channel, Message};

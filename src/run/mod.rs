@@ -12,7 +12,7 @@ pub(crate) mod stages;
 use crate::cluster::{Comm, CommError};
 use crate::comm::Channel;
 use crate::job::Job;
-use crate::report::Log;
+use crate::progress::Log;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;

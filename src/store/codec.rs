@@ -71,7 +71,7 @@ impl Reader<'_> {
         if n == 0 || n > crate::ids::MAX_ID_LEN {
             return Err(format!("id length {n} out of range"));
         }
-        match crate::ingest::parse::parse_id(self.take(n)?) {
+        match crate::ids::parse_id(self.take(n)?) {
             Ok(id @ RawId::Str(_)) => Ok(id),
             Ok(RawId::Num(x)) => Err(format!("string id '{x}' should be stored as a number")),
             Err(e) => Err(format!("bad id: {e}")),

@@ -5,8 +5,8 @@
 //! UTF-8 bytes), then `rows × dim` f32, then a CRC-32 of everything before it.
 //! Decoding checks the checksum first and never allocates from an unchecked length.
 
+use crate::ids::parse_id;
 use crate::ids::{RawId, MAX_ID_LEN};
-use crate::ingest::parse::parse_id;
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"RFLWFAC1";

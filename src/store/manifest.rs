@@ -51,7 +51,7 @@ pub struct Manifest {
     pub method: Option<crate::job::Method>,
     /// The svd model's record (singular values, sketch size…); absent for als.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub svd: Option<crate::svd::SvdReport>,
+    pub svd: Option<SvdReport>,
     /// Ingest counters ([`crate::ingest::IngestStats`]).
     #[serde(default)]
     pub counts: Value,
@@ -191,4 +191,27 @@ pub fn open(store: &Path, version: Option<&str>) -> Result<(PathBuf, Manifest), 
     let m: Manifest = serde_json::from_value(raw)
         .map_err(|e| format!("{}: not a valid manifest: {e}", path.display()))?;
     Ok((dir, m))
+}
+
+/// What an svd model records in its manifest (`svd`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SvdReport {
+    /// Always "svd".
+    pub method: String,
+    /// Published rank k.
+    pub rank: usize,
+    /// Columns of the sketch, `min(rank + oversample, users, items)`.
+    pub sketch: usize,
+    /// Power iterations q.
+    pub power_iterations: usize,
+    /// What was factorised.
+    pub input: Option<crate::job::SvdInput>,
+    /// The k leading singular values, descending.
+    pub singular_values: Vec<f64>,
+    /// Singular values above `svd::project::ZERO_SIGMA` × the largest.
+    pub numerical_rank: usize,
+    /// Wall seconds of the factorisation (0 on a warm start, which only projects).
+    pub secs: f64,
+    /// The version whose factorisation a warm start kept (None: factorised in this run).
+    pub factorised_in: Option<String>,
 }

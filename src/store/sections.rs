@@ -7,7 +7,7 @@
 use super::format::{self, FactorFile};
 use super::pack::{self, Kind};
 use super::{read_record, snapshot, FileRecord};
-use crate::ingest::consolidate::Pair;
+use crate::ids::Pair;
 use std::path::Path;
 
 /// The virtual shard an older per-shard file holds, from its name (`<sub>/vs-NNNNN.bin`).

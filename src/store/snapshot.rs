@@ -16,8 +16,8 @@
 
 use super::codec::{code, put_str, put_varint, unzigzag, zigzag};
 use super::format::Reader;
+use crate::ids::Pair;
 use crate::ids::RawId;
-use crate::ingest::consolidate::Pair;
 
 /// Magic of format 2 (compact).
 pub const MAGIC: &[u8; 8] = b"RFLWSNP2";

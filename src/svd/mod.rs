@@ -22,37 +22,15 @@ pub mod sketch;
 
 use crate::als::{self, AfterIteration, TrainReport};
 use crate::cluster::{Comm, CommError};
-use crate::job::{Job, Method, SvdInput};
-use crate::report::Log;
+use crate::job::{Job, Method};
+use crate::progress::Log;
 use crate::side::Side;
 use msg::SvdMsg;
-use serde::{Deserialize, Serialize};
 use sketch::{orthonormalise, product, set_vectors, to_f32};
 use std::time::Instant;
 use timely::worker::Worker;
 
-/// What an svd model records in its manifest (`svd`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SvdReport {
-    /// Always "svd".
-    pub method: String,
-    /// Published rank k.
-    pub rank: usize,
-    /// Columns of the sketch, `min(rank + oversample, users, items)`.
-    pub sketch: usize,
-    /// Power iterations q.
-    pub power_iterations: usize,
-    /// What was factorised.
-    pub input: Option<SvdInput>,
-    /// The k leading singular values, descending.
-    pub singular_values: Vec<f64>,
-    /// Singular values above [`project::ZERO_SIGMA`] × the largest.
-    pub numerical_rank: usize,
-    /// Wall seconds of the factorisation (0 on a warm start, which only projects).
-    pub secs: f64,
-    /// The version whose factorisation a warm start kept (None: factorised in this run).
-    pub factorised_in: Option<String>,
-}
+pub use crate::store::manifest::SvdReport;
 
 /// Trains the job's model: ALS (`start`: iterations already done, `after`: checkpoints), or
 /// the svd — skipped on a warm start, where `warm::fold_in` projected everything

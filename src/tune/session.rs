@@ -17,7 +17,7 @@ use crate::cluster::{Comm, CommError};
 use crate::comm::{Channel, Json, Message};
 use crate::ingest::{self, Ingested};
 use crate::job::Job;
-use crate::report::Log;
+use crate::progress::Log;
 use crate::run::{stages, RunOptions, Summary};
 use crate::side::Side;
 use serde::{Deserialize, Serialize};

@@ -102,7 +102,7 @@ pub enum Search {
     Grid,
     /// `--trials` seeded random draws, each trained to the end (or early-stopped).
     Random,
-    /// `--trials` seeded random draws under successive halving ([`halving`]).
+    /// `--trials` seeded random draws under successive halving (`tune::halving`).
     Halving,
 }
 

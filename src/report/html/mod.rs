@@ -10,6 +10,7 @@
 use serde_json::Value;
 use std::fmt::Write as _;
 
+mod cost;
 mod plots;
 mod spectrum;
 mod svg;
@@ -271,7 +272,7 @@ pub fn render(r: &Value) -> String {
     s.push_str(&counts_tables(r));
     s.push_str(r#"<h2 style="margin-top:18px">Metrics</h2>"#);
     s.push_str(&metrics_table(r));
-    s.push_str(&crate::report::cost::table(r));
+    s.push_str(&cost::table(r));
     s.push_str(r#"<div class="grid" style="margin-top:18px">"#);
     plot_section(
         &mut s,

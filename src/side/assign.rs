@@ -2,7 +2,7 @@
 //!
 //! Virtual shards are the unit of the arithmetic (partial Grams, objective partials and keys are
 //! per shard), so moving a shard between workers never changes a number in the model; only how
-//! much each worker has to do. Today's `v mod W` ignores that shards differ in work (a popular
+//! much each worker has to do. `v mod W` would ignore that shards differ in work (a popular
 //! item makes its shard heavy); here each shard's cost is counted from the ingested data and
 //! shards go, heaviest first, to the least-loaded worker. The inputs are the same on every
 //! worker and the procedure is deterministic (ties by shard id, then worker index), so every

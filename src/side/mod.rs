@@ -1,13 +1,15 @@
 //! One side (users or items) of the sharded model, as held by one worker.
 //!
 //! A worker owns the virtual shards its side's [`Assignment`] gives it (by counted cost, see
-//! [`crate::plan::assign`]). Its rows are those shards' entities, shard by shard in ascending
+//! [`assign`]). Its rows are those shards' entities, shard by shard in ascending
 //! order and, within a shard, in raw-id order. An entity's global key is
 //! `(vshard << 32) | local index`, which does not depend on the worker count or assignment.
 
 use crate::comm::local::RowsHandle;
 use crate::ids::RawId;
-pub use crate::plan::assign::Assignment;
+mod assign;
+
+pub use assign::Assignment;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
