@@ -5,7 +5,9 @@
 //! sharded interactions) → [`als`] (factors) → [`store`] (a published, versioned model), with
 //! [`comm`] carrying every worker-to-worker message (typed supersteps; [`cluster`] is the
 //! context every stage is handed; each stage has its own message type) and [`run`] driving the
-//! stages.
+//! stages. Below every stage sit [`ids`] (raw ids, hashing, the consolidated pair), [`escape`],
+//! [`progress`] (what a terminal shows) and [`side`] (one side of the sharded model and which
+//! worker owns each shard); no module imports one that imports it back.
 #![warn(missing_docs)]
 
 pub mod als;

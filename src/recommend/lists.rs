@@ -42,6 +42,28 @@ pub struct Scratch {
     active: [u32; MR],
 }
 
+impl Scratch {
+    /// Groups the users by list (a counting sort: lists ascending, users ascending within):
+    /// `by_list` holds the users of `member` (`per` lists each), and `count[l]` ends list `l`'s.
+    fn group_by_list(&mut self, member: &[u32], per: usize, lists: usize) {
+        self.count.clear();
+        self.count.resize(lists + 1, 0);
+        for &l in member {
+            self.count[l as usize + 1] += 1;
+        }
+        for l in 0..lists {
+            self.count[l + 1] += self.count[l];
+        }
+        self.by_list.clear();
+        self.by_list.resize(member.len(), 0);
+        for (j, &l) in member.iter().enumerate() {
+            let at = &mut self.count[l as usize];
+            self.by_list[*at as usize] = (j / per) as u32;
+            *at += 1;
+        }
+    }
+}
+
 impl Lists {
     /// Packs `lists` (catalogue indices, each item at most once per list) of the row-major
     /// `factors` (`d` wide); `None` unless the AVX2+FMA kernel runs for this `d`.
@@ -128,22 +150,7 @@ impl Lists {
         if k == 0 {
             return tops.into_lists();
         }
-        // Users grouped by list (counting sort: lists ascending, users ascending within).
-        s.count.clear();
-        s.count.resize(self.count() + 1, 0);
-        for &l in member {
-            s.count[l as usize + 1] += 1;
-        }
-        for l in 0..self.count() {
-            s.count[l + 1] += s.count[l];
-        }
-        s.by_list.clear();
-        s.by_list.resize(member.len(), 0);
-        for (j, &l) in member.iter().enumerate() {
-            let at = &mut s.count[l as usize];
-            s.by_list[*at as usize] = (j / per) as u32;
-            *at += 1;
-        }
+        s.group_by_list(member, per, self.count());
         // count[l] is now the end of list l's users (the start of list l + 1's).
         s.unorm.clear();
         s.unorm
@@ -163,9 +170,8 @@ impl Lists {
             for grp in s.by_list[from..to].chunks(MR) {
                 if open > 0 {
                     let mut rows = [zero.as_ptr(); MR];
-                    for (row, &u) in rows.iter_mut().zip(grp) {
-                        *row = users[u as usize * d..].as_ptr();
-                    }
+                    let at = |u: u32| users[u as usize * d..].as_ptr();
+                    rows.iter_mut().zip(grp).for_each(|(r, &u)| *r = at(u));
                     self.open(
                         open,
                         rows,
@@ -175,12 +181,8 @@ impl Lists {
                         &mut tops,
                         &mut s.open,
                     );
-                    for &u in grp {
-                        scored[u as usize] += self.lane_count[..open]
-                            .iter()
-                            .map(|&c| c as u32)
-                            .sum::<u32>();
-                    }
+                    let opened: u32 = self.lane_count[..open].iter().map(|&c| c as u32).sum();
+                    grp.iter().for_each(|&u| scored[u as usize] += opened);
                 }
                 for pan in self.start[l] + open..self.start[l + 1] {
                     let reach = self.panel_norm[pan] * (1.0 + 1e-4);
