@@ -333,6 +333,11 @@ pub struct Similar {
     pub k: usize,
 }
 
+/// An optional path where an empty string means none: `--set KEY=` can switch off a file.
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
+
 /// `[eval]`
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -341,9 +346,13 @@ pub struct Eval {
     pub holdout: f64,
     /// Held-out interactions file (same format as the input); exclusive with holdout. The
     /// final report's metrics; `recflow tune` never reads it before the model is chosen.
+    /// `""` is none (so `--set eval.test=` drops the file a job names).
+    #[serde(deserialize_with = "empty_is_none")]
     pub test: Option<String>,
     /// Held-out interactions for tuning and early stopping (a file, directory or glob, same
     /// format as the input): evaluated beside `test` as `valid_metrics`, never the final report.
+    /// `""` is none.
+    #[serde(deserialize_with = "empty_is_none")]
     pub valid: Option<String>,
     /// Cut-off(s) for the metrics: one number or a list (`[10, 20]`); the first is the
     /// report's headline, recommendations are computed to the largest.

@@ -98,6 +98,16 @@ fn overrides_apply_and_validate() {
 }
 
 #[test]
+fn an_empty_held_out_path_is_none() {
+    let job = "[eval]\ntest = \"t.tsv\"\nvalid = \"v.tsv\"";
+    let j = Job::parse_in(job, &[], Some(Path::new("jobs"))).unwrap();
+    assert!(j.eval.test.is_some() && j.eval.valid.is_some());
+    let unset = ["eval.test=".into(), "eval.valid=".into()];
+    let j = Job::parse_in(job, &unset, Some(Path::new("jobs"))).unwrap();
+    assert_eq!((j.eval.test, j.eval.valid), (None, None));
+}
+
+#[test]
 fn path_takes_a_string_or_a_list() {
     let j = Job::parse("[input]\npath = \"events.tsv\"", &[]).unwrap();
     assert_eq!(j.input.path, vec!["events.tsv".to_string()]);
