@@ -40,14 +40,9 @@ pub fn solve_side(
         .collect();
     let csr = (&s.indptr[..], &s.cols[..], &s.conf[..]);
     let keep = |r: usize| only.is_none_or(|m| m[r]);
-    Block::new(als.factors, als.block_size).sweep_side(
-        gram,
-        gathered,
-        csr,
-        &mut s.factors,
-        &lams,
-        keep,
-    )
+    Block::new(als.factors, als.block_size)
+        .relaxed(als.block_relaxation as f32)
+        .sweep_side(gram, gathered, csr, &mut s.factors, &lams, keep)
 }
 
 /// Entities stepped together block by block (see the module comment).
@@ -57,6 +52,9 @@ pub const GROUP: usize = lanes::LANES;
 pub struct Block {
     d: usize,
     b: usize,
+    /// Each block step is `omega` times the exact Newton step (1 unless blocks are smaller
+    /// than `d`: with one block the step stays the Cholesky solution).
+    omega: f32,
     /// Residual predictions `s_j = x·y_j` of the pairs (one entity's, or a side's).
     s: Vec<f32>,
     /// The block's system (row-major `w × w`) and right-hand side.
@@ -106,6 +104,7 @@ impl Block {
         Block {
             d,
             b,
+            omega: 1.0,
             s: Vec::new(),
             a: vec![0.0; b * b],
             g: vec![0.0; b],
@@ -120,6 +119,15 @@ impl Block {
             zero: Vec::new(),
             slab: Vec::new(),
         }
+    }
+
+    /// Steps of `omega` times the exact block step (over-/under-relaxation; `0 < omega < 2`
+    /// still lowers the block's quadratic at every step). Ignored when one block covers `d`.
+    pub fn relaxed(mut self, omega: f32) -> Block {
+        if self.b < self.d {
+            self.omega = omega;
+        }
+        self
     }
 
     /// One sweep of block steps on `x` (the entity's current vector), against the Gram `g`,
@@ -217,6 +225,7 @@ impl Block {
             if !cholesky_solve(&mut self.a[..w * w], w, delta) {
                 continue;
             }
+            relax(delta, self.omega);
             let delta = &self.coef[..w];
             x[k0..k0 + w]
                 .iter_mut()
@@ -405,6 +414,13 @@ unsafe fn rows_times_avx(rows: &[f32], x: &[f32], out: &mut [f32]) {
 }
 
 /// `a·b` (the AVX2 kernel for lengths that are multiples of 8; a fixed order either way).
+/// Scales a block's exact step by the relaxation (nothing at 1, so the step's bits stay).
+fn relax(delta: &mut [f32], omega: f32) {
+    if omega != 1.0 {
+        delta.iter_mut().for_each(|v| *v *= omega);
+    }
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     #[cfg(target_arch = "x86_64")]
@@ -466,7 +482,9 @@ mod tests {
             let mut want = vec![0.0; d];
             assert!(Solver::new(d).solve(&g, 0.2, &ys, &cols, &conf, &mut want));
             let mut x: Vec<f32> = (0..d).map(|_| r.next_normal() as f32).collect();
-            assert!(Block::new(d, d).solve(&g, 0.2, &ys, &cols, &conf, &mut x));
+            // One block: the relaxation does not apply (the step is the exact solve).
+            let mut bl = Block::new(d, d).relaxed(0.5);
+            assert!(bl.solve(&g, 0.2, &ys, &cols, &conf, &mut x));
             let scale = want.iter().map(|v| v.abs()).fold(1e-3f32, f32::max);
             for (a, b) in x.iter().zip(&want) {
                 assert!((a - b).abs() < 2e-3 * scale, "d={d}: {x:?} vs {want:?}");
@@ -475,22 +493,24 @@ mod tests {
     }
 
     /// Every sweep (and every block inside it) lowers the entity's objective or leaves it, for
-    /// several block sizes, and repeated sweeps approach the exact solution.
+    /// several block sizes and relaxations, and repeated sweeps approach the exact solution.
     #[test]
     fn block_steps_never_increase_the_objective() {
         let mut r = SplitMix::new(22);
-        for (m, d, n, b) in [
-            (100, 16, 12, 8),
-            (200, 64, 50, 16),
-            (90, 24, 30, 5),
-            (150, 40, 20, 32),
+        for (m, d, n, b, omega) in [
+            (100, 16, 12, 8, 1.0),
+            (200, 64, 50, 16, 0.8),
+            (90, 24, 30, 5, 1.0),
+            (150, 40, 20, 32, 0.8),
+            (120, 32, 25, 8, 0.6),
+            (120, 32, 25, 16, 1.5),
         ] {
             let (ys, g, cols, conf) = entity(&mut r, m, d, n);
             let lam = 0.1;
             let mut x: Vec<f32> = (0..d).map(|_| 0.1 * r.next_normal() as f32).collect();
             let mut prev = entity_loss(&g, lam as f64, &ys, &cols, &conf, &x);
-            let mut bl = Block::new(d, b);
-            for _ in 0..30 {
+            let mut bl = Block::new(d, b).relaxed(omega);
+            for _ in 0..60 {
                 assert!(bl.solve(&g, lam, &ys, &cols, &conf, &mut x));
                 let l = entity_loss(&g, lam as f64, &ys, &cols, &conf, &x);
                 assert!(
@@ -507,6 +527,36 @@ mod tests {
                 "d={d} b={b}: {prev} vs {le}"
             );
         }
+    }
+
+    /// A relaxed sweep's first block moves by ω times the exact block step (the first step
+    /// depends only on the start), and the sweep as a whole differs from the exact one.
+    #[test]
+    fn relaxation_scales_each_block_step() {
+        let mut r = SplitMix::new(23);
+        let (m, d, n, b) = (120, 32, 25, 16);
+        let (ys, g, cols, conf) = entity(&mut r, m, d, n);
+        let x0: Vec<f32> = (0..d).map(|_| 0.1 * r.next_normal() as f32).collect();
+        let sweep = |omega: f32| {
+            let mut x = x0.clone();
+            assert!(Block::new(d, b)
+                .relaxed(omega)
+                .solve(&g, 0.1, &ys, &cols, &conf, &mut x));
+            x
+        };
+        let (exact, damped) = (sweep(1.0), sweep(0.6));
+        for i in 0..b {
+            let want = 0.6 * (exact[i] - x0[i]);
+            assert!(
+                (damped[i] - x0[i] - want).abs() < 1e-5,
+                "{i}: {} vs {want}",
+                damped[i] - x0[i]
+            );
+        }
+        assert!(exact[b..]
+            .iter()
+            .zip(&damped[b..])
+            .any(|(a, b)| (a - b).abs() > 1e-4));
     }
 
     #[test]

@@ -165,6 +165,9 @@ pub struct Als {
     pub cg_steps: usize,
     /// Coordinates per block (solver = "block"; capped at `factors`, where it is Cholesky).
     pub block_size: usize,
+    /// Relaxation ω of each block step when blocks are smaller than `factors`: the step is ω
+    /// times the exact Newton step on the block (0 < ω < 2 still never raises the objective).
+    pub block_relaxation: f64,
     /// Seed for the initial vectors.
     pub seed: u64,
     /// Compute and log the objective every this many iterations (0 = never).
@@ -188,6 +191,7 @@ impl Default for Als {
             solver: Solver::Cg,
             cg_steps: 3,
             block_size: 32,
+            block_relaxation: 1.0,
             seed: 42,
             loss_every: 1,
             checkpoint_every: 0,

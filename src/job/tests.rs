@@ -65,6 +65,8 @@ fn ranges_are_named() {
         ("[shards]\nvirtual = 0", "shards.virtual"),
         ("[lsh]\nplanes = 65", "lsh.planes"),
         ("[eval]\nholdout = 1.5", "eval.holdout"),
+        ("[als]\nblock_relaxation = 2.0", "als.block_relaxation"),
+        ("[als]\nblock_relaxation = 0.0", "als.block_relaxation"),
     ] {
         let e = Job::parse(text, &[]).unwrap_err();
         assert!(e.0.contains(key), "{text}: {}", e.0);

@@ -34,6 +34,9 @@ impl Als {
         if !(1..=1024).contains(&a.block_size) {
             return bad("als.block_size", "1..=1024", a.block_size);
         }
+        if !(a.block_relaxation > 0.0 && a.block_relaxation < 2.0) {
+            return bad("als.block_relaxation", "0 < omega < 2", a.block_relaxation);
+        }
         if !(a.regularization_exponent.is_finite()
             && (0.0..=4.0).contains(&a.regularization_exponent))
         {
