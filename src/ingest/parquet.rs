@@ -12,9 +12,10 @@
 
 use super::parquet_columns::{self as columns, Column};
 use super::parse::MAX_ABS_WEIGHT;
-use super::parse::{number_field, parse_id, removal_flag, Columns, Event, LineError};
+use super::parse::{number_field, removal_flag, Columns, Event, LineError};
 use super::rows::{bad_row, keep_event, ReadStats};
 use super::weight::{self, WeightChoice};
+use crate::ids::parse_id;
 use crate::ids::RawId;
 use crate::job::{Format, Input};
 use ::parquet::basic::{LogicalType, TimeUnit};

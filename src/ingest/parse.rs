@@ -1,7 +1,7 @@
 //! One input line → one event. No allocation per line for numeric ids.
 
 use crate::escape::{escape, escape_bytes, sample};
-pub use crate::ids::parse_id;
+use crate::ids::parse_id;
 use crate::ids::RawId;
 use crate::job::{Column, Format};
 

@@ -15,7 +15,7 @@ use crate::progress::Log;
 use crate::recommend::{self, Recs};
 use crate::side::Side;
 use crate::store;
-use crate::svd::SvdReport;
+use crate::store::manifest::SvdReport;
 use crate::warm::{self, Parent};
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -30,7 +30,7 @@ use sketch::{orthonormalise, product, set_vectors, to_f32};
 use std::time::Instant;
 use timely::worker::Worker;
 
-pub use crate::store::manifest::SvdReport;
+use crate::store::manifest::SvdReport;
 
 /// Trains the job's model: ALS (`start`: iterations already done, `after`: checkpoints), or
 /// the svd — skipped on a warm start, where `warm::fold_in` projected everything
