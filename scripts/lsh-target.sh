@@ -6,6 +6,8 @@
 # Usage: scripts/lsh-target.sh [RECFLOW_BIN] [OUT_DIR] [SET...]
 #   sets: ml-100k citeulike amazon-sports gowalla generated (default: all)
 #   env: WORKERS (2) ITERS (15) DATA_DIR (../shared/data) GEN ("users items nnz", generated set)
+#        SIMILAR=K: also write K similar items per item; the lsh rows then add how they were
+#        found (recall@K against exact cosine top-K on the item sample, share scored, rounds)
 set -euo pipefail
 BIN=$(realpath "${1:-target/release/recflow}")
 OUT=${2:-target/lsh-target}; shift 2 || true
@@ -29,6 +31,13 @@ report() { # set label store
   python3 - "$1" "$2" "$3"/v*/manifest.json <<'PY'
 import json, sys
 m = json.load(open(sys.argv[3]))
+def similar(c):
+    if not c:
+        return ""
+    rec = c.get("recall_at_k")
+    return (f" similar ({c['method']}): recall@{c['recall_k']} {'-' if rec is None else f'{rec:.4f}'} on "
+            f"{c['sample_items']} items, share {c['catalog_share']:.4f}, {len(c['rounds'])} rounds, "
+            f"met {c.get('target_met')}: {c['stopped']} |")
 r = m["recommend"]; l = r.get("lsh") or {}
 c = l.get("calibration") or {}
 z = c.get("chosen") or {}
@@ -37,7 +46,7 @@ rec = l.get("recall_at_k")
 print(f"| {sys.argv[1]} | {sys.argv[2]} | {m['counts']['items'] if 'counts' in m and 'items' in m['counts'] else '?'} | "
       f"{'-' if rec is None else f'{rec:.4f}'} | {share:.4f} | "
       f"{z.get('head', '-')}/{z.get('tables', '-')}/{z.get('bucket_items', '-')} | {len(c.get('rounds', []))} | "
-      f"{l.get('target_met', '-')} | {m['timings']['recommend_secs']:.2f} |")
+      f"{l.get('target_met', '-')} | {m['timings']['recommend_secs']:.2f} |" + similar(l.get("similar")))
 PY
 }
 echo "# $(date -u +%FT%TZ) $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null), $W workers, factors 64, cg x $ITERS"
@@ -47,7 +56,8 @@ for s in "${SETS[@]}"; do
   job="$OUT/$s.toml"; store="$OUT/$s-store"
   { echo "[input]"; input "$s"
     printf '[als]\nfactors = 64\niterations = %s\nloss_every = 0\n[recommend]\nk = 10\nmode = "lsh"\n' "$ITERS"
-    printf '[eval]\nrecall_sample = 2000\n[output]\nkeep_versions = 1\n'; } > "$job"
+    printf '[eval]\nrecall_sample = 2000\n[output]\nkeep_versions = 1\n'
+    [ -z "${SIMILAR:-}" ] || printf '[similar]\nk = %s\n' "$SIMILAR"; } > "$job"
   rm -rf "$store"
   "$BIN" run "$job" -w "$W" -q --set output.store="$store" --set recommend.k=0 >/dev/null
   again=(--set output.store="$store" --set model.warm_start=true --set model.snapshot=false --set als.iterations=0)

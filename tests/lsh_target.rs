@@ -171,16 +171,29 @@ fn similar(dir: &Path) -> HashMap<String, HashSet<String>> {
     out
 }
 
+/// Recall of the similar items in `got` against those in `want` (every item of `want`).
+fn similar_recall(got: &Path, want: &Path) -> f64 {
+    let (got, want) = (similar(got), similar(want));
+    let hits: usize = want
+        .iter()
+        .map(|(i, e)| got.get(i).map_or(0, |g| g.intersection(e).count()))
+        .sum();
+    let total: usize = want.values().map(|e| e.len()).sum();
+    hits as f64 / total as f64
+}
+
+/// A catalogue large enough for the neighbour graph to cost less than exact (3000 items).
+const LARGE: [&str; 4] = [
+    "input.demo.users=1500",
+    "input.demo.items=3000",
+    "input.demo.nnz=30000",
+    "similar.k=5",
+];
+
 #[test]
-fn similar_items_grow_to_the_target_and_recall_matches_exact_cosine() {
+fn similar_items_refine_to_the_target_identically_for_any_layout_and_recall_matches_exact() {
     let tmp = tempfile::tempdir().unwrap();
-    let sets = [
-        "similar.k=5",
-        "lsh.head=4",
-        "lsh.bucket_items=2",
-        "lsh.target_recall=0.8",
-        "lsh.max_share=1",
-    ];
+    let sets = [&LARGE[..], &["lsh.target_recall=0.97", "lsh.max_share=1"]].concat();
     let a = go(&tmp.path().join("w1"), 1, &sets);
     let b = go(&tmp.path().join("w3"), 3, &sets);
     let sa = &a.manifest["recommend"]["lsh"]["similar"];
@@ -189,26 +202,61 @@ fn similar_items_grow_to_the_target_and_recall_matches_exact_cosine() {
         sorted_lines(&a.version_dir, "similar"),
         sorted_lines(&b.version_dir, "similar")
     );
-    assert!(sa["rounds"].as_array().unwrap().len() > 1, "{sa}");
+    assert_eq!(sa["method"], "graph", "{sa}");
     assert_eq!(sa["target_met"], true, "{sa}");
+    // The start lists alone miss the target; each round keeps every better item it finds.
+    let rounds: Vec<f64> = (sa["rounds"].as_array().unwrap().iter())
+        .map(|r| r["recall"].as_f64().unwrap())
+        .collect();
+    assert!(rounds.len() > 1 && rounds[0] < 0.97, "{sa}");
+    assert!(rounds.windows(2).all(|w| w[1] >= w[0]), "{rounds:?}");
     // Every item is sampled: the reported recall is the files' recall against exact cosine.
+    let exact_sets = [&LARGE[..], &["recommend.mode=exact"]].concat();
+    let exact = go(&tmp.path().join("exact"), 2, &exact_sets);
+    let files = similar_recall(&a.version_dir, &exact.version_dir);
+    let reported = sa["recall_at_k"].as_f64().unwrap();
+    assert!((files - reported).abs() < 1e-12, "{files} vs {reported}");
+    assert!(reported >= 0.97);
+}
+
+#[test]
+fn similar_items_below_the_target_under_the_cap_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = [&LARGE[..], &["lsh.target_recall=1", "lsh.max_share=0.95"]].concat();
+    let s = go(&tmp.path().join("cap"), 2, &sets);
+    let sa = &s.manifest["recommend"]["lsh"]["similar"];
+    assert_eq!(sa["method"], "graph", "{sa}");
+    assert_eq!(sa["target_met"], false, "{sa}");
+    assert!(sa["catalog_share"].as_f64().unwrap() <= 0.95, "{sa}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.version_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["lsh"]["similar"]["target_met"], false, "{report}");
+    let summary = recflow::report::summary::render(&report, "v");
+    assert!(summary.contains("items recall@5"), "{summary}");
+    assert!(summary.contains("BELOW the target 1"), "{summary}");
+}
+
+#[test]
+fn similar_items_of_a_catalogue_too_small_for_the_graph_are_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 300 items: the start lists and one round would score more than the catalogue.
+    let a = go(
+        &tmp.path().join("lsh"),
+        2,
+        &["similar.k=5", "lsh.max_share=1"],
+    );
+    let sa = &a.manifest["recommend"]["lsh"]["similar"];
+    assert_eq!(sa["method"], "exact", "{sa}");
     let exact = go(
         &tmp.path().join("exact"),
-        2,
-        &["recommend.mode=exact", "similar.k=5"],
+        3,
+        &["similar.k=5", "recommend.mode=exact"],
     );
-    let (got, want) = (similar(&a.version_dir), similar(&exact.version_dir));
-    let hits: usize = want
-        .iter()
-        .map(|(i, e)| got.get(i).map_or(0, |g| g.intersection(e).count()))
-        .sum();
-    let total: usize = want.values().map(|e| e.len()).sum();
-    let reported = sa["recall_at_k"].as_f64().unwrap();
-    assert!(
-        (hits as f64 / total as f64 - reported).abs() < 1e-12,
-        "{hits}/{total} vs {reported}"
+    assert_eq!(
+        sorted_lines(&a.version_dir, "similar"),
+        sorted_lines(&exact.version_dir, "similar")
     );
-    assert!(reported >= 0.8);
 }
 
 #[test]

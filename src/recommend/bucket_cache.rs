@@ -158,8 +158,8 @@ impl<'a> BucketCache<'a> {
         }
     }
 
-    /// The index for `cfg` and every row's user bucket per table, the same as
-    /// [`super::calibrate::build`] gives (collective: every worker hashes its users into the
+    /// The index for `cfg` and every row's user bucket per table, the same as a single
+    /// [`Index::build`] and [`Index::user_buckets`] at those sizes give (collective: every worker hashes its users into the
     /// tables not hashed yet, in the same calls; `ahead.tables` of them when it hashes). A
     /// table whose kept ranking falls short is ranked again `ahead.depth` deep (at least
     /// `bucket_items`: the next round's list length, so that a growing list does not need

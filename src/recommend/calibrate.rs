@@ -7,7 +7,7 @@
 //! catalogue. Recall counts are integers summed over workers, so every worker takes the same
 //! decisions and the chosen sizes do not depend on the layout.
 
-use super::bucket_cache::{rank_dirs, Ahead, BucketCache};
+use super::bucket_cache::{Ahead, BucketCache};
 use super::catalog::Catalog;
 use super::lsh::Index;
 use super::lsh_scorer;
@@ -62,28 +62,6 @@ pub struct Chosen {
     pub hits: Hits,
     /// The record.
     pub calibration: Calibration,
-}
-
-/// Builds the index for `cfg` and the user buckets of this worker's users (collective).
-pub fn build(
-    worker: &mut Worker,
-    comm: &mut Comm,
-    cfg: &Lsh,
-    cat: &Catalog,
-    users: &Side,
-    full: Option<&ScanIndex>,
-) -> Result<(Index, Vec<u32>), CommError> {
-    let d = users.dim;
-    let mut ix = Index::build(cfg, &cat.factors, &cat.keys, d);
-    if cfg.transform != Transform::Users || cfg.tables == 0 {
-        return Ok((ix, Vec::new()));
-    }
-    // Bucket lists leave out the head list's items: every user scores those anyway.
-    let head: Vec<usize> = ix.head.iter().map(|&i| i as usize).collect();
-    let codes = ix.user_buckets(worker, comm, &users.factors, |dirs, n| {
-        rank_dirs(cat, full, dirs, &head, n)
-    })?;
-    Ok((ix, codes))
 }
 
 /// Items a user scores at most (head list plus bucket lists; item tables add an unknown

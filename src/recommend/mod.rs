@@ -27,7 +27,7 @@ mod recall;
 mod scan;
 mod scorer;
 mod similar;
-mod similar_target;
+mod similar_graph;
 mod text;
 mod topk;
 mod user_tables;

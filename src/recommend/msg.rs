@@ -58,6 +58,20 @@ pub struct EvalSums {
     pub counters: Vec<u64>,
 }
 
+/// A worker's similar-items neighbour lists of one graph round, to everybody
+/// (`similar_graph`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NeighbourLists {
+    /// Catalogue index of each of the sender's items.
+    pub rows: Vec<u32>,
+    /// `degree` neighbours per row (catalogue indices, best first, `u32::MAX` pads).
+    pub nb: Vec<u32>,
+    /// Their cosines.
+    pub cos: Vec<f32>,
+    /// Cosines the sender computed in the round.
+    pub scored: u64,
+}
+
 /// What the recommendation stage's supersteps carry.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum RecMsg {
@@ -79,17 +93,21 @@ pub enum RecMsg {
     },
     /// The sender's evaluation sums, to worker 0.
     Eval(EvalSums),
+    /// The sender's similar-items neighbour lists, to everybody.
+    Neighbours(NeighbourLists),
 }
 
 impl Message for RecMsg {
     /// The bulk data: item vectors, keys and degrees (4 bytes per f32 and u32, 8 per key; raw
-    /// ids not counted), bucket sums (16 bytes per coordinate) and ranked lists (4 per item);
+    /// ids not counted), bucket sums (16 bytes per coordinate), ranked lists (4 per item) and
+    /// neighbour lists (4 per index and per cosine);
     /// counts and evaluation sums are control.
     fn payload_bytes(&self) -> u64 {
         match self {
             RecMsg::Items(b) => (4 * b.factors.len() + 12 * b.keys.len()) as u64,
             RecMsg::BucketSums(s) => s.iter().map(|b| 12 + 16 * b.sum.len() as u64).sum(),
             RecMsg::Lists { at, items } => (8 * at.len() + 4 * items.len()) as u64,
+            RecMsg::Neighbours(l) => (4 * (l.rows.len() + l.nb.len() + l.cos.len())) as u64,
             RecMsg::Users(_) | RecMsg::Hits(_) | RecMsg::Eval(_) => 0,
         }
     }
@@ -133,6 +151,12 @@ mod tests {
             RecMsg::Eval(EvalSums {
                 metrics: vec![(1 << 24 | 3, m)],
                 counters: vec![0, 11],
+            }),
+            RecMsg::Neighbours(NeighbourLists {
+                rows: vec![2],
+                nb: vec![0, u32::MAX],
+                cos: vec![0.5, 0.0],
+                scored: 9,
             }),
         ];
         for msg in sent {

@@ -7,7 +7,8 @@ use super::evaluate::Evaluation;
 use super::recall::{Reference, Sample};
 use super::scan::{CatalogIx, ScanIndex};
 use super::scorer::{ExactDense, ExactScan, Popular, Ranked, Scorer};
-use super::similar_target::{calibrate_similar, SimilarCalibration};
+use super::similar::{unit_rows, write_lists};
+use super::similar_graph::{similar_graph, SimilarCalibration};
 use super::{lap, lsh_scorer, similar_items, text, total_users, Phases, Recs, Scored};
 use crate::cluster::{Comm, CommError};
 
@@ -57,16 +58,7 @@ pub fn recommend(
     let similar_lsh = match job.similar.k {
         0 => None,
         _ => {
-            let sides = (users, items);
-            let (part, rec) = similar(
-                worker,
-                comm,
-                job,
-                &cat,
-                sides,
-                chosen.as_ref(),
-                full.as_ref(),
-            )?;
+            let (part, rec) = similar(worker, comm, job, &cat, items, chosen.as_ref())?;
             out.similar = Some(part);
             Some(rec)
         }
@@ -193,16 +185,16 @@ fn choose_lsh(
 /// A similar-items part file and its line count.
 type SimilarPart = (Vec<u8>, u64);
 
-/// Similar items of this worker's items: from the LSH index where one with tables is used
-/// (grown for `lsh.target_recall` when set, with the record of that), else exact.
+/// Similar items of this worker's items: under `lsh.target_recall` from the neighbour graph
+/// refined to it (with the record of that), from the LSH index's buckets where one with
+/// tables is used without a target (Etsy's method), else exact.
 fn similar(
     worker: &mut Worker,
     comm: &mut Comm,
     job: &Job,
     cat: &Catalog,
-    (users, items): (&Side, &Side),
+    items: &Side,
     chosen: Option<&Chosen>,
-    full: Option<&ScanIndex>,
 ) -> Result<(SimilarPart, Option<SimilarCalibration>), CommError> {
     let k = job.similar.k;
     let Some(c) = chosen.filter(|c| c.cfg.tables > 0) else {
@@ -212,9 +204,16 @@ fn similar(
         return Ok((similar_items(cat, items, Some(&c.index), k), None));
     }
     let sample = (job.eval.recall_sample, job.eval.seed, k);
-    let (grown, rec) = calibrate_similar(worker, comm, &c.cfg, &c.index, cat, users, full, sample)?;
-    let ix = grown.as_ref().unwrap_or(&c.index);
-    Ok((similar_items(cat, items, Some(ix), k), Some(rec)))
+    let all = unit_rows(&cat.factors, items.dim);
+    let mine: Vec<usize> = (0..items.rows())
+        .map(|r| cat.index(items.key_of(r)).expect("own item in catalogue"))
+        .collect();
+    let found = similar_graph(worker, comm, &c.cfg, (cat, &all), &mine, sample)?;
+    let part = match &found.graph {
+        Some(g) => write_lists(cat, items, k, |i| g.top(i, k)),
+        None => similar_items(cat, items, None, k),
+    };
+    Ok((part, Some(found.record)))
 }
 
 /// The manifest's `recommend.lsh`: buckets, candidates, recall and the calibration.

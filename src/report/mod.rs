@@ -401,10 +401,24 @@ fn lsh_report(lsh: &Value) -> Value {
             "target_recall": lsh["target_recall"], "target_met": lsh["target_met"],
             "sizes": lsh["calibration"]["chosen"], "stopped": lsh["calibration"]["stopped"],
             "rounds": lsh["calibration"]["rounds"].as_array().map_or(0, |a| a.len()),
+            "similar": similar_report(&lsh["similar"]),
         })
     } else {
         Value::Null
     }
+}
+
+/// How similar items were found under a target (null without one).
+fn similar_report(c: &Value) -> Value {
+    if !c.is_object() {
+        return Value::Null;
+    }
+    json!({
+        "method": c["method"], "recall_at_k": c["recall_at_k"], "recall_k": c["recall_k"],
+        "target_recall": c["target_recall"], "target_met": c["target_met"],
+        "stopped": c["stopped"], "catalog_share": c["catalog_share"],
+        "rounds": c["rounds"].as_array().map_or(0, |a| a.len()),
+    })
 }
 
 /// Writes `report.json` and `report.html` into the staging directory of a version and adds

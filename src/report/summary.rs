@@ -117,6 +117,35 @@ fn recommend_line(s: &mut String, r: &Value) {
     }
     s.push_str(&lsh_target(&r["lsh"]));
     s.push('\n');
+    similar_line(s, &r["lsh"]["similar"]);
+}
+
+/// How similar items met `lsh.target_recall` (only under a target).
+fn similar_line(s: &mut String, c: &Value) {
+    let (Some(t), Some(met)) = (c["target_recall"].as_f64(), c["target_met"].as_bool()) else {
+        return;
+    };
+    let how = match c["method"].as_str() {
+        Some("graph") => format!(
+            "neighbour graph, {} rounds, {:.4} of the catalogue scored",
+            n(&c["rounds"]),
+            c["catalog_share"].as_f64().unwrap_or(0.0)
+        ),
+        _ => "exact".to_string(),
+    };
+    let recall = c["recall_at_k"].as_f64().unwrap_or(0.0);
+    let k = n(&c["recall_k"]);
+    let verdict = match met {
+        true => format!("target {t} met"),
+        false => format!(
+            "BELOW the target {t}: {}",
+            c["stopped"].as_str().unwrap_or("")
+        ),
+    };
+    let _ = writeln!(
+        s,
+        "  similar    items recall@{k} {recall:.4} ({verdict}; {how})"
+    );
 }
 
 /// `metrics` at the headline cut-off (only when the run evaluated).

@@ -162,6 +162,24 @@ fn metrics_table(r: &Value) -> String {
         );
         row(&mut s, "LSH sizes chosen", z, sizes);
     }
+    let c = &l["similar"];
+    if let Some(met) = c["target_met"].as_bool() {
+        let verdict = if met { "met" } else { "NOT met" };
+        let text = format!(
+            "recall@{} {:.4}, target {} {verdict} ({}; {})",
+            raw(&c["recall_k"]),
+            num(&c["recall_at_k"]),
+            num(&c["target_recall"]),
+            c["method"].as_str().unwrap_or(""),
+            c["stopped"].as_str().unwrap_or("")
+        );
+        row(
+            &mut s,
+            "Similar items vs exact cosine",
+            &c["target_met"],
+            text,
+        );
+    }
     if r["candidates"]["catalog_share"].is_number() {
         row(
             &mut s,
