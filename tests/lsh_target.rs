@@ -183,11 +183,12 @@ fn similar_recall(got: &Path, want: &Path) -> f64 {
 }
 
 /// A catalogue large enough for the neighbour graph to cost less than exact (3000 items).
-const LARGE: [&str; 4] = [
+const LARGE: [&str; 5] = [
     "input.demo.users=1500",
     "input.demo.items=3000",
     "input.demo.nnz=30000",
     "similar.k=5",
+    "similar.method=graph",
 ];
 
 #[test]
@@ -211,7 +212,7 @@ fn similar_items_refine_to_the_target_identically_for_any_layout_and_recall_matc
     assert!(rounds.len() > 1 && rounds[0] < 0.97, "{sa}");
     assert!(rounds.windows(2).all(|w| w[1] >= w[0]), "{rounds:?}");
     // Every item is sampled: the reported recall is the files' recall against exact cosine.
-    let exact_sets = [&LARGE[..], &["recommend.mode=exact"]].concat();
+    let exact_sets = [&LARGE[..4], &["recommend.mode=exact"]].concat();
     let exact = go(&tmp.path().join("exact"), 2, &exact_sets);
     let files = similar_recall(&a.version_dir, &exact.version_dir);
     let reported = sa["recall_at_k"].as_f64().unwrap();
@@ -235,6 +236,24 @@ fn similar_items_below_the_target_under_the_cap_say_so() {
     let summary = recflow::report::summary::render(&report, "v");
     assert!(summary.contains("items recall@5"), "{summary}");
     assert!(summary.contains("BELOW the target 1"), "{summary}");
+}
+
+#[test]
+fn similar_items_by_default_are_exact_below_a_million_items() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = go(&tmp.path().join("auto"), 2, &LARGE[..4]);
+    let sa = &a.manifest["recommend"]["lsh"]["similar"];
+    assert_eq!(sa["method"], "exact", "{sa}");
+    assert!(sa["stopped"].as_str().unwrap().contains("auto"), "{sa}");
+    let exact = go(
+        &tmp.path().join("exact"),
+        1,
+        &[&LARGE[..4], &["recommend.mode=exact"]].concat(),
+    );
+    assert_eq!(
+        sorted_lines(&a.version_dir, "similar"),
+        sorted_lines(&exact.version_dir, "similar")
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use super::{lap, lsh_scorer, similar_items, text, total_users, Phases, Recs, Sco
 use crate::cluster::{Comm, CommError};
 
 use crate::ids::RawId;
-use crate::job::{Job, Mode};
+use crate::job::{Job, Mode, SimilarMethod};
 use crate::side::Side;
 use std::time::Instant;
 use timely::worker::Worker;
@@ -185,9 +185,9 @@ fn choose_lsh(
 /// A similar-items part file and its line count.
 type SimilarPart = (Vec<u8>, u64);
 
-/// Similar items of this worker's items: under `lsh.target_recall` from the neighbour graph
-/// refined to it (with the record of that), from the LSH index's buckets where one with
-/// tables is used without a target (Etsy's method), else exact.
+/// Similar items of this worker's items: under `lsh.target_recall` exact or from the neighbour
+/// graph refined to it, as `similar.method` says (with the record of that); from the LSH
+/// index's buckets where one with tables is used without a target (Etsy's method); else exact.
 fn similar(
     worker: &mut Worker,
     comm: &mut Comm,
@@ -202,6 +202,20 @@ fn similar(
     };
     if c.cfg.target_recall == 0.0 {
         return Ok((similar_items(cat, items, Some(&c.index), k), None));
+    }
+    let n = cat.len();
+    let graph = match job.similar.method {
+        SimilarMethod::Graph => true,
+        SimilarMethod::Exact => false,
+        SimilarMethod::Auto => n >= SimilarMethod::GRAPH_FROM,
+    };
+    if !graph {
+        let why = match job.similar.method {
+            SimilarMethod::Exact => "similar.method = \"exact\"",
+            _ => "similar.method = \"auto\": exact below 1 M items (cheaper there than the graph)",
+        };
+        let record = SimilarCalibration::exact(&c.cfg, k, why);
+        return Ok((similar_items(cat, items, None, k), Some(record)));
     }
     let sample = (job.eval.recall_sample, job.eval.seed, k);
     let all = unit_rows(&cat.factors, items.dim);

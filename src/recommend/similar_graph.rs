@@ -79,19 +79,71 @@ pub struct SimilarCalibration {
     pub rounds: Vec<GraphRound>,
 }
 
+impl SimilarCalibration {
+    /// The record of exact similar items under `cfg`'s target (`why`: what chose exact).
+    pub fn exact(cfg: &Lsh, k: usize, why: &'static str) -> SimilarCalibration {
+        SimilarCalibration {
+            method: "exact",
+            target_recall: cfg.target_recall,
+            max_share: cfg.max_share,
+            degree: 0,
+            recall_at_k: Some(1.0),
+            recall_k: k,
+            sample_items: 0,
+            target_met: Some(true),
+            stopped: why,
+            catalog_share: 1.0,
+            rounds: Vec::new(),
+        }
+    }
+}
+
 /// Every item's best `degree` neighbours (catalogue indices best first, [`NONE`] pads) and
 /// their cosines.
+/// `fresh`: whether an entry joined its list in the round that made the graph (every entry of
+/// the start lists): a round pairs old entries only with fresh ones, since old with old were
+/// offered in the round before.
 pub(super) struct Graph {
     degree: usize,
     nb: Vec<u32>,
     cos: Vec<f32>,
+    fresh: Vec<bool>,
 }
 
 impl Graph {
+    fn new(degree: usize, nb: Vec<u32>, cos: Vec<f32>) -> Graph {
+        let fresh = vec![true; nb.len()];
+        Graph {
+            degree,
+            nb,
+            cos,
+            fresh,
+        }
+    }
+
     fn list(&self, i: usize) -> impl Iterator<Item = (u32, f32)> + '_ {
+        self.entries(i).map(|(j, c, _)| (j, c))
+    }
+
+    /// Item `i`'s neighbours with their cosines and whether each is fresh.
+    fn entries(&self, i: usize) -> impl Iterator<Item = (u32, f32, bool)> + '_ {
         let r = i * self.degree..(i + 1) * self.degree;
-        let pairs = self.nb[r.clone()].iter().zip(&self.cos[r]);
-        pairs.map(|(&j, &c)| (j, c)).take_while(|&(j, _)| j != NONE)
+        let e = (self.nb[r.clone()].iter().zip(&self.cos[r.clone()])).zip(&self.fresh[r]);
+        e.map(|((&j, &c), &f)| (j, c, f))
+            .take_while(|e| e.0 != NONE)
+    }
+
+    /// Marks the entries that `prev` (the graph before the round) did not hold.
+    fn mark_fresh(&mut self, prev: &Graph) {
+        let n = self.nb.len() / self.degree.max(1);
+        let mut seen = vec![u32::MAX; n];
+        for i in 0..n {
+            prev.list(i).for_each(|(j, _)| seen[j as usize] = i as u32);
+            for e in i * self.degree..(i + 1) * self.degree {
+                let j = self.nb[e];
+                self.fresh[e] = j != NONE && seen[j as usize] != i as u32;
+            }
+        }
     }
 
     /// Item `i`'s first `k` neighbours with their cosines, best first.
@@ -105,7 +157,7 @@ impl Graph {
 /// `degree` (a popular item is listed by many; its best listers are the useful ones).
 struct Reverse {
     at: Vec<usize>,
-    who: Vec<(f32, u32)>,
+    who: Vec<(f32, u32, bool)>,
 }
 
 impl Reverse {
@@ -119,10 +171,10 @@ impl Reverse {
             start[i + 1] += start[i];
         }
         let mut fill = start.clone();
-        let mut all = vec![(0.0f32, 0u32); start[n]];
+        let mut all = vec![(0.0f32, 0u32, false); start[n]];
         for i in 0..n {
-            for (j, c) in g.list(i) {
-                all[fill[j as usize]] = (c, i as u32);
+            for (j, c, f) in g.entries(i) {
+                all[fill[j as usize]] = (c, i as u32, f);
                 fill[j as usize] += 1;
             }
         }
@@ -136,7 +188,8 @@ impl Reverse {
         Reverse { at, who }
     }
 
-    fn of(&self, j: usize) -> &[(f32, u32)] {
+    /// The listers of `j`: (cosine, lister, whether `j` is fresh in its list).
+    fn of(&self, j: usize) -> &[(f32, u32, bool)] {
         &self.who[self.at[j]..self.at[j + 1]]
     }
 }
@@ -330,19 +383,21 @@ fn start(l: &mut Lister, orders: &Orders, mine: &[CatalogIx]) -> (Vec<u32>, Vec<
 }
 
 /// One round for the items `mine`: each keeps its list and scores its neighbours' and
-/// listers' neighbours.
+/// listers' neighbours (through a hub that was already one, only its fresh neighbours).
 fn refine(l: &mut Lister, g: &Graph, rev: &Reverse, mine: &[CatalogIx]) -> (Vec<u32>, Vec<f32>) {
     let (mut nb, mut cos) = (Vec::new(), Vec::new());
     for &i in mine {
         l.begin(i);
         g.list(i).for_each(|(j, c)| l.known(j, c));
-        rev.of(i).iter().for_each(|&(c, j)| l.known(j, c));
-        let hubs = g
-            .list(i)
-            .map(|(j, _)| j)
-            .chain(rev.of(i).iter().map(|x| x.1));
-        for v in hubs {
-            g.list(v as usize).for_each(|(j, _)| l.offer(j));
+        rev.of(i).iter().for_each(|&(c, j, _)| l.known(j, c));
+        let hubs =
+            (g.entries(i).map(|(v, _, f)| (v, f))).chain(rev.of(i).iter().map(|x| (x.1, x.2)));
+        for (v, new_hub) in hubs {
+            for (j, _, fresh) in g.entries(v as usize) {
+                if new_hub || fresh {
+                    l.offer(j);
+                }
+            }
         }
         l.finish(&mut nb, &mut cos);
     }
@@ -366,11 +421,7 @@ fn gather(
         cos,
         scored,
     }));
-    let mut g = Graph {
-        degree,
-        nb: vec![NONE; n * degree],
-        cos: vec![0.0; n * degree],
-    };
+    let mut g = Graph::new(degree, vec![NONE; n * degree], vec![0.0; n * degree]);
     let mut total = 0;
     for (_, m) in ch.exchange(worker, "similar items: gather neighbour lists")? {
         if let RecMsg::Neighbours(l) = m {
@@ -445,19 +496,10 @@ pub(super) fn similar_graph(
 ) -> Result<Found, CommError> {
     let (n, k) = (cat.len(), sample.2);
     let degree = (k + EXTRA).min(n.saturating_sub(1)).max(1);
-    let mut record = SimilarCalibration {
-        method: "exact",
-        target_recall: cfg.target_recall,
-        max_share: cfg.max_share,
-        degree,
-        recall_at_k: Some(1.0),
-        recall_k: k,
-        sample_items: 0,
-        target_met: Some(true),
-        stopped: "the start lists and one round would score more than lsh.max_share of the catalogue: exact",
-        catalog_share: 1.0,
-        rounds: Vec::new(),
-    };
+    let why =
+        "the start lists and one round would score more than lsh.max_share of the catalogue: exact";
+    let mut record = SimilarCalibration::exact(cfg, k, why);
+    record.degree = degree;
     if n < 2 || first_cost(n, degree) > cfg.max_share * n as f64 {
         return Ok(Found {
             graph: None,
@@ -498,8 +540,9 @@ pub(super) fn similar_graph(
         let rev = Reverse::new(&g, &cat.keys);
         l.scored = 0;
         let (nb, cos) = refine(&mut l, &g, &rev, mine);
-        let scored;
-        (g, scored) = gather(worker, comm, mine, (nb, cos, l.scored), (n, degree))?;
+        let (mut next, scored) = gather(worker, comm, mine, (nb, cos, l.scored), (n, degree))?;
+        next.mark_fresh(&g);
+        g = next;
         let before = recall;
         recall = probe.recall(&g);
         rounds.push(GraphRound {
@@ -549,7 +592,7 @@ mod tests {
     }
 
     fn graph_of((nb, cos): (Vec<u32>, Vec<f32>), degree: usize) -> Graph {
-        Graph { degree, nb, cos }
+        Graph::new(degree, nb, cos)
     }
 
     #[test]
@@ -576,8 +619,9 @@ mod tests {
         assert!(last < n * k, "the start lists alone are not exact here");
         for _ in 0..8 {
             let rev = Reverse::new(&g, &keys);
-            let lists = refine(&mut l, &g, &rev, &mine);
-            g = graph_of(lists, degree);
+            let mut next = graph_of(refine(&mut l, &g, &rev, &mine), degree);
+            next.mark_fresh(&g);
+            g = next;
             let h = hits(&g);
             assert!(h >= last, "{h} < {last}");
             last = h;
@@ -619,11 +663,11 @@ mod tests {
         let g = graph_of(start(&mut l, &orders, &mine), degree);
         let rev = Reverse::new(&g, &keys);
         for j in 0..n {
-            let mut want: Vec<(f32, u32)> = (0..n)
+            let mut want: Vec<(f32, u32, bool)> = (0..n)
                 .flat_map(|i| {
                     g.list(i)
                         .filter(|x| x.0 as usize == j)
-                        .map(move |x| (x.1, i as u32))
+                        .map(move |x| (x.1, i as u32, true))
                 })
                 .collect();
             want.sort_by(|a, b| better((a.0, keys[a.1 as usize]), (b.0, keys[b.1 as usize])));
