@@ -263,10 +263,14 @@ fn similar_items_of_a_catalogue_too_small_for_the_graph_are_exact() {
     let a = go(
         &tmp.path().join("lsh"),
         2,
-        &["similar.k=5", "lsh.max_share=1"],
+        &["similar.k=5", "similar.method=graph", "lsh.max_share=1"],
     );
     let sa = &a.manifest["recommend"]["lsh"]["similar"];
     assert_eq!(sa["method"], "exact", "{sa}");
+    assert!(
+        sa["stopped"].as_str().unwrap().contains("lsh.max_share"),
+        "{sa}"
+    );
     let exact = go(
         &tmp.path().join("exact"),
         3,

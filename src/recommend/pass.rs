@@ -224,7 +224,7 @@ fn similar(
         .collect();
     let found = similar_graph(worker, comm, &c.cfg, (cat, &all), &mine, sample)?;
     let part = match &found.graph {
-        Some(g) => write_lists(cat, items, k, |i| g.top(i, k)),
+        Some(g) => write_lists(cat, (items, &mine), k, |i| g.top(i, k)),
         None => similar_items(cat, items, None, k),
     };
     Ok((part, Some(found.record)))

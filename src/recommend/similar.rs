@@ -84,25 +84,21 @@ pub fn similar_items(
     (out, lines)
 }
 
-/// The part file of this worker's items (`items`) from each one's list (`list_of` its catalogue
-/// index: `(cosine, catalogue index)` best first, at most `k`), and its line count.
+/// The part file of this worker's items (`items`, at catalogue indices `mine`) from each one's
+/// list (`list_of` its catalogue index: `(cosine, catalogue index)` best first, at most `k`),
+/// and its line count.
 pub(super) fn write_lists(
     cat: &Catalog,
-    items: &Side,
+    (items, mine): (&Side, &[CatalogIx]),
     k: usize,
     mut list_of: impl FnMut(CatalogIx) -> Vec<(f32, CatalogIx)>,
 ) -> (Vec<u8>, u64) {
     let (mut out, mut lines) = (Vec::new(), 0u64);
     let text = text::Lines::new(&cat.ids, k);
-    for r in 0..items.rows() {
-        let me = cat.index(items.key_of(r)).expect("own item in catalogue");
+    for (id, &me) in items.ids.iter().zip(mine) {
         let best = list_of(me);
         lines += best.len() as u64;
-        text.push_user(
-            &mut out,
-            &items.ids[r],
-            best.into_iter().map(|(s, i)| (i, s)),
-        );
+        text.push_user(&mut out, id, best.into_iter().map(|(s, i)| (i, s)));
     }
     (out, lines)
 }

@@ -111,7 +111,7 @@ pub(super) struct Graph {
 }
 
 impl Graph {
-    fn new(degree: usize, nb: Vec<u32>, cos: Vec<f32>) -> Graph {
+    fn new(degree: usize, (nb, cos): (Vec<u32>, Vec<f32>)) -> Graph {
         let fresh = vec![true; nb.len()];
         Graph {
             degree,
@@ -421,7 +421,7 @@ fn gather(
         cos,
         scored,
     }));
-    let mut g = Graph::new(degree, vec![NONE; n * degree], vec![0.0; n * degree]);
+    let mut g = Graph::new(degree, (vec![NONE; n * degree], vec![0.0; n * degree]));
     let mut total = 0;
     for (_, m) in ch.exchange(worker, "similar items: gather neighbour lists")? {
         if let RecMsg::Neighbours(l) = m {
@@ -477,11 +477,15 @@ pub(super) struct Found {
     pub record: SimilarCalibration,
 }
 
+/// Cosines per item of one round at most: its list and listers, and their lists.
+fn round_bound(degree: usize, n: usize) -> usize {
+    (2 * degree * (degree + 1)).min(n)
+}
+
 /// Cosines per item of the start lists and of one round at most (the cap's first check).
 fn first_cost(n: usize, degree: usize) -> f64 {
     let start = (2 * WINDOW + 1) * ORDERS as usize;
-    let round = 2 * degree * (degree + 1);
-    (start.min(n) + round.min(n)) as f64
+    (start.min(n) + round_bound(degree, n)) as f64
 }
 
 /// Builds and refines the neighbour graph of the whole catalogue under `cfg`'s target and
@@ -518,7 +522,7 @@ pub(super) fn similar_graph(
         catalog_share: share(scored),
     }];
     let mut spent = share(scored);
-    let bound = share((2 * degree * (degree + 1)).min(n) as u64 * n as u64);
+    let bound = share(round_bound(degree, n) as u64 * n as u64);
     let stopped = loop {
         let target_met = recall.map(|r| r >= cfg.target_recall);
         if target_met == Some(true) {
@@ -591,10 +595,6 @@ mod tests {
         v.into_iter().take(k).map(|x| x.1).collect()
     }
 
-    fn graph_of((nb, cos): (Vec<u32>, Vec<f32>), degree: usize) -> Graph {
-        Graph::new(degree, nb, cos)
-    }
-
     #[test]
     fn rounds_never_lose_recall_and_reach_the_exact_lists() {
         let (n, d, degree, k) = (600, 6, 12, 5);
@@ -614,12 +614,12 @@ mod tests {
         };
         let mut l = Lister::new(&all, &keys, degree);
         let orders = Orders::new(&all, &keys, d, 9);
-        let mut g = graph_of(start(&mut l, &orders, &mine), degree);
+        let mut g = Graph::new(degree, start(&mut l, &orders, &mine));
         let mut last = hits(&g);
         assert!(last < n * k, "the start lists alone are not exact here");
         for _ in 0..8 {
             let rev = Reverse::new(&g, &keys);
-            let mut next = graph_of(refine(&mut l, &g, &rev, &mine), degree);
+            let mut next = Graph::new(degree, refine(&mut l, &g, &rev, &mine));
             next.mark_fresh(&g);
             g = next;
             let h = hits(&g);
@@ -660,7 +660,7 @@ mod tests {
         let mine: Vec<usize> = (0..n).collect();
         let mut l = Lister::new(&all, &keys, degree);
         let orders = Orders::new(&all, &keys, d, 1);
-        let g = graph_of(start(&mut l, &orders, &mine), degree);
+        let g = Graph::new(degree, start(&mut l, &orders, &mine));
         let rev = Reverse::new(&g, &keys);
         for j in 0..n {
             let mut want: Vec<(f32, u32, bool)> = (0..n)
